@@ -1,0 +1,21 @@
+//! Blocks: the records one receiver got during one block interval. A block is one partition of
+//! the batch it falls into, and one Wasm call per stage.
+//!
+//! Sealing rule: the block generator cuts every receiver at each multiple of `block_interval`
+//! (wall clock, aligned to the Unix epoch, as Spark aligns batch times); a receiver with nothing
+//! new yields no block.
+
+/// One receiver's records from one block interval.
+#[derive(Debug)]
+pub struct Block {
+    /// Index of the source.
+    pub source: usize,
+    /// Sequence number of the cut that sealed it.
+    pub seq: u64,
+    /// Number of records.
+    pub records: u64,
+    /// Lines dropped because they were not UTF-8.
+    pub invalid: u64,
+    /// The records as frames.
+    pub data: Vec<u8>,
+}

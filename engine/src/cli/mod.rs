@@ -1,0 +1,226 @@
+//! The `sluice` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+use crate::pipeline::{Pipeline, RunOptions};
+use crate::runtime::{self, Limits, PluginRuntime};
+
+/// Sluice: a micro-batch stream engine whose user logic runs as hot-swappable WebAssembly plugins.
+///
+/// A pipeline file (TOML) names sources, stages and sinks; each stage calls a function of a
+/// plugin built with sluice-sdk. Start with `sluice check PIPELINE`, then `sluice run PIPELINE`.
+/// While it runs, overwrite a plugin's .wasm file to hot-swap it at the next batch boundary.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter (tracing syntax), e.g. "info", "debug", "sluice=debug". Overrides RUST_LOG.
+    #[arg(long, global = true)]
+    log: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a pipeline until its sources end or SIGINT/SIGTERM (then drain and exit 0).
+    Run {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        #[command(flatten)]
+        plugins: PluginArgs,
+        /// Worker threads that run partitions (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Do not watch plugin files for new versions.
+        #[arg(long)]
+        no_hot_swap: bool,
+    },
+    /// Parse a pipeline, load every plugin and check every stage; list all problems and exit 1
+    /// if there are any.
+    Check {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct PluginArgs {
+    /// Deadline of one plugin call (one partition).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    call_timeout: Duration,
+    /// Memory cap of one plugin instance, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = runtime::DEFAULT_MEMORY_LIMIT >> 20)]
+    memory_limit_mib: usize,
+    /// Where compiled plugins are cached by content hash (default: $SLUICE_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/sluice, else ~/.cache/sluice).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile plugins on every start instead of caching them.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+impl PluginArgs {
+    fn runtime(&self) -> Result<PluginRuntime, String> {
+        let cache = if self.no_cache {
+            None
+        } else {
+            self.cache_dir.clone().or_else(default_cache_dir)
+        };
+        let limits = Limits {
+            timeout: self.call_timeout,
+            memory: self.memory_limit_mib.saturating_mul(1 << 20),
+        };
+        PluginRuntime::new(limits, cache).map_err(|err| err.to_string())
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("SLUICE_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(dir).join("sluice"));
+    }
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("sluice"))
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log.as_deref());
+    match cli.command {
+        Command::Check { pipeline, plugins } => check(&pipeline, &plugins),
+        Command::Run {
+            pipeline,
+            plugins,
+            workers,
+            no_hot_swap,
+        } => {
+            let mut options = RunOptions {
+                watch_plugins: !no_hot_swap,
+                ..RunOptions::default()
+            };
+            if let Some(workers) = workers {
+                options.workers = workers;
+            }
+            run(&pipeline, &plugins, &options)
+        }
+    }
+}
+
+fn init_logging(filter: Option<&str>) {
+    let filter = filter
+        .map(tracing_subscriber::EnvFilter::new)
+        .or_else(|| tracing_subscriber::EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn load(path: &Path, plugins: &PluginArgs) -> Result<Pipeline, ExitCode> {
+    let runtime = plugins.runtime().map_err(|err| {
+        eprintln!("error: {err}");
+        ExitCode::FAILURE
+    })?;
+    Pipeline::load(path, &runtime).map_err(|errors| {
+        let n = errors.errors.len();
+        eprintln!("{errors}");
+        eprintln!(
+            "error: {} has {n} problem{}",
+            path.display(),
+            if n == 1 { "" } else { "s" }
+        );
+        ExitCode::FAILURE
+    })
+}
+
+fn check(path: &Path, plugins: &PluginArgs) -> ExitCode {
+    let pipeline = match load(path, plugins) {
+        Ok(pipeline) => pipeline,
+        Err(code) => return code,
+    };
+    let graph = &pipeline.graph;
+    println!(
+        "{}: ok: {} sources, {} stages, {} sinks",
+        path.display(),
+        graph.sources,
+        pipeline.file.config.stages.len(),
+        graph.sinks.len()
+    );
+    for (index, name, file) in pipeline.registry.plugins() {
+        let version = pipeline.registry.current(index);
+        println!(
+            "  plugin {name}: {} (sha256 {}): {}",
+            file.display(),
+            version.short_hash(),
+            version.function_list()
+        );
+    }
+    for stream in &graph.streams[graph.sources..] {
+        println!("  stage {}: {}", stream.name, stream.ty);
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(path: &Path, plugins: &PluginArgs, options: &RunOptions) -> ExitCode {
+    let pipeline = match load(path, plugins) {
+        Ok(pipeline) => pipeline,
+        Err(code) => return code,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    if let Err(err) = handle_signals(stop_tx) {
+        eprintln!("error: cannot install signal handlers: {err}");
+        return ExitCode::FAILURE;
+    }
+    match pipeline.run(options, stop_rx) {
+        Ok(report) => {
+            tracing::info!(
+                batches = report.batches,
+                failed_batches = report.failed_batches,
+                records = report.records,
+                invalid_lines = report.invalid_lines,
+                swaps = report.swaps,
+                "pipeline stopped"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: stop receiving and drain. Second: exit at once.
+fn handle_signals(stop: watch::Sender<bool>) -> std::io::Result<()> {
+    let signals = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new().name("sluice-signals".into()).spawn(move || {
+        signals.block_on(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                tracing::error!("cannot listen for SIGTERM/SIGINT");
+                return;
+            };
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            tracing::info!("stopping: receivers stop, received batches finish, then exit (signal again to exit now)");
+            let _ = stop.send(true);
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            tracing::warn!("second signal: exiting without draining");
+            std::process::exit(130);
+        });
+    })?;
+    Ok(())
+}

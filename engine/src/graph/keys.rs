@@ -1,0 +1,123 @@
+//! Finding the end of a postcard value without decoding it: how the host slices the key out of
+//! a keyed record `(K, V)`. Follows postcard's wire format 1.0.
+
+use sluice_sdk::TypeDesc;
+
+/// Bytes taken by one value of type `ty` at the start of `buf`, or None if `buf` is too short
+/// or malformed.
+pub fn skip_value(ty: &TypeDesc, buf: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    skip(ty, buf, &mut pos)?;
+    Some(pos)
+}
+
+fn skip(ty: &TypeDesc, buf: &[u8], pos: &mut usize) -> Option<()> {
+    match ty {
+        TypeDesc::Unit => {}
+        TypeDesc::Bool | TypeDesc::Unsigned(8) | TypeDesc::Signed(8) => advance(buf, pos, 1)?,
+        TypeDesc::Unsigned(_) | TypeDesc::Signed(_) => {
+            varint(buf, pos)?;
+        }
+        TypeDesc::F32 => advance(buf, pos, 4)?,
+        TypeDesc::F64 => advance(buf, pos, 8)?,
+        TypeDesc::Char | TypeDesc::String | TypeDesc::Bytes => {
+            let len = varint(buf, pos)?;
+            advance(buf, pos, usize::try_from(len).ok()?)?;
+        }
+        TypeDesc::Option(inner) => {
+            let tag = *buf.get(*pos)?;
+            *pos += 1;
+            match tag {
+                0 => {}
+                1 => skip(inner, buf, pos)?,
+                _ => return None,
+            }
+        }
+        TypeDesc::Seq(inner) => {
+            let count = varint(buf, pos)?;
+            for _ in 0..count {
+                skip(inner, buf, pos)?;
+            }
+        }
+        TypeDesc::Tuple(items) => {
+            for item in items {
+                skip(item, buf, pos)?;
+            }
+        }
+        TypeDesc::Struct { fields, .. } => {
+            for (_, field) in fields {
+                skip(field, buf, pos)?;
+            }
+        }
+    }
+    Some(())
+}
+
+fn advance(buf: &[u8], pos: &mut usize, n: usize) -> Option<()> {
+    let end = pos.checked_add(n)?;
+    if end > buf.len() {
+        return None;
+    }
+    *pos = end;
+    Some(())
+}
+
+/// Reads a LEB128 varint (at most 19 bytes, for u128).
+pub(crate) fn varint(buf: &[u8], pos: &mut usize) -> Option<u128> {
+    let mut value: u128 = 0;
+    for shift in (0..19 * 7).step_by(7) {
+        let byte = *buf.get(*pos)?;
+        *pos += 1;
+        value |= u128::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Serialize;
+
+    fn check<K: Serialize, V: Serialize>(key_ty: TypeDesc, key: K, value: V) {
+        let key_bytes = postcard::to_allocvec(&key).unwrap();
+        let record = postcard::to_allocvec(&(key, value)).unwrap();
+        assert_eq!(skip_value(&key_ty, &record), Some(key_bytes.len()));
+    }
+
+    #[test]
+    fn keys_of_every_shape_are_found() {
+        check(TypeDesc::String, "hello", 7u64);
+        check(TypeDesc::Unsigned(64), 300u64, "v");
+        check(TypeDesc::Signed(32), -70_000i32, 1u8);
+        check(TypeDesc::Option(Box::new(TypeDesc::String)), Some("x"), 1u8);
+        check(
+            TypeDesc::Option(Box::new(TypeDesc::String)),
+            None::<&str>,
+            1u8,
+        );
+        check(
+            TypeDesc::Tuple(vec![TypeDesc::String, TypeDesc::F64, TypeDesc::Bool]),
+            ("a", 1.5f64, true),
+            0u8,
+        );
+        check(
+            TypeDesc::Seq(Box::new(TypeDesc::Unsigned(16))),
+            vec![1u16, 500, 70],
+            0u8,
+        );
+        check(TypeDesc::Unsigned(128), u128::MAX, 0u8);
+    }
+
+    #[test]
+    fn truncated_records_are_refused() {
+        let record = postcard::to_allocvec(&("hello", 1u8)).unwrap();
+        assert_eq!(skip_value(&TypeDesc::String, &record[..3]), None);
+        assert_eq!(
+            skip_value(&TypeDesc::Option(Box::new(TypeDesc::Bool)), &[2]),
+            None
+        );
+    }
+}

@@ -1,0 +1,14 @@
+#![doc = include_str!("../../docs/ENGINE.md")]
+
+pub mod batch;
+pub mod block;
+pub mod cli;
+pub mod config;
+pub mod graph;
+pub mod pipeline;
+pub mod receiver;
+pub mod runtime;
+pub mod sinks;
+pub mod sources;
+
+pub use pipeline::{Pipeline, RunOptions};

@@ -1,0 +1,8 @@
+//! The `sluice` binary; see `sluice --help`.
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> std::process::ExitCode {
+    sluice::cli::main()
+}

@@ -1,0 +1,207 @@
+//! A pipeline ready to run: the parsed file, its plugins loaded and validated, its graph
+//! resolved. [`Pipeline::load`] is what `sluice check` runs; [`Pipeline::run`] what `sluice run`
+//! runs after it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::batch::scheduler::{self, RunReport};
+use crate::batch::{self, Batch};
+use crate::config::{ConfigError, ConfigErrors, PipelineFile};
+use crate::graph::Graph;
+use crate::receiver::Receiver;
+use crate::runtime::registry::PluginRegistry;
+use crate::runtime::{PluginRuntime, PluginVersion, watch as plugin_watch};
+use crate::sources::SourceConfig;
+
+/// How to run a pipeline: process knobs, not pipeline content.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Worker threads for partitions (default: one per core).
+    pub workers: usize,
+    /// Watch plugin files and hot-swap new versions.
+    pub watch_plugins: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            watch_plugins: true,
+        }
+    }
+}
+
+/// A validated pipeline.
+#[derive(Debug)]
+pub struct Pipeline {
+    /// The pipeline file.
+    pub file: PipelineFile,
+    /// Its resolved graph.
+    pub graph: Graph,
+    /// Its plugins and their serving versions.
+    pub registry: Arc<PluginRegistry>,
+    runtime: Option<PluginRuntime>,
+}
+
+impl Pipeline {
+    /// Parses and validates `path`, loads every plugin and checks every stage against it.
+    /// Returns every problem found, each naming the file and field.
+    pub fn load(path: &Path, runtime: &PluginRuntime) -> Result<Self, ConfigErrors> {
+        let file = PipelineFile::load(path)?;
+        let mut errors = file.validate();
+        let mut versions = Vec::new();
+        for (name, plugin_path) in &file.config.plugins {
+            let resolved = file.resolve(plugin_path);
+            if !resolved.is_file() {
+                continue; // reported by validate
+            }
+            match runtime.load(name, &resolved) {
+                Ok(version) => versions.push(version),
+                Err(err) => {
+                    errors.push(ConfigError::new(format!("plugins.{name}"), err.to_string()))
+                }
+            }
+        }
+        let mut pipeline = Self::assemble(file, versions, errors)?;
+        pipeline.runtime = Some(runtime.clone());
+        Ok(pipeline)
+    }
+
+    /// A pipeline from a parsed file and plugin versions made elsewhere (e.g. native twins for
+    /// benchmarks). Plugin files named in the file are not read; hot swap is off.
+    pub fn from_versions(
+        file: PipelineFile,
+        versions: Vec<PluginVersion>,
+    ) -> Result<Self, ConfigErrors> {
+        let errors = file
+            .validate()
+            .into_iter()
+            .filter(|e| !e.location.starts_with("plugins."))
+            .collect();
+        Self::assemble(file, versions, errors)
+    }
+
+    fn assemble(
+        file: PipelineFile,
+        versions: Vec<PluginVersion>,
+        mut errors: Vec<ConfigError>,
+    ) -> Result<Self, ConfigErrors> {
+        let graph = {
+            let by_name: BTreeMap<String, (usize, &PluginVersion)> = versions
+                .iter()
+                .enumerate()
+                .map(|(index, version)| (version.plugin.clone(), (index, version)))
+                .collect();
+            if errors.is_empty() {
+                match Graph::build(&file, &by_name) {
+                    Ok(graph) => Some(graph),
+                    Err(more) => {
+                        errors.extend(more);
+                        None
+                    }
+                }
+            } else {
+                // Still check what can be checked, to report everything at once.
+                if let Err(more) = Graph::build(&file, &by_name) {
+                    errors.extend(more);
+                }
+                None
+            }
+        };
+        let Some(graph) = graph.filter(|_| errors.is_empty()) else {
+            return Err(ConfigErrors {
+                file: file.path.clone(),
+                errors,
+            });
+        };
+        let plugins = versions
+            .into_iter()
+            .map(|version| {
+                let required = file
+                    .config
+                    .stages
+                    .iter()
+                    .filter(|s| s.plugin.as_deref() == Some(version.plugin.as_str()))
+                    .filter_map(|s| s.function.clone())
+                    .collect();
+                (version, required)
+            })
+            .collect();
+        Ok(Self {
+            file,
+            graph,
+            registry: Arc::new(PluginRegistry::new(plugins)),
+            runtime: None,
+        })
+    }
+
+    /// Runs until every source has finished or `stop` turns true, then finishes the batches
+    /// already received, flushes the sinks and returns. Blocks the calling thread.
+    pub fn run(
+        &self,
+        options: &RunOptions,
+        stop: watch::Receiver<bool>,
+    ) -> std::io::Result<RunReport> {
+        let config = &self.file.config;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(options.workers.max(1))
+            .thread_name(|i| format!("sluice-worker-{i}"))
+            .build()
+            .map_err(std::io::Error::other)?;
+        let _watcher = match (&self.runtime, options.watch_plugins) {
+            (Some(runtime), true) => Some(
+                plugin_watch::watch(runtime.clone(), self.registry.clone())
+                    .map_err(std::io::Error::other)?,
+            ),
+            _ => None,
+        };
+        let mut sinks: Vec<_> = self
+            .graph
+            .sinks
+            .iter()
+            .map(|node| node.config.build(|p| self.file.resolve(p)))
+            .collect();
+        let receivers: Vec<Arc<Receiver>> = config
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(index, source)| Arc::new(Receiver::new(index, source.name())))
+            .collect();
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sluice-io")
+            .enable_all()
+            .build()?;
+        let (batches_tx, batches_rx) = std::sync::mpsc::channel::<Batch>();
+        for (source, receiver) in config.sources.iter().zip(&receivers) {
+            match source {
+                SourceConfig::Socket(socket) => {
+                    io.spawn(socket.build(receiver.clone()).run(stop.clone()));
+                }
+            }
+        }
+        io.spawn(batch::generate(
+            receivers.clone(),
+            config.pipeline.block_interval,
+            config.pipeline.batch_interval,
+            batches_tx,
+        ));
+        tracing::info!(
+            pipeline = %config.pipeline.name,
+            sources = receivers.len(),
+            stages = self.graph.stages.len(),
+            sinks = sinks.len(),
+            workers = pool.current_num_threads(),
+            "pipeline running"
+        );
+        let report = scheduler::run(&self.graph, &self.registry, &mut sinks, &pool, batches_rx);
+        io.shutdown_background();
+        Ok(report)
+    }
+}

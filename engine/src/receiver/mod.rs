@@ -1,0 +1,219 @@
+//! Receivers: the buffer between a source task and the block generator.
+//!
+//! A source appends records to its [`Receiver`] as frames (see `sluice_sdk::abi`); the block
+//! generator cuts whatever has accumulated into a [`Block`] every block interval. The source takes
+//! the lock once per read chunk, not per record.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::block::Block;
+
+/// Records received since the last cut.
+#[derive(Debug, Default)]
+pub struct PendingBlock {
+    /// Frames of the records.
+    pub data: Vec<u8>,
+    /// Number of records in `data`.
+    pub records: u64,
+    /// Lines dropped because they are not UTF-8.
+    pub invalid: u64,
+}
+
+/// The shared state of one source's receiver.
+#[derive(Debug)]
+pub struct Receiver {
+    /// Index of the source in the pipeline.
+    pub source: usize,
+    /// Name of the source.
+    pub name: String,
+    pending: Mutex<PendingBlock>,
+    finished: AtomicBool,
+    received: AtomicU64,
+    invalid: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Receiver {
+    /// A receiver for source `source`.
+    pub fn new(source: usize, name: &str) -> Self {
+        Self {
+            source,
+            name: name.to_string(),
+            pending: Mutex::new(PendingBlock::default()),
+            finished: AtomicBool::new(false),
+            received: AtomicU64::new(0),
+            invalid: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// Appends records under the lock.
+    pub fn append(&self, f: impl FnOnce(&mut PendingBlock)) {
+        let mut pending = self.pending.lock().expect("receiver lock");
+        let (records, invalid) = (pending.records, pending.invalid);
+        f(&mut pending);
+        self.received
+            .fetch_add(pending.records - records, Ordering::Relaxed);
+        self.invalid
+            .fetch_add(pending.invalid - invalid, Ordering::Relaxed);
+    }
+
+    /// Takes everything received since the last cut as a block (None if nothing came).
+    pub fn cut(&self, seq: u64) -> Option<Block> {
+        let pending = std::mem::take(&mut *self.pending.lock().expect("receiver lock"));
+        if pending.records == 0 && pending.invalid == 0 {
+            return None;
+        }
+        Some(Block {
+            source: self.source,
+            seq,
+            records: pending.records,
+            invalid: pending.invalid,
+            data: pending.data,
+        })
+    }
+
+    /// The source has ended: no more records will come.
+    pub fn finish(&self) {
+        self.finished.store(true, Ordering::Release);
+    }
+
+    /// Whether the source has ended.
+    pub fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    /// Records received so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Lines dropped so far because they are not UTF-8.
+    pub fn invalid(&self) -> u64 {
+        self.invalid.load(Ordering::Relaxed)
+    }
+
+    /// Records the source's current problem (e.g. cannot connect).
+    pub fn set_error(&self, error: String) {
+        *self.last_error.lock().expect("receiver lock") = Some(error);
+    }
+
+    /// The source recovered.
+    pub fn clear_error(&self) {
+        *self.last_error.lock().expect("receiver lock") = None;
+    }
+
+    /// The source's last problem, if it has one now.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().expect("receiver lock").clone()
+    }
+}
+
+/// Turns a byte stream into line records (`String` frames), carrying partial lines across chunks.
+#[derive(Debug, Default)]
+pub struct LineFramer {
+    partial: Vec<u8>,
+}
+
+impl LineFramer {
+    /// Frames every complete line of `chunk` into `block`.
+    pub fn push(&mut self, chunk: &[u8], block: &mut PendingBlock) {
+        let mut rest = chunk;
+        if !self.partial.is_empty() {
+            match memchr::memchr(b'\n', rest) {
+                Some(end) => {
+                    self.partial.extend_from_slice(&rest[..end]);
+                    let line = std::mem::take(&mut self.partial);
+                    push_line(&line, block);
+                    rest = &rest[end + 1..];
+                }
+                None => {
+                    self.partial.extend_from_slice(rest);
+                    return;
+                }
+            }
+        }
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', rest) {
+            push_line(&rest[start..end], block);
+            start = end + 1;
+        }
+        self.partial.extend_from_slice(&rest[start..]);
+    }
+
+    /// Frames the last line if the stream did not end with a newline.
+    pub fn finish(&mut self, block: &mut PendingBlock) {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            push_line(&line, block);
+        }
+    }
+}
+
+/// Appends one line as the frame of a postcard `String`: varint length, then the bytes.
+fn push_line(line: &[u8], block: &mut PendingBlock) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if std::str::from_utf8(line).is_err() {
+        block.invalid += 1;
+        return;
+    }
+    let mut varint = [0u8; 10];
+    let mut n = 0;
+    let mut len = line.len() as u64;
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            varint[n] = byte;
+            n += 1;
+            break;
+        }
+        varint[n] = byte | 0x80;
+        n += 1;
+    }
+    sluice_sdk::abi::push_frame_parts(&mut block.data, &varint[..n], line);
+    block.records += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_sdk::abi::Frames;
+
+    fn lines(block: &PendingBlock) -> Vec<String> {
+        Frames::new(&block.data)
+            .map(|frame| postcard::from_bytes::<String>(frame).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn lines_split_across_chunks_are_joined() {
+        let mut framer = LineFramer::default();
+        let mut block = PendingBlock::default();
+        framer.push(b"hello wo", &mut block);
+        framer.push(b"rld\r\nsecond\nthi", &mut block);
+        framer.push(b"rd", &mut block);
+        framer.finish(&mut block);
+        assert_eq!(lines(&block), ["hello world", "second", "third"]);
+        assert_eq!(block.records, 3);
+    }
+
+    #[test]
+    fn invalid_utf8_is_counted_and_dropped() {
+        let mut framer = LineFramer::default();
+        let mut block = PendingBlock::default();
+        framer.push(b"ok\n\xff\xfe bad\nfine\n", &mut block);
+        assert_eq!(lines(&block), ["ok", "fine"]);
+        assert_eq!(block.invalid, 1);
+    }
+
+    #[test]
+    fn long_lines_get_multi_byte_length_prefixes() {
+        let mut framer = LineFramer::default();
+        let mut block = PendingBlock::default();
+        let long = "x".repeat(70_000);
+        framer.push(format!("{long}\n\n").as_bytes(), &mut block);
+        assert_eq!(lines(&block), [long, String::new()]);
+    }
+}

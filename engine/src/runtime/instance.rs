@@ -1,0 +1,301 @@
+//! Plugin instances and calls: one instance per version per worker thread, kept across batches.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use sluice_sdk::abi::{self, FunctionInfo};
+use wasmtime::{Caller, Engine, InstancePre, Linker, Memory, Store, TypedFunc};
+
+use super::{CallError, Implementation, Limits, PluginVersion};
+
+/// What a store carries for its instance.
+#[derive(Debug)]
+pub struct StoreState {
+    plugin: Arc<str>,
+    memory_limit: usize,
+    /// Set when the limiter refused to grow memory: the trap that follows is a memory-limit error.
+    refused_growth: Option<usize>,
+    /// The guest's panic message, sent just before it traps.
+    panic: Option<String>,
+}
+
+impl wasmtime::ResourceLimiter for StoreState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.refused_growth = Some(desired);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The host functions plugins may import (module `sluice`, see `sluice_sdk::abi`).
+pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
+    let mut linker = Linker::new(engine);
+    linker.func_wrap(
+        abi::IMPORT_MODULE,
+        "panic",
+        |mut caller: Caller<'_, StoreState>, ptr: u32, len: u32| {
+            let message = read_guest_string(&mut caller, ptr, len);
+            caller.data_mut().panic = Some(message);
+        },
+    )?;
+    linker.func_wrap(
+        abi::IMPORT_MODULE,
+        "log",
+        |mut caller: Caller<'_, StoreState>, level: u32, ptr: u32, len: u32| {
+            let message = read_guest_string(&mut caller, ptr, len);
+            let plugin = caller.data().plugin.clone();
+            match level {
+                0 => tracing::error!(plugin = %plugin, "{message}"),
+                1 => tracing::warn!(plugin = %plugin, "{message}"),
+                2 => tracing::info!(plugin = %plugin, "{message}"),
+                _ => tracing::debug!(plugin = %plugin, "{message}"),
+            }
+        },
+    )?;
+    Ok(linker)
+}
+
+fn read_guest_string(caller: &mut Caller<'_, StoreState>, ptr: u32, len: u32) -> String {
+    let Some(memory) = caller.get_export("memory").and_then(|e| e.into_memory()) else {
+        return String::from("<plugin has no memory export>");
+    };
+    let data = memory.data(&caller);
+    let start = ptr as usize;
+    let end = start.saturating_add(len.min(64 * 1024) as usize);
+    match data.get(start..end) {
+        Some(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        None => String::from("<message out of bounds>"),
+    }
+}
+
+/// A live instance of one plugin version.
+pub(crate) struct Instance {
+    store: Store<StoreState>,
+    memory: Memory,
+    input: TypedFunc<u32, u32>,
+    instance: wasmtime::Instance,
+    calls: FxHashMap<String, TypedFunc<u32, u64>>,
+    limits: Limits,
+}
+
+impl Instance {
+    pub(crate) fn new(
+        engine: &Engine,
+        pre: &InstancePre<StoreState>,
+        limits: Limits,
+        plugin: &str,
+    ) -> Result<Self, CallError> {
+        let mut store = Store::new(
+            engine,
+            StoreState {
+                plugin: Arc::from(plugin),
+                memory_limit: limits.memory,
+                refused_growth: None,
+                panic: None,
+            },
+        );
+        store.limiter(|state| state);
+        store.set_epoch_deadline(ticks(limits));
+        let instance = pre
+            .instantiate(&mut store)
+            .map_err(|err| classify(&mut store, err, limits))?;
+        let memory =
+            instance
+                .get_memory(&mut store, "memory")
+                .ok_or_else(|| CallError::BadOutput {
+                    message: "the plugin exports no `memory`".into(),
+                })?;
+        let input = typed(&instance, &mut store, abi::EXPORT_INPUT)?;
+        Ok(Self {
+            store,
+            memory,
+            input,
+            instance,
+            calls: FxHashMap::default(),
+            limits,
+        })
+    }
+
+    pub(crate) fn abi_version(&mut self) -> Result<u32, CallError> {
+        let version: TypedFunc<(), u32> =
+            typed(&self.instance, &mut self.store, abi::EXPORT_ABI_VERSION)?;
+        self.store.set_epoch_deadline(ticks(self.limits));
+        version
+            .call(&mut self.store, ())
+            .map_err(|err| classify(&mut self.store, err, self.limits))
+    }
+
+    pub(crate) fn describe(&mut self, export: &str) -> Result<FunctionInfo, CallError> {
+        let describe: TypedFunc<(), u64> = typed(&self.instance, &mut self.store, export)?;
+        self.store.set_epoch_deadline(ticks(self.limits));
+        let packed = describe
+            .call(&mut self.store, ())
+            .map_err(|err| classify(&mut self.store, err, self.limits))?;
+        let mut bytes = Vec::new();
+        self.read_output(packed, &mut bytes)?;
+        postcard::from_bytes(&bytes).map_err(|err| CallError::BadOutput {
+            message: format!("the description does not decode: {err}"),
+        })
+    }
+
+    /// Calls `sluice_call_<function>` over `input`, appending its output to `output`.
+    pub(crate) fn call(
+        &mut self,
+        function: &str,
+        input: &[u8],
+        output: &mut Vec<u8>,
+    ) -> Result<(), CallError> {
+        let call = match self.calls.get(function) {
+            Some(call) => call.clone(),
+            None => {
+                let name = format!("{}{function}", abi::EXPORT_CALL_PREFIX);
+                let call = typed(&self.instance, &mut self.store, &name)?;
+                self.calls.insert(function.to_string(), call.clone());
+                call
+            }
+        };
+        let len = u32::try_from(input.len()).map_err(|_| CallError::BadOutput {
+            message: format!(
+                "a partition of {} bytes exceeds the 4 GiB a 32-bit guest can address",
+                input.len()
+            ),
+        })?;
+        self.store.set_epoch_deadline(ticks(self.limits));
+        let ptr = self
+            .input
+            .call(&mut self.store, len)
+            .map_err(|err| classify(&mut self.store, err, self.limits))? as usize;
+        self.memory
+            .data_mut(&mut self.store)
+            .get_mut(ptr..ptr + input.len())
+            .ok_or_else(|| CallError::BadOutput {
+                message: "the input buffer lies outside the guest's memory".into(),
+            })?
+            .copy_from_slice(input);
+        self.store.set_epoch_deadline(ticks(self.limits));
+        let packed = call
+            .call(&mut self.store, len)
+            .map_err(|err| classify(&mut self.store, err, self.limits))?;
+        self.read_output(packed, output)
+    }
+
+    fn read_output(&mut self, packed: u64, output: &mut Vec<u8>) -> Result<(), CallError> {
+        let (ptr, len, is_error) = abi::unpack(packed);
+        let data = self.memory.data(&self.store);
+        let bytes = data
+            .get(ptr as usize..ptr as usize + len as usize)
+            .ok_or_else(|| CallError::BadOutput {
+                message: format!(
+                    "the output ({len} bytes at {ptr:#x}) lies outside the guest's memory"
+                ),
+            })?;
+        if is_error {
+            return Err(CallError::Guest {
+                message: String::from_utf8_lossy(bytes).into_owned(),
+            });
+        }
+        output.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+fn typed<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
+    instance: &wasmtime::Instance,
+    store: &mut Store<StoreState>,
+    name: &str,
+) -> Result<TypedFunc<P, R>, CallError> {
+    instance
+        .get_typed_func::<P, R>(&mut *store, name)
+        .map_err(|err| CallError::BadOutput {
+            message: format!("export `{name}`: {err}"),
+        })
+}
+
+fn ticks(limits: Limits) -> u64 {
+    (limits.timeout.as_millis() / super::EPOCH_TICK.as_millis()).max(1) as u64
+}
+
+/// Tells a deadline from a memory-limit failure from any other trap.
+fn classify(store: &mut Store<StoreState>, err: wasmtime::Error, limits: Limits) -> CallError {
+    let state = store.data_mut();
+    if let Some(desired) = state.refused_growth.take() {
+        state.panic = None;
+        return CallError::MemoryLimit {
+            desired,
+            limit: limits.memory,
+        };
+    }
+    if let Some(wasmtime::Trap::Interrupt) = err.downcast_ref::<wasmtime::Trap>() {
+        return CallError::Deadline {
+            timeout: limits.timeout,
+        };
+    }
+    let message = match (state.panic.take(), err.downcast_ref::<wasmtime::Trap>()) {
+        (Some(panic), _) => format!("panicked: {panic}"),
+        (None, Some(trap)) => trap.to_string(),
+        (None, None) => format!("{err:#}"),
+    };
+    CallError::Trap { message }
+}
+
+thread_local! {
+    /// This worker's instances, one per plugin, tagged with the version they run.
+    static INSTANCES: RefCell<FxHashMap<String, (u64, Instance)>> = RefCell::new(FxHashMap::default());
+}
+
+/// Runs `function` of `version` over one partition on the current worker thread, reusing this
+/// thread's instance of that version (and creating it the first time).
+pub fn call(
+    version: &PluginVersion,
+    function: &str,
+    input: &[u8],
+    output: &mut Vec<u8>,
+) -> Result<(), CallError> {
+    match &version.implementation {
+        Implementation::Native(functions) => {
+            let native = functions
+                .get(function)
+                .ok_or_else(|| CallError::BadOutput {
+                    message: format!("no native function `{function}`"),
+                })?;
+            (native.call)(input, output).map_err(|message| CallError::Guest { message })
+        }
+        Implementation::Wasm {
+            engine,
+            pre,
+            limits,
+        } => INSTANCES.with_borrow_mut(|instances| {
+            let slot = match instances.get_mut(&version.plugin) {
+                Some(slot) if slot.0 == version.id => slot,
+                _ => {
+                    let instance = Instance::new(engine, pre, *limits, &version.plugin)?;
+                    instances.insert(version.plugin.clone(), (version.id, instance));
+                    instances.get_mut(&version.plugin).expect("just inserted")
+                }
+            };
+            let result = slot.1.call(function, input, output);
+            if result.is_err() {
+                // A trapped instance may hold broken state: the next call starts fresh.
+                instances.remove(&version.plugin);
+            }
+            result
+        }),
+    }
+}

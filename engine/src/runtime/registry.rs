@@ -1,0 +1,119 @@
+//! Which version of each plugin serves the next batch.
+//!
+//! Invariant: a batch takes a [`Snapshot`] when it starts and runs every partition with the
+//! versions in it, so one batch is served by one version of each plugin. [`PluginRegistry::install`]
+//! only changes what the *next* snapshot holds: that is the batch-boundary swap.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::PluginVersion;
+
+/// The versions that serve one batch, indexed like the registry's plugins.
+pub type Snapshot = Arc<[Arc<PluginVersion>]>;
+
+struct Slot {
+    name: String,
+    path: PathBuf,
+    /// Functions the pipeline calls; a new version must keep each with the same shape.
+    required: Vec<String>,
+    current: Mutex<Arc<PluginVersion>>,
+}
+
+/// The plugins of a pipeline and their current versions.
+pub struct PluginRegistry {
+    slots: Vec<Slot>,
+}
+
+impl std::fmt::Debug for PluginRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.slots.iter().map(|s| &s.name))
+            .finish()
+    }
+}
+
+impl PluginRegistry {
+    /// A registry of initial versions, each with the functions the pipeline requires of it.
+    pub fn new(plugins: Vec<(PluginVersion, Vec<String>)>) -> Self {
+        let slots = plugins
+            .into_iter()
+            .map(|(version, required)| Slot {
+                name: version.plugin.clone(),
+                path: version.path.clone(),
+                required,
+                current: Mutex::new(Arc::new(version)),
+            })
+            .collect();
+        Self { slots }
+    }
+
+    /// Index of the plugin called `name`.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.slots.iter().position(|slot| slot.name == name)
+    }
+
+    /// Names and files of every plugin, by index.
+    pub fn plugins(&self) -> impl Iterator<Item = (usize, &str, &Path)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(index, slot)| (index, slot.name.as_str(), slot.path.as_path()))
+    }
+
+    /// The version serving plugin `index` now.
+    pub fn current(&self, index: usize) -> Arc<PluginVersion> {
+        self.slots[index]
+            .current
+            .lock()
+            .expect("registry lock")
+            .clone()
+    }
+
+    /// The versions the next batch runs with.
+    pub fn snapshot(&self) -> Snapshot {
+        self.slots
+            .iter()
+            .map(|slot| slot.current.lock().expect("registry lock").clone())
+            .collect()
+    }
+
+    /// Checks that `candidate` can replace plugin `index`: every function the pipeline calls
+    /// exists with the same kind and the same input and output types.
+    pub fn validate(&self, index: usize, candidate: &PluginVersion) -> Result<(), String> {
+        let slot = &self.slots[index];
+        let current = self.current(index);
+        let mut problems = Vec::new();
+        for name in &slot.required {
+            let Some(old) = current.functions.get(name) else {
+                continue;
+            };
+            match candidate.functions.get(name) {
+                None => problems.push(format!(
+                    "function `{name}` is missing (the new version exports: {})",
+                    candidate.function_list()
+                )),
+                Some(new) if new.kind != old.kind => problems.push(format!(
+                    "function `{name}` changed from {} to {}",
+                    old.kind, new.kind
+                )),
+                Some(new) if new.input != old.input || new.output != old.output => problems.push(format!(
+                    "function `{name}` changed its type from {} -> {} to {} -> {}; a running pipeline keeps its record types",
+                    old.input, old.output, new.input, new.output
+                )),
+                Some(_) => {}
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    /// Makes `version` serve plugin `index` from the next batch on. Returns the version it replaces.
+    pub fn install(&self, index: usize, version: PluginVersion) -> Arc<PluginVersion> {
+        let mut current = self.slots[index].current.lock().expect("registry lock");
+        std::mem::replace(&mut *current, Arc::new(version))
+    }
+}

@@ -1,0 +1,108 @@
+//! One loaded version of a plugin.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use rustc_hash::FxHashMap;
+use sluice_sdk::abi::{FunctionInfo, NativeFunction};
+
+use super::Limits;
+use super::instance::StoreState;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How a version's functions run.
+pub enum Implementation {
+    /// A compiled Wasm module, ready to instantiate.
+    Wasm {
+        /// The engine it was compiled for.
+        engine: wasmtime::Engine,
+        /// The module with its imports resolved.
+        pre: wasmtime::InstancePre<StoreState>,
+        /// Limits for its instances and calls.
+        limits: Limits,
+    },
+    /// The same SDK code compiled into the host (benchmarks' native twin).
+    Native(FxHashMap<String, NativeFunction>),
+}
+
+impl std::fmt::Debug for Implementation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Wasm { limits, .. } => f
+                .debug_struct("Wasm")
+                .field("limits", limits)
+                .finish_non_exhaustive(),
+            Self::Native(functions) => f
+                .debug_tuple("Native")
+                .field(&functions.keys().collect::<Vec<_>>())
+                .finish(),
+        }
+    }
+}
+
+/// One immutable, validated version of a plugin. Batches hold an `Arc` of the version that
+/// serves them; a swap only changes which version the next batch gets.
+pub struct PluginVersion {
+    /// Unique per process; worker instances are keyed by it.
+    pub id: u64,
+    /// The plugin's name in the pipeline file.
+    pub plugin: String,
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// SHA-256 of the file's content, hex.
+    pub hash: String,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    /// Its functions, by name.
+    pub functions: BTreeMap<String, FunctionInfo>,
+    pub(crate) implementation: Implementation,
+}
+
+impl std::fmt::Debug for PluginVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginVersion")
+            .field("id", &self.id)
+            .field("plugin", &self.plugin)
+            .field("hash", &self.short_hash())
+            .field("functions", &self.functions.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginVersion {
+    pub(crate) fn new(
+        plugin: &str,
+        path: &Path,
+        hash: String,
+        functions: Vec<FunctionInfo>,
+        implementation: Implementation,
+    ) -> Self {
+        Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            plugin: plugin.to_string(),
+            path: path.to_path_buf(),
+            hash,
+            loaded_at: SystemTime::now(),
+            functions: functions.into_iter().map(|f| (f.name.clone(), f)).collect(),
+            implementation,
+        }
+    }
+
+    /// The first 12 hex digits of the content hash, as shown in logs.
+    pub fn short_hash(&self) -> &str {
+        &self.hash[..self.hash.len().min(12)]
+    }
+
+    /// `name (kind)` of every function, for messages.
+    pub fn function_list(&self) -> String {
+        let list: Vec<String> = self
+            .functions
+            .values()
+            .map(|f| format!("{} ({})", f.name, f.kind))
+            .collect();
+        list.join(", ")
+    }
+}

@@ -1,0 +1,142 @@
+//! Hot swap from the file system: watch every plugin file, and when one changes, load and
+//! validate the new content off the hot path, then install it for the next batch.
+//!
+//! The watcher watches each plugin's directory (so a file replaced by rename is seen too) and
+//! waits for [`QUIET`] without events before reading, so a file being copied is read once, whole.
+//! A file whose content hash equals the serving version's is ignored. A file that fails to load
+//! or validate is rejected with a log line and the serving version stays.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use rustc_hash::FxHashSet;
+
+use super::PluginRuntime;
+use super::registry::PluginRegistry;
+
+/// How long a plugin file must stay unchanged before it is read.
+pub const QUIET: Duration = Duration::from_millis(150);
+
+/// Keeps the watch alive; dropping it stops watching.
+pub struct PluginWatcher {
+    _watcher: notify::RecommendedWatcher,
+}
+
+impl std::fmt::Debug for PluginWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginWatcher").finish_non_exhaustive()
+    }
+}
+
+/// Starts watching every plugin file of `registry`.
+pub fn watch(
+    runtime: PluginRuntime,
+    registry: Arc<PluginRegistry>,
+) -> notify::Result<PluginWatcher> {
+    let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
+    let mut watcher = notify::recommended_watcher(tx)?;
+    let mut files: Vec<(usize, PathBuf)> = Vec::new();
+    let mut dirs = FxHashSet::default();
+    for (index, _, path) in registry.plugins() {
+        let path = absolute(path);
+        if let Some(dir) = path.parent() {
+            if dirs.insert(dir.to_path_buf()) {
+                watcher.watch(dir, RecursiveMode::NonRecursive)?;
+            }
+        }
+        files.push((index, path));
+    }
+    std::thread::Builder::new()
+        .name("sluice-plugin-watch".into())
+        .spawn(move || {
+            while let Ok(event) = rx.recv() {
+                let mut changed = FxHashSet::default();
+                collect(&files, event, &mut changed);
+                // Wait for the writer to finish: read only after a quiet period.
+                loop {
+                    match rx.recv_timeout(QUIET) {
+                        Ok(event) => collect(&files, event, &mut changed),
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                for index in changed {
+                    reload(&runtime, &registry, index);
+                }
+            }
+        })
+        .map_err(|err| notify::Error::generic(&err.to_string()))?;
+    Ok(PluginWatcher { _watcher: watcher })
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn collect(
+    files: &[(usize, PathBuf)],
+    event: notify::Result<notify::Event>,
+    changed: &mut FxHashSet<usize>,
+) {
+    let Ok(event) = event else { return };
+    if event.kind.is_access() {
+        return;
+    }
+    for path in &event.paths {
+        for (index, file) in files {
+            if path == file {
+                changed.insert(*index);
+            }
+        }
+    }
+}
+
+/// Loads the file of plugin `index` and installs it if it is new and valid.
+pub fn reload(runtime: &PluginRuntime, registry: &PluginRegistry, index: usize) {
+    let current = registry.current(index);
+    let name = current.plugin.clone();
+    let path = current.path.clone();
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(plugin = %name, path = %path.display(), serving = current.short_hash(), "plugin file removed; the serving version stays");
+            return;
+        }
+        Err(err) => {
+            tracing::warn!(plugin = %name, path = %path.display(), %err, "cannot read the plugin file; the serving version stays");
+            return;
+        }
+    };
+    let started = std::time::Instant::now();
+    let candidate = match runtime.load_bytes(&name, &path, &bytes) {
+        Ok(candidate) => candidate,
+        Err(err) => {
+            tracing::error!(plugin = %name, serving = current.short_hash(), "rejected new plugin version: {err}");
+            return;
+        }
+    };
+    if candidate.hash == current.hash {
+        return;
+    }
+    if let Err(reason) = registry.validate(index, &candidate) {
+        tracing::error!(
+            plugin = %name,
+            new = candidate.short_hash(),
+            serving = current.short_hash(),
+            "rejected new plugin version: {reason}"
+        );
+        return;
+    }
+    let hash = candidate.short_hash().to_string();
+    registry.install(index, candidate);
+    tracing::info!(
+        plugin = %name,
+        new = %hash,
+        serving = current.short_hash(),
+        load_ms = started.elapsed().as_millis() as u64,
+        "new plugin version validated; it serves from the next batch"
+    );
+}

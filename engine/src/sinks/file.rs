@@ -1,0 +1,74 @@
+//! The file sink: one file per batch that has output, `<path>/batch-<batch time in ms>.jsonl`,
+//! one JSON value per line, written to a temporary file and renamed into place so a reader never
+//! sees half a batch. Re-running a batch rewrites the same file.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use sluice_sdk::TypeDesc;
+
+use super::SinkError;
+use super::render::render;
+use crate::graph::{Partition, records};
+
+/// `type = "file"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// Unique name.
+    pub name: String,
+    /// The stream to write.
+    pub input: String,
+    /// Directory for the batch files (created if missing), relative to the pipeline file.
+    pub path: PathBuf,
+}
+
+impl FileSinkConfig {
+    /// The sink, writing into `dir` (the resolved `path`).
+    pub fn build(&self, dir: PathBuf) -> FileSink {
+        FileSink { dir }
+    }
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct FileSink {
+    dir: PathBuf,
+}
+
+impl FileSink {
+    /// Writes the batch's records, if any, to `batch-<ms>.jsonl`.
+    pub fn write(
+        &mut self,
+        batch_time_ms: u64,
+        ty: &TypeDesc,
+        partitions: &[Partition],
+    ) -> Result<u64, SinkError> {
+        let total: u64 = partitions.iter().map(|p| p.records).sum();
+        if total == 0 {
+            return Ok(0);
+        }
+        let target = self.dir.join(format!("batch-{batch_time_ms}.jsonl"));
+        let tmp = self.dir.join(format!(".batch-{batch_time_ms}.jsonl.tmp"));
+        let io = |source| SinkError::Io {
+            path: target.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        let mut file =
+            std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).map_err(io)?);
+        let mut line = String::new();
+        for record in records(partitions) {
+            line.clear();
+            render(ty, record, &mut line);
+            line.push('\n');
+            file.write_all(line.as_bytes()).map_err(io)?;
+        }
+        let file = file.into_inner().map_err(|err| io(err.into_error()))?;
+        file.sync_data().map_err(io)?;
+        drop(file);
+        std::fs::rename(&tmp, &target).map_err(io)?;
+        Ok(total)
+    }
+}

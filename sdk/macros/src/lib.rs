@@ -1,0 +1,157 @@
+//! Attribute macros of the Sluice SDK. Use them through `sluice_sdk`, not directly.
+//!
+//! Each attribute keeps the function as written and adds, next to it, a hidden constant
+//! `__sluice_<name>` (a [`NativeFunction`]: describe + call, usable natively) and, when compiling
+//! for wasm, the two exports `sluice_describe_<name>` and `sluice_call_<name>` of the ABI.
+//!
+//! [`NativeFunction`]: ../sluice_sdk/abi/struct.NativeFunction.html
+
+use proc_macro::TokenStream;
+use proc_macro2::Span;
+use quote::{format_ident, quote};
+use syn::{Data, DeriveInput, Fields, ItemFn, LitStr, parse_macro_input};
+
+/// Marks `fn(T) -> U` as a map function: one record in, one out.
+#[proc_macro_attribute]
+pub fn map(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(attr, item, "map", 1)
+}
+
+/// Marks `fn(T) -> impl IntoIterator<Item = U>` as a flat_map function: one record in, any
+/// number out (`Vec<U>`, `Option<U>`, an iterator).
+#[proc_macro_attribute]
+pub fn flat_map(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(attr, item, "flat_map", 1)
+}
+
+/// Marks `fn(T) -> bool` as a filter function: keep the record when it returns true.
+#[proc_macro_attribute]
+pub fn filter(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(attr, item, "filter", 1)
+}
+
+/// Marks `fn(V, V) -> V` as a reduce function. It must be associative and commutative: the host
+/// combines within each partition first and across partitions after.
+#[proc_macro_attribute]
+pub fn reduce(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(attr, item, "reduce", 2)
+}
+
+fn expand(attr: TokenStream, item: TokenStream, kind: &str, arity: usize) -> TokenStream {
+    if !attr.is_empty() {
+        let attr = proc_macro2::TokenStream::from(attr);
+        return syn::Error::new_spanned(attr, format!("#[{kind}] takes no arguments"))
+            .to_compile_error()
+            .into();
+    }
+    let function = parse_macro_input!(item as ItemFn);
+    let sig = &function.sig;
+    if sig.inputs.len() != arity {
+        let shape = if arity == 1 {
+            "one argument"
+        } else {
+            "two arguments of the same type"
+        };
+        return syn::Error::new_spanned(
+            &sig.inputs,
+            format!(
+                "a {kind} function takes {shape}, found {}",
+                sig.inputs.len()
+            ),
+        )
+        .to_compile_error()
+        .into();
+    }
+    if !sig.generics.params.is_empty() || sig.asyncness.is_some() {
+        return syn::Error::new_spanned(
+            sig,
+            format!("a {kind} function cannot be generic or async"),
+        )
+        .to_compile_error()
+        .into();
+    }
+    let name = &sig.ident;
+    let hidden = format_ident!("__sluice_{}", name);
+    let name_str = LitStr::new(&name.to_string(), Span::call_site());
+    let call_export = LitStr::new(&format!("sluice_call_{name}"), Span::call_site());
+    let describe_export = LitStr::new(&format!("sluice_describe_{name}"), Span::call_site());
+    let run = format_ident!("{}", kind);
+    let describe = format_ident!("describe_{}", kind);
+    quote! {
+        #function
+
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals)]
+        pub const #hidden: ::sluice_sdk::abi::NativeFunction = ::sluice_sdk::abi::NativeFunction {
+            describe: || ::sluice_sdk::__private::#describe(#name_str, &#name),
+            call: |input, output| ::sluice_sdk::__private::#run(input, output, #name),
+        };
+
+        #[cfg(target_family = "wasm")]
+        const _: () = {
+            #[unsafe(export_name = #call_export)]
+            extern "C" fn call(len: u32) -> u64 {
+                ::sluice_sdk::__private::export_call(len, #hidden.call)
+            }
+            #[unsafe(export_name = #describe_export)]
+            extern "C" fn describe() -> u64 {
+                ::sluice_sdk::__private::export_describe(#hidden.describe)
+            }
+        };
+    }
+    .into()
+}
+
+/// Derives `sluice_sdk::Describe` for a struct, so it can be a record, key or value. Use it
+/// beside serde's `Serialize`/`Deserialize`; field order is the wire order.
+#[proc_macro_derive(Describe)]
+pub fn derive_describe(item: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(item as DeriveInput);
+    let name = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let name_str = LitStr::new(&name.to_string(), Span::call_site());
+    let body = match &input.data {
+        Data::Struct(data) => match &data.fields {
+            Fields::Named(fields) => {
+                let entries = fields.named.iter().map(|field| {
+                    let field_name =
+                        LitStr::new(&field.ident.as_ref().map(|i| i.to_string()).unwrap_or_default(), Span::call_site());
+                    let ty = &field.ty;
+                    quote! { (::std::string::String::from(#field_name), <#ty as ::sluice_sdk::Describe>::describe()) }
+                });
+                quote! {
+                    ::sluice_sdk::TypeDesc::Struct {
+                        name: ::std::string::String::from(#name_str),
+                        fields: ::std::vec![#(#entries),*],
+                    }
+                }
+            }
+            // serde encodes a newtype struct as its inner value.
+            Fields::Unnamed(fields) if fields.unnamed.len() == 1 => {
+                let ty = &fields.unnamed[0].ty;
+                quote! { <#ty as ::sluice_sdk::Describe>::describe() }
+            }
+            Fields::Unnamed(fields) => {
+                let items = fields.unnamed.iter().map(|field| {
+                    let ty = &field.ty;
+                    quote! { <#ty as ::sluice_sdk::Describe>::describe() }
+                });
+                quote! { ::sluice_sdk::TypeDesc::Tuple(::std::vec![#(#items),*]) }
+            }
+            Fields::Unit => quote! { ::sluice_sdk::TypeDesc::Unit },
+        },
+        _ => {
+            return syn::Error::new_spanned(name, "Describe can be derived for structs only")
+                .to_compile_error()
+                .into();
+        }
+    };
+    quote! {
+        impl #impl_generics ::sluice_sdk::Describe for #name #ty_generics #where_clause {
+            fn describe() -> ::sluice_sdk::TypeDesc {
+                #body
+            }
+        }
+    }
+    .into()
+}

@@ -1,0 +1,179 @@
+//! Type descriptions: how a plugin tells the host what its records look like.
+//!
+//! The host never decodes values to run a pipeline, but it must find the key inside a keyed
+//! record, check that one stage's output fits the next stage's input, and render records as JSON
+//! for sinks. A [`TypeDesc`] carries exactly that: the shape of a postcard encoding.
+//!
+//! Every type a plugin function takes or returns implements [`Describe`]; the SDK covers the
+//! primitives, `String`/`&str`, `Vec`, `Option`, tuples and arrays, and `#[derive(Describe)]`
+//! covers your own structs (alongside serde's derives).
+
+use alloc::boxed::Box;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+/// The shape of one postcard-encoded value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TypeDesc {
+    /// `()`: no bytes.
+    Unit,
+    /// `bool`: one byte.
+    Bool,
+    /// Unsigned integer of the given width in bits (varint on the wire, except `u8`).
+    Unsigned(u8),
+    /// Signed integer of the given width in bits (zigzag varint, except `i8`).
+    Signed(u8),
+    /// `f32`: four bytes little-endian.
+    F32,
+    /// `f64`: eight bytes little-endian.
+    F64,
+    /// `char`: encoded as a one-character string.
+    Char,
+    /// `String` or `&str`: varint length, UTF-8 bytes.
+    String,
+    /// Byte string: varint length, bytes.
+    Bytes,
+    /// `Option<T>`: a tag byte, then `T` when the tag is 1.
+    Option(Box<TypeDesc>),
+    /// `Vec<T>`, slices: varint count, then the elements.
+    Seq(Box<TypeDesc>),
+    /// A tuple or array: the elements back to back. A 2-tuple is a keyed record `(K, V)`.
+    Tuple(Vec<TypeDesc>),
+    /// A struct with named fields, back to back in declaration order.
+    Struct {
+        /// The Rust type name.
+        name: String,
+        /// Field names and types, in order.
+        fields: Vec<(String, TypeDesc)>,
+    },
+}
+
+impl TypeDesc {
+    /// For a keyed record `(K, V)`, the key and value types.
+    pub fn as_pair(&self) -> Option<(&TypeDesc, &TypeDesc)> {
+        match self {
+            TypeDesc::Tuple(items) if items.len() == 2 => Some((&items[0], &items[1])),
+            _ => None,
+        }
+    }
+
+    /// Reads like Rust source: `(String, u64)`, `Vec<Option<i32>>`.
+    pub fn rust_name(&self) -> String {
+        match self {
+            TypeDesc::Unit => "()".to_string(),
+            TypeDesc::Bool => "bool".to_string(),
+            TypeDesc::Unsigned(bits) => alloc::format!("u{bits}"),
+            TypeDesc::Signed(bits) => alloc::format!("i{bits}"),
+            TypeDesc::F32 => "f32".to_string(),
+            TypeDesc::F64 => "f64".to_string(),
+            TypeDesc::Char => "char".to_string(),
+            TypeDesc::String => "String".to_string(),
+            TypeDesc::Bytes => "Vec<u8>".to_string(),
+            TypeDesc::Option(inner) => alloc::format!("Option<{}>", inner.rust_name()),
+            TypeDesc::Seq(inner) => alloc::format!("Vec<{}>", inner.rust_name()),
+            TypeDesc::Tuple(items) => {
+                let names: Vec<String> = items.iter().map(TypeDesc::rust_name).collect();
+                if items.len() == 1 {
+                    alloc::format!("({},)", names[0])
+                } else {
+                    alloc::format!("({})", names.join(", "))
+                }
+            }
+            TypeDesc::Struct { name, .. } => name.clone(),
+        }
+    }
+}
+
+impl core::fmt::Display for TypeDesc {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.rust_name())
+    }
+}
+
+/// A type whose postcard encoding the host can describe. Derive it for your own structs with
+/// `#[derive(sluice_sdk::Describe)]`.
+pub trait Describe {
+    /// The shape of this type's encoding.
+    fn describe() -> TypeDesc;
+}
+
+macro_rules! describe_as {
+    ($desc:expr => $($ty:ty),*) => {
+        $(impl Describe for $ty {
+            fn describe() -> TypeDesc {
+                $desc
+            }
+        })*
+    };
+}
+
+describe_as!(TypeDesc::Unit => ());
+describe_as!(TypeDesc::Bool => bool);
+describe_as!(TypeDesc::Unsigned(8) => u8);
+describe_as!(TypeDesc::Unsigned(16) => u16);
+describe_as!(TypeDesc::Unsigned(32) => u32);
+describe_as!(TypeDesc::Unsigned(64) => u64, usize);
+describe_as!(TypeDesc::Unsigned(128) => u128);
+describe_as!(TypeDesc::Signed(8) => i8);
+describe_as!(TypeDesc::Signed(16) => i16);
+describe_as!(TypeDesc::Signed(32) => i32);
+describe_as!(TypeDesc::Signed(64) => i64, isize);
+describe_as!(TypeDesc::Signed(128) => i128);
+describe_as!(TypeDesc::F32 => f32);
+describe_as!(TypeDesc::F64 => f64);
+describe_as!(TypeDesc::Char => char);
+describe_as!(TypeDesc::String => String, str, alloc::borrow::Cow<'_, str>);
+
+impl<T: Describe + ?Sized> Describe for &T {
+    fn describe() -> TypeDesc {
+        T::describe()
+    }
+}
+
+impl<T: Describe> Describe for Box<T> {
+    fn describe() -> TypeDesc {
+        T::describe()
+    }
+}
+
+impl<T: Describe> Describe for Option<T> {
+    fn describe() -> TypeDesc {
+        TypeDesc::Option(Box::new(T::describe()))
+    }
+}
+
+impl<T: Describe> Describe for Vec<T> {
+    fn describe() -> TypeDesc {
+        TypeDesc::Seq(Box::new(T::describe()))
+    }
+}
+
+impl<T: Describe> Describe for [T] {
+    fn describe() -> TypeDesc {
+        TypeDesc::Seq(Box::new(T::describe()))
+    }
+}
+
+impl<T: Describe, const N: usize> Describe for [T; N] {
+    fn describe() -> TypeDesc {
+        TypeDesc::Tuple((0..N).map(|_| T::describe()).collect())
+    }
+}
+
+macro_rules! describe_tuple {
+    ($($name:ident),+) => {
+        impl<$($name: Describe),+> Describe for ($($name,)+) {
+            fn describe() -> TypeDesc {
+                TypeDesc::Tuple(alloc::vec![$($name::describe()),+])
+            }
+        }
+    };
+}
+
+describe_tuple!(A);
+describe_tuple!(A, B);
+describe_tuple!(A, B, C);
+describe_tuple!(A, B, C, D);
+describe_tuple!(A, B, C, D, E);
+describe_tuple!(A, B, C, D, E, F);

@@ -1,0 +1,262 @@
+//! What the SDK's attribute macros expand to: decoding a partition, calling the user's function
+//! once per record, encoding the results, and (on wasm) the exports of the ABI. Not public API.
+
+use std::cell::RefCell;
+use std::string::{String, ToString};
+use std::vec::Vec;
+
+use postcard::ser_flavors::Flavor;
+use serde::{Deserialize, Serialize};
+
+use crate::abi::{ABI_VERSION, FRAME_HEADER, Frames, FunctionInfo, FunctionKind};
+use crate::describe::Describe;
+
+/// A postcard flavor that appends to a borrowed `Vec`, so records are encoded in place.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Flavor for Append<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Appends `value` as one frame.
+#[inline]
+pub fn write_frame<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), String> {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER]);
+    postcard::serialize_with_flavor(value, Append(out))
+        .map_err(|err| format!("cannot encode an output record: {err}"))?;
+    let len = (out.len() - start - FRAME_HEADER) as u32;
+    out[start..start + FRAME_HEADER].copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
+#[inline]
+fn decode<'a, T: Deserialize<'a>>(frame: &'a [u8], index: usize) -> Result<T, String> {
+    postcard::from_bytes(frame).map_err(|err| {
+        format!(
+            "input record {index} does not decode as {}: {err}",
+            std::any::type_name::<T>()
+        )
+    })
+}
+
+fn check_end(frames: &Frames<'_>) -> Result<(), String> {
+    if frames.rest().is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "input ends with a truncated frame of {} bytes",
+            frames.rest().len()
+        ))
+    }
+}
+
+/// Runs a map function over a partition.
+pub fn map<'a, I, O, F>(input: &'a [u8], out: &mut Vec<u8>, mut f: F) -> Result<(), String>
+where
+    I: Deserialize<'a>,
+    O: Serialize,
+    F: FnMut(I) -> O,
+{
+    let mut frames = Frames::new(input);
+    for (index, frame) in frames.by_ref().enumerate() {
+        write_frame(out, &f(decode(frame, index)?))?;
+    }
+    check_end(&frames)
+}
+
+/// Runs a flat_map function over a partition.
+pub fn flat_map<'a, I, O, R, F>(input: &'a [u8], out: &mut Vec<u8>, mut f: F) -> Result<(), String>
+where
+    I: Deserialize<'a>,
+    O: Serialize,
+    R: IntoIterator<Item = O>,
+    F: FnMut(I) -> R,
+{
+    let mut frames = Frames::new(input);
+    for (index, frame) in frames.by_ref().enumerate() {
+        for item in f(decode(frame, index)?) {
+            write_frame(out, &item)?;
+        }
+    }
+    check_end(&frames)
+}
+
+/// Runs a filter function over a partition: one keep byte per record.
+pub fn filter<'a, I, F>(input: &'a [u8], out: &mut Vec<u8>, mut f: F) -> Result<(), String>
+where
+    I: Deserialize<'a>,
+    F: FnMut(I) -> bool,
+{
+    let mut frames = Frames::new(input);
+    for (index, frame) in frames.by_ref().enumerate() {
+        out.push(u8::from(f(decode(frame, index)?)));
+    }
+    check_end(&frames)
+}
+
+/// Runs a reduce function over groups of values: one output value per group.
+pub fn reduce<'a, V, F>(input: &'a [u8], out: &mut Vec<u8>, mut f: F) -> Result<(), String>
+where
+    V: Deserialize<'a> + Serialize,
+    F: FnMut(V, V) -> V,
+{
+    let mut frames = Frames::new(input);
+    let mut index = 0;
+    while let Some(count) = frames.read_u32() {
+        let mut acc: Option<V> = None;
+        for _ in 0..count {
+            let frame = frames
+                .next()
+                .ok_or_else(|| format!("group ends early at value {index}"))?;
+            let value = decode(frame, index)?;
+            index += 1;
+            acc = Some(match acc {
+                None => value,
+                Some(acc) => f(acc, value),
+            });
+        }
+        let acc = acc.ok_or_else(|| "empty group".to_string())?;
+        write_frame(out, &acc)?;
+    }
+    check_end(&frames)
+}
+
+fn info(
+    name: &str,
+    kind: FunctionKind,
+    input: crate::TypeDesc,
+    output: crate::TypeDesc,
+) -> FunctionInfo {
+    FunctionInfo {
+        name: name.to_string(),
+        kind,
+        abi_version: ABI_VERSION,
+        input,
+        output,
+    }
+}
+
+/// Describes a map function from its signature.
+pub fn describe_map<I: Describe, O: Describe, F: FnMut(I) -> O>(name: &str, _: &F) -> FunctionInfo {
+    info(name, FunctionKind::Map, I::describe(), O::describe())
+}
+
+/// Describes a flat_map function from its signature.
+pub fn describe_flat_map<I, O, R, F>(name: &str, _: &F) -> FunctionInfo
+where
+    I: Describe,
+    O: Describe,
+    R: IntoIterator<Item = O>,
+    F: FnMut(I) -> R,
+{
+    info(name, FunctionKind::FlatMap, I::describe(), O::describe())
+}
+
+/// Describes a filter function from its signature.
+pub fn describe_filter<I: Describe, F: FnMut(I) -> bool>(name: &str, _: &F) -> FunctionInfo {
+    info(name, FunctionKind::Filter, I::describe(), I::describe())
+}
+
+/// Describes a reduce function from its signature.
+pub fn describe_reduce<V: Describe, F: FnMut(V, V) -> V>(name: &str, _: &F) -> FunctionInfo {
+    info(name, FunctionKind::Reduce, V::describe(), V::describe())
+}
+
+thread_local! {
+    /// Input of the next call, written by the host. Reused across calls.
+    static INPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Output of the last call, read by the host. Reused across calls.
+    static OUTPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `sluice_input`: a buffer of at least `len` bytes for the host to write the next input into.
+pub fn export_input(len: u32) -> u32 {
+    INPUT.with_borrow_mut(|buf| {
+        if buf.len() < len as usize {
+            buf.resize(len as usize, 0);
+        }
+        buf.as_mut_ptr() as usize as u32
+    })
+}
+
+/// `sluice_call_<fn>`: runs `call` over the first `len` input bytes.
+pub fn export_call(len: u32, call: fn(&[u8], &mut Vec<u8>) -> Result<(), String>) -> u64 {
+    init();
+    INPUT.with_borrow(|input| {
+        OUTPUT.with_borrow_mut(|out| {
+            out.clear();
+            let flag = match input.get(..len as usize) {
+                Some(input) => match call(input, out) {
+                    Ok(()) => 0,
+                    Err(message) => {
+                        out.clear();
+                        out.extend_from_slice(message.as_bytes());
+                        crate::abi::ERROR_FLAG
+                    }
+                },
+                None => {
+                    out.clear();
+                    out.extend_from_slice(b"input length exceeds the input buffer");
+                    crate::abi::ERROR_FLAG
+                }
+            };
+            crate::abi::pack(out.as_ptr() as usize as u32, out.len() as u32 | flag)
+        })
+    })
+}
+
+/// `sluice_describe_<fn>`: the function's description, postcard-encoded.
+pub fn export_describe(describe: fn() -> FunctionInfo) -> u64 {
+    OUTPUT.with_borrow_mut(|out| {
+        out.clear();
+        // Encoding a FunctionInfo into a Vec cannot fail.
+        if let Ok(bytes) = postcard::to_allocvec(&describe()) {
+            out.extend_from_slice(&bytes);
+        }
+        crate::abi::pack(out.as_ptr() as usize as u32, out.len() as u32)
+    })
+}
+
+/// Routes panic messages to the host before the guest traps.
+fn init() {
+    #[cfg(target_family = "wasm")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            std::panic::set_hook(Box::new(|info| {
+                let message = info.to_string();
+                // SAFETY: the host reads `len` bytes at `ptr` from our memory during the call.
+                unsafe { crate::host::panic(message.as_ptr(), message.len()) }
+            }));
+        });
+    }
+}
+
+#[cfg(target_family = "wasm")]
+#[unsafe(export_name = "sluice_abi_version")]
+extern "C" fn sluice_abi_version() -> u32 {
+    ABI_VERSION
+}
+
+#[cfg(target_family = "wasm")]
+#[unsafe(export_name = "sluice_input")]
+extern "C" fn sluice_input(len: u32) -> u32 {
+    export_input(len)
+}
