@@ -28,12 +28,7 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self {
-            workers: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
-            watch_plugins: true,
-        }
+        Self { workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2), watch_plugins: true }
     }
 }
 
@@ -63,9 +58,7 @@ impl Pipeline {
             }
             match runtime.load(name, &resolved) {
                 Ok(version) => versions.push(version),
-                Err(err) => {
-                    errors.push(ConfigError::new(format!("plugins.{name}"), err.to_string()))
-                }
+                Err(err) => errors.push(ConfigError::new(format!("plugins.{name}"), err.to_string())),
             }
         }
         let mut pipeline = Self::assemble(file, versions, errors)?;
@@ -75,15 +68,8 @@ impl Pipeline {
 
     /// A pipeline from a parsed file and plugin versions made elsewhere (e.g. native twins for
     /// benchmarks). Plugin files named in the file are not read; hot swap is off.
-    pub fn from_versions(
-        file: PipelineFile,
-        versions: Vec<PluginVersion>,
-    ) -> Result<Self, ConfigErrors> {
-        let errors = file
-            .validate()
-            .into_iter()
-            .filter(|e| !e.location.starts_with("plugins."))
-            .collect();
+    pub fn from_versions(file: PipelineFile, versions: Vec<PluginVersion>) -> Result<Self, ConfigErrors> {
+        let errors = file.validate().into_iter().filter(|e| !e.location.starts_with("plugins.")).collect();
         Self::assemble(file, versions, errors)
     }
 
@@ -115,10 +101,7 @@ impl Pipeline {
             }
         };
         let Some(graph) = graph.filter(|_| errors.is_empty()) else {
-            return Err(ConfigErrors {
-                file: file.path.clone(),
-                errors,
-            });
+            return Err(ConfigErrors { file: file.path.clone(), errors });
         };
         let plugins = versions
             .into_iter()
@@ -133,21 +116,12 @@ impl Pipeline {
                 (version, required)
             })
             .collect();
-        Ok(Self {
-            file,
-            graph,
-            registry: Arc::new(PluginRegistry::new(plugins)),
-            runtime: None,
-        })
+        Ok(Self { file, graph, registry: Arc::new(PluginRegistry::new(plugins)), runtime: None })
     }
 
     /// Runs until every source has finished or `stop` turns true, then finishes the batches
     /// already received, flushes the sinks and returns. Blocks the calling thread.
-    pub fn run(
-        &self,
-        options: &RunOptions,
-        stop: watch::Receiver<bool>,
-    ) -> std::io::Result<RunReport> {
+    pub fn run(&self, options: &RunOptions, stop: watch::Receiver<bool>) -> std::io::Result<RunReport> {
         let config = &self.file.config;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(options.workers.max(1))
@@ -155,18 +129,13 @@ impl Pipeline {
             .build()
             .map_err(std::io::Error::other)?;
         let _watcher = match (&self.runtime, options.watch_plugins) {
-            (Some(runtime), true) => Some(
-                plugin_watch::watch(runtime.clone(), self.registry.clone())
-                    .map_err(std::io::Error::other)?,
-            ),
+            (Some(runtime), true) => {
+                Some(plugin_watch::watch(runtime.clone(), self.registry.clone()).map_err(std::io::Error::other)?)
+            }
             _ => None,
         };
-        let mut sinks: Vec<_> = self
-            .graph
-            .sinks
-            .iter()
-            .map(|node| node.config.build(|p| self.file.resolve(p)))
-            .collect();
+        let mut sinks: Vec<_> =
+            self.graph.sinks.iter().map(|node| node.config.build(|p| self.file.resolve(p))).collect();
         let receivers: Vec<Arc<Receiver>> = config
             .sources
             .iter()

@@ -63,11 +63,7 @@ pub const fn pack(ptr: u32, len: u32) -> u64 {
 /// Splits a packed result into pointer, length and whether it is an error message.
 pub const fn unpack(packed: u64) -> (u32, u32, bool) {
     let len = packed as u32;
-    (
-        (packed >> 32) as u32,
-        len & !ERROR_FLAG,
-        len & ERROR_FLAG != 0,
-    )
+    ((packed >> 32) as u32, len & !ERROR_FLAG, len & ERROR_FLAG != 0)
 }
 
 /// The shape of a function: what the host must hand it and what it returns.

@@ -48,22 +48,15 @@ pub fn write_frame<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Resul
 
 #[inline]
 fn decode<'a, T: Deserialize<'a>>(frame: &'a [u8], index: usize) -> Result<T, String> {
-    postcard::from_bytes(frame).map_err(|err| {
-        format!(
-            "input record {index} does not decode as {}: {err}",
-            std::any::type_name::<T>()
-        )
-    })
+    postcard::from_bytes(frame)
+        .map_err(|err| format!("input record {index} does not decode as {}: {err}", std::any::type_name::<T>()))
 }
 
 fn check_end(frames: &Frames<'_>) -> Result<(), String> {
     if frames.rest().is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "input ends with a truncated frame of {} bytes",
-            frames.rest().len()
-        ))
+        Err(format!("input ends with a truncated frame of {} bytes", frames.rest().len()))
     }
 }
 
@@ -122,9 +115,7 @@ where
     while let Some(count) = frames.read_u32() {
         let mut acc: Option<V> = None;
         for _ in 0..count {
-            let frame = frames
-                .next()
-                .ok_or_else(|| format!("group ends early at value {index}"))?;
+            let frame = frames.next().ok_or_else(|| format!("group ends early at value {index}"))?;
             let value = decode(frame, index)?;
             index += 1;
             acc = Some(match acc {
@@ -138,19 +129,8 @@ where
     check_end(&frames)
 }
 
-fn info(
-    name: &str,
-    kind: FunctionKind,
-    input: crate::TypeDesc,
-    output: crate::TypeDesc,
-) -> FunctionInfo {
-    FunctionInfo {
-        name: name.to_string(),
-        kind,
-        abi_version: ABI_VERSION,
-        input,
-        output,
-    }
+fn info(name: &str, kind: FunctionKind, input: crate::TypeDesc, output: crate::TypeDesc) -> FunctionInfo {
+    FunctionInfo { name: name.to_string(), kind, abi_version: ABI_VERSION, input, output }
 }
 
 /// Describes a map function from its signature.

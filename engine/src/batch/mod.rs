@@ -25,10 +25,7 @@ pub struct Batch {
 
 /// Wall-clock now in ms since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Cuts blocks and emits batches until every receiver has finished (or the scheduler is gone).
@@ -50,13 +47,10 @@ pub async fn generate(
         // Read the flags before cutting: a receiver finished before the cut has all of its
         // records in this cut.
         ending |= receivers.iter().all(|r| r.is_finished());
-        pending.extend(receivers.iter().filter_map(|r| r.cut(seq)));
+        pending.extend(receivers.iter().flat_map(|r| r.cut(seq)));
         seq += 1;
-        if tick % batch_ms == 0 {
-            let batch = Batch {
-                time_ms: tick,
-                blocks: std::mem::take(&mut pending),
-            };
+        if tick.is_multiple_of(batch_ms) {
+            let batch = Batch { time_ms: tick, blocks: std::mem::take(&mut pending) };
             if batches.send(batch).is_err() || ending {
                 return;
             }

@@ -60,11 +60,7 @@ pub fn run(
         report.records += records;
         report.invalid_lines += invalid;
         if invalid > 0 {
-            tracing::warn!(
-                batch = batch.time_ms,
-                lines = invalid,
-                "dropped lines that are not UTF-8"
-            );
+            tracing::warn!(batch = batch.time_ms, lines = invalid, "dropped lines that are not UTF-8");
         }
         let mut outputs = 0u64;
         match run_batch(graph, &serving, batch.blocks, pool) {
@@ -73,11 +69,9 @@ pub fn run(
                     let partitions = streams[node.input].as_deref().unwrap_or_default();
                     match sink.write(batch.time_ms, &graph.streams[node.input].ty, partitions) {
                         Ok(written) => outputs += written,
-                        Err(err) => tracing::error!(
-                            batch = batch.time_ms,
-                            sink = node.config.name(),
-                            "sink failed: {err}"
-                        ),
+                        Err(err) => {
+                            tracing::error!(batch = batch.time_ms, sink = node.config.name(), "sink failed: {err}")
+                        }
                     }
                 }
             }
@@ -99,9 +93,6 @@ pub fn run(
 }
 
 fn versions(snapshot: &Snapshot) -> String {
-    let list: Vec<String> = snapshot
-        .iter()
-        .map(|v| format!("{}@{}", v.plugin, v.short_hash()))
-        .collect();
+    let list: Vec<String> = snapshot.iter().map(|v| format!("{}@{}", v.plugin, v.short_hash())).collect();
     list.join(" ")
 }

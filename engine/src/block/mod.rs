@@ -3,7 +3,8 @@
 //!
 //! Sealing rule: the block generator cuts every receiver at each multiple of `block_interval`
 //! (wall clock, aligned to the Unix epoch, as Spark aligns batch times); a receiver with nothing
-//! new yields no block.
+//! new yields no block. A receiver seals a block early when it reaches
+//! [`MAX_BLOCK_BYTES`](crate::receiver::MAX_BLOCK_BYTES), so a burst still spreads over cores.
 
 /// One receiver's records from one block interval.
 #[derive(Debug)]

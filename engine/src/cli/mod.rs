@@ -69,15 +69,8 @@ struct PluginArgs {
 
 impl PluginArgs {
     fn runtime(&self) -> Result<PluginRuntime, String> {
-        let cache = if self.no_cache {
-            None
-        } else {
-            self.cache_dir.clone().or_else(default_cache_dir)
-        };
-        let limits = Limits {
-            timeout: self.call_timeout,
-            memory: self.memory_limit_mib.saturating_mul(1 << 20),
-        };
+        let cache = if self.no_cache { None } else { self.cache_dir.clone().or_else(default_cache_dir) };
+        let limits = Limits { timeout: self.call_timeout, memory: self.memory_limit_mib.saturating_mul(1 << 20) };
         PluginRuntime::new(limits, cache).map_err(|err| err.to_string())
     }
 }
@@ -98,16 +91,8 @@ pub fn main() -> ExitCode {
     init_logging(cli.log.as_deref());
     match cli.command {
         Command::Check { pipeline, plugins } => check(&pipeline, &plugins),
-        Command::Run {
-            pipeline,
-            plugins,
-            workers,
-            no_hot_swap,
-        } => {
-            let mut options = RunOptions {
-                watch_plugins: !no_hot_swap,
-                ..RunOptions::default()
-            };
+        Command::Run { pipeline, plugins, workers, no_hot_swap } => {
+            let mut options = RunOptions { watch_plugins: !no_hot_swap, ..RunOptions::default() };
             if let Some(workers) = workers {
                 options.workers = workers;
             }
@@ -121,11 +106,7 @@ fn init_logging(filter: Option<&str>) {
         .map(tracing_subscriber::EnvFilter::new)
         .or_else(|| tracing_subscriber::EnvFilter::try_from_default_env().ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
 fn load(path: &Path, plugins: &PluginArgs) -> Result<Pipeline, ExitCode> {
@@ -136,11 +117,7 @@ fn load(path: &Path, plugins: &PluginArgs) -> Result<Pipeline, ExitCode> {
     Pipeline::load(path, &runtime).map_err(|errors| {
         let n = errors.errors.len();
         eprintln!("{errors}");
-        eprintln!(
-            "error: {} has {n} problem{}",
-            path.display(),
-            if n == 1 { "" } else { "s" }
-        );
+        eprintln!("error: {} has {n} problem{}", path.display(), if n == 1 { "" } else { "s" });
         ExitCode::FAILURE
     })
 }
@@ -160,12 +137,7 @@ fn check(path: &Path, plugins: &PluginArgs) -> ExitCode {
     );
     for (index, name, file) in pipeline.registry.plugins() {
         let version = pipeline.registry.current(index);
-        println!(
-            "  plugin {name}: {} (sha256 {}): {}",
-            file.display(),
-            version.short_hash(),
-            version.function_list()
-        );
+        println!("  plugin {name}: {} (sha256 {}): {}", file.display(), version.short_hash(), version.function_list());
     }
     for stream in &graph.streams[graph.sources..] {
         println!("  stage {}: {}", stream.name, stream.ty);
@@ -204,9 +176,7 @@ fn run(path: &Path, plugins: &PluginArgs, options: &RunOptions) -> ExitCode {
 
 /// First SIGINT/SIGTERM: stop receiving and drain. Second: exit at once.
 fn handle_signals(stop: watch::Sender<bool>) -> std::io::Result<()> {
-    let signals = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let signals = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     std::thread::Builder::new().name("sluice-signals".into()).spawn(move || {
         signals.block_on(async move {
             use tokio::signal::unix::{SignalKind, signal};

@@ -14,10 +14,7 @@ pub struct ConfigError {
 impl ConfigError {
     /// An error at `location`.
     pub fn new(location: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            location: location.into(),
-            message: message.into(),
-        }
+        Self { location: location.into(), message: message.into() }
     }
 }
 
@@ -33,10 +30,7 @@ pub struct ConfigErrors {
 impl ConfigErrors {
     /// A single error in `file`.
     pub fn one(file: &Path, error: ConfigError) -> Self {
-        Self {
-            file: file.to_path_buf(),
-            errors: vec![error],
-        }
+        Self { file: file.to_path_buf(), errors: vec![error] }
     }
 }
 
@@ -49,13 +43,7 @@ impl std::fmt::Display for ConfigErrors {
             if error.location.is_empty() {
                 write!(f, "{}: {}", self.file.display(), error.message)?;
             } else {
-                write!(
-                    f,
-                    "{}: {}: {}",
-                    self.file.display(),
-                    error.location,
-                    error.message
-                )?;
+                write!(f, "{}: {}: {}", self.file.display(), error.location, error.message)?;
             }
         }
         Ok(())

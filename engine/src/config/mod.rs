@@ -144,21 +144,11 @@ impl PipelineFile {
     /// file, line and field.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|err| {
-            ConfigErrors::one(
-                path,
-                ConfigError::new("", format!("cannot read the pipeline file: {err}")),
-            )
+            ConfigErrors::one(path, ConfigError::new("", format!("cannot read the pipeline file: {err}")))
         })?;
-        let config: PipelineConfig = toml::from_str(&text).map_err(|err| {
-            ConfigErrors::one(
-                path,
-                ConfigError::new("", err.to_string().trim_end().to_string()),
-            )
-        })?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            config,
-        })
+        let config: PipelineConfig = toml::from_str(&text)
+            .map_err(|err| ConfigErrors::one(path, ConfigError::new("", err.to_string().trim_end().to_string())))?;
+        Ok(Self { path: path.to_path_buf(), config })
     }
 
     /// A path from the file, resolved against the file's directory.
@@ -176,16 +166,10 @@ impl PipelineFile {
         let c = &self.config;
         let (batch, block) = (c.pipeline.batch_interval, c.pipeline.block_interval);
         if batch.is_zero() {
-            errors.push(ConfigError::new(
-                "pipeline.batch_interval",
-                "must be longer than 0",
-            ));
+            errors.push(ConfigError::new("pipeline.batch_interval", "must be longer than 0"));
         }
         if block.is_zero() {
-            errors.push(ConfigError::new(
-                "pipeline.block_interval",
-                "must be longer than 0",
-            ));
+            errors.push(ConfigError::new("pipeline.block_interval", "must be longer than 0"));
         } else if !batch.is_zero() && (block > batch || batch.as_nanos() % block.as_nanos() != 0) {
             errors.push(ConfigError::new(
                 "pipeline.block_interval",
@@ -197,10 +181,7 @@ impl PipelineFile {
             ));
         }
         if c.sources.is_empty() {
-            errors.push(ConfigError::new(
-                "sources",
-                "a pipeline needs at least one [[sources]] entry",
-            ));
+            errors.push(ConfigError::new("sources", "a pipeline needs at least one [[sources]] entry"));
         }
         for (name, path) in &c.plugins {
             let resolved = self.resolve(path);
@@ -228,67 +209,47 @@ impl PipelineFile {
                 ));
             }
         }
-        let streams: Vec<&str> = c
-            .sources
-            .iter()
-            .map(|s| s.name())
-            .chain(c.stages.iter().map(|s| s.name.as_str()))
-            .collect();
+        let streams: Vec<&str> =
+            c.sources.iter().map(|s| s.name()).chain(c.stages.iter().map(|s| s.name.as_str())).collect();
         let unknown_input = |input: &str| {
             format!(
                 "input `{input}` is not a source or stage (known: {})",
-                if streams.is_empty() {
-                    "none".to_string()
-                } else {
-                    streams.join(", ")
-                }
+                if streams.is_empty() { "none".to_string() } else { streams.join(", ") }
             )
         };
         for stage in &c.stages {
             let at = format!("stages `{}`", stage.name);
             if !streams.contains(&stage.input.as_str()) {
-                errors.push(ConfigError::new(
-                    format!("{at}.input"),
-                    unknown_input(&stage.input),
-                ));
+                errors.push(ConfigError::new(format!("{at}.input"), unknown_input(&stage.input)));
             }
             match (stage.op, &stage.plugin, &stage.function) {
                 (Op::Count, None, None) => {}
-                (Op::Count, _, _) => errors.push(ConfigError::new(
-                    at.clone(),
-                    "op `count` takes no plugin or function".to_string(),
-                )),
+                (Op::Count, _, _) => {
+                    errors.push(ConfigError::new(at.clone(), "op `count` takes no plugin or function".to_string()))
+                }
                 (op, plugin, function) => {
                     match plugin {
                         None => errors.push(ConfigError::new(
                             format!("{at}.plugin"),
+                            format!("op `{}` needs `plugin = \"<name from [plugins]>\"`", op.name()),
+                        )),
+                        Some(plugin) if !c.plugins.contains_key(plugin) => errors.push(ConfigError::new(
+                            format!("{at}.plugin"),
                             format!(
-                                "op `{}` needs `plugin = \"<name from [plugins]>\"`",
-                                op.name()
+                                "plugin `{plugin}` is not declared in [plugins] (declared: {})",
+                                if c.plugins.is_empty() {
+                                    "none".to_string()
+                                } else {
+                                    c.plugins.keys().cloned().collect::<Vec<_>>().join(", ")
+                                }
                             ),
                         )),
-                        Some(plugin) if !c.plugins.contains_key(plugin) => {
-                            errors.push(ConfigError::new(
-                                format!("{at}.plugin"),
-                                format!(
-                                    "plugin `{plugin}` is not declared in [plugins] (declared: {})",
-                                    if c.plugins.is_empty() {
-                                        "none".to_string()
-                                    } else {
-                                        c.plugins.keys().cloned().collect::<Vec<_>>().join(", ")
-                                    }
-                                ),
-                            ))
-                        }
                         Some(_) => {}
                     }
                     if function.is_none() {
                         errors.push(ConfigError::new(
                             format!("{at}.function"),
-                            format!(
-                                "op `{}` needs `function = \"<exported function>\"`",
-                                op.name()
-                            ),
+                            format!("op `{}` needs `function = \"<exported function>\"`", op.name()),
                         ));
                     }
                 }
@@ -296,10 +257,7 @@ impl PipelineFile {
         }
         for sink in &c.sinks {
             if !streams.contains(&sink.input()) {
-                errors.push(ConfigError::new(
-                    format!("sinks `{}`.input", sink.name()),
-                    unknown_input(sink.input()),
-                ));
+                errors.push(ConfigError::new(format!("sinks `{}`.input", sink.name()), unknown_input(sink.input())));
             }
         }
         errors

@@ -93,21 +93,9 @@ mod tests {
         check(TypeDesc::Unsigned(64), 300u64, "v");
         check(TypeDesc::Signed(32), -70_000i32, 1u8);
         check(TypeDesc::Option(Box::new(TypeDesc::String)), Some("x"), 1u8);
-        check(
-            TypeDesc::Option(Box::new(TypeDesc::String)),
-            None::<&str>,
-            1u8,
-        );
-        check(
-            TypeDesc::Tuple(vec![TypeDesc::String, TypeDesc::F64, TypeDesc::Bool]),
-            ("a", 1.5f64, true),
-            0u8,
-        );
-        check(
-            TypeDesc::Seq(Box::new(TypeDesc::Unsigned(16))),
-            vec![1u16, 500, 70],
-            0u8,
-        );
+        check(TypeDesc::Option(Box::new(TypeDesc::String)), None::<&str>, 1u8);
+        check(TypeDesc::Tuple(vec![TypeDesc::String, TypeDesc::F64, TypeDesc::Bool]), ("a", 1.5f64, true), 0u8);
+        check(TypeDesc::Seq(Box::new(TypeDesc::Unsigned(16))), vec![1u16, 500, 70], 0u8);
         check(TypeDesc::Unsigned(128), u128::MAX, 0u8);
     }
 
@@ -115,9 +103,6 @@ mod tests {
     fn truncated_records_are_refused() {
         let record = postcard::to_allocvec(&("hello", 1u8)).unwrap();
         assert_eq!(skip_value(&TypeDesc::String, &record[..3]), None);
-        assert_eq!(
-            skip_value(&TypeDesc::Option(Box::new(TypeDesc::Bool)), &[2]),
-            None
-        );
+        assert_eq!(skip_value(&TypeDesc::Option(Box::new(TypeDesc::Bool)), &[2]), None);
     }
 }

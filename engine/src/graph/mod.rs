@@ -113,18 +113,10 @@ impl Graph {
         let mut streams: Vec<Stream> = config
             .sources
             .iter()
-            .map(|source| Stream {
-                name: source.name().to_string(),
-                ty: TypeDesc::String,
-            })
+            .map(|source| Stream { name: source.name().to_string(), ty: TypeDesc::String })
             .collect();
         let sources = streams.len();
-        let mut index: BTreeMap<&str, usize> = config
-            .sources
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name(), i))
-            .collect();
+        let mut index: BTreeMap<&str, usize> = config.sources.iter().enumerate().map(|(i, s)| (s.name(), i)).collect();
 
         // Resolve stages in dependency order; what cannot be placed is part of a cycle.
         let mut placed: Vec<Stage> = Vec::new();
@@ -139,34 +131,16 @@ impl Graph {
                 };
                 let output = streams.len();
                 let at = format!("stages `{}`", stage.name);
-                let Some((operator, ty)) =
-                    resolve(stage, &streams[input], plugins, &at, &mut errors)
-                else {
+                let Some((operator, ty)) = resolve(stage, &streams[input], plugins, &at, &mut errors) else {
                     // Still give it a stream so stages downstream are checked too.
                     index.insert(&stage.name, output);
-                    streams.push(Stream {
-                        name: stage.name.clone(),
-                        ty: TypeDesc::Unit,
-                    });
-                    placed.push(Stage {
-                        name: stage.name.clone(),
-                        input,
-                        output,
-                        operator: Operator::Count,
-                    });
+                    streams.push(Stream { name: stage.name.clone(), ty: TypeDesc::Unit });
+                    placed.push(Stage { name: stage.name.clone(), input, output, operator: Operator::Count });
                     continue;
                 };
                 index.insert(&stage.name, output);
-                streams.push(Stream {
-                    name: stage.name.clone(),
-                    ty,
-                });
-                placed.push(Stage {
-                    name: stage.name.clone(),
-                    input,
-                    output,
-                    operator,
-                });
+                streams.push(Stream { name: stage.name.clone(), ty });
+                placed.push(Stage { name: stage.name.clone(), input, output, operator });
             }
             pending = still;
             if pending.is_empty() || pending.len() == before {
@@ -190,10 +164,7 @@ impl Graph {
         let mut sinks = Vec::new();
         for sink in &config.sinks {
             if let Some(&input) = index.get(sink.input()) {
-                sinks.push(SinkNode {
-                    input,
-                    config: sink.clone(),
-                });
+                sinks.push(SinkNode { input, config: sink.clone() });
             }
         }
         // Run only what some sink reads.
@@ -206,20 +177,8 @@ impl Graph {
                 needed[stage.input] = true;
             }
         }
-        let stages = placed
-            .into_iter()
-            .filter(|stage| needed[stage.output])
-            .collect();
-        if errors.is_empty() {
-            Ok(Self {
-                streams,
-                sources,
-                stages,
-                sinks,
-            })
-        } else {
-            Err(errors)
-        }
+        let stages = placed.into_iter().filter(|stage| needed[stage.output]).collect();
+        if errors.is_empty() { Ok(Self { streams, sources, stages, sinks }) } else { Err(errors) }
     }
 }
 
@@ -235,9 +194,7 @@ fn resolve(
         return Some((Operator::Count, TypeDesc::Unsigned(64)));
     }
     // Missing plugin/function fields were reported by `validate`.
-    let (&(plugin, version), function_name) = plugins
-        .get(stage.plugin.as_deref()?)
-        .zip(stage.function.as_deref())?;
+    let (&(plugin, version), function_name) = plugins.get(stage.plugin.as_deref()?).zip(stage.function.as_deref())?;
     let Some(function) = version.functions.get(function_name) else {
         errors.push(ConfigError::new(
             format!("{at}.function"),
@@ -272,49 +229,26 @@ fn resolve(
         let Some((key, value)) = input.ty.as_pair() else {
             errors.push(ConfigError::new(
                 format!("{at}.input"),
-                format!(
-                    "reduce_by_key needs keyed records (K, V), but `{}` carries {}",
-                    input.name, input.ty
-                ),
+                format!("reduce_by_key needs keyed records (K, V), but `{}` carries {}", input.name, input.ty),
             ));
             return None;
         };
         if *value != function.input {
             errors.push(ConfigError::new(
                 format!("{at}.function"),
-                format!(
-                    "`{function_name}` reduces {} but the values of `{}` are {value}",
-                    function.input, input.name
-                ),
+                format!("`{function_name}` reduces {} but the values of `{}` are {value}", function.input, input.name),
             ));
             return None;
         }
         let ty = TypeDesc::Tuple(vec![key.clone(), function.output.clone()]);
-        return Some((
-            Operator::ReduceByKey {
-                plugin,
-                function: function_name.to_string(),
-                key: key.clone(),
-            },
-            ty,
-        ));
+        return Some((Operator::ReduceByKey { plugin, function: function_name.to_string(), key: key.clone() }, ty));
     }
     if function.input != input.ty {
         errors.push(ConfigError::new(
             format!("{at}.function"),
-            format!(
-                "`{function_name}` takes {} but `{}` carries {}",
-                function.input, input.name, input.ty
-            ),
+            format!("`{function_name}` takes {} but `{}` carries {}", function.input, input.name, input.ty),
         ));
         return None;
     }
-    Some((
-        Operator::Plugin {
-            plugin,
-            function: function_name.to_string(),
-            kind: expected,
-        },
-        function.output.clone(),
-    ))
+    Some((Operator::Plugin { plugin, function: function_name.to_string(), kind: expected }, function.output.clone()))
 }

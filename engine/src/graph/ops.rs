@@ -22,10 +22,7 @@ fn count_frames(data: &[u8]) -> Result<u64, CallError> {
     if frames.rest().is_empty() {
         Ok(count)
     } else {
-        Err(bad_output(format!(
-            "output ends with a truncated frame of {} bytes",
-            frames.rest().len()
-        )))
+        Err(bad_output(format!("output ends with a truncated frame of {} bytes", frames.rest().len())))
     }
 }
 
@@ -62,10 +59,7 @@ pub(super) fn plugin(
             instance::call(version, function, &input.data, &mut data)?;
             let records = count_frames(&data)?;
             if kind == FunctionKind::Map && records != input.records {
-                return Err(bad_output(format!(
-                    "map returned {records} records for {} inputs",
-                    input.records
-                )));
+                return Err(bad_output(format!("map returned {records} records for {} inputs", input.records)));
             }
             Ok(Partition { data, records })
         }
@@ -126,18 +120,14 @@ pub(super) fn combine_by_key(
     let mut reduced_values = Frames::new(&reduced);
     for (key, values) in &groups {
         let value = if values.len() > 1 {
-            reduced_values
-                .next()
-                .ok_or_else(|| bad_output("reduce returned fewer values than groups".into()))?
+            reduced_values.next().ok_or_else(|| bad_output("reduce returned fewer values than groups".into()))?
         } else {
             values[0]
         };
         emit(key, value);
     }
     if reduced_values.next().is_some() || !reduced_values.rest().is_empty() {
-        return Err(bad_output(
-            "reduce returned more values than groups, or a truncated frame".into(),
-        ));
+        return Err(bad_output("reduce returned more values than groups, or a truncated frame".into()));
     }
     Ok(())
 }

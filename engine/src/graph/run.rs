@@ -34,19 +34,16 @@ pub fn run_batch(
     snapshot: &Snapshot,
     blocks: Vec<Block>,
     pool: &rayon::ThreadPool,
-) -> Result<BatchOutput, StageError> {
+) -> Result<BatchOutput, Box<StageError>> {
     let mut streams: BatchOutput = vec![None; graph.streams.len()];
     for stream in streams.iter_mut().take(graph.sources) {
         *stream = Some(Vec::new());
     }
     for block in blocks {
-        if let Some(Some(partitions)) = streams.get_mut(block.source) {
-            if block.records > 0 {
-                partitions.push(Partition {
-                    data: block.data,
-                    records: block.records,
-                });
-            }
+        if let Some(Some(partitions)) = streams.get_mut(block.source)
+            && block.records > 0
+        {
+            partitions.push(Partition { data: block.data, records: block.records });
         }
     }
     for stage in &graph.stages {
@@ -55,15 +52,10 @@ pub fn run_batch(
             Operator::Count => {
                 let count: u64 = input.iter().map(|p| p.records).sum();
                 let mut data = Vec::new();
-                sluice_sdk::__private::write_frame(&mut data, &count)
-                    .expect("a u64 always encodes");
+                sluice_sdk::__private::write_frame(&mut data, &count).expect("a u64 always encodes");
                 Ok(vec![Partition { data, records: 1 }])
             }
-            Operator::Plugin {
-                plugin,
-                function,
-                kind,
-            } => {
+            Operator::Plugin { plugin, function, kind } => {
                 let version = &snapshot[*plugin];
                 pool.install(|| {
                     input
@@ -73,28 +65,19 @@ pub fn run_batch(
                 })
                 .map_err(|error| stage_error(stage, snapshot, *plugin, function, error))
             }
-            Operator::ReduceByKey {
-                plugin,
-                function,
-                key,
-            } => {
+            Operator::ReduceByKey { plugin, function, key } => {
                 let version = &snapshot[*plugin];
                 let buckets = pool.current_num_threads().max(1);
                 pool.install(|| {
                     let routed = input
                         .par_iter()
-                        .map(|partition| {
-                            ops::combine_and_route(version, function, key, partition, buckets)
-                        })
+                        .map(|partition| ops::combine_and_route(version, function, key, partition, buckets))
                         .collect::<Result<Vec<_>, _>>()?;
                     (0..buckets)
                         .into_par_iter()
                         .map(|bucket| {
-                            let parts: Vec<&Partition> = routed
-                                .iter()
-                                .map(|routes| &routes[bucket])
-                                .filter(|p| p.records > 0)
-                                .collect();
+                            let parts: Vec<&Partition> =
+                                routed.iter().map(|routes| &routes[bucket]).filter(|p| p.records > 0).collect();
                             ops::combine(version, function, key, &parts)
                         })
                         .filter(|result| !matches!(result, Ok(p) if p.records == 0))
@@ -114,15 +97,15 @@ fn stage_error(
     plugin: usize,
     function: &str,
     error: CallError,
-) -> StageError {
+) -> Box<StageError> {
     let version = &snapshot[plugin];
-    StageError {
+    Box::new(StageError {
         stage: stage.name.clone(),
         plugin: version.plugin.clone(),
         version: version.short_hash().to_string(),
         function: function.to_string(),
         error,
-    }
+    })
 }
 
 /// Frames of a stream's partitions in order, for sinks.

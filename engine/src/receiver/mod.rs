@@ -3,11 +3,17 @@
 //! A source appends records to its [`Receiver`] as frames (see `sluice_sdk::abi`); the block
 //! generator cuts whatever has accumulated into a [`Block`] every block interval. The source takes
 //! the lock once per read chunk, not per record.
+//!
+//! A block also seals early when it reaches [`MAX_BLOCK_BYTES`], so a burst that arrives within
+//! one block interval still spreads over several partitions (and cores).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::block::Block;
+
+/// A block seals when its frames reach this size, even before the block interval ends.
+pub const MAX_BLOCK_BYTES: usize = 8 << 20;
 
 /// Records received since the last cut.
 #[derive(Debug, Default)]
@@ -20,6 +26,14 @@ pub struct PendingBlock {
     pub invalid: u64,
 }
 
+#[derive(Debug, Default)]
+struct Pending {
+    /// Blocks sealed early because they reached [`MAX_BLOCK_BYTES`].
+    sealed: Vec<PendingBlock>,
+    /// The block being filled.
+    open: PendingBlock,
+}
+
 /// The shared state of one source's receiver.
 #[derive(Debug)]
 pub struct Receiver {
@@ -27,7 +41,7 @@ pub struct Receiver {
     pub source: usize,
     /// Name of the source.
     pub name: String,
-    pending: Mutex<PendingBlock>,
+    pending: Mutex<Pending>,
     finished: AtomicBool,
     received: AtomicU64,
     invalid: AtomicU64,
@@ -40,7 +54,7 @@ impl Receiver {
         Self {
             source,
             name: name.to_string(),
-            pending: Mutex::new(PendingBlock::default()),
+            pending: Mutex::new(Pending::default()),
             finished: AtomicBool::new(false),
             received: AtomicU64::new(0),
             invalid: AtomicU64::new(0),
@@ -51,27 +65,34 @@ impl Receiver {
     /// Appends records under the lock.
     pub fn append(&self, f: impl FnOnce(&mut PendingBlock)) {
         let mut pending = self.pending.lock().expect("receiver lock");
-        let (records, invalid) = (pending.records, pending.invalid);
-        f(&mut pending);
-        self.received
-            .fetch_add(pending.records - records, Ordering::Relaxed);
-        self.invalid
-            .fetch_add(pending.invalid - invalid, Ordering::Relaxed);
+        let open = &mut pending.open;
+        let (records, invalid) = (open.records, open.invalid);
+        f(open);
+        self.received.fetch_add(open.records - records, Ordering::Relaxed);
+        self.invalid.fetch_add(open.invalid - invalid, Ordering::Relaxed);
+        if open.data.len() >= MAX_BLOCK_BYTES {
+            let full = std::mem::take(open);
+            pending.sealed.push(full);
+        }
     }
 
-    /// Takes everything received since the last cut as a block (None if nothing came).
-    pub fn cut(&self, seq: u64) -> Option<Block> {
-        let pending = std::mem::take(&mut *self.pending.lock().expect("receiver lock"));
-        if pending.records == 0 && pending.invalid == 0 {
-            return None;
+    /// Takes everything received since the last cut as blocks: those sealed early for size,
+    /// then the open one (none if nothing came).
+    pub fn cut(&self, seq: u64) -> Vec<Block> {
+        let Pending { mut sealed, open } = std::mem::take(&mut *self.pending.lock().expect("receiver lock"));
+        if open.records > 0 || open.invalid > 0 {
+            sealed.push(open);
         }
-        Some(Block {
-            source: self.source,
-            seq,
-            records: pending.records,
-            invalid: pending.invalid,
-            data: pending.data,
-        })
+        sealed
+            .into_iter()
+            .map(|block| Block {
+                source: self.source,
+                seq,
+                records: block.records,
+                invalid: block.invalid,
+                data: block.data,
+            })
+            .collect()
     }
 
     /// The source has ended: no more records will come.
@@ -182,9 +203,7 @@ mod tests {
     use sluice_sdk::abi::Frames;
 
     fn lines(block: &PendingBlock) -> Vec<String> {
-        Frames::new(&block.data)
-            .map(|frame| postcard::from_bytes::<String>(frame).unwrap())
-            .collect()
+        Frames::new(&block.data).map(|frame| postcard::from_bytes::<String>(frame).unwrap()).collect()
     }
 
     #[test]

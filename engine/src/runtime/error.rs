@@ -95,9 +95,7 @@ pub enum CallError {
         timeout: Duration,
     },
     /// The guest tried to grow its memory past the cap.
-    #[error(
-        "memory_limit: the guest tried to grow its memory to {desired} bytes, the cap is {limit} bytes"
-    )]
+    #[error("memory_limit: the guest tried to grow its memory to {desired} bytes, the cap is {limit} bytes")]
     MemoryLimit {
         /// Requested size.
         desired: usize,

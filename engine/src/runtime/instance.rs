@@ -21,12 +21,7 @@ pub struct StoreState {
 }
 
 impl wasmtime::ResourceLimiter for StoreState {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.memory_limit {
             self.refused_growth = Some(desired);
             return Ok(false);
@@ -34,12 +29,7 @@ impl wasmtime::ResourceLimiter for StoreState {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -47,14 +37,10 @@ impl wasmtime::ResourceLimiter for StoreState {
 /// The host functions plugins may import (module `sluice`, see `sluice_sdk::abi`).
 pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
-    linker.func_wrap(
-        abi::IMPORT_MODULE,
-        "panic",
-        |mut caller: Caller<'_, StoreState>, ptr: u32, len: u32| {
-            let message = read_guest_string(&mut caller, ptr, len);
-            caller.data_mut().panic = Some(message);
-        },
-    )?;
+    linker.func_wrap(abi::IMPORT_MODULE, "panic", |mut caller: Caller<'_, StoreState>, ptr: u32, len: u32| {
+        let message = read_guest_string(&mut caller, ptr, len);
+        caller.data_mut().panic = Some(message);
+    })?;
     linker.func_wrap(
         abi::IMPORT_MODULE,
         "log",
@@ -104,64 +90,36 @@ impl Instance {
     ) -> Result<Self, CallError> {
         let mut store = Store::new(
             engine,
-            StoreState {
-                plugin: Arc::from(plugin),
-                memory_limit: limits.memory,
-                refused_growth: None,
-                panic: None,
-            },
+            StoreState { plugin: Arc::from(plugin), memory_limit: limits.memory, refused_growth: None, panic: None },
         );
         store.limiter(|state| state);
         store.set_epoch_deadline(ticks(limits));
-        let instance = pre
-            .instantiate(&mut store)
-            .map_err(|err| classify(&mut store, err, limits))?;
-        let memory =
-            instance
-                .get_memory(&mut store, "memory")
-                .ok_or_else(|| CallError::BadOutput {
-                    message: "the plugin exports no `memory`".into(),
-                })?;
+        let instance = pre.instantiate(&mut store).map_err(|err| classify(&mut store, err, limits))?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| CallError::BadOutput { message: "the plugin exports no `memory`".into() })?;
         let input = typed(&instance, &mut store, abi::EXPORT_INPUT)?;
-        Ok(Self {
-            store,
-            memory,
-            input,
-            instance,
-            calls: FxHashMap::default(),
-            limits,
-        })
+        Ok(Self { store, memory, input, instance, calls: FxHashMap::default(), limits })
     }
 
     pub(crate) fn abi_version(&mut self) -> Result<u32, CallError> {
-        let version: TypedFunc<(), u32> =
-            typed(&self.instance, &mut self.store, abi::EXPORT_ABI_VERSION)?;
+        let version: TypedFunc<(), u32> = typed(&self.instance, &mut self.store, abi::EXPORT_ABI_VERSION)?;
         self.store.set_epoch_deadline(ticks(self.limits));
-        version
-            .call(&mut self.store, ())
-            .map_err(|err| classify(&mut self.store, err, self.limits))
+        version.call(&mut self.store, ()).map_err(|err| classify(&mut self.store, err, self.limits))
     }
 
     pub(crate) fn describe(&mut self, export: &str) -> Result<FunctionInfo, CallError> {
         let describe: TypedFunc<(), u64> = typed(&self.instance, &mut self.store, export)?;
         self.store.set_epoch_deadline(ticks(self.limits));
-        let packed = describe
-            .call(&mut self.store, ())
-            .map_err(|err| classify(&mut self.store, err, self.limits))?;
+        let packed = describe.call(&mut self.store, ()).map_err(|err| classify(&mut self.store, err, self.limits))?;
         let mut bytes = Vec::new();
         self.read_output(packed, &mut bytes)?;
-        postcard::from_bytes(&bytes).map_err(|err| CallError::BadOutput {
-            message: format!("the description does not decode: {err}"),
-        })
+        postcard::from_bytes(&bytes)
+            .map_err(|err| CallError::BadOutput { message: format!("the description does not decode: {err}") })
     }
 
     /// Calls `sluice_call_<function>` over `input`, appending its output to `output`.
-    pub(crate) fn call(
-        &mut self,
-        function: &str,
-        input: &[u8],
-        output: &mut Vec<u8>,
-    ) -> Result<(), CallError> {
+    pub(crate) fn call(&mut self, function: &str, input: &[u8], output: &mut Vec<u8>) -> Result<(), CallError> {
         let call = match self.calls.get(function) {
             Some(call) => call.clone(),
             None => {
@@ -172,44 +130,29 @@ impl Instance {
             }
         };
         let len = u32::try_from(input.len()).map_err(|_| CallError::BadOutput {
-            message: format!(
-                "a partition of {} bytes exceeds the 4 GiB a 32-bit guest can address",
-                input.len()
-            ),
+            message: format!("a partition of {} bytes exceeds the 4 GiB a 32-bit guest can address", input.len()),
         })?;
         self.store.set_epoch_deadline(ticks(self.limits));
-        let ptr = self
-            .input
-            .call(&mut self.store, len)
-            .map_err(|err| classify(&mut self.store, err, self.limits))? as usize;
+        let ptr =
+            self.input.call(&mut self.store, len).map_err(|err| classify(&mut self.store, err, self.limits))? as usize;
         self.memory
             .data_mut(&mut self.store)
             .get_mut(ptr..ptr + input.len())
-            .ok_or_else(|| CallError::BadOutput {
-                message: "the input buffer lies outside the guest's memory".into(),
-            })?
+            .ok_or_else(|| CallError::BadOutput { message: "the input buffer lies outside the guest's memory".into() })?
             .copy_from_slice(input);
         self.store.set_epoch_deadline(ticks(self.limits));
-        let packed = call
-            .call(&mut self.store, len)
-            .map_err(|err| classify(&mut self.store, err, self.limits))?;
+        let packed = call.call(&mut self.store, len).map_err(|err| classify(&mut self.store, err, self.limits))?;
         self.read_output(packed, output)
     }
 
     fn read_output(&mut self, packed: u64, output: &mut Vec<u8>) -> Result<(), CallError> {
         let (ptr, len, is_error) = abi::unpack(packed);
         let data = self.memory.data(&self.store);
-        let bytes = data
-            .get(ptr as usize..ptr as usize + len as usize)
-            .ok_or_else(|| CallError::BadOutput {
-                message: format!(
-                    "the output ({len} bytes at {ptr:#x}) lies outside the guest's memory"
-                ),
-            })?;
+        let bytes = data.get(ptr as usize..ptr as usize + len as usize).ok_or_else(|| CallError::BadOutput {
+            message: format!("the output ({len} bytes at {ptr:#x}) lies outside the guest's memory"),
+        })?;
         if is_error {
-            return Err(CallError::Guest {
-                message: String::from_utf8_lossy(bytes).into_owned(),
-            });
+            return Err(CallError::Guest { message: String::from_utf8_lossy(bytes).into_owned() });
         }
         output.extend_from_slice(bytes);
         Ok(())
@@ -223,9 +166,7 @@ fn typed<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
 ) -> Result<TypedFunc<P, R>, CallError> {
     instance
         .get_typed_func::<P, R>(&mut *store, name)
-        .map_err(|err| CallError::BadOutput {
-            message: format!("export `{name}`: {err}"),
-        })
+        .map_err(|err| CallError::BadOutput { message: format!("export `{name}`: {err}") })
 }
 
 fn ticks(limits: Limits) -> u64 {
@@ -237,15 +178,10 @@ fn classify(store: &mut Store<StoreState>, err: wasmtime::Error, limits: Limits)
     let state = store.data_mut();
     if let Some(desired) = state.refused_growth.take() {
         state.panic = None;
-        return CallError::MemoryLimit {
-            desired,
-            limit: limits.memory,
-        };
+        return CallError::MemoryLimit { desired, limit: limits.memory };
     }
     if let Some(wasmtime::Trap::Interrupt) = err.downcast_ref::<wasmtime::Trap>() {
-        return CallError::Deadline {
-            timeout: limits.timeout,
-        };
+        return CallError::Deadline { timeout: limits.timeout };
     }
     let message = match (state.panic.take(), err.downcast_ref::<wasmtime::Trap>()) {
         (Some(panic), _) => format!("panicked: {panic}"),
@@ -262,26 +198,15 @@ thread_local! {
 
 /// Runs `function` of `version` over one partition on the current worker thread, reusing this
 /// thread's instance of that version (and creating it the first time).
-pub fn call(
-    version: &PluginVersion,
-    function: &str,
-    input: &[u8],
-    output: &mut Vec<u8>,
-) -> Result<(), CallError> {
+pub fn call(version: &PluginVersion, function: &str, input: &[u8], output: &mut Vec<u8>) -> Result<(), CallError> {
     match &version.implementation {
         Implementation::Native(functions) => {
             let native = functions
                 .get(function)
-                .ok_or_else(|| CallError::BadOutput {
-                    message: format!("no native function `{function}`"),
-                })?;
+                .ok_or_else(|| CallError::BadOutput { message: format!("no native function `{function}`") })?;
             (native.call)(input, output).map_err(|message| CallError::Guest { message })
         }
-        Implementation::Wasm {
-            engine,
-            pre,
-            limits,
-        } => INSTANCES.with_borrow_mut(|instances| {
+        Implementation::Wasm { engine, pre, limits } => INSTANCES.with_borrow_mut(|instances| {
             let slot = match instances.get_mut(&version.plugin) {
                 Some(slot) if slot.0 == version.id => slot,
                 _ => {

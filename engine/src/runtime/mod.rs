@@ -45,10 +45,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            timeout: DEFAULT_TIMEOUT,
-            memory: DEFAULT_MEMORY_LIMIT,
-        }
+        Self { timeout: DEFAULT_TIMEOUT, memory: DEFAULT_MEMORY_LIMIT }
     }
 }
 
@@ -76,8 +73,7 @@ impl PluginRuntime {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-        let engine =
-            wasmtime::Engine::new(&config).map_err(|err| StartError(format!("{err:#}")))?;
+        let engine = wasmtime::Engine::new(&config).map_err(|err| StartError(format!("{err:#}")))?;
         let linker = instance::linker(&engine).map_err(|err| StartError(format!("{err:#}")))?;
         let ticker = engine.weak();
         std::thread::Builder::new()
@@ -90,12 +86,7 @@ impl PluginRuntime {
                 }
             })
             .map_err(|err| StartError(err.to_string()))?;
-        Ok(Self {
-            engine,
-            linker: Arc::new(linker),
-            limits,
-            cache_dir,
-        })
+        Ok(Self { engine, linker: Arc::new(linker), limits, cache_dir })
     }
 
     /// The limits every call runs under.
@@ -106,24 +97,13 @@ impl PluginRuntime {
     /// Reads, compiles and validates the plugin at `path`: ABI version, exports, function
     /// descriptions. Instantiates it once to ask; nothing is swapped in.
     pub fn load(&self, name: &str, path: &Path) -> Result<PluginVersion, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
         self.load_bytes(name, path, &bytes)
     }
 
     /// As [`PluginRuntime::load`], from bytes already read (`path` names them in messages).
-    pub fn load_bytes(
-        &self,
-        name: &str,
-        path: &Path,
-        bytes: &[u8],
-    ) -> Result<PluginVersion, LoadError> {
-        let invalid = |reason: String| LoadError::Invalid {
-            path: path.to_path_buf(),
-            reason,
-        };
+    pub fn load_bytes(&self, name: &str, path: &Path, bytes: &[u8]) -> Result<PluginVersion, LoadError> {
+        let invalid = |reason: String| LoadError::Invalid { path: path.to_path_buf(), reason };
         if !bytes.starts_with(b"\0asm") {
             return Err(LoadError::NotWasm {
                 path: path.to_path_buf(),
@@ -131,31 +111,19 @@ impl PluginRuntime {
             });
         }
         let hash = hex(&Sha256::digest(bytes));
-        let module = self
-            .compile(bytes, &hash)
-            .map_err(|err| invalid(format!("it does not compile: {err:#}")))?;
-        let pre = self
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|err| invalid(format!("{err:#}")))?;
-        let mut probe = instance::Instance::new(&self.engine, &pre, self.limits, name)
-            .map_err(|err| invalid(format!("{err}")))?;
-        let version = probe
-            .abi_version()
-            .map_err(|err| invalid(format!("{err}")))?;
+        let module = self.compile(bytes, &hash).map_err(|err| invalid(format!("it does not compile: {err:#}")))?;
+        let pre = self.linker.instantiate_pre(&module).map_err(|err| invalid(format!("{err:#}")))?;
+        let mut probe =
+            instance::Instance::new(&self.engine, &pre, self.limits, name).map_err(|err| invalid(format!("{err}")))?;
+        let version = probe.abi_version().map_err(|err| invalid(format!("{err}")))?;
         if version != ABI_VERSION {
-            return Err(LoadError::AbiVersion {
-                path: path.to_path_buf(),
-                found: version,
-                expected: ABI_VERSION,
-            });
+            return Err(LoadError::AbiVersion { path: path.to_path_buf(), found: version, expected: ABI_VERSION });
         }
         let mut functions = Vec::new();
         for export in module.exports() {
             if let Some(function) = export.name().strip_prefix(abi::EXPORT_DESCRIBE_PREFIX) {
-                let info = probe
-                    .describe(export.name())
-                    .map_err(|err| invalid(format!("describing `{function}`: {err}")))?;
+                let info =
+                    probe.describe(export.name()).map_err(|err| invalid(format!("describing `{function}`: {err}")))?;
                 if info.name != function {
                     return Err(invalid(format!(
                         "export `{}` describes a function named `{}`",
@@ -172,28 +140,20 @@ impl PluginRuntime {
                 }
                 let call = format!("{}{function}", abi::EXPORT_CALL_PREFIX);
                 if module.get_export(&call).is_none() {
-                    return Err(invalid(format!(
-                        "function `{function}` has no `{call}` export"
-                    )));
+                    return Err(invalid(format!("function `{function}` has no `{call}` export")));
                 }
                 functions.push(info);
             }
         }
         if functions.is_empty() {
-            return Err(invalid(
-                "it exports no Sluice functions (sluice_describe_*)".into(),
-            ));
+            return Err(invalid("it exports no Sluice functions (sluice_describe_*)".into()));
         }
         Ok(PluginVersion::new(
             name,
             path,
             hash,
             functions,
-            Implementation::Wasm {
-                engine: self.engine.clone(),
-                pre,
-                limits: self.limits,
-            },
+            Implementation::Wasm { engine: self.engine.clone(), pre, limits: self.limits },
         ))
     }
 
@@ -202,18 +162,8 @@ impl PluginRuntime {
     pub fn native(name: &str, functions: &[NativeFunction]) -> PluginVersion {
         let infos: Vec<FunctionInfo> = functions.iter().map(|f| (f.describe)()).collect();
         let hash = format!("native-{name}");
-        let table = infos
-            .iter()
-            .map(|info| info.name.clone())
-            .zip(functions.iter().copied())
-            .collect();
-        PluginVersion::new(
-            name,
-            Path::new("<native>"),
-            hash,
-            infos,
-            Implementation::Native(table),
-        )
+        let table = infos.iter().map(|info| info.name.clone()).zip(functions.iter().copied()).collect();
+        PluginVersion::new(name, Path::new("<native>"), hash, infos, Implementation::Native(table))
     }
 
     /// Compiles `bytes`, or loads the precompiled module this engine cached for the same hash.

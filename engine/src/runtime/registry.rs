@@ -27,9 +27,7 @@ pub struct PluginRegistry {
 
 impl std::fmt::Debug for PluginRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.slots.iter().map(|s| &s.name))
-            .finish()
+        f.debug_list().entries(self.slots.iter().map(|s| &s.name)).finish()
     }
 }
 
@@ -55,27 +53,17 @@ impl PluginRegistry {
 
     /// Names and files of every plugin, by index.
     pub fn plugins(&self) -> impl Iterator<Item = (usize, &str, &Path)> {
-        self.slots
-            .iter()
-            .enumerate()
-            .map(|(index, slot)| (index, slot.name.as_str(), slot.path.as_path()))
+        self.slots.iter().enumerate().map(|(index, slot)| (index, slot.name.as_str(), slot.path.as_path()))
     }
 
     /// The version serving plugin `index` now.
     pub fn current(&self, index: usize) -> Arc<PluginVersion> {
-        self.slots[index]
-            .current
-            .lock()
-            .expect("registry lock")
-            .clone()
+        self.slots[index].current.lock().expect("registry lock").clone()
     }
 
     /// The versions the next batch runs with.
     pub fn snapshot(&self) -> Snapshot {
-        self.slots
-            .iter()
-            .map(|slot| slot.current.lock().expect("registry lock").clone())
-            .collect()
+        self.slots.iter().map(|slot| slot.current.lock().expect("registry lock").clone()).collect()
     }
 
     /// Checks that `candidate` can replace plugin `index`: every function the pipeline calls
@@ -104,11 +92,7 @@ impl PluginRegistry {
                 Some(_) => {}
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
     }
 
     /// Makes `version` serve plugin `index` from the next batch on. Returns the version it replaces.

@@ -31,14 +31,8 @@ pub enum Implementation {
 impl std::fmt::Debug for Implementation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Wasm { limits, .. } => f
-                .debug_struct("Wasm")
-                .field("limits", limits)
-                .finish_non_exhaustive(),
-            Self::Native(functions) => f
-                .debug_tuple("Native")
-                .field(&functions.keys().collect::<Vec<_>>())
-                .finish(),
+            Self::Wasm { limits, .. } => f.debug_struct("Wasm").field("limits", limits).finish_non_exhaustive(),
+            Self::Native(functions) => f.debug_tuple("Native").field(&functions.keys().collect::<Vec<_>>()).finish(),
         }
     }
 }
@@ -98,11 +92,7 @@ impl PluginVersion {
 
     /// `name (kind)` of every function, for messages.
     pub fn function_list(&self) -> String {
-        let list: Vec<String> = self
-            .functions
-            .values()
-            .map(|f| format!("{} ({})", f.name, f.kind))
-            .collect();
+        let list: Vec<String> = self.functions.values().map(|f| format!("{} ({})", f.name, f.kind)).collect();
         list.join(", ")
     }
 }

@@ -32,20 +32,17 @@ impl std::fmt::Debug for PluginWatcher {
 }
 
 /// Starts watching every plugin file of `registry`.
-pub fn watch(
-    runtime: PluginRuntime,
-    registry: Arc<PluginRegistry>,
-) -> notify::Result<PluginWatcher> {
+pub fn watch(runtime: PluginRuntime, registry: Arc<PluginRegistry>) -> notify::Result<PluginWatcher> {
     let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
     let mut watcher = notify::recommended_watcher(tx)?;
     let mut files: Vec<(usize, PathBuf)> = Vec::new();
     let mut dirs = FxHashSet::default();
     for (index, _, path) in registry.plugins() {
         let path = absolute(path);
-        if let Some(dir) = path.parent() {
-            if dirs.insert(dir.to_path_buf()) {
-                watcher.watch(dir, RecursiveMode::NonRecursive)?;
-            }
+        if let Some(dir) = path.parent()
+            && dirs.insert(dir.to_path_buf())
+        {
+            watcher.watch(dir, RecursiveMode::NonRecursive)?;
         }
         files.push((index, path));
     }
@@ -76,11 +73,7 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-fn collect(
-    files: &[(usize, PathBuf)],
-    event: notify::Result<notify::Event>,
-    changed: &mut FxHashSet<usize>,
-) {
+fn collect(files: &[(usize, PathBuf)], event: notify::Result<notify::Event>, changed: &mut FxHashSet<usize>) {
     let Ok(event) = event else { return };
     if event.kind.is_access() {
         return;

@@ -39,25 +39,16 @@ pub struct FileSink {
 
 impl FileSink {
     /// Writes the batch's records, if any, to `batch-<ms>.jsonl`.
-    pub fn write(
-        &mut self,
-        batch_time_ms: u64,
-        ty: &TypeDesc,
-        partitions: &[Partition],
-    ) -> Result<u64, SinkError> {
+    pub fn write(&mut self, batch_time_ms: u64, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError> {
         let total: u64 = partitions.iter().map(|p| p.records).sum();
         if total == 0 {
             return Ok(0);
         }
         let target = self.dir.join(format!("batch-{batch_time_ms}.jsonl"));
         let tmp = self.dir.join(format!(".batch-{batch_time_ms}.jsonl.tmp"));
-        let io = |source| SinkError::Io {
-            path: target.display().to_string(),
-            source,
-        };
+        let io = |source| SinkError::Io { path: target.display().to_string(), source };
         std::fs::create_dir_all(&self.dir).map_err(io)?;
-        let mut file =
-            std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).map_err(io)?);
+        let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).map_err(io)?);
         let mut line = String::new();
         for record in records(partitions) {
             line.clear();

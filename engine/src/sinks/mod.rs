@@ -73,12 +73,7 @@ pub enum Sink {
 
 impl Sink {
     /// Writes one batch's records of a stream of type `ty`. Returns how many records it wrote.
-    pub fn write(
-        &mut self,
-        batch_time_ms: u64,
-        ty: &TypeDesc,
-        partitions: &[Partition],
-    ) -> Result<u64, SinkError> {
+    pub fn write(&mut self, batch_time_ms: u64, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError> {
         match self {
             Self::Print(sink) => sink.write(batch_time_ms, ty, partitions),
             Self::File(sink) => sink.write(batch_time_ms, ty, partitions),

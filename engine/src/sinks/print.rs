@@ -42,12 +42,7 @@ pub struct PrintSink {
 
 impl PrintSink {
     /// Prints the batch header and up to `num` records, then `...` if there were more.
-    pub fn write(
-        &mut self,
-        batch_time_ms: u64,
-        ty: &TypeDesc,
-        partitions: &[Partition],
-    ) -> Result<u64, SinkError> {
+    pub fn write(&mut self, batch_time_ms: u64, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError> {
         let mut text = format!(
             "-------------------------------------------\nTime: {batch_time_ms} ms\n-------------------------------------------\n"
         );
@@ -64,10 +59,7 @@ impl PrintSink {
         stdout
             .write_all(text.as_bytes())
             .and_then(|()| stdout.flush())
-            .map_err(|source| SinkError::Io {
-                path: "standard output".into(),
-                source,
-            })?;
+            .map_err(|source| SinkError::Io { path: "standard output".into(), source })?;
         Ok(total.min(self.num as u64))
     }
 }

@@ -135,10 +135,7 @@ mod tests {
     #[test]
     fn keyed_records_render_as_pairs() {
         let ty = TypeDesc::Tuple(vec![TypeDesc::String, TypeDesc::Unsigned(64)]);
-        assert_eq!(
-            json(ty, ("he said \"hi\"", 42u64)),
-            r#"["he said \"hi\"",42]"#
-        );
+        assert_eq!(json(ty, ("he said \"hi\"", 42u64)), r#"["he said \"hi\"",42]"#);
     }
 
     #[test]
@@ -147,23 +144,11 @@ mod tests {
         assert_eq!(json(TypeDesc::Signed(8), -5i8), "-5");
         assert_eq!(json(TypeDesc::F64, 1.5f64), "1.5");
         assert_eq!(json(TypeDesc::F32, f32::NAN), "null");
-        assert_eq!(
-            json(TypeDesc::Option(Box::new(TypeDesc::Bool)), None::<bool>),
-            "null"
-        );
-        assert_eq!(
-            json(
-                TypeDesc::Seq(Box::new(TypeDesc::Unsigned(16))),
-                vec![1u16, 300]
-            ),
-            "[1,300]"
-        );
+        assert_eq!(json(TypeDesc::Option(Box::new(TypeDesc::Bool)), None::<bool>), "null");
+        assert_eq!(json(TypeDesc::Seq(Box::new(TypeDesc::Unsigned(16))), vec![1u16, 300]), "[1,300]");
         let point = TypeDesc::Struct {
             name: "Point".into(),
-            fields: vec![
-                ("x".into(), TypeDesc::Signed(32)),
-                ("label".into(), TypeDesc::String),
-            ],
+            fields: vec![("x".into(), TypeDesc::Signed(32)), ("label".into(), TypeDesc::String)],
         };
         assert_eq!(json(point, (-3i32, "a")), r#"{"x":-3,"label":"a"}"#);
     }

@@ -43,10 +43,7 @@ pub struct SocketSource {
 impl SocketSourceConfig {
     /// The source, feeding `receiver`.
     pub fn build(&self, receiver: Arc<Receiver>) -> SocketSource {
-        SocketSource {
-            config: self.clone(),
-            receiver,
-        }
+        SocketSource { config: self.clone(), receiver }
     }
 }
 
@@ -71,8 +68,7 @@ impl SocketSource {
                 Ok(stream) => stream,
                 Err(err) => {
                     tracing::warn!(source = %name, %address, attempt, retry_in_ms = delay.as_millis() as u64, "cannot connect: {err}");
-                    self.receiver
-                        .set_error(format!("cannot connect to {address}: {err}"));
+                    self.receiver.set_error(format!("cannot connect to {address}: {err}"));
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = stop.changed() => break,
@@ -89,8 +85,7 @@ impl SocketSource {
                 Ok(()) => break,
                 Err(err) => {
                     tracing::warn!(source = %name, %address, "connection lost: {err}; reconnecting");
-                    self.receiver
-                        .set_error(format!("connection to {address} lost: {err}"));
+                    self.receiver.set_error(format!("connection to {address} lost: {err}"));
                 }
             }
         }
@@ -99,11 +94,7 @@ impl SocketSource {
     }
 
     /// Reads lines until end of stream (Ok) or an error (Err, to reconnect).
-    async fn read(
-        &self,
-        mut stream: TcpStream,
-        stop: &mut watch::Receiver<bool>,
-    ) -> std::io::Result<()> {
+    async fn read(&self, mut stream: TcpStream, stop: &mut watch::Receiver<bool>) -> std::io::Result<()> {
         let mut framer = LineFramer::default();
         let mut chunk = vec![0u8; READ_CHUNK];
         loop {
@@ -116,9 +107,7 @@ impl SocketSource {
                     self.receiver.append(|block| framer.finish(block));
                     return Ok(());
                 }
-                Ok(n) => self
-                    .receiver
-                    .append(|block| framer.push(&chunk[..n], block)),
+                Ok(n) => self.receiver.append(|block| framer.push(&chunk[..n], block)),
                 Err(err) => {
                     // The partial line is lost with the connection, as in Spark.
                     return Err(err);

@@ -40,35 +40,23 @@ pub fn reduce(attr: TokenStream, item: TokenStream) -> TokenStream {
 fn expand(attr: TokenStream, item: TokenStream, kind: &str, arity: usize) -> TokenStream {
     if !attr.is_empty() {
         let attr = proc_macro2::TokenStream::from(attr);
-        return syn::Error::new_spanned(attr, format!("#[{kind}] takes no arguments"))
-            .to_compile_error()
-            .into();
+        return syn::Error::new_spanned(attr, format!("#[{kind}] takes no arguments")).to_compile_error().into();
     }
     let function = parse_macro_input!(item as ItemFn);
     let sig = &function.sig;
     if sig.inputs.len() != arity {
-        let shape = if arity == 1 {
-            "one argument"
-        } else {
-            "two arguments of the same type"
-        };
+        let shape = if arity == 1 { "one argument" } else { "two arguments of the same type" };
         return syn::Error::new_spanned(
             &sig.inputs,
-            format!(
-                "a {kind} function takes {shape}, found {}",
-                sig.inputs.len()
-            ),
+            format!("a {kind} function takes {shape}, found {}", sig.inputs.len()),
         )
         .to_compile_error()
         .into();
     }
     if !sig.generics.params.is_empty() || sig.asyncness.is_some() {
-        return syn::Error::new_spanned(
-            sig,
-            format!("a {kind} function cannot be generic or async"),
-        )
-        .to_compile_error()
-        .into();
+        return syn::Error::new_spanned(sig, format!("a {kind} function cannot be generic or async"))
+            .to_compile_error()
+            .into();
     }
     let name = &sig.ident;
     let hidden = format_ident!("__sluice_{}", name);
@@ -111,39 +99,39 @@ pub fn derive_describe(item: TokenStream) -> TokenStream {
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let name_str = LitStr::new(&name.to_string(), Span::call_site());
     let body = match &input.data {
-        Data::Struct(data) => match &data.fields {
-            Fields::Named(fields) => {
-                let entries = fields.named.iter().map(|field| {
+        Data::Struct(data) => {
+            match &data.fields {
+                Fields::Named(fields) => {
+                    let entries = fields.named.iter().map(|field| {
                     let field_name =
                         LitStr::new(&field.ident.as_ref().map(|i| i.to_string()).unwrap_or_default(), Span::call_site());
                     let ty = &field.ty;
                     quote! { (::std::string::String::from(#field_name), <#ty as ::sluice_sdk::Describe>::describe()) }
                 });
-                quote! {
-                    ::sluice_sdk::TypeDesc::Struct {
-                        name: ::std::string::String::from(#name_str),
-                        fields: ::std::vec![#(#entries),*],
+                    quote! {
+                        ::sluice_sdk::TypeDesc::Struct {
+                            name: ::std::string::String::from(#name_str),
+                            fields: ::std::vec![#(#entries),*],
+                        }
                     }
                 }
-            }
-            // serde encodes a newtype struct as its inner value.
-            Fields::Unnamed(fields) if fields.unnamed.len() == 1 => {
-                let ty = &fields.unnamed[0].ty;
-                quote! { <#ty as ::sluice_sdk::Describe>::describe() }
-            }
-            Fields::Unnamed(fields) => {
-                let items = fields.unnamed.iter().map(|field| {
-                    let ty = &field.ty;
+                // serde encodes a newtype struct as its inner value.
+                Fields::Unnamed(fields) if fields.unnamed.len() == 1 => {
+                    let ty = &fields.unnamed[0].ty;
                     quote! { <#ty as ::sluice_sdk::Describe>::describe() }
-                });
-                quote! { ::sluice_sdk::TypeDesc::Tuple(::std::vec![#(#items),*]) }
+                }
+                Fields::Unnamed(fields) => {
+                    let items = fields.unnamed.iter().map(|field| {
+                        let ty = &field.ty;
+                        quote! { <#ty as ::sluice_sdk::Describe>::describe() }
+                    });
+                    quote! { ::sluice_sdk::TypeDesc::Tuple(::std::vec![#(#items),*]) }
+                }
+                Fields::Unit => quote! { ::sluice_sdk::TypeDesc::Unit },
             }
-            Fields::Unit => quote! { ::sluice_sdk::TypeDesc::Unit },
-        },
+        }
         _ => {
-            return syn::Error::new_spanned(name, "Describe can be derived for structs only")
-                .to_compile_error()
-                .into();
+            return syn::Error::new_spanned(name, "Describe can be derived for structs only").to_compile_error().into();
         }
     };
     quote! {

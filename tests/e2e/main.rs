@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `sluice` binary, real TCP sockets, real Wasm plugins built from
+//! `plugins/` by `scripts/build-plugins.sh` on first use.
+
+mod bad_config;
+mod hot_swap;
+mod plugin_errors;
+mod shutdown;
+mod support;
+mod wordcount;
