@@ -1,5 +1,5 @@
 //! Sinks: where a stream's records go after each batch. Records are rendered as JSON from their
-//! [`TypeDesc`](sluice_sdk::TypeDesc) (see [`render`]); a keyed record `(K, V)` is `[key, value]`.
+//! [`TypeDesc`] (see [`render`]); a keyed record `(K, V)` is `[key, value]`.
 
 pub mod file;
 pub mod print;
