@@ -13,8 +13,8 @@ scripts/build-plugins.sh
 example=examples/network_wordcount
 rm -rf "$example/out"
 port=9999
-# The built-in input, 40 times over, at 20,000 lines per second: a few seconds of stream.
-python3 scripts/feed.py "$example/input.txt" "$port" --repeat 40 --rate 20000 --close &
+# The built-in input (21 lines) 300 times over at 1,000 lines per second: about six one-second batches.
+python3 scripts/feed.py "$example/input.txt" "$port" --repeat 300 --rate 1000 --close &
 feeder=$!
 trap 'kill $feeder 2>/dev/null || true' EXIT
 sleep 0.5
