@@ -24,6 +24,8 @@ pub struct RunReport {
     pub invalid_lines: u64,
     /// Plugin swaps that took effect.
     pub swaps: u64,
+    /// Time spent processing batches (stages and sinks), summed.
+    pub processing: std::time::Duration,
 }
 
 /// Runs batches from `queue` until it closes.
@@ -80,6 +82,7 @@ pub fn run(
                 tracing::error!(batch = batch.time_ms, class = %err.error.class(), "batch failed: {err}");
             }
         }
+        report.processing += started.elapsed();
         let processing = started.elapsed().as_millis() as u64;
         tracing::info!(
             target: "sluice::batch",

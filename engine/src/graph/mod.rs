@@ -61,6 +61,9 @@ pub enum Operator {
         function: String,
         /// Type of the keys, to find them in records.
         key: TypeDesc,
+        /// The plugin stage before it, when this stage is its only reader: both run in one task
+        /// per partition and the intermediate records never become a stream.
+        fused: Option<Box<Stage>>,
     },
     /// Number of records of the batch, as one `u64` record.
     Count,
@@ -177,9 +180,42 @@ impl Graph {
                 needed[stage.input] = true;
             }
         }
-        let stages = placed.into_iter().filter(|stage| needed[stage.output]).collect();
+        let stages = fuse(placed.into_iter().filter(|stage| needed[stage.output]).collect(), &sinks);
         if errors.is_empty() { Ok(Self { streams, sources, stages, sinks }) } else { Err(errors) }
     }
+}
+
+/// Fuses each plugin stage into the `reduce_by_key` that is the only reader of its output (no
+/// sink, no other stage), as Spark pipelines narrow operations into the shuffle's map side.
+fn fuse(stages: Vec<Stage>, sinks: &[SinkNode]) -> Vec<Stage> {
+    let readers = |stream: usize| {
+        stages.iter().filter(|s| s.input == stream).count() + sinks.iter().filter(|s| s.input == stream).count()
+    };
+    let fusable: Vec<bool> = stages
+        .iter()
+        .map(|stage| {
+            matches!(stage.operator, Operator::Plugin { .. })
+                && readers(stage.output) == 1
+                && stages.iter().any(|s| s.input == stage.output && matches!(s.operator, Operator::ReduceByKey { .. }))
+        })
+        .collect();
+    let mut out: Vec<Stage> = Vec::with_capacity(stages.len());
+    let mut pending: Vec<Option<Stage>> = stages.iter().map(|_| None).collect();
+    for (index, mut stage) in stages.into_iter().enumerate() {
+        if fusable[index] {
+            pending[index] = Some(stage);
+            continue;
+        }
+        if let Operator::ReduceByKey { fused, .. } = &mut stage.operator
+            && let Some(slot) = pending.iter_mut().find(|p| p.as_ref().is_some_and(|p| p.output == stage.input))
+        {
+            let pre = slot.take().expect("found above");
+            stage.input = pre.input;
+            *fused = Some(Box::new(pre));
+        }
+        out.push(stage);
+    }
+    out
 }
 
 /// Resolves one stage's operator and output type, or records why it cannot be.
@@ -241,7 +277,10 @@ fn resolve(
             return None;
         }
         let ty = TypeDesc::Tuple(vec![key.clone(), function.output.clone()]);
-        return Some((Operator::ReduceByKey { plugin, function: function_name.to_string(), key: key.clone() }, ty));
+        return Some((
+            Operator::ReduceByKey { plugin, function: function_name.to_string(), key: key.clone(), fused: None },
+            ty,
+        ));
     }
     if function.input != input.ty {
         errors.push(ConfigError::new(

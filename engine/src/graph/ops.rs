@@ -1,11 +1,16 @@
 //! Operators on partitions. Each plugin call gets a whole partition; the host checks the framing
 //! of everything a plugin returns before passing it on.
+//!
+//! Grouping by key (the map and reduce sides of `reduce_by_key`) never decodes a value: keys are
+//! sliced out with [`skip_value`], hashed (Fx) and compared as bytes; the reduce call's input is
+//! laid out group by group in one pass, written straight into the guest.
 
 use std::hash::Hasher;
 
-use rustc_hash::{FxHashMap, FxHasher};
+use hashbrown::HashTable;
+use rustc_hash::FxHasher;
 use sluice_sdk::TypeDesc;
-use sluice_sdk::abi::{self, Frames, FunctionKind};
+use sluice_sdk::abi::{self, FRAME_HEADER, Frames, FunctionKind};
 
 use super::Partition;
 use super::keys::skip_value;
@@ -26,6 +31,39 @@ fn count_frames(data: &[u8]) -> Result<u64, CallError> {
     }
 }
 
+/// map, flat_map or filter over one partition, appending the output frames to `out`; returns
+/// the number of output records.
+pub(super) fn plugin_into(
+    version: &PluginVersion,
+    function: &str,
+    kind: FunctionKind,
+    input: &Partition,
+    out: &mut Vec<u8>,
+) -> Result<u64, CallError> {
+    if kind == FunctionKind::Filter {
+        let mut keep = Vec::with_capacity(input.records as usize);
+        instance::call(version, function, &input.data, &mut keep)?;
+        if keep.len() as u64 != input.records {
+            return Err(bad_output(format!("filter returned {} decisions for {} records", keep.len(), input.records)));
+        }
+        let mut records = 0;
+        for (&decision, frame) in keep.iter().zip(Frames::new(&input.data)) {
+            if decision != 0 {
+                abi::push_frame(out, frame);
+                records += 1;
+            }
+        }
+        return Ok(records);
+    }
+    let start = out.len();
+    instance::call(version, function, &input.data, out)?;
+    let records = count_frames(&out[start..])?;
+    if kind == FunctionKind::Map && records != input.records {
+        return Err(bad_output(format!("map returned {records} records for {} inputs", input.records)));
+    }
+    Ok(records)
+}
+
 /// map, flat_map or filter over one partition.
 pub(super) fn plugin(
     version: &PluginVersion,
@@ -33,96 +71,147 @@ pub(super) fn plugin(
     kind: FunctionKind,
     input: &Partition,
 ) -> Result<Partition, CallError> {
-    match kind {
-        FunctionKind::Filter => {
-            let mut keep = Vec::with_capacity(input.records as usize);
-            instance::call(version, function, &input.data, &mut keep)?;
-            if keep.len() as u64 != input.records {
-                return Err(bad_output(format!(
-                    "filter returned {} decisions for {} records",
-                    keep.len(),
-                    input.records
-                )));
-            }
-            let mut out = Partition::default();
-            let mut frames = Frames::new(&input.data);
-            for (&decision, frame) in keep.iter().zip(frames.by_ref()) {
-                if decision != 0 {
-                    abi::push_frame(&mut out.data, frame);
-                    out.records += 1;
-                }
-            }
-            Ok(out)
-        }
-        _ => {
-            let mut data = Vec::with_capacity(input.data.len() * 2);
-            instance::call(version, function, &input.data, &mut data)?;
-            let records = count_frames(&data)?;
-            if kind == FunctionKind::Map && records != input.records {
-                return Err(bad_output(format!("map returned {records} records for {} inputs", input.records)));
-            }
-            Ok(Partition { data, records })
-        }
-    }
+    let mut data = Vec::new();
+    let records = plugin_into(version, function, kind, input, &mut data)?;
+    Ok(Partition { data, records })
 }
 
-/// The partition a key belongs to among `n`. Stable across runs and processes.
-pub(super) fn partition_of(key: &[u8], n: usize) -> usize {
+#[inline]
+fn hash_key(key: &[u8]) -> u64 {
     let mut hasher = FxHasher::default();
     hasher.write(key);
-    (hasher.finish() % n as u64) as usize
+    hasher.finish()
+}
+
+/// The partition a key belongs to among `n`. Stable across runs and processes. Uses the high
+/// half of the hash: the low bits pick buckets in the per-partition hash tables.
+pub(super) fn partition_of(key: &[u8], n: usize) -> usize {
+    (((hash_key(key) >> 32) * n as u64) >> 32) as usize
 }
 
 /// Splits a keyed record into key and value bytes.
+#[inline]
 fn split<'a>(key_ty: &TypeDesc, frame: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), CallError> {
     let at = skip_value(key_ty, frame)
         .ok_or_else(|| bad_output(format!("a keyed record does not start with a {key_ty} key")))?;
     Ok(frame.split_at(at))
 }
 
-/// Combines the values of each key of `input` with `function` (one call for all keys that have
+/// Distinct keys of some keyed partitions, in first-seen order, with each record's group.
+struct Groups<'a> {
+    keys: Vec<&'a [u8]>,
+    hashes: Vec<u64>,
+    /// Values per group.
+    counts: Vec<u32>,
+    /// Bytes of the group's value frames.
+    bytes: Vec<usize>,
+    /// The first value of each group (all of it, for groups of one).
+    first: Vec<&'a [u8]>,
+    /// Group of each record, in input order.
+    of_record: Vec<u32>,
+}
+
+impl<'a> Groups<'a> {
+    fn build(key_ty: &TypeDesc, inputs: &[&'a [u8]]) -> Result<Self, CallError> {
+        let records: usize = inputs.iter().map(|i| i.len() / 8).sum();
+        let mut groups = Groups {
+            keys: Vec::new(),
+            hashes: Vec::new(),
+            counts: Vec::new(),
+            bytes: Vec::new(),
+            first: Vec::new(),
+            of_record: Vec::with_capacity(records),
+        };
+        let mut table: HashTable<u32> = HashTable::with_capacity(1024);
+        for input in inputs {
+            let mut frames = Frames::new(input);
+            for frame in frames.by_ref() {
+                let (key, value) = split(key_ty, frame)?;
+                let hash = hash_key(key);
+                let keys = &groups.keys;
+                let group = match table.find(hash, |&g| keys[g as usize] == key) {
+                    Some(&group) => group,
+                    None => {
+                        let group = groups.keys.len() as u32;
+                        groups.keys.push(key);
+                        groups.hashes.push(hash);
+                        groups.counts.push(0);
+                        groups.bytes.push(0);
+                        groups.first.push(value);
+                        let hashes = &groups.hashes;
+                        table.insert_unique(hash, group, |&g| hashes[g as usize]);
+                        group
+                    }
+                };
+                groups.counts[group as usize] += 1;
+                groups.bytes[group as usize] += FRAME_HEADER + value.len();
+                groups.of_record.push(group);
+            }
+            if !frames.rest().is_empty() {
+                return Err(bad_output("a partition ends with a truncated frame".into()));
+            }
+        }
+        Ok(groups)
+    }
+}
+
+/// Combines the values of each key of `inputs` with `function` (one call for all keys that have
 /// more than one value; keys with one value pass through without a call, as in Spark), and hands
 /// each `(key, combined value)` to `emit`.
 pub(super) fn combine_by_key(
     version: &PluginVersion,
     function: &str,
     key_ty: &TypeDesc,
-    inputs: &[&Partition],
+    inputs: &[&[u8]],
     mut emit: impl FnMut(&[u8], &[u8]),
 ) -> Result<(), CallError> {
-    let mut index: FxHashMap<&[u8], u32> = FxHashMap::default();
-    let mut groups: Vec<(&[u8], Vec<&[u8]>)> = Vec::new();
-    for input in inputs {
-        let mut frames = Frames::new(&input.data);
-        for frame in frames.by_ref() {
-            let (key, value) = split(key_ty, frame)?;
-            let group = *index.entry(key).or_insert_with(|| {
-                groups.push((key, Vec::new()));
-                (groups.len() - 1) as u32
-            });
-            groups[group as usize].1.push(value);
-        }
-        if !frames.rest().is_empty() {
-            return Err(bad_output("a partition ends with a truncated frame".into()));
-        }
-    }
-    let mut call_input = Vec::new();
-    for (_, values) in groups.iter().filter(|(_, values)| values.len() > 1) {
-        call_input.extend_from_slice(&(values.len() as u32).to_le_bytes());
-        for value in values {
-            abi::push_frame(&mut call_input, value);
+    let groups = Groups::build(key_ty, inputs)?;
+    // Lay the reduce input out group by group: u32 count, then the group's value frames.
+    let mut cursor = vec![usize::MAX; groups.keys.len()];
+    let mut size = 0;
+    for (group, &count) in groups.counts.iter().enumerate() {
+        if count > 1 {
+            cursor[group] = size;
+            size += 4 + groups.bytes[group];
         }
     }
     let mut reduced = Vec::new();
-    if !call_input.is_empty() {
-        instance::call(version, function, &call_input, &mut reduced)?;
+    if size > 0 {
+        instance::call_filling(
+            version,
+            function,
+            size,
+            |buf| {
+                for (group, &count) in groups.counts.iter().enumerate() {
+                    if count > 1 {
+                        let at = cursor[group];
+                        buf[at..at + 4].copy_from_slice(&count.to_le_bytes());
+                        cursor[group] += 4;
+                    }
+                }
+                let frames = inputs.iter().flat_map(|input| Frames::new(input));
+                for (frame, &group) in frames.zip(&groups.of_record) {
+                    let at = cursor[group as usize];
+                    if at == usize::MAX {
+                        continue;
+                    }
+                    // The key was found in this frame before; it is found again.
+                    let key_len = skip_value(key_ty, frame).unwrap_or(0);
+                    let value = &frame[key_len..];
+                    buf[at..at + FRAME_HEADER].copy_from_slice(&(value.len() as u32).to_le_bytes());
+                    buf[at + FRAME_HEADER..at + FRAME_HEADER + value.len()].copy_from_slice(value);
+                    cursor[group as usize] = at + FRAME_HEADER + value.len();
+                }
+            },
+            &mut reduced,
+        )?;
     }
     let mut reduced_values = Frames::new(&reduced);
-    for (key, values) in &groups {
-        let value = if values.len() > 1 {
+    for (group, key) in groups.keys.iter().enumerate() {
+        let value = if groups.counts[group] > 1 {
             reduced_values.next().ok_or_else(|| bad_output("reduce returned fewer values than groups".into()))?
         } else {
-            values[0]
+            groups.first[group]
         };
         emit(key, value);
     }
@@ -138,7 +227,7 @@ pub(super) fn combine_and_route(
     version: &PluginVersion,
     function: &str,
     key_ty: &TypeDesc,
-    input: &Partition,
+    input: &[u8],
     buckets: usize,
 ) -> Result<Vec<Partition>, CallError> {
     let mut out = vec![Partition::default(); buckets];
@@ -155,7 +244,7 @@ pub(super) fn combine(
     version: &PluginVersion,
     function: &str,
     key_ty: &TypeDesc,
-    inputs: &[&Partition],
+    inputs: &[&[u8]],
 ) -> Result<Partition, CallError> {
     let mut out = Partition::default();
     combine_by_key(version, function, key_ty, inputs, |key, value| {

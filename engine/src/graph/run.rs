@@ -25,6 +25,23 @@ pub struct StageError {
     pub error: CallError,
 }
 
+thread_local! {
+    /// A worker's buffer for the records between two fused stages, reused across partitions.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A failure inside a fused task: of the fused stage, or of the stage itself.
+enum Failed {
+    Stage(Box<StageError>),
+    Call(CallError),
+}
+
+impl From<CallError> for Failed {
+    fn from(error: CallError) -> Self {
+        Failed::Call(error)
+    }
+}
+
 /// Every stream's partitions for one batch (None for streams no sink needs).
 pub type BatchOutput = Vec<Option<Vec<Partition>>>;
 
@@ -65,25 +82,49 @@ pub fn run_batch(
                 })
                 .map_err(|error| stage_error(stage, snapshot, *plugin, function, error))
             }
-            Operator::ReduceByKey { plugin, function, key } => {
+            Operator::ReduceByKey { plugin, function, key, fused } => {
                 let version = &snapshot[*plugin];
                 let buckets = pool.current_num_threads().max(1);
                 pool.install(|| {
                     let routed = input
                         .par_iter()
-                        .map(|partition| ops::combine_and_route(version, function, key, partition, buckets))
+                        .map(|partition| match fused.as_deref() {
+                            None => ops::combine_and_route(version, function, key, &partition.data, buckets)
+                                .map_err(Failed::Call),
+                            Some(pre) => {
+                                let Operator::Plugin { plugin, function: pre_function, kind } = &pre.operator else {
+                                    unreachable!("only plugin stages are fused");
+                                };
+                                SCRATCH.with_borrow_mut(|scratch| {
+                                    scratch.clear();
+                                    ops::plugin_into(&snapshot[*plugin], pre_function, *kind, partition, scratch)
+                                        .map_err(|error| {
+                                            Failed::Stage(stage_error(pre, snapshot, *plugin, pre_function, error))
+                                        })?;
+                                    ops::combine_and_route(version, function, key, scratch, buckets)
+                                        .map_err(Failed::Call)
+                                })
+                            }
+                        })
                         .collect::<Result<Vec<_>, _>>()?;
                     (0..buckets)
                         .into_par_iter()
                         .map(|bucket| {
-                            let parts: Vec<&Partition> =
-                                routed.iter().map(|routes| &routes[bucket]).filter(|p| p.records > 0).collect();
-                            ops::combine(version, function, key, &parts)
+                            let parts: Vec<&[u8]> = routed
+                                .iter()
+                                .map(|routes| &routes[bucket])
+                                .filter(|p| p.records > 0)
+                                .map(|p| p.data.as_slice())
+                                .collect();
+                            ops::combine(version, function, key, &parts).map_err(Failed::Call)
                         })
                         .filter(|result| !matches!(result, Ok(p) if p.records == 0))
                         .collect::<Result<Vec<_>, _>>()
                 })
-                .map_err(|error| stage_error(stage, snapshot, *plugin, function, error))
+                .map_err(|failed| match failed {
+                    Failed::Stage(error) => error,
+                    Failed::Call(error) => stage_error(stage, snapshot, *plugin, function, error),
+                })
             }
         }?;
         streams[stage.output] = Some(output);

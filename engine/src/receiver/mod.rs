@@ -26,6 +26,12 @@ pub struct PendingBlock {
     pub invalid: u64,
 }
 
+impl PendingBlock {
+    fn with_capacity(bytes: usize) -> Self {
+        Self { data: Vec::with_capacity(bytes), records: 0, invalid: 0 }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Pending {
     /// Blocks sealed early because they reached [`MAX_BLOCK_BYTES`].
@@ -71,7 +77,7 @@ impl Receiver {
         self.received.fetch_add(open.records - records, Ordering::Relaxed);
         self.invalid.fetch_add(open.invalid - invalid, Ordering::Relaxed);
         if open.data.len() >= MAX_BLOCK_BYTES {
-            let full = std::mem::take(open);
+            let full = std::mem::replace(open, PendingBlock::with_capacity(MAX_BLOCK_BYTES + (1 << 20)));
             pending.sealed.push(full);
         }
     }
@@ -79,7 +85,15 @@ impl Receiver {
     /// Takes everything received since the last cut as blocks: those sealed early for size,
     /// then the open one (none if nothing came).
     pub fn cut(&self, seq: u64) -> Vec<Block> {
-        let Pending { mut sealed, open } = std::mem::take(&mut *self.pending.lock().expect("receiver lock"));
+        let Pending { mut sealed, open } = {
+            let mut pending = self.pending.lock().expect("receiver lock");
+            // The next block will likely be as big as this one: reserve once, not by doubling.
+            let capacity = pending.open.data.len().min(MAX_BLOCK_BYTES + (1 << 20));
+            std::mem::replace(
+                &mut *pending,
+                Pending { sealed: Vec::new(), open: PendingBlock::with_capacity(capacity) },
+            )
+        };
         if open.records > 0 || open.invalid > 0 {
             sealed.push(open);
         }

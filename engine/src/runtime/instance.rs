@@ -119,7 +119,15 @@ impl Instance {
     }
 
     /// Calls `sluice_call_<function>` over `input`, appending its output to `output`.
-    pub(crate) fn call(&mut self, function: &str, input: &[u8], output: &mut Vec<u8>) -> Result<(), CallError> {
+    /// Calls `sluice_call_<function>` over `len` input bytes that `fill` writes straight into
+    /// the guest's input buffer, appending the output to `output`.
+    pub(crate) fn call(
+        &mut self,
+        function: &str,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+        output: &mut Vec<u8>,
+    ) -> Result<(), CallError> {
         let call = match self.calls.get(function) {
             Some(call) => call.clone(),
             None => {
@@ -129,17 +137,16 @@ impl Instance {
                 call
             }
         };
-        let len = u32::try_from(input.len()).map_err(|_| CallError::BadOutput {
-            message: format!("a partition of {} bytes exceeds the 4 GiB a 32-bit guest can address", input.len()),
+        let size = len;
+        let len = u32::try_from(size).map_err(|_| CallError::BadOutput {
+            message: format!("a partition of {size} bytes exceeds the 4 GiB a 32-bit guest can address"),
         })?;
         self.store.set_epoch_deadline(ticks(self.limits));
         let ptr =
             self.input.call(&mut self.store, len).map_err(|err| classify(&mut self.store, err, self.limits))? as usize;
-        self.memory
-            .data_mut(&mut self.store)
-            .get_mut(ptr..ptr + input.len())
-            .ok_or_else(|| CallError::BadOutput { message: "the input buffer lies outside the guest's memory".into() })?
-            .copy_from_slice(input);
+        fill(self.memory.data_mut(&mut self.store).get_mut(ptr..ptr + size).ok_or_else(|| CallError::BadOutput {
+            message: "the input buffer lies outside the guest's memory".into(),
+        })?);
         self.store.set_epoch_deadline(ticks(self.limits));
         let packed = call.call(&mut self.store, len).map_err(|err| classify(&mut self.store, err, self.limits))?;
         self.read_output(packed, output)
@@ -199,12 +206,26 @@ thread_local! {
 /// Runs `function` of `version` over one partition on the current worker thread, reusing this
 /// thread's instance of that version (and creating it the first time).
 pub fn call(version: &PluginVersion, function: &str, input: &[u8], output: &mut Vec<u8>) -> Result<(), CallError> {
+    call_filling(version, function, input.len(), |buf| buf.copy_from_slice(input), output)
+}
+
+/// As [`call`], with the `len` input bytes written by `fill` directly into the guest's input
+/// buffer (no intermediate copy on the host).
+pub fn call_filling(
+    version: &PluginVersion,
+    function: &str,
+    len: usize,
+    fill: impl FnOnce(&mut [u8]),
+    output: &mut Vec<u8>,
+) -> Result<(), CallError> {
     match &version.implementation {
         Implementation::Native(functions) => {
             let native = functions
                 .get(function)
                 .ok_or_else(|| CallError::BadOutput { message: format!("no native function `{function}`") })?;
-            (native.call)(input, output).map_err(|message| CallError::Guest { message })
+            let mut input = vec![0; len];
+            fill(&mut input);
+            (native.call)(&input, output).map_err(|message| CallError::Guest { message })
         }
         Implementation::Wasm { engine, pre, limits } => INSTANCES.with_borrow_mut(|instances| {
             let slot = match instances.get_mut(&version.plugin) {
@@ -215,7 +236,7 @@ pub fn call(version: &PluginVersion, function: &str, input: &[u8], output: &mut 
                     instances.get_mut(&version.plugin).expect("just inserted")
                 }
             };
-            let result = slot.1.call(function, input, output);
+            let result = slot.1.call(function, len, fill, output);
             if result.is_err() {
                 // A trapped instance may hold broken state: the next call starts fresh.
                 instances.remove(&version.plugin);
