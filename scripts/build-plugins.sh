@@ -9,7 +9,9 @@ if ! rustup target list --installed | grep -qx "$target"; then
     echo "build-plugins: installing the $target target" >&2
     rustup target add "$target"
 fi
-cargo build --quiet --release --target "$target" --manifest-path "$root/plugins/Cargo.toml"
+# An explicit target dir: CARGO_TARGET_DIR, if set for the engine, must not move the plugins.
+cargo build --quiet --release --target "$target" --manifest-path "$root/plugins/Cargo.toml" \
+    --target-dir "$root/plugins/target"
 mkdir -p "$root/target/plugins"
 for wasm in "$root/plugins/target/$target/release/"*.wasm; do
     name=$(basename "$wasm")

@@ -132,3 +132,63 @@ fn every_example_pipeline_checks() {
     }
     assert!(checked >= 1, "no example pipelines found under {}", examples.display());
 }
+
+#[test]
+fn filter_map_and_count_chain_with_fan_out() {
+    let lines: Vec<String> =
+        (0..5_000).map(|i| if i % 3 == 0 { "   ".to_string() } else { format!("line {i}") }).collect();
+    let kept: Vec<String> = lines.iter().filter(|l| !l.trim().is_empty()).map(|l| l.to_uppercase()).collect();
+    let server = LineServer::lines(&lines);
+    let work = Workdir::new();
+    work.add_plugin("uppercase", "upper");
+    work.write(
+        "pipeline.toml",
+        &format!(
+            r#"[pipeline]
+name = "chain"
+batch_interval = "300ms"
+block_interval = "100ms"
+[plugins]
+upper = "upper.wasm"
+[[sources]]
+name = "lines"
+type = "socket"
+address = "{}"
+[[stages]]
+name = "non_empty"
+input = "lines"
+op = "filter"
+plugin = "upper"
+function = "non_empty"
+[[stages]]
+name = "shout"
+input = "non_empty"
+op = "map"
+plugin = "upper"
+function = "to_upper"
+[[stages]]
+name = "n"
+input = "non_empty"
+op = "count"
+[[sinks]]
+name = "shouted"
+input = "shout"
+type = "file"
+path = "shouted"
+[[sinks]]
+name = "counts"
+input = "n"
+type = "file"
+path = "counts"
+"#,
+            server.address
+        ),
+    );
+    let (code, log) = work.spawn(&["pipeline.toml"]).finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "log:\n{log}");
+    let shouted: Vec<String> =
+        work.batches("shouted").into_values().flatten().map(|v| v.as_str().unwrap().to_string()).collect();
+    assert_eq!(shouted, kept, "filter then map, in order, nothing lost");
+    let counted: u64 = work.batches("counts").into_values().flatten().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(counted, kept.len() as u64, "count over the same filtered stream (fan-out)");
+}

@@ -47,8 +47,8 @@ pub fn run(
                 report.swaps += 1;
                 tracing::info!(
                     plugin = %new.plugin,
-                    from = old.short_hash(),
-                    to = new.short_hash(),
+                    from = %old.short_hash(),
+                    to = %new.short_hash(),
                     first_batch = batch.time_ms,
                     "plugin swapped"
                 );
@@ -86,8 +86,9 @@ pub fn run(
         let processing = started.elapsed().as_millis() as u64;
         tracing::info!(
             target: "sluice::batch",
-            "batch {} ms: {records} records in {blocks} blocks, scheduling delay {scheduling_delay} ms, processing {processing} ms, total delay {} ms, {outputs} records out [{}]",
+            "batch {} ms: {records} records in {blocks} block{}, scheduling delay {scheduling_delay} ms, processing {processing} ms, total delay {} ms, {outputs} records out [{}]",
             batch.time_ms,
+            if blocks == 1 { "" } else { "s" },
             scheduling_delay + processing,
             versions(&serving),
         );

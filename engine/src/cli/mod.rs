@@ -106,7 +106,13 @@ fn init_logging(filter: Option<&str>) {
         .map(tracing_subscriber::EnvFilter::new)
         .or_else(|| tracing_subscriber::EnvFilter::try_from_default_env().ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi)
+        .init();
 }
 
 fn load(path: &Path, plugins: &PluginArgs) -> Result<Pipeline, ExitCode> {
@@ -129,11 +135,11 @@ fn check(path: &Path, plugins: &PluginArgs) -> ExitCode {
     };
     let graph = &pipeline.graph;
     println!(
-        "{}: ok: {} sources, {} stages, {} sinks",
+        "{}: ok: {}, {}, {}",
         path.display(),
-        graph.sources,
-        pipeline.file.config.stages.len(),
-        graph.sinks.len()
+        plural(graph.sources, "source"),
+        plural(pipeline.file.config.stages.len(), "stage"),
+        plural(graph.sinks.len(), "sink")
     );
     for (index, name, file) in pipeline.registry.plugins() {
         let version = pipeline.registry.current(index);
@@ -143,6 +149,10 @@ fn check(path: &Path, plugins: &PluginArgs) -> ExitCode {
         println!("  stage {}: {}", stream.name, stream.ty);
     }
     ExitCode::SUCCESS
+}
+
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 
 fn run(path: &Path, plugins: &PluginArgs, options: &RunOptions) -> ExitCode {

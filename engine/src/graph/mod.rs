@@ -123,6 +123,7 @@ impl Graph {
 
         // Resolve stages in dependency order; what cannot be placed is part of a cycle.
         let mut placed: Vec<Stage> = Vec::new();
+        let mut unresolved: Vec<usize> = Vec::new();
         let mut pending: Vec<&crate::config::StageConfig> = config.stages.iter().collect();
         loop {
             let before = pending.len();
@@ -134,8 +135,15 @@ impl Graph {
                 };
                 let output = streams.len();
                 let at = format!("stages `{}`", stage.name);
-                let Some((operator, ty)) = resolve(stage, &streams[input], plugins, &at, &mut errors) else {
-                    // Still give it a stream so stages downstream are checked too.
+                // A stage reading a stage that failed to resolve is not checked: its input type is
+                // unknown, and the one real mistake is already reported.
+                let resolved = if unresolved.contains(&input) {
+                    None
+                } else {
+                    resolve(stage, &streams[input], plugins, &at, &mut errors)
+                };
+                let Some((operator, ty)) = resolved else {
+                    unresolved.push(output);
                     index.insert(&stage.name, output);
                     streams.push(Stream { name: stage.name.clone(), ty: TypeDesc::Unit });
                     placed.push(Stage { name: stage.name.clone(), input, output, operator: Operator::Count });

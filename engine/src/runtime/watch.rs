@@ -95,7 +95,7 @@ pub fn reload(runtime: &PluginRuntime, registry: &PluginRegistry, index: usize) 
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            tracing::warn!(plugin = %name, path = %path.display(), serving = current.short_hash(), "plugin file removed; the serving version stays");
+            tracing::warn!(plugin = %name, path = %path.display(), serving = %current.short_hash(), "plugin file removed; the serving version stays");
             return;
         }
         Err(err) => {
@@ -107,7 +107,7 @@ pub fn reload(runtime: &PluginRuntime, registry: &PluginRegistry, index: usize) 
     let candidate = match runtime.load_bytes(&name, &path, &bytes) {
         Ok(candidate) => candidate,
         Err(err) => {
-            tracing::error!(plugin = %name, serving = current.short_hash(), "rejected new plugin version: {err}");
+            tracing::error!(plugin = %name, serving = %current.short_hash(), "rejected new plugin version: {err}");
             return;
         }
     };
@@ -117,8 +117,8 @@ pub fn reload(runtime: &PluginRuntime, registry: &PluginRegistry, index: usize) 
     if let Err(reason) = registry.validate(index, &candidate) {
         tracing::error!(
             plugin = %name,
-            new = candidate.short_hash(),
-            serving = current.short_hash(),
+            new = %candidate.short_hash(),
+            serving = %current.short_hash(),
             "rejected new plugin version: {reason}"
         );
         return;
@@ -128,7 +128,7 @@ pub fn reload(runtime: &PluginRuntime, registry: &PluginRegistry, index: usize) 
     tracing::info!(
         plugin = %name,
         new = %hash,
-        serving = current.short_hash(),
+        serving = %current.short_hash(),
         load_ms = started.elapsed().as_millis() as u64,
         "new plugin version validated; it serves from the next batch"
     );
