@@ -111,7 +111,7 @@ impl Pipeline {
                     .stages
                     .iter()
                     .filter(|s| s.plugin.as_deref() == Some(version.plugin.as_str()))
-                    .filter_map(|s| s.function.clone())
+                    .flat_map(|s| s.function.iter().chain(&s.inverse).cloned())
                     .collect();
                 (version, required)
             })

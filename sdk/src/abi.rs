@@ -31,6 +31,8 @@
 //! | flat_map | frames | zero or more frames per input record |
 //! | filter | frames | one byte per input record: 1 keep, 0 drop |
 //! | reduce | groups: `u32` count, then that many frames of `V` | one frame of `V` per group |
+//! | map_partitions, transform | frames (a partition, or a whole batch) | frames |
+//! | update_state | per key: `u32` count, that many frames of `V`, one frame of `Option<S>` | one frame of `Option<S>` per key |
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -77,6 +79,12 @@ pub enum FunctionKind {
     Filter,
     /// Two values in, one out; associative and commutative.
     Reduce,
+    /// All records of a partition in, any number out.
+    MapPartitions,
+    /// All records of a batch in, any number out.
+    Transform,
+    /// A key's new values and its old state in, its new state (or none: delete) out.
+    UpdateState,
 }
 
 impl FunctionKind {
@@ -87,6 +95,9 @@ impl FunctionKind {
             Self::FlatMap => "flat_map",
             Self::Filter => "filter",
             Self::Reduce => "reduce",
+            Self::MapPartitions => "map_partitions",
+            Self::Transform => "transform",
+            Self::UpdateState => "update_state",
         }
     }
 }
@@ -106,9 +117,10 @@ pub struct FunctionInfo {
     pub kind: FunctionKind,
     /// ABI version the SDK that built it speaks.
     pub abi_version: u32,
-    /// Type of one input record (for reduce: of one value).
+    /// Type of one input record (for reduce and update_state: of one value).
     pub input: TypeDesc,
-    /// Type of one output record (for filter: the input type; for reduce: the value type).
+    /// Type of one output record (for filter: the input type; for reduce: the value type; for
+    /// update_state: the state type).
     pub output: TypeDesc,
 }
 

@@ -129,6 +129,52 @@ where
     check_end(&frames)
 }
 
+/// Runs a map_partitions or transform function over all records of its input at once.
+pub fn map_partitions<'a, I, O, R, F>(input: &'a [u8], out: &mut Vec<u8>, mut f: F) -> Result<(), String>
+where
+    I: Deserialize<'a>,
+    O: Serialize,
+    R: IntoIterator<Item = O>,
+    F: FnMut(Vec<I>) -> R,
+{
+    let mut frames = Frames::new(input);
+    let mut records = Vec::new();
+    for (index, frame) in frames.by_ref().enumerate() {
+        records.push(decode(frame, index)?);
+    }
+    check_end(&frames)?;
+    for item in f(records) {
+        write_frame(out, &item)?;
+    }
+    Ok(())
+}
+
+/// A transform runs like map_partitions, over a whole batch.
+pub use map_partitions as transform;
+
+/// Runs an update_state function for each key: new values and old state in, new state out.
+pub fn update_state<'a, V, S, F>(input: &'a [u8], out: &mut Vec<u8>, mut f: F) -> Result<(), String>
+where
+    V: Deserialize<'a>,
+    S: Deserialize<'a> + Serialize,
+    F: FnMut(Vec<V>, Option<S>) -> Option<S>,
+{
+    let mut frames = Frames::new(input);
+    let mut index = 0;
+    while let Some(count) = frames.read_u32() {
+        let mut values = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let frame = frames.next().ok_or_else(|| format!("key ends early at value {index}"))?;
+            values.push(decode(frame, index)?);
+            index += 1;
+        }
+        let state = frames.next().ok_or_else(|| "a key has no state frame".to_string())?;
+        let state: Option<S> = decode(state, index)?;
+        write_frame(out, &f(values, state))?;
+    }
+    check_end(&frames)
+}
+
 fn info(name: &str, kind: FunctionKind, input: crate::TypeDesc, output: crate::TypeDesc) -> FunctionInfo {
     FunctionInfo { name: name.to_string(), kind, abi_version: ABI_VERSION, input, output }
 }
@@ -157,6 +203,36 @@ pub fn describe_filter<I: Describe, F: FnMut(I) -> bool>(name: &str, _: &F) -> F
 /// Describes a reduce function from its signature.
 pub fn describe_reduce<V: Describe, F: FnMut(V, V) -> V>(name: &str, _: &F) -> FunctionInfo {
     info(name, FunctionKind::Reduce, V::describe(), V::describe())
+}
+
+/// Describes a map_partitions function from its signature.
+pub fn describe_map_partitions<I, O, R, F>(name: &str, _: &F) -> FunctionInfo
+where
+    I: Describe,
+    O: Describe,
+    R: IntoIterator<Item = O>,
+    F: FnMut(Vec<I>) -> R,
+{
+    info(name, FunctionKind::MapPartitions, I::describe(), O::describe())
+}
+
+/// Describes a transform function from its signature.
+pub fn describe_transform<I, O, R, F>(name: &str, _: &F) -> FunctionInfo
+where
+    I: Describe,
+    O: Describe,
+    R: IntoIterator<Item = O>,
+    F: FnMut(Vec<I>) -> R,
+{
+    info(name, FunctionKind::Transform, I::describe(), O::describe())
+}
+
+/// Describes an update_state function from its signature.
+pub fn describe_update_state<V: Describe, S: Describe, F: FnMut(Vec<V>, Option<S>) -> Option<S>>(
+    name: &str,
+    _: &F,
+) -> FunctionInfo {
+    info(name, FunctionKind::UpdateState, V::describe(), S::describe())
 }
 
 thread_local! {

@@ -8,7 +8,7 @@ mod describe;
 pub mod guest;
 
 pub use describe::{Describe, TypeDesc};
-pub use sluice_sdk_macros::{Describe, filter, flat_map, map, reduce};
+pub use sluice_sdk_macros::{Describe, filter, flat_map, map, map_partitions, reduce, transform, update_state};
 
 #[doc(hidden)]
 pub use guest as __private;

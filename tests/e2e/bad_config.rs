@@ -54,7 +54,7 @@ fn a_function_that_does_not_exist_lists_what_the_plugin_exports() {
     let stderr = check_fails(&good().replace("\"split_words\"", "\"split_wordz\""));
     assert!(stderr.contains("stages `words`.function: plugin `wordcount`"), "{stderr}");
     assert!(stderr.contains("has no function `split_wordz`"), "{stderr}");
-    assert!(stderr.contains("split_words (flat_map), sum (reduce)"), "{stderr}");
+    assert!(stderr.contains("split_words (flat_map), subtract (reduce), sum (reduce)"), "{stderr}");
 }
 
 #[test]

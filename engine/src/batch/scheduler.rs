@@ -5,7 +5,7 @@
 use std::sync::mpsc::Receiver as Queue;
 use std::time::Instant;
 
-use crate::graph::{Graph, run_batch};
+use crate::graph::{Graph, GraphState, run_batch};
 use crate::runtime::registry::{PluginRegistry, Snapshot};
 use crate::sinks::Sink;
 
@@ -38,6 +38,7 @@ pub fn run(
 ) -> RunReport {
     let mut report = RunReport::default();
     let mut serving: Snapshot = registry.snapshot();
+    let mut state = GraphState::default();
     while let Ok(batch) = queue.recv() {
         let started = Instant::now();
         let scheduling_delay = now_ms().saturating_sub(batch.time_ms);
@@ -65,7 +66,7 @@ pub fn run(
             tracing::warn!(batch = batch.time_ms, lines = invalid, "dropped lines that are not UTF-8");
         }
         let mut outputs = 0u64;
-        match run_batch(graph, &serving, batch.blocks, pool) {
+        match run_batch(graph, &mut state, &serving, batch.time_ms, batch.blocks, pool) {
             Ok(streams) => {
                 for (sink, node) in sinks.iter_mut().zip(&graph.sinks) {
                     let partitions = streams[node.input].as_deref().unwrap_or_default();

@@ -13,3 +13,15 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duratio
         ))
     })
 }
+
+/// `Option<Duration>` fields: absent, or a human duration string.
+pub mod option {
+    use std::time::Duration;
+
+    use serde::Deserializer;
+
+    /// Deserializes a present human duration string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+        super::deserialize(deserializer).map(Some)
+    }
+}

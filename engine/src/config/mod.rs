@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use sluice_sdk::abi::FunctionKind;
 
 pub use error::{ConfigError, ConfigErrors};
 
@@ -85,7 +86,7 @@ fn default_block_interval() -> Duration {
     Duration::from_millis(200)
 }
 
-/// An operator, as in Spark's DStream API.
+/// An operator, as in Spark's DStream API (snake_case names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
@@ -95,10 +96,51 @@ pub enum Op {
     FlatMap,
     /// Keep the records the plugin's `filter` function accepts.
     Filter,
-    /// Combine the values of each key with the plugin's `reduce` function (input must be keyed).
-    ReduceByKey,
+    /// One call per partition with all of its records (plugin `map_partitions` function).
+    MapPartitions,
+    /// One call per batch with all of its records (plugin `transform` function).
+    Transform,
+    /// All records of several streams of one type (`inputs`).
+    Union,
+    /// Spread the records over `partitions` partitions.
+    Repartition,
+    /// Combine all records of the batch into one with a `reduce` function.
+    Reduce,
     /// The number of records in each batch, as one record (no plugin).
     Count,
+    /// `(record, count)` per distinct record of the batch (no plugin).
+    CountByValue,
+    /// Combine the values of each key with the plugin's `reduce` function (input must be keyed).
+    ReduceByKey,
+    /// `(K, [V...])` per key of a keyed stream (no plugin).
+    GroupByKey,
+    /// Join two keyed streams on their keys (`inputs`, `how`).
+    Join,
+    /// `(K, ([V...], [W...]))` per key of two keyed streams (`inputs`).
+    Cogroup,
+    /// The records of the last `window` of batches, every `slide`.
+    Window,
+    /// The number of records in the window, every `slide`.
+    CountByWindow,
+    /// All records of the window combined with a `reduce` function, every `slide`.
+    ReduceByWindow,
+    /// Values per key over the window combined with `function` (and `inverse`, if given).
+    ReduceByKeyAndWindow,
+    /// `(record, count)` per distinct record over the window, every `slide`.
+    CountByValueAndWindow,
+    /// Per-key state updated every batch by an `update_state` function.
+    UpdateStateByKey,
+}
+
+/// How many streams an op reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arity {
+    /// `input = "..."`.
+    One,
+    /// `inputs = ["a", "b"]`.
+    Two,
+    /// `inputs = [...]`, one or more.
+    Many,
 }
 
 impl Op {
@@ -108,10 +150,77 @@ impl Op {
             Self::Map => "map",
             Self::FlatMap => "flat_map",
             Self::Filter => "filter",
-            Self::ReduceByKey => "reduce_by_key",
+            Self::MapPartitions => "map_partitions",
+            Self::Transform => "transform",
+            Self::Union => "union",
+            Self::Repartition => "repartition",
+            Self::Reduce => "reduce",
             Self::Count => "count",
+            Self::CountByValue => "count_by_value",
+            Self::ReduceByKey => "reduce_by_key",
+            Self::GroupByKey => "group_by_key",
+            Self::Join => "join",
+            Self::Cogroup => "cogroup",
+            Self::Window => "window",
+            Self::CountByWindow => "count_by_window",
+            Self::ReduceByWindow => "reduce_by_window",
+            Self::ReduceByKeyAndWindow => "reduce_by_key_and_window",
+            Self::CountByValueAndWindow => "count_by_value_and_window",
+            Self::UpdateStateByKey => "update_state_by_key",
         }
     }
+
+    /// The kind of plugin function the op calls, if it calls one.
+    pub const fn function_kind(self) -> Option<FunctionKind> {
+        match self {
+            Self::Map => Some(FunctionKind::Map),
+            Self::FlatMap => Some(FunctionKind::FlatMap),
+            Self::Filter => Some(FunctionKind::Filter),
+            Self::MapPartitions => Some(FunctionKind::MapPartitions),
+            Self::Transform => Some(FunctionKind::Transform),
+            Self::Reduce | Self::ReduceByKey | Self::ReduceByWindow | Self::ReduceByKeyAndWindow => {
+                Some(FunctionKind::Reduce)
+            }
+            Self::UpdateStateByKey => Some(FunctionKind::UpdateState),
+            _ => None,
+        }
+    }
+
+    /// How many inputs it reads.
+    pub const fn arity(self) -> Arity {
+        match self {
+            Self::Union => Arity::Many,
+            Self::Join | Self::Cogroup => Arity::Two,
+            _ => Arity::One,
+        }
+    }
+
+    /// Whether it works over a window of batches (`window`, `slide`).
+    pub const fn windowed(self) -> bool {
+        matches!(
+            self,
+            Self::Window
+                | Self::CountByWindow
+                | Self::ReduceByWindow
+                | Self::ReduceByKeyAndWindow
+                | Self::CountByValueAndWindow
+        )
+    }
+}
+
+/// Which keys a join keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinHow {
+    /// Keys on both sides: `(K, (V, W))`.
+    #[default]
+    Inner,
+    /// Every left key: `(K, (V, Option<W>))`.
+    Left,
+    /// Every right key: `(K, (Option<V>, W))`.
+    Right,
+    /// Every key: `(K, (Option<V>, Option<W>))`.
+    Full,
 }
 
 /// `[[stages]]`.
@@ -120,14 +229,46 @@ impl Op {
 pub struct StageConfig {
     /// Unique among sources, stages and sinks.
     pub name: String,
-    /// The source or stage it reads.
-    pub input: String,
+    /// The source or stage it reads (ops with one input).
+    pub input: Option<String>,
+    /// The streams it reads (`union`: one or more; `join`, `cogroup`: two, left then right).
+    pub inputs: Option<Vec<String>>,
     /// What it does.
     pub op: Op,
-    /// The plugin (a key of `[plugins]`) holding its function; not for `count`.
+    /// The plugin (a key of `[plugins]`) holding its function, for ops that call one.
     pub plugin: Option<String>,
-    /// The function's name in the plugin; not for `count`.
+    /// The function's name in the plugin.
     pub function: Option<String>,
+    /// `reduce_by_key_and_window`: the inverse of `function` (`inverse(reduce(a, b), b) == a`),
+    /// so each slide only adds the batches entering the window and removes those leaving it.
+    pub inverse: Option<String>,
+    /// Windowed ops: the window length ("30s"), a multiple of `batch_interval`.
+    #[serde(default, with = "duration::option")]
+    pub window: Option<Duration>,
+    /// Windowed ops: how often the window is computed ("10s"), a multiple of `batch_interval`;
+    /// default `batch_interval`.
+    #[serde(default, with = "duration::option")]
+    pub slide: Option<Duration>,
+    /// `join`: `inner` (default), `left`, `right` or `full`.
+    pub how: Option<JoinHow>,
+    /// `repartition`: the number of partitions.
+    pub partitions: Option<usize>,
+}
+
+impl StageConfig {
+    /// The names of the streams it reads, whichever field holds them.
+    pub fn input_names(&self) -> Vec<&str> {
+        match (&self.input, &self.inputs) {
+            (Some(input), _) => vec![input.as_str()],
+            (None, Some(inputs)) => inputs.iter().map(String::as_str).collect(),
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// The slide of a windowed stage.
+    pub fn slide_or(&self, batch_interval: Duration) -> Duration {
+        self.slide.unwrap_or(batch_interval)
+    }
 }
 
 /// A parsed pipeline file, with the directory its relative paths start from.
@@ -218,42 +359,7 @@ impl PipelineFile {
             )
         };
         for stage in &c.stages {
-            let at = format!("stages `{}`", stage.name);
-            if !streams.contains(&stage.input.as_str()) {
-                errors.push(ConfigError::new(format!("{at}.input"), unknown_input(&stage.input)));
-            }
-            match (stage.op, &stage.plugin, &stage.function) {
-                (Op::Count, None, None) => {}
-                (Op::Count, _, _) => {
-                    errors.push(ConfigError::new(at.clone(), "op `count` takes no plugin or function".to_string()))
-                }
-                (op, plugin, function) => {
-                    match plugin {
-                        None => errors.push(ConfigError::new(
-                            format!("{at}.plugin"),
-                            format!("op `{}` needs `plugin = \"<name from [plugins]>\"`", op.name()),
-                        )),
-                        Some(plugin) if !c.plugins.contains_key(plugin) => errors.push(ConfigError::new(
-                            format!("{at}.plugin"),
-                            format!(
-                                "plugin `{plugin}` is not declared in [plugins] (declared: {})",
-                                if c.plugins.is_empty() {
-                                    "none".to_string()
-                                } else {
-                                    c.plugins.keys().cloned().collect::<Vec<_>>().join(", ")
-                                }
-                            ),
-                        )),
-                        Some(_) => {}
-                    }
-                    if function.is_none() {
-                        errors.push(ConfigError::new(
-                            format!("{at}.function"),
-                            format!("op `{}` needs `function = \"<exported function>\"`", op.name()),
-                        ));
-                    }
-                }
-            }
+            self.validate_stage(stage, &streams, &unknown_input, &mut errors);
         }
         for sink in &c.sinks {
             if !streams.contains(&sink.input()) {
@@ -261,5 +367,121 @@ impl PipelineFile {
             }
         }
         errors
+    }
+
+    fn validate_stage(
+        &self,
+        stage: &StageConfig,
+        streams: &[&str],
+        unknown_input: &dyn Fn(&str) -> String,
+        errors: &mut Vec<ConfigError>,
+    ) {
+        let c = &self.config;
+        let at = format!("stages `{}`", stage.name);
+        let op = stage.op;
+        let mut error = |field: &str, message: String| {
+            let location = if field.is_empty() { at.clone() } else { format!("{at}.{field}") };
+            errors.push(ConfigError::new(location, message));
+        };
+        match (op.arity(), &stage.input, &stage.inputs) {
+            (Arity::One, Some(input), None) => {
+                if !streams.contains(&input.as_str()) {
+                    error("input", unknown_input(input));
+                }
+            }
+            (Arity::One, _, _) => error("input", format!("op `{}` reads one stream: `input = \"<name>\"`", op.name())),
+            (arity, None, Some(inputs)) => {
+                let count_ok = match arity {
+                    Arity::Two => inputs.len() == 2,
+                    _ => !inputs.is_empty(),
+                };
+                if !count_ok {
+                    let expected = if arity == Arity::Two {
+                        "exactly two streams, left then right"
+                    } else {
+                        "one or more streams"
+                    };
+                    error("inputs", format!("op `{}` reads {expected}, found {}", op.name(), inputs.len()));
+                }
+                for input in inputs {
+                    if !streams.contains(&input.as_str()) {
+                        error("inputs", unknown_input(input));
+                    }
+                }
+            }
+            (_, _, _) => {
+                error("inputs", format!("op `{}` reads several streams: `inputs = [\"a\", \"b\"]`", op.name()))
+            }
+        }
+        match (op.function_kind(), &stage.plugin, &stage.function) {
+            (None, None, None) => {}
+            (None, _, _) => error("", format!("op `{}` takes no plugin or function", op.name())),
+            (Some(_), plugin, function) => {
+                match plugin {
+                    None => error("plugin", format!("op `{}` needs `plugin = \"<name from [plugins]>\"`", op.name())),
+                    Some(plugin) if !c.plugins.contains_key(plugin) => error(
+                        "plugin",
+                        format!(
+                            "plugin `{plugin}` is not declared in [plugins] (declared: {})",
+                            if c.plugins.is_empty() {
+                                "none".to_string()
+                            } else {
+                                c.plugins.keys().cloned().collect::<Vec<_>>().join(", ")
+                            }
+                        ),
+                    ),
+                    Some(_) => {}
+                }
+                if function.is_none() {
+                    error("function", format!("op `{}` needs `function = \"<exported function>\"`", op.name()));
+                }
+            }
+        }
+        if stage.inverse.is_some() && op != Op::ReduceByKeyAndWindow {
+            error("inverse", format!("only reduce_by_key_and_window takes an inverse, not `{}`", op.name()));
+        }
+        if stage.how.is_some() && op != Op::Join {
+            error("how", format!("only join takes `how`, not `{}`", op.name()));
+        }
+        match (op, stage.partitions) {
+            (Op::Repartition, None) => error("partitions", "repartition needs `partitions = <n>`".into()),
+            (Op::Repartition, Some(0)) => error("partitions", "must be at least 1".into()),
+            (Op::Repartition, Some(_)) => {}
+            (_, Some(_)) => error("partitions", format!("only repartition takes `partitions`, not `{}`", op.name())),
+            (_, None) => {}
+        }
+        let batch = c.pipeline.batch_interval;
+        if op.windowed() {
+            let multiple = |field: &str, d: Duration, error: &mut dyn FnMut(&str, String)| {
+                if d.is_zero() || batch.is_zero() || !d.as_nanos().is_multiple_of(batch.as_nanos()) {
+                    error(
+                        field,
+                        format!(
+                            "must be a multiple of batch_interval ({}), found {}",
+                            humantime::format_duration(batch),
+                            humantime::format_duration(d)
+                        ),
+                    );
+                }
+            };
+            match stage.window {
+                None => error("window", format!("op `{}` needs `window = \"<duration>\"`", op.name())),
+                Some(window) => multiple("window", window, &mut error),
+            }
+            if let Some(slide) = stage.slide {
+                multiple("slide", slide, &mut error);
+                if let Some(window) = stage.window
+                    && slide > window
+                {
+                    error("slide", "must not be longer than the window".into());
+                }
+            }
+        } else {
+            for (field, set) in [("window", stage.window.is_some()), ("slide", stage.slide.is_some())] {
+                if set {
+                    error(field, format!("op `{}` is not windowed", op.name()));
+                }
+            }
+        }
     }
 }

@@ -1,27 +1,32 @@
 //! The operator graph: stages between sources and sinks, resolved against the loaded plugins and
-//! type-checked, in an order where every stage comes after its input.
+//! type-checked, in an order where every stage comes after its inputs.
 //!
 //! Each stream has a [`TypeDesc`]: sources carry `String` lines; a plugin stage carries what its
-//! function returns; `reduce_by_key` carries `(K, V)`; `count` carries `u64`. A stage whose function
-//! takes another type than its input carries is refused at check time, as is a keyed operator on
-//! an unkeyed stream. Only stages that lead to a sink are run.
+//! function returns; keyed operators carry `(K, V)` shapes (see [`resolve`]); `count` carries
+//! `u64`. A stage whose function takes another type than its input carries is refused at check
+//! time, as is a keyed operator on an unkeyed stream, a union of streams of different types, a
+//! join on keys of different types. Only stages that lead to a sink are run.
 
+mod keyed;
 mod keys;
-pub(crate) use keys::varint as keys_varint;
 mod ops;
 mod run;
+mod state;
+mod window;
 
 use std::collections::BTreeMap;
 
 use sluice_sdk::TypeDesc;
-use sluice_sdk::abi::FunctionKind;
+use sluice_sdk::abi::{FunctionInfo, FunctionKind};
 
-use crate::config::{ConfigError, Op, PipelineFile};
+use crate::config::{ConfigError, JoinHow, Op, PipelineFile, StageConfig};
 use crate::runtime::PluginVersion;
 use crate::sinks::SinkConfig;
 
 pub use keys::skip_value;
+pub(crate) use keys::varint as keys_varint;
 pub use run::{BatchOutput, StageError, records, run_batch};
+pub use state::GraphState;
 
 /// One partition of a stream in one batch: frames of records.
 #[derive(Clone, Debug, Default)]
@@ -41,18 +46,56 @@ pub struct Stream {
     pub ty: TypeDesc,
 }
 
+/// A plugin function a stage calls.
+#[derive(Clone, Debug)]
+pub struct FunctionRef {
+    /// Registry index of the plugin.
+    pub plugin: usize,
+    /// Function name.
+    pub function: String,
+}
+
+/// What a windowed stage computes over its window.
+#[derive(Clone, Debug)]
+pub enum WindowKind {
+    /// The records themselves (`window`).
+    Records,
+    /// Their number (`count_by_window`).
+    Count,
+    /// All of them reduced to one (`reduce_by_window`).
+    Reduce(FunctionRef),
+    /// Values per key reduced (`reduce_by_key_and_window`), incrementally with an inverse.
+    ReduceByKey {
+        /// The reduce function.
+        reduce: FunctionRef,
+        /// Its inverse, if given.
+        inverse: Option<FunctionRef>,
+        /// Key type.
+        key: TypeDesc,
+    },
+    /// Counts per distinct record (`count_by_value_and_window`), incrementally.
+    CountByValue {
+        /// The record type (the key of the counts).
+        key: TypeDesc,
+    },
+}
+
 /// What a stage does.
 #[derive(Clone, Debug)]
 pub enum Operator {
-    /// Plugin function `function` of plugin `plugin` (registry index), of kind `kind`.
+    /// A map, flat_map, filter or map_partitions function, one call per partition.
     Plugin {
         /// Registry index of the plugin.
         plugin: usize,
         /// Function name.
         function: String,
-        /// map, flat_map or filter.
+        /// Its kind.
         kind: FunctionKind,
     },
+    /// A transform function: one call with the whole batch.
+    Transform(FunctionRef),
+    /// All records of the batch reduced to one.
+    Reduce(FunctionRef),
     /// Combine values per key with a reduce function: within each partition, then across.
     ReduceByKey {
         /// Registry index of the plugin.
@@ -67,6 +110,46 @@ pub enum Operator {
     },
     /// Number of records of the batch, as one `u64` record.
     Count,
+    /// `(record, u64)` per distinct record.
+    CountByValue,
+    /// `(K, Vec<V>)` per key.
+    GroupByKey {
+        /// Key type.
+        key: TypeDesc,
+    },
+    /// All records of all inputs.
+    Union,
+    /// Records spread round-robin over this many partitions.
+    Repartition(usize),
+    /// Two keyed streams joined on their keys.
+    Join {
+        /// Which keys are kept.
+        how: JoinHow,
+        /// Key type (the same on both sides).
+        key: TypeDesc,
+    },
+    /// `(K, (Vec<V>, Vec<W>))` per key of two keyed streams.
+    Cogroup {
+        /// Key type.
+        key: TypeDesc,
+    },
+    /// A computation over the last `window_ms` of batches, emitted when the batch time is a
+    /// multiple of `slide_ms`.
+    Window {
+        /// Window length.
+        window_ms: u64,
+        /// Slide.
+        slide_ms: u64,
+        /// What it computes.
+        kind: WindowKind,
+    },
+    /// Per-key state kept across batches, updated by a plugin function every batch.
+    UpdateStateByKey {
+        /// The update function.
+        update: FunctionRef,
+        /// Key type.
+        key: TypeDesc,
+    },
 }
 
 /// A resolved stage.
@@ -74,8 +157,8 @@ pub enum Operator {
 pub struct Stage {
     /// Its name.
     pub name: String,
-    /// Index of the stream it reads.
-    pub input: usize,
+    /// Indexes of the streams it reads.
+    pub inputs: Vec<usize>,
     /// Index of the stream it produces.
     pub output: usize,
     /// What it does.
@@ -98,7 +181,7 @@ pub struct Graph {
     pub streams: Vec<Stream>,
     /// Number of sources (streams `0..sources`).
     pub sources: usize,
-    /// Stages that lead to a sink, each after its input.
+    /// Stages that lead to a sink, each after its inputs.
     pub stages: Vec<Stage>,
     /// Sinks, in file order.
     pub sinks: Vec<SinkNode>,
@@ -112,6 +195,7 @@ impl Graph {
         plugins: &BTreeMap<String, (usize, &PluginVersion)>,
     ) -> Result<Self, Vec<ConfigError>> {
         let config = &file.config;
+        let batch_ms = config.pipeline.batch_interval.as_millis() as u64;
         let mut errors = Vec::new();
         let mut streams: Vec<Stream> = config
             .sources
@@ -124,34 +208,35 @@ impl Graph {
         // Resolve stages in dependency order; what cannot be placed is part of a cycle.
         let mut placed: Vec<Stage> = Vec::new();
         let mut unresolved: Vec<usize> = Vec::new();
-        let mut pending: Vec<&crate::config::StageConfig> = config.stages.iter().collect();
+        let mut pending: Vec<&StageConfig> = config.stages.iter().collect();
         loop {
             let before = pending.len();
             let mut still = Vec::new();
             for stage in pending {
-                let Some(&input) = index.get(stage.input.as_str()) else {
+                let names = stage.input_names();
+                let inputs: Option<Vec<usize>> = names.iter().map(|name| index.get(name).copied()).collect();
+                let Some(inputs) = inputs.filter(|inputs| !inputs.is_empty()) else {
                     still.push(stage);
                     continue;
                 };
                 let output = streams.len();
-                let at = format!("stages `{}`", stage.name);
                 // A stage reading a stage that failed to resolve is not checked: its input type is
                 // unknown, and the one real mistake is already reported.
-                let resolved = if unresolved.contains(&input) {
+                let resolved = if inputs.iter().any(|i| unresolved.contains(i)) {
                     None
                 } else {
-                    resolve(stage, &streams[input], plugins, &at, &mut errors)
-                };
-                let Some((operator, ty)) = resolved else {
-                    unresolved.push(output);
-                    index.insert(&stage.name, output);
-                    streams.push(Stream { name: stage.name.clone(), ty: TypeDesc::Unit });
-                    placed.push(Stage { name: stage.name.clone(), input, output, operator: Operator::Count });
-                    continue;
+                    let input_streams: Vec<&Stream> = inputs.iter().map(|&i| &streams[i]).collect();
+                    let mut context =
+                        Context { stage, plugins, at: format!("stages `{}`", stage.name), errors: &mut errors };
+                    resolve(&mut context, &input_streams, batch_ms)
                 };
                 index.insert(&stage.name, output);
+                let (operator, ty) = resolved.unwrap_or_else(|| {
+                    unresolved.push(output);
+                    (Operator::Union, TypeDesc::Unit)
+                });
                 streams.push(Stream { name: stage.name.clone(), ty });
-                placed.push(Stage { name: stage.name.clone(), input, output, operator });
+                placed.push(Stage { name: stage.name.clone(), inputs, output, operator });
             }
             pending = still;
             if pending.is_empty() || pending.len() == before {
@@ -161,23 +246,19 @@ impl Graph {
         let declared: Vec<&str> = config.stages.iter().map(|s| s.name.as_str()).collect();
         for stage in pending {
             // Inputs that are not declared anywhere were reported by `validate`.
-            if declared.contains(&stage.input.as_str()) {
+            if let Some(input) = stage.input_names().into_iter().find(|name| declared.contains(name)) {
                 errors.push(ConfigError::new(
                     format!("stages `{}`.input", stage.name),
-                    format!(
-                        "`{}` depends on itself through `{}`: stages must not form a cycle",
-                        stage.name, stage.input
-                    ),
+                    format!("`{}` depends on itself through `{input}`: stages must not form a cycle", stage.name),
                 ));
             }
         }
 
-        let mut sinks = Vec::new();
-        for sink in &config.sinks {
-            if let Some(&input) = index.get(sink.input()) {
-                sinks.push(SinkNode { input, config: sink.clone() });
-            }
-        }
+        let sinks: Vec<SinkNode> = config
+            .sinks
+            .iter()
+            .filter_map(|sink| index.get(sink.input()).map(|&input| SinkNode { input, config: sink.clone() }))
+            .collect();
         // Run only what some sink reads.
         let mut needed = vec![false; streams.len()];
         for sink in &sinks {
@@ -185,11 +266,18 @@ impl Graph {
         }
         for stage in placed.iter().rev() {
             if needed[stage.output] {
-                needed[stage.input] = true;
+                for &input in &stage.inputs {
+                    needed[input] = true;
+                }
             }
         }
         let stages = fuse(placed.into_iter().filter(|stage| needed[stage.output]).collect(), &sinks);
         if errors.is_empty() { Ok(Self { streams, sources, stages, sinks }) } else { Err(errors) }
+    }
+
+    /// Whether any stage keeps state across batches (windows, state stores).
+    pub fn is_stateful(&self) -> bool {
+        self.stages.iter().any(|s| matches!(s.operator, Operator::Window { .. } | Operator::UpdateStateByKey { .. }))
     }
 }
 
@@ -197,14 +285,17 @@ impl Graph {
 /// sink, no other stage), as Spark pipelines narrow operations into the shuffle's map side.
 fn fuse(stages: Vec<Stage>, sinks: &[SinkNode]) -> Vec<Stage> {
     let readers = |stream: usize| {
-        stages.iter().filter(|s| s.input == stream).count() + sinks.iter().filter(|s| s.input == stream).count()
+        stages.iter().filter(|s| s.inputs.contains(&stream)).count()
+            + sinks.iter().filter(|s| s.input == stream).count()
     };
     let fusable: Vec<bool> = stages
         .iter()
         .map(|stage| {
-            matches!(stage.operator, Operator::Plugin { .. })
+            matches!(&stage.operator, Operator::Plugin { kind, .. } if *kind != FunctionKind::MapPartitions)
                 && readers(stage.output) == 1
-                && stages.iter().any(|s| s.input == stage.output && matches!(s.operator, Operator::ReduceByKey { .. }))
+                && stages
+                    .iter()
+                    .any(|s| s.inputs == [stage.output] && matches!(s.operator, Operator::ReduceByKey { .. }))
         })
         .collect();
     let mut out: Vec<Stage> = Vec::with_capacity(stages.len());
@@ -215,10 +306,10 @@ fn fuse(stages: Vec<Stage>, sinks: &[SinkNode]) -> Vec<Stage> {
             continue;
         }
         if let Operator::ReduceByKey { fused, .. } = &mut stage.operator
-            && let Some(slot) = pending.iter_mut().find(|p| p.as_ref().is_some_and(|p| p.output == stage.input))
+            && let Some(slot) = pending.iter_mut().find(|p| p.as_ref().is_some_and(|p| [p.output] == *stage.inputs))
         {
             let pre = slot.take().expect("found above");
-            stage.input = pre.input;
+            stage.inputs = pre.inputs.clone();
             *fused = Some(Box::new(pre));
         }
         out.push(stage);
@@ -226,76 +317,215 @@ fn fuse(stages: Vec<Stage>, sinks: &[SinkNode]) -> Vec<Stage> {
     out
 }
 
-/// Resolves one stage's operator and output type, or records why it cannot be.
-fn resolve(
-    stage: &crate::config::StageConfig,
-    input: &Stream,
-    plugins: &BTreeMap<String, (usize, &PluginVersion)>,
-    at: &str,
-    errors: &mut Vec<ConfigError>,
-) -> Option<(Operator, TypeDesc)> {
-    if stage.op == Op::Count {
-        return Some((Operator::Count, TypeDesc::Unsigned(64)));
+/// What [`resolve`] needs to look up functions and report problems.
+struct Context<'a, 'b> {
+    stage: &'a StageConfig,
+    plugins: &'a BTreeMap<String, (usize, &'b PluginVersion)>,
+    at: String,
+    errors: &'a mut Vec<ConfigError>,
+}
+
+impl Context<'_, '_> {
+    fn error(&mut self, field: &str, message: String) {
+        let location = if field.is_empty() { self.at.clone() } else { format!("{}.{field}", self.at) };
+        self.errors.push(ConfigError::new(location, message));
     }
-    // Missing plugin/function fields were reported by `validate`.
-    let (&(plugin, version), function_name) = plugins.get(stage.plugin.as_deref()?).zip(stage.function.as_deref())?;
-    let Some(function) = version.functions.get(function_name) else {
-        errors.push(ConfigError::new(
-            format!("{at}.function"),
-            format!(
-                "plugin `{}` ({}) has no function `{function_name}`; it exports: {}",
-                version.plugin,
-                version.path.display(),
-                version.function_list()
-            ),
-        ));
-        return None;
-    };
-    let expected = match stage.op {
-        Op::Map => FunctionKind::Map,
-        Op::FlatMap => FunctionKind::FlatMap,
-        Op::Filter => FunctionKind::Filter,
-        Op::ReduceByKey => FunctionKind::Reduce,
-        Op::Count => unreachable!("handled above"),
-    };
-    if function.kind != expected {
-        errors.push(ConfigError::new(
-            format!("{at}.function"),
-            format!(
-                "op `{}` needs a {expected} function, but `{function_name}` is a {} function",
-                stage.op.name(),
-                function.kind
-            ),
-        ));
-        return None;
-    }
-    if stage.op == Op::ReduceByKey {
-        let Some((key, value)) = input.ty.as_pair() else {
-            errors.push(ConfigError::new(
-                format!("{at}.input"),
-                format!("reduce_by_key needs keyed records (K, V), but `{}` carries {}", input.name, input.ty),
-            ));
+
+    /// The function named by `field` (`function` or `inverse`), checked to be of `kind`.
+    fn function(&mut self, field: &str, name: Option<&str>, kind: FunctionKind) -> Option<(FunctionRef, FunctionInfo)> {
+        // Missing plugin/function fields were reported by `validate`.
+        let (&(plugin, version), name) = self.plugins.get(self.stage.plugin.as_deref()?).zip(name)?;
+        let Some(function) = version.functions.get(name) else {
+            self.error(
+                field,
+                format!(
+                    "plugin `{}` ({}) has no function `{name}`; it exports: {}",
+                    version.plugin,
+                    version.path.display(),
+                    version.function_list()
+                ),
+            );
             return None;
         };
-        if *value != function.input {
-            errors.push(ConfigError::new(
-                format!("{at}.function"),
-                format!("`{function_name}` reduces {} but the values of `{}` are {value}", function.input, input.name),
-            ));
+        if function.kind != kind {
+            self.error(
+                field,
+                format!(
+                    "op `{}` needs a {kind} function, but `{name}` is a {} function",
+                    self.stage.op.name(),
+                    function.kind
+                ),
+            );
             return None;
         }
-        let ty = TypeDesc::Tuple(vec![key.clone(), function.output.clone()]);
-        return Some((
-            Operator::ReduceByKey { plugin, function: function_name.to_string(), key: key.clone(), fused: None },
-            ty,
-        ));
+        Some((FunctionRef { plugin, function: name.to_string() }, function.clone()))
     }
-    if function.input != input.ty {
-        errors.push(ConfigError::new(
-            format!("{at}.function"),
-            format!("`{function_name}` takes {} but `{}` carries {}", function.input, input.name, input.ty),
-        ));
-        return None;
+
+    /// The key and value types of a keyed input.
+    fn keyed<'s>(&mut self, input: &'s Stream) -> Option<(&'s TypeDesc, &'s TypeDesc)> {
+        let pair = input.ty.as_pair();
+        if pair.is_none() {
+            self.error(
+                "input",
+                format!(
+                    "{} needs keyed records (K, V), but `{}` carries {}",
+                    self.stage.op.name(),
+                    input.name,
+                    input.ty
+                ),
+            );
+        }
+        pair
     }
-    Some((Operator::Plugin { plugin, function: function_name.to_string(), kind: expected }, function.output.clone()))
+
+    fn expect_input(&mut self, function: &FunctionInfo, expected: &TypeDesc, what: &str) -> Option<()> {
+        if function.input == *expected {
+            return Some(());
+        }
+        let message = format!("`{}` takes {} but {what} {expected}", function.name, function.input);
+        self.error("function", message);
+        None
+    }
+}
+
+/// Resolves one stage's operator and output type, or records why it cannot be.
+fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Option<(Operator, TypeDesc)> {
+    let stage = cx.stage;
+    let op = stage.op;
+    let input = inputs[0];
+    let carries = format!("`{}` carries", input.name);
+    let pair = |k: &TypeDesc, v: TypeDesc| TypeDesc::Tuple(vec![k.clone(), v]);
+    let u64_ty = TypeDesc::Unsigned(64);
+    let function = |cx: &mut Context<'_, '_>| {
+        let kind = op.function_kind().expect("op calls a function");
+        cx.function("function", stage.function.as_deref(), kind)
+    };
+    Some(match op {
+        Op::Map | Op::FlatMap | Op::Filter | Op::MapPartitions | Op::Transform => {
+            let (reference, info) = function(cx)?;
+            cx.expect_input(&info, &input.ty, &carries)?;
+            let output = if op == Op::Filter { input.ty.clone() } else { info.output.clone() };
+            let operator = if op == Op::Transform {
+                Operator::Transform(reference)
+            } else {
+                Operator::Plugin { plugin: reference.plugin, function: reference.function, kind: info.kind }
+            };
+            (operator, output)
+        }
+        Op::Reduce => {
+            let (reference, info) = function(cx)?;
+            cx.expect_input(&info, &input.ty, &carries)?;
+            (Operator::Reduce(reference), input.ty.clone())
+        }
+        Op::ReduceByKey => {
+            let (key, value) = cx.keyed(input)?;
+            let (reference, info) = function(cx)?;
+            cx.expect_input(&info, value, &format!("the values of `{}` are", input.name))?;
+            let operator = Operator::ReduceByKey {
+                plugin: reference.plugin,
+                function: reference.function,
+                key: key.clone(),
+                fused: None,
+            };
+            (operator, pair(key, info.output.clone()))
+        }
+        Op::Count => (Operator::Count, u64_ty),
+        Op::CountByValue => (Operator::CountByValue, pair(&input.ty, u64_ty)),
+        Op::GroupByKey => {
+            let (key, value) = cx.keyed(input)?;
+            (Operator::GroupByKey { key: key.clone() }, pair(key, TypeDesc::Seq(Box::new(value.clone()))))
+        }
+        Op::Union => {
+            for other in &inputs[1..] {
+                if other.ty != input.ty {
+                    cx.error(
+                        "inputs",
+                        format!(
+                            "union needs inputs of one type, but `{}` carries {} and `{}` carries {}",
+                            input.name, input.ty, other.name, other.ty
+                        ),
+                    );
+                    return None;
+                }
+            }
+            (Operator::Union, input.ty.clone())
+        }
+        Op::Repartition => (Operator::Repartition(stage.partitions?), input.ty.clone()),
+        Op::Join | Op::Cogroup => {
+            let (key, left) = cx.keyed(inputs[0])?;
+            let (right_key, right) = cx.keyed(inputs[1])?;
+            if key != right_key {
+                cx.error(
+                    "inputs",
+                    format!(
+                        "{} needs the same key type on both sides, but `{}` is keyed by {key} and `{}` by {right_key}",
+                        op.name(),
+                        inputs[0].name,
+                        inputs[1].name
+                    ),
+                );
+                return None;
+            }
+            let option = |t: &TypeDesc| TypeDesc::Option(Box::new(t.clone()));
+            let seq = |t: &TypeDesc| TypeDesc::Seq(Box::new(t.clone()));
+            if op == Op::Cogroup {
+                (Operator::Cogroup { key: key.clone() }, pair(key, TypeDesc::Tuple(vec![seq(left), seq(right)])))
+            } else {
+                let how = stage.how.unwrap_or_default();
+                let value = match how {
+                    JoinHow::Inner => TypeDesc::Tuple(vec![left.clone(), right.clone()]),
+                    JoinHow::Left => TypeDesc::Tuple(vec![left.clone(), option(right)]),
+                    JoinHow::Right => TypeDesc::Tuple(vec![option(left), right.clone()]),
+                    JoinHow::Full => TypeDesc::Tuple(vec![option(left), option(right)]),
+                };
+                (Operator::Join { how, key: key.clone() }, pair(key, value))
+            }
+        }
+        Op::Window | Op::CountByWindow | Op::ReduceByWindow | Op::ReduceByKeyAndWindow | Op::CountByValueAndWindow => {
+            let window_ms = stage.window?.as_millis() as u64;
+            let slide_ms = stage.slide.map_or(batch_ms, |s| s.as_millis() as u64);
+            let (kind, ty) = match op {
+                Op::Window => (WindowKind::Records, input.ty.clone()),
+                Op::CountByWindow => (WindowKind::Count, u64_ty),
+                Op::ReduceByWindow => {
+                    let (reference, info) = function(cx)?;
+                    cx.expect_input(&info, &input.ty, &carries)?;
+                    (WindowKind::Reduce(reference), input.ty.clone())
+                }
+                Op::CountByValueAndWindow => {
+                    (WindowKind::CountByValue { key: input.ty.clone() }, pair(&input.ty, u64_ty))
+                }
+                _ => {
+                    let (key, value) = cx.keyed(input)?;
+                    let (reduce, info) = function(cx)?;
+                    cx.expect_input(&info, value, &format!("the values of `{}` are", input.name))?;
+                    let inverse = match stage.inverse.as_deref() {
+                        None => None,
+                        Some(name) => {
+                            let (inverse, inverse_info) = cx.function("inverse", Some(name), FunctionKind::Reduce)?;
+                            if inverse_info.input != info.input {
+                                cx.error(
+                                    "inverse",
+                                    format!(
+                                        "`{name}` works on {} but `{}` on {}",
+                                        inverse_info.input, info.name, info.input
+                                    ),
+                                );
+                                return None;
+                            }
+                            Some(inverse)
+                        }
+                    };
+                    (WindowKind::ReduceByKey { reduce, inverse, key: key.clone() }, pair(key, info.output.clone()))
+                }
+            };
+            (Operator::Window { window_ms, slide_ms, kind }, ty)
+        }
+        Op::UpdateStateByKey => {
+            let (key, value) = cx.keyed(input)?;
+            let (update, info) = function(cx)?;
+            cx.expect_input(&info, value, &format!("the values of `{}` are", input.name))?;
+            (Operator::UpdateStateByKey { update, key: key.clone() }, pair(key, info.output.clone()))
+        }
+    })
 }

@@ -91,7 +91,7 @@ pub(super) fn partition_of(key: &[u8], n: usize) -> usize {
 
 /// Splits a keyed record into key and value bytes.
 #[inline]
-fn split<'a>(key_ty: &TypeDesc, frame: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), CallError> {
+pub(super) fn split<'a>(key_ty: &TypeDesc, frame: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), CallError> {
     let at = skip_value(key_ty, frame)
         .ok_or_else(|| bad_output(format!("a keyed record does not start with a {key_ty} key")))?;
     Ok(frame.split_at(at))
@@ -163,7 +163,7 @@ pub(super) fn combine_by_key(
     function: &str,
     key_ty: &TypeDesc,
     inputs: &[&[u8]],
-    mut emit: impl FnMut(&[u8], &[u8]),
+    mut emit: impl FnMut(&[u8], &[u8], u32),
 ) -> Result<(), CallError> {
     let groups = Groups::build(key_ty, inputs)?;
     // Lay the reduce input out group by group: u32 count, then the group's value frames.
@@ -213,7 +213,7 @@ pub(super) fn combine_by_key(
         } else {
             groups.first[group]
         };
-        emit(key, value);
+        emit(key, value, groups.counts[group]);
     }
     if reduced_values.next().is_some() || !reduced_values.rest().is_empty() {
         return Err(bad_output("reduce returned more values than groups, or a truncated frame".into()));
@@ -231,7 +231,7 @@ pub(super) fn combine_and_route(
     buckets: usize,
 ) -> Result<Vec<Partition>, CallError> {
     let mut out = vec![Partition::default(); buckets];
-    combine_by_key(version, function, key_ty, &[input], |key, value| {
+    combine_by_key(version, function, key_ty, &[input], |key, value, _| {
         let bucket = &mut out[partition_of(key, buckets)];
         abi::push_frame_parts(&mut bucket.data, key, value);
         bucket.records += 1;
@@ -247,9 +247,82 @@ pub(super) fn combine(
     inputs: &[&[u8]],
 ) -> Result<Partition, CallError> {
     let mut out = Partition::default();
-    combine_by_key(version, function, key_ty, inputs, |key, value| {
+    combine_by_key(version, function, key_ty, inputs, |key, value, _| {
         abi::push_frame_parts(&mut out.data, key, value);
         out.records += 1;
     })?;
     Ok(out)
+}
+
+/// Reduces one partition's records to one value with one call: `None` if it has no records.
+pub(super) fn reduce_partition(
+    version: &PluginVersion,
+    function: &str,
+    input: &Partition,
+) -> Result<Option<Vec<u8>>, CallError> {
+    if input.records == 0 {
+        return Ok(None);
+    }
+    let count =
+        u32::try_from(input.records).map_err(|_| bad_output("a partition holds over 4 billion records".into()))?;
+    let mut out = Vec::new();
+    instance::call_filling(
+        version,
+        function,
+        4 + input.data.len(),
+        |buf| {
+            buf[..4].copy_from_slice(&count.to_le_bytes());
+            buf[4..].copy_from_slice(&input.data);
+        },
+        &mut out,
+    )?;
+    single_value(&out).map(Some)
+}
+
+/// Reduces `values` (postcard values, not frames) to one with one call.
+pub(super) fn reduce_values(version: &PluginVersion, function: &str, values: &[&[u8]]) -> Result<Vec<u8>, CallError> {
+    if values.len() == 1 {
+        return Ok(values[0].to_vec());
+    }
+    let mut input = (values.len() as u32).to_le_bytes().to_vec();
+    for value in values {
+        abi::push_frame(&mut input, value);
+    }
+    let mut out = Vec::new();
+    instance::call(version, function, &input, &mut out)?;
+    single_value(&out)
+}
+
+/// Reduces each group of values (postcard values, not frames) to one, in one call.
+pub(super) fn reduce_groups(
+    version: &PluginVersion,
+    function: &str,
+    groups: &[Vec<&[u8]>],
+) -> Result<Vec<Vec<u8>>, CallError> {
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut input = Vec::new();
+    for group in groups {
+        input.extend_from_slice(&(group.len() as u32).to_le_bytes());
+        for value in group {
+            abi::push_frame(&mut input, value);
+        }
+    }
+    let mut out = Vec::new();
+    instance::call(version, function, &input, &mut out)?;
+    let mut frames = Frames::new(&out);
+    let values: Vec<Vec<u8>> = frames.by_ref().map(<[u8]>::to_vec).collect();
+    if values.len() != groups.len() || !frames.rest().is_empty() {
+        return Err(bad_output(format!("reduce returned {} values for {} groups", values.len(), groups.len())));
+    }
+    Ok(values)
+}
+
+fn single_value(out: &[u8]) -> Result<Vec<u8>, CallError> {
+    let mut frames = Frames::new(out);
+    match (frames.next(), frames.next(), frames.rest().is_empty()) {
+        (Some(value), None, true) => Ok(value.to_vec()),
+        _ => Err(bad_output("reduce returned other than one value for one group".into())),
+    }
 }

@@ -37,6 +37,27 @@ pub fn reduce(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand(attr, item, "reduce", 2)
 }
 
+/// Marks `fn(Vec<T>) -> impl IntoIterator<Item = U>` as a map_partitions function: called once
+/// per partition with all of its records.
+#[proc_macro_attribute]
+pub fn map_partitions(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(attr, item, "map_partitions", 1)
+}
+
+/// Marks `fn(Vec<T>) -> impl IntoIterator<Item = U>` as a transform function: called once per
+/// batch with all of its records (sort, top-k, dedupe across partitions).
+#[proc_macro_attribute]
+pub fn transform(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(attr, item, "transform", 1)
+}
+
+/// Marks `fn(Vec<V>, Option<S>) -> Option<S>` as an update_state function: a key's new values of
+/// this batch and its state so far in, its new state out (`None` deletes the key).
+#[proc_macro_attribute]
+pub fn update_state(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(attr, item, "update_state", 2)
+}
+
 fn expand(attr: TokenStream, item: TokenStream, kind: &str, arity: usize) -> TokenStream {
     if !attr.is_empty() {
         let attr = proc_macro2::TokenStream::from(attr);
@@ -45,7 +66,7 @@ fn expand(attr: TokenStream, item: TokenStream, kind: &str, arity: usize) -> Tok
     let function = parse_macro_input!(item as ItemFn);
     let sig = &function.sig;
     if sig.inputs.len() != arity {
-        let shape = if arity == 1 { "one argument" } else { "two arguments of the same type" };
+        let shape = if arity == 1 { "one argument" } else { "two arguments" };
         return syn::Error::new_spanned(
             &sig.inputs,
             format!("a {kind} function takes {shape}, found {}", sig.inputs.len()),
