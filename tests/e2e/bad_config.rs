@@ -133,3 +133,44 @@ fn a_good_pipeline_checks_and_shows_its_types() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("stage counts: (String, u64)"), "{stdout}");
 }
+
+#[test]
+fn window_join_and_union_mistakes_are_named() {
+    let windowed = good().replace(
+        "op = \"reduce_by_key\"\nplugin = \"wordcount\"\nfunction = \"sum\"",
+        "op = \"reduce_by_key_and_window\"\nplugin = \"wordcount\"\nfunction = \"sum\"\ninverse = \"split_words\"\nwindow = \"2500ms\"\nslide = \"3s\"",
+    );
+    let stderr = check_fails(&windowed);
+    assert!(
+        stderr.contains("stages `counts`.window: must be a multiple of batch_interval (1s), found 2s 500ms"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("stages `counts`.slide: must not be longer than the window"), "{stderr}");
+
+    let inverse_kind = good().replace(
+        "op = \"reduce_by_key\"\nplugin = \"wordcount\"\nfunction = \"sum\"",
+        "op = \"reduce_by_key_and_window\"\nplugin = \"wordcount\"\nfunction = \"sum\"\ninverse = \"split_words\"\nwindow = \"4s\"",
+    );
+    let stderr = check_fails(&inverse_kind);
+    assert!(stderr.contains("stages `counts`.inverse: op `reduce_by_key_and_window` needs a reduce function, but `split_words` is a flat_map function"), "{stderr}");
+
+    let join = good().replace(
+        "input = \"words\"\nop = \"reduce_by_key\"\nplugin = \"wordcount\"\nfunction = \"sum\"",
+        "inputs = [\"words\"]\nop = \"join\"",
+    );
+    let stderr = check_fails(&join);
+    assert!(
+        stderr.contains("stages `counts`.inputs: op `join` reads exactly two streams, left then right, found 1"),
+        "{stderr}"
+    );
+
+    let union = good().replace(
+        "input = \"words\"\nop = \"reduce_by_key\"\nplugin = \"wordcount\"\nfunction = \"sum\"",
+        "inputs = [\"words\", \"lines\"]\nop = \"union\"",
+    );
+    let stderr = check_fails(&union);
+    assert!(
+        stderr.contains("union needs inputs of one type, but `words` carries (String, u64) and `lines` carries String"),
+        "{stderr}"
+    );
+}

@@ -3,6 +3,7 @@
 
 mod bad_config;
 mod hot_swap;
+mod operators;
 mod plugin_errors;
 mod shutdown;
 mod support;

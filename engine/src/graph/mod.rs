@@ -392,6 +392,10 @@ impl Context<'_, '_> {
 fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Option<(Operator, TypeDesc)> {
     let stage = cx.stage;
     let op = stage.op;
+    // A wrong number of inputs was reported by `validate`.
+    if op.arity() == crate::config::Arity::Two && inputs.len() != 2 {
+        return None;
+    }
     let input = inputs[0];
     let carries = format!("`{}` carries", input.name);
     let pair = |k: &TypeDesc, v: TypeDesc| TypeDesc::Tuple(vec![k.clone(), v]);

@@ -2,7 +2,8 @@
 //! counted in upper case. Swap it in while word count runs and the output changes case from the
 //! first batch it serves, with no word lost or counted twice.
 //!
-//! It also exports `to_upper`, a map over lines, and `non_empty`, a filter.
+//! It also exports `to_upper`, a map over lines, `non_empty`, a filter, and `key_by_first_word`, a
+//! map that keys lines for joins.
 
 /// One `(WORD, 1)` per whitespace-separated word, upper-cased.
 #[sluice_sdk::flat_map]
@@ -26,4 +27,14 @@ pub fn to_upper(line: &str) -> String {
 #[sluice_sdk::filter]
 pub fn non_empty(line: &str) -> bool {
     !line.trim().is_empty()
+}
+
+/// `(first word, rest of the line)`: keys a line by its first word, for joins.
+#[sluice_sdk::map]
+pub fn key_by_first_word(line: &str) -> (String, String) {
+    let line = line.trim();
+    match line.split_once(' ') {
+        Some((key, rest)) => (key.to_string(), rest.trim().to_string()),
+        None => (line.to_string(), String::new()),
+    }
 }
