@@ -2,7 +2,7 @@
 //! type-checked, in an order where every stage comes after its inputs.
 //!
 //! Each stream has a [`TypeDesc`]: sources carry `String` lines; a plugin stage carries what its
-//! function returns; keyed operators carry `(K, V)` shapes (see [`resolve`]); `count` carries
+//! function returns; keyed operators carry `(K, V)` shapes (see `resolve`); `count` carries
 //! `u64`. A stage whose function takes another type than its input carries is refused at check
 //! time, as is a keyed operator on an unkeyed stream, a union of streams of different types, a
 //! join on keys of different types. Only stages that lead to a sink are run.
