@@ -33,6 +33,8 @@
 //! | reduce | groups: `u32` count, then that many frames of `V` | one frame of `V` per group |
 //! | map_partitions, transform | frames (a partition, or a whole batch) | frames |
 //! | update_state | per key: `u32` count, that many frames of `V`, one frame of `Option<S>` | one frame of `Option<S>` per key |
+//! | key_by, timestamp | frames | one frame (the key; the `u64` event time) per input record |
+//! | map_with_state | per key: one frame of `K`, `u32` count, that many frames of `V` (none: the key timed out), one frame of `Option<S>` | per key: one frame of `Option<S>`, `u32` count, that many frames of output records |
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -85,6 +87,12 @@ pub enum FunctionKind {
     Transform,
     /// A key's new values and its old state in, its new state (or none: delete) out.
     UpdateState,
+    /// One record in, its key out (the host pairs them: `(K, T)`).
+    KeyBy,
+    /// One record in, its event time (ms since the Unix epoch) out.
+    Timestamp,
+    /// A key, its new values (none when it times out) and its state in; new state and records out.
+    MapWithState,
 }
 
 impl FunctionKind {
@@ -98,6 +106,9 @@ impl FunctionKind {
             Self::MapPartitions => "map_partitions",
             Self::Transform => "transform",
             Self::UpdateState => "update_state",
+            Self::KeyBy => "key_by",
+            Self::Timestamp => "timestamp",
+            Self::MapWithState => "map_with_state",
         }
     }
 }
@@ -117,7 +128,8 @@ pub struct FunctionInfo {
     pub kind: FunctionKind,
     /// ABI version the SDK that built it speaks.
     pub abi_version: u32,
-    /// Type of one input record (for reduce and update_state: of one value).
+    /// Type of one input record (for reduce and update_state: of one value; for map_with_state:
+    /// the keyed record `(K, V)`).
     pub input: TypeDesc,
     /// Type of one output record (for filter: the input type; for reduce: the value type; for
     /// update_state: the state type).

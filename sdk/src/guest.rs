@@ -175,6 +175,44 @@ where
     check_end(&frames)
 }
 
+/// Runs a map_with_state function for each key: key, new values (empty when timing out) and
+/// state in; new state and output records out.
+pub fn map_with_state<'a, K, V, S, O, R, F>(input: &'a [u8], out: &mut Vec<u8>, mut f: F) -> Result<(), String>
+where
+    K: Deserialize<'a>,
+    V: Deserialize<'a>,
+    S: Deserialize<'a> + Serialize,
+    O: Serialize,
+    R: IntoIterator<Item = O>,
+    F: FnMut(K, Vec<V>, Option<S>) -> (Option<S>, R),
+{
+    let mut frames = Frames::new(input);
+    let mut index = 0;
+    while let Some(key) = frames.next() {
+        let key: K = decode(key, index)?;
+        let count = frames.read_u32().ok_or_else(|| "a key has no value count".to_string())?;
+        let mut values = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let frame = frames.next().ok_or_else(|| format!("key ends early at value {index}"))?;
+            values.push(decode(frame, index)?);
+            index += 1;
+        }
+        let state = frames.next().ok_or_else(|| "a key has no state frame".to_string())?;
+        let state: Option<S> = decode(state, index)?;
+        let (state, emitted) = f(key, values, state);
+        write_frame(out, &state)?;
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        let mut emitted_count = 0u32;
+        for item in emitted {
+            write_frame(out, &item)?;
+            emitted_count += 1;
+        }
+        out[at..at + 4].copy_from_slice(&emitted_count.to_le_bytes());
+    }
+    check_end(&frames)
+}
+
 fn info(name: &str, kind: FunctionKind, input: crate::TypeDesc, output: crate::TypeDesc) -> FunctionInfo {
     FunctionInfo { name: name.to_string(), kind, abi_version: ABI_VERSION, input, output }
 }
@@ -233,6 +271,41 @@ pub fn describe_update_state<V: Describe, S: Describe, F: FnMut(Vec<V>, Option<S
     _: &F,
 ) -> FunctionInfo {
     info(name, FunctionKind::UpdateState, V::describe(), S::describe())
+}
+
+/// Describes a key_by function from its signature: input `T`, output the key `K`.
+pub fn describe_key_by<I: Describe, K: Describe, F: FnMut(I) -> K>(name: &str, _: &F) -> FunctionInfo {
+    info(name, FunctionKind::KeyBy, I::describe(), K::describe())
+}
+
+/// Describes a timestamp function from its signature.
+pub fn describe_timestamp<I: Describe, F: FnMut(I) -> u64>(name: &str, _: &F) -> FunctionInfo {
+    info(name, FunctionKind::Timestamp, I::describe(), u64::describe())
+}
+
+/// Describes a map_with_state function: input `(K, V)`, output `O`.
+pub fn describe_map_with_state<K, V, S, O, R, F>(name: &str, _: &F) -> FunctionInfo
+where
+    K: Describe,
+    V: Describe,
+    S: Describe,
+    O: Describe,
+    R: IntoIterator<Item = O>,
+    F: FnMut(K, Vec<V>, Option<S>) -> (Option<S>, R),
+{
+    info(name, FunctionKind::MapWithState, <(K, V)>::describe(), O::describe())
+}
+
+/// A key_by function runs like a map: one key per record.
+pub use map as key_by;
+
+/// Runs a timestamp function: one `u64` per record.
+pub fn timestamp<'a, I, F>(input: &'a [u8], out: &mut Vec<u8>, f: F) -> Result<(), String>
+where
+    I: Deserialize<'a>,
+    F: FnMut(I) -> u64,
+{
+    map(input, out, f)
 }
 
 thread_local! {

@@ -8,7 +8,9 @@ mod describe;
 pub mod guest;
 
 pub use describe::{Describe, TypeDesc};
-pub use sluice_sdk_macros::{Describe, filter, flat_map, map, map_partitions, reduce, transform, update_state};
+pub use sluice_sdk_macros::{
+    Describe, filter, flat_map, key_by, map, map_partitions, map_with_state, reduce, timestamp, transform, update_state,
+};
 
 #[doc(hidden)]
 pub use guest as __private;

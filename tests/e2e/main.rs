@@ -2,6 +2,7 @@
 //! `plugins/` by `scripts/build-plugins.sh` on first use.
 
 mod bad_config;
+mod examples;
 mod hot_swap;
 mod operators;
 mod plugin_errors;

@@ -21,6 +21,8 @@ pub struct Batch {
     pub time_ms: u64,
     /// Its blocks (partitions), in cut order.
     pub blocks: Vec<Block>,
+    /// No batch follows: every source has finished (or the pipeline is stopping).
+    pub last: bool,
 }
 
 /// Wall-clock now in ms since the Unix epoch.
@@ -50,7 +52,7 @@ pub async fn generate(
         pending.extend(receivers.iter().flat_map(|r| r.cut(seq)));
         seq += 1;
         if tick.is_multiple_of(batch_ms) {
-            let batch = Batch { time_ms: tick, blocks: std::mem::take(&mut pending) };
+            let batch = Batch { time_ms: tick, blocks: std::mem::take(&mut pending), last: ending };
             if batches.send(batch).is_err() || ending {
                 return;
             }

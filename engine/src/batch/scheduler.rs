@@ -24,6 +24,8 @@ pub struct RunReport {
     pub invalid_lines: u64,
     /// Plugin swaps that took effect.
     pub swaps: u64,
+    /// Records that arrived after the watermark closed their event-time windows.
+    pub late_records: u64,
     /// Time spent processing batches (stages and sinks), summed.
     pub processing: std::time::Duration,
 }
@@ -66,8 +68,17 @@ pub fn run(
             tracing::warn!(batch = batch.time_ms, lines = invalid, "dropped lines that are not UTF-8");
         }
         let mut outputs = 0u64;
-        match run_batch(graph, &mut state, &serving, batch.time_ms, batch.blocks, pool) {
+        match run_batch(graph, &mut state, &serving, batch.time_ms, batch.last, batch.blocks, pool) {
             Ok(streams) => {
+                let late = state.late_records() - report.late_records;
+                if late > 0 {
+                    tracing::warn!(
+                        batch = batch.time_ms,
+                        records = late,
+                        "late records: their event-time windows had closed"
+                    );
+                    report.late_records += late;
+                }
                 for (sink, node) in sinks.iter_mut().zip(&graph.sinks) {
                     let partitions = streams[node.input].as_deref().unwrap_or_default();
                     match sink.write(batch.time_ms, &graph.streams[node.input].ty, partitions) {

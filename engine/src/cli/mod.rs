@@ -172,6 +172,7 @@ fn run(path: &Path, plugins: &PluginArgs, options: &RunOptions) -> ExitCode {
                 failed_batches = report.failed_batches,
                 records = report.records,
                 invalid_lines = report.invalid_lines,
+                late_records = report.late_records,
                 swaps = report.swaps,
                 "pipeline stopped"
             );

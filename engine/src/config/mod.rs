@@ -130,6 +130,14 @@ pub enum Op {
     CountByValueAndWindow,
     /// Per-key state updated every batch by an `update_state` function.
     UpdateStateByKey,
+    /// Per-key state and emitted records, by a `map_with_state` function called only for keys
+    /// with new values or whose state timed out (`timeout`).
+    MapWithState,
+    /// `(K, T)` per record, the key from a `key_by` function.
+    KeyBy,
+    /// Event-time windows per key: tumbling (`window`), sliding (`window`, `slide`) or session
+    /// (`gap`), closed when the watermark (max event time − `allowed_lateness`) passes their end.
+    EventWindow,
 }
 
 /// How many streams an op reads.
@@ -167,6 +175,9 @@ impl Op {
             Self::ReduceByKeyAndWindow => "reduce_by_key_and_window",
             Self::CountByValueAndWindow => "count_by_value_and_window",
             Self::UpdateStateByKey => "update_state_by_key",
+            Self::MapWithState => "map_with_state",
+            Self::KeyBy => "key_by",
+            Self::EventWindow => "event_window",
         }
     }
 
@@ -182,6 +193,8 @@ impl Op {
                 Some(FunctionKind::Reduce)
             }
             Self::UpdateStateByKey => Some(FunctionKind::UpdateState),
+            Self::MapWithState => Some(FunctionKind::MapWithState),
+            Self::KeyBy => Some(FunctionKind::KeyBy),
             _ => None,
         }
     }
@@ -253,6 +266,20 @@ pub struct StageConfig {
     pub how: Option<JoinHow>,
     /// `repartition`: the number of partitions.
     pub partitions: Option<usize>,
+    /// `event_window`: a `timestamp` function of the plugin giving each record's event time (ms
+    /// since the Unix epoch). Without it, a record's event time is its batch time.
+    pub timestamp: Option<String>,
+    /// `event_window`: session windows that close after this long without an event for the key.
+    #[serde(default, with = "duration::option")]
+    pub gap: Option<Duration>,
+    /// `event_window`: how far behind the largest event time seen the watermark trails
+    /// (default 0). A record whose windows the watermark has already closed is late.
+    #[serde(default, with = "duration::option")]
+    pub allowed_lateness: Option<Duration>,
+    /// `map_with_state`: a key whose state has seen no new value for this long (in batch time)
+    /// times out: the function is called once more with no values, then the state is dropped.
+    #[serde(default, with = "duration::option")]
+    pub timeout: Option<Duration>,
 }
 
 impl StageConfig {
@@ -350,8 +377,15 @@ impl PipelineFile {
                 ));
             }
         }
-        let streams: Vec<&str> =
-            c.sources.iter().map(|s| s.name()).chain(c.stages.iter().map(|s| s.name.as_str())).collect();
+        let late: Vec<String> =
+            c.stages.iter().filter(|s| s.op == Op::EventWindow).map(|s| format!("{}.late", s.name)).collect();
+        let streams: Vec<&str> = c
+            .sources
+            .iter()
+            .map(|s| s.name())
+            .chain(c.stages.iter().map(|s| s.name.as_str()))
+            .chain(late.iter().map(String::as_str))
+            .collect();
         let unknown_input = |input: &str| {
             format!(
                 "input `{input}` is not a source or stage (known: {})",
@@ -413,8 +447,13 @@ impl PipelineFile {
                 error("inputs", format!("op `{}` reads several streams: `inputs = [\"a\", \"b\"]`", op.name()))
             }
         }
+        let event_plugin = op == Op::EventWindow && (stage.function.is_some() || stage.timestamp.is_some());
         match (op.function_kind(), &stage.plugin, &stage.function) {
             (None, None, None) => {}
+            (None, Some(_), _) if event_plugin => {}
+            (None, None, _) if event_plugin => {
+                error("plugin", "a timestamp or reduce function needs `plugin = \"<name from [plugins]>\"`".into())
+            }
             (None, _, _) => error("", format!("op `{}` takes no plugin or function", op.name())),
             (Some(_), plugin, function) => {
                 match plugin {
@@ -436,6 +475,40 @@ impl PipelineFile {
                     error("function", format!("op `{}` needs `function = \"<exported function>\"`", op.name()));
                 }
             }
+        }
+        if op != Op::EventWindow {
+            for (field, set) in [
+                ("timestamp", stage.timestamp.is_some()),
+                ("gap", stage.gap.is_some()),
+                ("allowed_lateness", stage.allowed_lateness.is_some()),
+            ] {
+                if set {
+                    error(field, format!("only event_window takes `{field}`, not `{}`", op.name()));
+                }
+            }
+        } else {
+            match (stage.window, stage.gap) {
+                (Some(_), Some(_)) => {
+                    error("gap", "give `window` (tumbling/sliding) or `gap` (sessions), not both".into())
+                }
+                (None, None) => {
+                    error("window", "event_window needs `window = \"<duration>\"` or `gap = \"<duration>\"`".into())
+                }
+                (None, Some(gap)) if gap.is_zero() => error("gap", "must be longer than 0".into()),
+                (Some(window), _) if window.is_zero() => error("window", "must be longer than 0".into()),
+                _ => {}
+            }
+            if let (Some(window), Some(slide)) = (stage.window, stage.slide)
+                && (slide.is_zero() || slide > window || !window.as_millis().is_multiple_of(slide.as_millis().max(1)))
+            {
+                error("slide", "must be longer than 0 and divide the window".into());
+            }
+            if stage.gap.is_some() && stage.slide.is_some() {
+                error("slide", "session windows do not slide".into());
+            }
+        }
+        if stage.timeout.is_some() && op != Op::MapWithState {
+            error("timeout", format!("only map_with_state takes `timeout`, not `{}`", op.name()));
         }
         if stage.inverse.is_some() && op != Op::ReduceByKeyAndWindow {
             error("inverse", format!("only reduce_by_key_and_window takes an inverse, not `{}`", op.name()));
@@ -476,7 +549,7 @@ impl PipelineFile {
                     error("slide", "must not be longer than the window".into());
                 }
             }
-        } else {
+        } else if op != Op::EventWindow {
             for (field, set) in [("window", stage.window.is_some()), ("slide", stage.slide.is_some())] {
                 if set {
                     error(field, format!("op `{}` is not windowed", op.name()));

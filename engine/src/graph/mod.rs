@@ -7,6 +7,7 @@
 //! time, as is a keyed operator on an unkeyed stream, a union of streams of different types, a
 //! join on keys of different types. Only stages that lead to a sink are run.
 
+mod event;
 mod keyed;
 mod keys;
 mod ops;
@@ -23,6 +24,7 @@ use crate::config::{ConfigError, JoinHow, Op, PipelineFile, StageConfig};
 use crate::runtime::PluginVersion;
 use crate::sinks::SinkConfig;
 
+pub use event::Assigner;
 pub use keys::skip_value;
 pub(crate) use keys::varint as keys_varint;
 pub use run::{BatchOutput, StageError, records, run_batch};
@@ -150,6 +152,32 @@ pub enum Operator {
         /// Key type.
         key: TypeDesc,
     },
+    /// Per-key state and emitted records, for keys with new values or timing out.
+    MapWithState {
+        /// The function.
+        function: FunctionRef,
+        /// Key type.
+        key: TypeDesc,
+        /// Idle timeout in ms of batch time.
+        timeout_ms: Option<u64>,
+    },
+    /// `(K, T)` per record.
+    KeyBy(FunctionRef),
+    /// Event-time windows per key, closed by the watermark.
+    EventWindow {
+        /// How events are assigned to windows.
+        assigner: Assigner,
+        /// Watermark lag behind the largest event time, ms.
+        lateness_ms: u64,
+        /// The event time of each record (else its batch time).
+        timestamp: Option<FunctionRef>,
+        /// Combines values (else they are counted).
+        reduce: Option<FunctionRef>,
+        /// Key type.
+        key: TypeDesc,
+        /// The `<stage>.late` stream of late records.
+        late: usize,
+    },
 }
 
 /// A resolved stage.
@@ -208,6 +236,8 @@ impl Graph {
         // Resolve stages in dependency order; what cannot be placed is part of a cycle.
         let mut placed: Vec<Stage> = Vec::new();
         let mut unresolved: Vec<usize> = Vec::new();
+        let mut late_streams: Vec<(usize, usize)> = Vec::new();
+        let mut late_names: Vec<String> = Vec::new();
         let mut pending: Vec<&StageConfig> = config.stages.iter().collect();
         loop {
             let before = pending.len();
@@ -231,11 +261,22 @@ impl Graph {
                     resolve(&mut context, &input_streams, batch_ms)
                 };
                 index.insert(&stage.name, output);
-                let (operator, ty) = resolved.unwrap_or_else(|| {
+                let (mut operator, ty) = resolved.unwrap_or_else(|| {
                     unresolved.push(output);
                     (Operator::Union, TypeDesc::Unit)
                 });
                 streams.push(Stream { name: stage.name.clone(), ty });
+                if stage.op == Op::EventWindow {
+                    // The side output of late records: the input's type, named `<stage>.late`.
+                    let late = streams.len();
+                    let late_name = format!("{}.late", stage.name);
+                    streams.push(Stream { name: late_name.clone(), ty: streams[inputs[0]].ty.clone() });
+                    late_names.push(late_name);
+                    if let Operator::EventWindow { late: slot, .. } = &mut operator {
+                        *slot = late;
+                    }
+                    late_streams.push((output, late));
+                }
                 placed.push(Stage { name: stage.name.clone(), inputs, output, operator });
             }
             pending = still;
@@ -254,15 +295,23 @@ impl Graph {
             }
         }
 
+        let late_index: BTreeMap<&str, usize> =
+            late_names.iter().map(String::as_str).zip(late_streams.iter().map(|(_, late)| *late)).collect();
         let sinks: Vec<SinkNode> = config
             .sinks
             .iter()
-            .filter_map(|sink| index.get(sink.input()).map(|&input| SinkNode { input, config: sink.clone() }))
+            .filter_map(|sink| {
+                let input = index.get(sink.input()).or(late_index.get(sink.input()));
+                input.map(|&input| SinkNode { input, config: sink.clone() })
+            })
             .collect();
         // Run only what some sink reads.
         let mut needed = vec![false; streams.len()];
         for sink in &sinks {
             needed[sink.input] = true;
+        }
+        for &(output, late) in &late_streams {
+            needed[output] |= needed[late];
         }
         for stage in placed.iter().rev() {
             if needed[stage.output] {
@@ -273,11 +322,6 @@ impl Graph {
         }
         let stages = fuse(placed.into_iter().filter(|stage| needed[stage.output]).collect(), &sinks);
         if errors.is_empty() { Ok(Self { streams, sources, stages, sinks }) } else { Err(errors) }
-    }
-
-    /// Whether any stage keeps state across batches (windows, state stores).
-    pub fn is_stateful(&self) -> bool {
-        self.stages.iter().any(|s| matches!(s.operator, Operator::Window { .. } | Operator::UpdateStateByKey { .. }))
     }
 }
 
@@ -524,6 +568,47 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
                 }
             };
             (Operator::Window { window_ms, slide_ms, kind }, ty)
+        }
+        Op::KeyBy => {
+            let (reference, info) = function(cx)?;
+            cx.expect_input(&info, &input.ty, &carries)?;
+            (Operator::KeyBy(reference), pair(&info.output, input.ty.clone()))
+        }
+        Op::MapWithState => {
+            let (key, _) = cx.keyed(input)?;
+            let (reference, info) = function(cx)?;
+            cx.expect_input(&info, &input.ty, &carries)?;
+            let timeout_ms = stage.timeout.map(|t| t.as_millis() as u64);
+            (Operator::MapWithState { function: reference, key: key.clone(), timeout_ms }, info.output.clone())
+        }
+        Op::EventWindow => {
+            let (key, value) = cx.keyed(input)?;
+            let timestamp = match stage.timestamp.as_deref() {
+                None => None,
+                Some(name) => {
+                    let (reference, info) = cx.function("timestamp", Some(name), FunctionKind::Timestamp)?;
+                    cx.expect_input(&info, &input.ty, &carries)?;
+                    Some(reference)
+                }
+            };
+            let (reduce, value) = match stage.function.as_deref() {
+                None => (None, u64_ty),
+                Some(name) => {
+                    let (reference, info) = cx.function("function", Some(name), FunctionKind::Reduce)?;
+                    cx.expect_input(&info, value, &format!("the values of `{}` are", input.name))?;
+                    (Some(reference), info.output.clone())
+                }
+            };
+            let ms = |d: std::time::Duration| d.as_millis() as u64;
+            let assigner = match (stage.window, stage.slide, stage.gap) {
+                (_, _, Some(gap)) => Assigner::Session(ms(gap).max(1)),
+                (Some(window), Some(slide), None) if slide != window => Assigner::Sliding(ms(window), ms(slide).max(1)),
+                (Some(window), _, None) => Assigner::Tumbling(ms(window).max(1)),
+                (None, _, None) => return None,
+            };
+            let lateness_ms = stage.allowed_lateness.map_or(0, ms);
+            let ty = pair(key, TypeDesc::Tuple(vec![TypeDesc::Unsigned(64), TypeDesc::Unsigned(64), value]));
+            (Operator::EventWindow { assigner, lateness_ms, timestamp, reduce, key: key.clone(), late: usize::MAX }, ty)
         }
         Op::UpdateStateByKey => {
             let (key, value) = cx.keyed(input)?;

@@ -47,12 +47,14 @@ impl From<CallError> for Failed {
 }
 
 /// Runs the stages of `graph` over the `blocks` of batch `time` on `pool`, updating the state of
-/// stateful stages in `state`.
+/// stateful stages in `state`. `last`: no batch follows (event-time windows all close).
+#[allow(clippy::too_many_arguments)]
 pub fn run_batch(
     graph: &Graph,
     state: &mut GraphState,
     snapshot: &Snapshot,
     time: u64,
+    last: bool,
     blocks: Vec<Block>,
     pool: &rayon::ThreadPool,
 ) -> Result<BatchOutput, Box<StageError>> {
@@ -133,6 +135,42 @@ pub fn run_batch(
                     super::WindowKind::Reduce(f) | super::WindowKind::ReduceByKey { reduce: f, .. } => call(f, error),
                     _ => host(error),
                 })?,
+            Operator::KeyBy(f) => {
+                let version = &snapshot[f.plugin];
+                pool.install(|| {
+                    input.par_iter().map(|p| key_by(version, &f.function, p)).collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(|e| call(f, e))?
+            }
+            Operator::MapWithState { function, key, timeout_ms } => state
+                .mapped(index)
+                .step(&snapshot[function.plugin], &function.function, key, input, time, *timeout_ms, buckets, pool)
+                .map_err(|e| call(function, e))?,
+            Operator::EventWindow { assigner, lateness_ms, timestamp, reduce, key, late } => {
+                let records: u64 = input.iter().map(|p| p.records).sum();
+                let times = match timestamp {
+                    None => vec![time; records as usize],
+                    Some(f) => {
+                        let all = keyed::concat(input);
+                        let out = ops::plugin(&snapshot[f.plugin], &f.function, FunctionKind::Timestamp, &all)
+                            .map_err(|e| call(f, e))?;
+                        super::event::event_times(&out.data, records).map_err(|e| call(f, e))?
+                    }
+                };
+                let combine = match reduce {
+                    Some(f) => super::event::Combine::Reduce(&snapshot[f.plugin], &f.function),
+                    None => super::event::Combine::Count,
+                };
+                let (closed, late_records) = state
+                    .event(index)
+                    .step(*assigner, *lateness_ms, key, input, &times, &combine, last)
+                    .map_err(|e| match reduce {
+                        Some(f) => call(f, e),
+                        None => host(e),
+                    })?;
+                streams[*late] = Some(late_records.into_iter().filter(|p| p.records > 0).collect());
+                closed
+            }
             Operator::UpdateStateByKey { update, key } => state
                 .store(index)
                 .step(&snapshot[update.plugin], &update.function, key, input, buckets, pool)
@@ -141,6 +179,22 @@ pub fn run_batch(
         streams[stage.output] = Some(output.into_iter().filter(|p| p.records > 0).collect());
     }
     Ok(streams)
+}
+
+/// key_by over one partition: `(key, record)` per record.
+fn key_by(version: &crate::runtime::PluginVersion, function: &str, input: &Partition) -> Result<Partition, CallError> {
+    let keys = ops::plugin(version, function, FunctionKind::KeyBy, input)?;
+    if keys.records != input.records {
+        return Err(CallError::BadOutput {
+            message: format!("key_by returned {} keys for {} records", keys.records, input.records),
+        });
+    }
+    let mut out = Partition { data: Vec::with_capacity(keys.data.len() + input.data.len()), records: 0 };
+    for (key, record) in abi::Frames::new(&keys.data).zip(abi::Frames::new(&input.data)) {
+        abi::push_frame_parts(&mut out.data, key, record);
+        out.records += 1;
+    }
+    Ok(out)
 }
 
 /// reduce_by_key: the map side (with a fused plugin stage before it, if any) combines each

@@ -8,6 +8,7 @@ use sluice_sdk::TypeDesc;
 use sluice_sdk::abi::{self, Frames};
 
 use super::Partition;
+use super::event::EventWindowState;
 use super::keyed::frames;
 use super::ops::{partition_of, split};
 use super::window::WindowState;
@@ -18,6 +19,8 @@ use crate::runtime::{CallError, PluginVersion, instance};
 pub(super) enum StageState {
     Window(WindowState),
     Store(StateStore),
+    Mapped(MapStateStore),
+    Event(EventWindowState),
 }
 
 /// The state of every stateful stage of a graph, by stage index.
@@ -30,15 +33,34 @@ impl GraphState {
     pub(super) fn window(&mut self, stage: usize) -> &mut WindowState {
         match self.stages.entry(stage).or_insert_with(|| StageState::Window(WindowState::default())) {
             StageState::Window(window) => window,
-            StageState::Store(_) => unreachable!("stage {stage} is a window"),
+            _ => unreachable!("stage {stage} is a window"),
         }
     }
 
     pub(super) fn store(&mut self, stage: usize) -> &mut StateStore {
         match self.stages.entry(stage).or_insert_with(|| StageState::Store(StateStore::default())) {
             StageState::Store(store) => store,
-            StageState::Window(_) => unreachable!("stage {stage} is a state store"),
+            _ => unreachable!("stage {stage} is a state store"),
         }
+    }
+
+    pub(super) fn mapped(&mut self, stage: usize) -> &mut MapStateStore {
+        match self.stages.entry(stage).or_insert_with(|| StageState::Mapped(MapStateStore::default())) {
+            StageState::Mapped(store) => store,
+            _ => unreachable!("stage {stage} is a map_with_state store"),
+        }
+    }
+
+    pub(super) fn event(&mut self, stage: usize) -> &mut EventWindowState {
+        match self.stages.entry(stage).or_insert_with(|| StageState::Event(EventWindowState::default())) {
+            StageState::Event(state) => state,
+            _ => unreachable!("stage {stage} is an event window"),
+        }
+    }
+
+    /// Late records of every event-time stage so far.
+    pub fn late_records(&self) -> u64 {
+        self.stages.values().map(|s| if let StageState::Event(e) = s { e.late } else { 0 }).sum()
     }
 }
 
@@ -143,5 +165,180 @@ impl StateStore {
             }
         }
         Ok(out)
+    }
+}
+
+/// `map_with_state`'s store: key bytes → (state bytes, batch time of its last new value).
+#[derive(Debug, Default)]
+pub struct MapStateStore {
+    states: FxHashMap<Vec<u8>, (Vec<u8>, u64)>,
+}
+
+impl MapStateStore {
+    /// Calls the function for keys with new values, and once more (with no values) for keys
+    /// whose last value is `timeout_ms` or more before `time`, whose state is then dropped.
+    /// Returns the records the function emitted.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn step(
+        &mut self,
+        version: &PluginVersion,
+        function: &str,
+        key_ty: &TypeDesc,
+        input: &[Partition],
+        time: u64,
+        timeout_ms: Option<u64>,
+        buckets: usize,
+        pool: &rayon::ThreadPool,
+    ) -> Result<Vec<Partition>, CallError> {
+        let mut new_values: FxHashMap<&[u8], Vec<&[u8]>> = FxHashMap::default();
+        for frame in frames(input) {
+            let (key, value) = split(key_ty, frame)?;
+            new_values.entry(key).or_default().push(value);
+        }
+        let mut keys: Vec<&[u8]> = new_values.keys().copied().collect();
+        if let Some(timeout) = timeout_ms {
+            keys.extend(
+                self.states
+                    .iter()
+                    .filter(|(k, (_, last))| {
+                        !new_values.contains_key(k.as_slice()) && time.saturating_sub(*last) >= timeout
+                    })
+                    .map(|(k, _)| k.as_slice()),
+            );
+        }
+        keys.sort_unstable();
+        let mut by_bucket: Vec<Vec<&[u8]>> = vec![Vec::new(); buckets];
+        for key in keys {
+            by_bucket[partition_of(key, buckets)].push(key);
+        }
+        let states = &self.states;
+        let results: Vec<(Vec<Updated>, Partition)> = pool.install(|| {
+            by_bucket
+                .par_iter()
+                .map(|keys| {
+                    let mut call_input = Vec::new();
+                    for key in keys {
+                        abi::push_frame(&mut call_input, key);
+                        let values = new_values.get(key).map(Vec::as_slice).unwrap_or_default();
+                        call_input.extend_from_slice(&(values.len() as u32).to_le_bytes());
+                        for value in values {
+                            abi::push_frame(&mut call_input, value);
+                        }
+                        match states.get(*key) {
+                            Some((state, _)) => abi::push_frame_parts(&mut call_input, &[1], state),
+                            None => abi::push_frame(&mut call_input, &[0]),
+                        }
+                    }
+                    let mut out = Vec::new();
+                    if !keys.is_empty() {
+                        instance::call(version, function, &call_input, &mut out)?;
+                    }
+                    let bad = |message: &str| CallError::BadOutput { message: format!("map_with_state {message}") };
+                    let mut frames = Frames::new(&out);
+                    let mut updated = Vec::with_capacity(keys.len());
+                    let mut emitted = Partition::default();
+                    for key in keys {
+                        let state = match frames.next().and_then(|f| f.split_first()) {
+                            Some((0, [])) => None,
+                            Some((1, state)) => Some(state.to_vec()),
+                            _ => return Err(bad("returned something other than an Option state")),
+                        };
+                        let count = frames.read_u32().ok_or_else(|| bad("returned no record count"))?;
+                        for _ in 0..count {
+                            let record = frames.next().ok_or_else(|| bad("returned fewer records than it counted"))?;
+                            abi::push_frame(&mut emitted.data, record);
+                            emitted.records += 1;
+                        }
+                        let timed_out = !new_values.contains_key(key);
+                        updated.push((key.to_vec(), if timed_out { None } else { state }));
+                    }
+                    if !frames.rest().is_empty() {
+                        return Err(bad("returned more than one state per key"));
+                    }
+                    Ok((updated, emitted))
+                })
+                .collect::<Result<Vec<_>, CallError>>()
+        })?;
+        let mut out = Vec::new();
+        for (updated, emitted) in results {
+            for (key, state) in updated {
+                match state {
+                    Some(state) => {
+                        self.states.insert(key, (state, time));
+                    }
+                    None => {
+                        self.states.remove(&key);
+                    }
+                }
+            }
+            if emitted.records > 0 {
+                out.push(emitted);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::PluginRuntime;
+
+    fn clicks(users: &[&str]) -> Vec<Partition> {
+        let mut part = Partition::default();
+        for user in users {
+            sluice_sdk::__private::write_frame(&mut part.data, &(user.to_string(), 7u64)).unwrap();
+            part.records += 1;
+        }
+        vec![part]
+    }
+
+    fn emitted(parts: &[Partition]) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> =
+            parts.iter().flat_map(|p| Frames::new(&p.data)).map(|f| postcard::from_bytes(f).unwrap()).collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn map_with_state_is_called_for_new_values_and_timeouts_on_a_scripted_clock() {
+        let version = PluginRuntime::native("sessionize", &[sessionize::__sluice_visits]);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let mut store = MapStateStore::default();
+        let key = TypeDesc::String;
+        let mut step = |time: u64, users: &[&str]| {
+            let out = store.step(&version, "visits", &key, &clicks(users), time, Some(3_000), 2, &pool).unwrap();
+            emitted(&out)
+        };
+        assert_eq!(step(1_000, &["ann", "bob", "ann"]), vec![]);
+        assert_eq!(step(2_000, &["bob"]), vec![]);
+        assert_eq!(step(3_000, &[]), vec![], "nobody idle for 3 s yet");
+        assert_eq!(step(4_000, &[]), vec![("ann".into(), 2)], "ann idle since 1 s");
+        assert_eq!(step(5_000, &["ann"]), vec![("bob".into(), 2)], "bob idle since 2 s; ann starts over");
+        assert_eq!(step(6_000, &[]), vec![]);
+        assert_eq!(step(8_000, &[]), vec![("ann".into(), 1)]);
+        assert_eq!(step(20_000, &[]), vec![], "timed-out keys are gone");
+    }
+
+    #[test]
+    fn update_state_by_key_keeps_running_totals_and_calls_every_key_each_batch() {
+        let version = PluginRuntime::native("top_k", &[top_k::__sluice_running_total]);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let mut store = StateStore::default();
+        let batch = |pairs: &[(&str, u64)]| {
+            let mut part = Partition::default();
+            for pair in pairs {
+                sluice_sdk::__private::write_frame(&mut part.data, pair).unwrap();
+                part.records += 1;
+            }
+            vec![part]
+        };
+        let mut step = |pairs: &[(&str, u64)]| {
+            let out = store.step(&version, "running_total", &TypeDesc::String, &batch(pairs), 3, &pool).unwrap();
+            emitted(&out)
+        };
+        assert_eq!(step(&[("a", 2), ("b", 1), ("a", 1)]), vec![("a".into(), 3), ("b".into(), 1)]);
+        assert_eq!(step(&[("b", 5)]), vec![("a".into(), 3), ("b".into(), 6)], "a keeps its state without new values");
+        assert_eq!(step(&[]), vec![("a".into(), 3), ("b".into(), 6)]);
     }
 }

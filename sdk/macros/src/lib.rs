@@ -58,6 +58,27 @@ pub fn update_state(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand(attr, item, "update_state", 2)
 }
 
+/// Marks `fn(T) -> K` as a key_by function: the host pairs each record with its key, `(K, T)`.
+#[proc_macro_attribute]
+pub fn key_by(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(attr, item, "key_by", 1)
+}
+
+/// Marks `fn(T) -> u64` as a timestamp function: a record's event time, in ms since the Unix
+/// epoch, for event-time windows.
+#[proc_macro_attribute]
+pub fn timestamp(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(attr, item, "timestamp", 1)
+}
+
+/// Marks `fn(K, Vec<V>, Option<S>) -> (Option<S>, impl IntoIterator<Item = O>)` as a
+/// map_with_state function: called for keys with new values, and with no values when a key's
+/// state times out; returns the new state (`None` deletes it) and records to emit.
+#[proc_macro_attribute]
+pub fn map_with_state(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(attr, item, "map_with_state", 3)
+}
+
 fn expand(attr: TokenStream, item: TokenStream, kind: &str, arity: usize) -> TokenStream {
     if !attr.is_empty() {
         let attr = proc_macro2::TokenStream::from(attr);
@@ -66,7 +87,7 @@ fn expand(attr: TokenStream, item: TokenStream, kind: &str, arity: usize) -> Tok
     let function = parse_macro_input!(item as ItemFn);
     let sig = &function.sig;
     if sig.inputs.len() != arity {
-        let shape = if arity == 1 { "one argument" } else { "two arguments" };
+        let shape = ["no arguments", "one argument", "two arguments", "three arguments"][arity];
         return syn::Error::new_spanned(
             &sig.inputs,
             format!("a {kind} function takes {shape}, found {}", sig.inputs.len()),
