@@ -64,18 +64,16 @@ impl GraphState {
     }
 }
 
-/// A key and its new state (`None`: delete).
-type Updated = (Vec<u8>, Option<Vec<u8>>);
-
-/// `update_state_by_key`'s store: key bytes → state bytes.
+/// `update_state_by_key`'s store: key bytes → state bytes, split by key hash into one map per
+/// worker so every bucket is updated in parallel, in place.
 #[derive(Debug, Default)]
 pub struct StateStore {
-    states: FxHashMap<Vec<u8>, Vec<u8>>,
+    buckets: Vec<FxHashMap<Vec<u8>, Vec<u8>>>,
 }
 
 impl StateStore {
-    /// Calls the update function for every key with new values or state (as Spark does), in
-    /// `buckets` parallel calls by key hash; keeps the states it returns, drops keys it returns
+    /// Calls the update function for every key with new values or state (as Spark does), one
+    /// call per bucket, buckets in parallel; keeps the states it returns, drops keys it returns
     /// `None` for; returns every `(key, state)`.
     pub(super) fn step(
         &mut self,
@@ -86,87 +84,100 @@ impl StateStore {
         buckets: usize,
         pool: &rayon::ThreadPool,
     ) -> Result<Vec<Partition>, CallError> {
-        let mut new_values: FxHashMap<&[u8], Vec<&[u8]>> = FxHashMap::default();
+        if self.buckets.len() != buckets {
+            // First batch, or the worker count changed: spread the keys again.
+            let states: Vec<(Vec<u8>, Vec<u8>)> = self.buckets.drain(..).flatten().collect();
+            self.buckets = vec![FxHashMap::default(); buckets];
+            for (key, state) in states {
+                self.buckets[partition_of(&key, buckets)].insert(key, state);
+            }
+        }
+        let mut new_values: Vec<FxHashMap<&[u8], Vec<&[u8]>>> = vec![FxHashMap::default(); buckets];
         for frame in frames(input) {
             let (key, value) = split(key_ty, frame)?;
-            new_values.entry(key).or_default().push(value);
+            new_values[partition_of(key, buckets)].entry(key).or_default().push(value);
         }
-        let mut keys: Vec<&[u8]> = self.states.keys().map(Vec::as_slice).collect();
-        keys.extend(new_values.keys().filter(|k| !self.states.contains_key(**k)));
-        keys.sort_unstable();
-        let mut by_bucket: Vec<Vec<&[u8]>> = vec![Vec::new(); buckets];
-        for key in keys {
-            by_bucket[partition_of(key, buckets)].push(key);
-        }
-        let states = &self.states;
-        let results: Vec<Vec<Updated>> = pool.install(|| {
-            by_bucket
-                .par_iter()
-                .map(|keys| {
-                    let mut call_input = Vec::new();
-                    for key in keys {
-                        let values = new_values.get(key).map(Vec::as_slice).unwrap_or_default();
-                        call_input.extend_from_slice(&(values.len() as u32).to_le_bytes());
-                        for value in values {
-                            abi::push_frame(&mut call_input, value);
-                        }
-                        match states.get(*key) {
-                            Some(state) => abi::push_frame_parts(&mut call_input, &[1], state),
-                            None => abi::push_frame(&mut call_input, &[0]),
-                        }
-                    }
-                    let mut out = Vec::new();
-                    if !keys.is_empty() {
-                        instance::call(version, function, &call_input, &mut out)?;
-                    }
-                    let mut frames = Frames::new(&out);
-                    let mut updated = Vec::with_capacity(keys.len());
-                    for key in keys {
-                        let frame = frames.next().ok_or_else(|| CallError::BadOutput {
-                            message: "update_state returned fewer states than keys".into(),
-                        })?;
-                        let state = match frame.split_first() {
-                            Some((0, [])) => None,
-                            Some((1, state)) => Some(state.to_vec()),
-                            _ => {
-                                return Err(CallError::BadOutput {
-                                    message: "update_state returned something other than an Option".into(),
-                                });
-                            }
-                        };
-                        updated.push((key.to_vec(), state));
-                    }
-                    if frames.next().is_some() || !frames.rest().is_empty() {
-                        return Err(CallError::BadOutput {
-                            message: "update_state returned more states than keys".into(),
-                        });
-                    }
-                    Ok(updated)
-                })
+        pool.install(|| {
+            self.buckets
+                .par_iter_mut()
+                .zip(new_values.par_iter())
+                .map(|(states, new)| update_bucket(version, function, states, new))
+                .filter(|result| !matches!(result, Ok(p) if p.records == 0))
                 .collect::<Result<Vec<_>, CallError>>()
-        })?;
-        let mut out = Vec::with_capacity(buckets);
-        for bucket in results {
-            let mut part = Partition::default();
-            for (key, state) in bucket {
-                match state {
-                    Some(state) => {
-                        abi::push_frame_parts(&mut part.data, &key, &state);
-                        part.records += 1;
-                        self.states.insert(key, state);
-                    }
-                    None => {
-                        self.states.remove(&key);
-                    }
-                }
-            }
-            if part.records > 0 {
-                out.push(part);
-            }
-        }
-        Ok(out)
+        })
     }
 }
+
+/// One bucket's update: one call for all of its keys (with state or with new values).
+fn update_bucket(
+    version: &PluginVersion,
+    function: &str,
+    states: &mut FxHashMap<Vec<u8>, Vec<u8>>,
+    new: &FxHashMap<&[u8], Vec<&[u8]>>,
+) -> Result<Partition, CallError> {
+    let mut call_input = Vec::new();
+    let mut add = |values: &[&[u8]], state: Option<&[u8]>| {
+        call_input.extend_from_slice(&(values.len() as u32).to_le_bytes());
+        for value in values {
+            abi::push_frame(&mut call_input, value);
+        }
+        match state {
+            Some(state) => abi::push_frame_parts(&mut call_input, &[1], state),
+            None => abi::push_frame(&mut call_input, &[0]),
+        }
+    };
+    // Keys with state first (in the map's order), then new keys: the output follows this order.
+    for (key, state) in states.iter() {
+        add(new.get(key.as_slice()).map(Vec::as_slice).unwrap_or_default(), Some(state));
+    }
+    let new_keys: Vec<&[u8]> = new.keys().copied().filter(|key| !states.contains_key(*key)).collect();
+    for key in &new_keys {
+        add(&new[key], None);
+    }
+    let mut out = Vec::new();
+    if !call_input.is_empty() {
+        instance::call(version, function, &call_input, &mut out)?;
+    }
+    let bad = |message: &str| CallError::BadOutput { message: format!("update_state {message}") };
+    let mut frames = Frames::new(&out);
+    let mut next_state = || match frames.next().and_then(|f| f.split_first()) {
+        Some((0, [])) => Ok(None),
+        Some((1, state)) => Ok(Some(state)),
+        Some(_) => Err(bad("returned something other than an Option")),
+        None => Err(bad("returned fewer states than keys")),
+    };
+    let mut emitted = Partition::default();
+    // `iter_mut` visits the keys in the order `iter` did above: the order of the call's input.
+    let mut deleted = Vec::new();
+    for (key, state) in states.iter_mut() {
+        match next_state()? {
+            Some(new_state) => {
+                state.clear();
+                state.extend_from_slice(new_state);
+                abi::push_frame_parts(&mut emitted.data, key, state);
+                emitted.records += 1;
+            }
+            None => deleted.push(key.clone()),
+        }
+    }
+    for key in deleted {
+        states.remove(&key);
+    }
+    for key in new_keys {
+        if let Some(state) = next_state()? {
+            abi::push_frame_parts(&mut emitted.data, key, state);
+            emitted.records += 1;
+            states.insert(key.to_vec(), state.to_vec());
+        }
+    }
+    if frames.next().is_some() || !frames.rest().is_empty() {
+        return Err(bad("returned more states than keys"));
+    }
+    Ok(emitted)
+}
+
+/// A key and its new state (`None`: delete).
+type Updated = (Vec<u8>, Option<Vec<u8>>);
 
 /// `map_with_state`'s store: key bytes → (state bytes, batch time of its last new value).
 #[derive(Debug, Default)]
