@@ -227,3 +227,107 @@ fn joins_cogroup_union_and_group_by_key_match_a_reference_per_batch() {
     }
     assert!(inner_matches > 100, "the streams overlap: {inner_matches} inner join records");
 }
+
+#[test]
+fn the_other_operators_match_per_batch_references() {
+    // Phase 1: users u0..u6 click; a pause longer than the state timeout; phase 2: only u0.
+    let phase1: Vec<String> = (0..700).map(|i| format!("u{} {} page{}", i % 7, 1_000 + i, i % 3)).collect();
+    let phase2: Vec<String> = (0..50).map(|i| format!("u0 {} page0", 5_000 + i)).collect();
+    let mut feed: Vec<Vec<u8>> = phase1.chunks(100).map(join_lines).collect();
+    feed.push(Vec::new());
+    feed.extend(phase2.chunks(25).map(join_lines));
+    // 400 ms between chunks; the empty chunk doubles the pause after phase 1. u1..u6 send nothing
+    // after phase 1, so they are idle for the pause plus phase 2 (over 1.6 s) before the end.
+    let server = LineServer::start(Feed::Paced(feed, Duration::from_millis(400)));
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    work.add_plugin("top_k", "top_k");
+    work.add_plugin("sessionize", "clicks");
+    let sink = |name: &str| {
+        format!("[[sinks]]\nname = \"{name}_out\"\ninput = \"{name}\"\ntype = \"file\"\npath = \"{name}\"\n")
+    };
+    let stage = |name: &str, body: &str| format!("[[stages]]\nname = \"{name}\"\n{body}\n{}", sink(name));
+    let mut pipeline = format!(
+        "[pipeline]\nname = \"ops\"\nbatch_interval = \"250ms\"\nblock_interval = \"50ms\"\n[plugins]\n\
+         wordcount = \"wordcount.wasm\"\ntop_k = \"top_k.wasm\"\nclicks = \"clicks.wasm\"\n\
+         [[sources]]\nname = \"lines\"\ntype = \"socket\"\naddress = \"{}\"\n{}",
+        server.address,
+        sink("lines")
+    );
+    pipeline +=
+        &stage("lens", "input = \"lines\"\nop = \"map_partitions\"\nplugin = \"top_k\"\nfunction = \"lengths\"");
+    pipeline += &stage("total", "input = \"lens\"\nop = \"reduce\"\nplugin = \"wordcount\"\nfunction = \"sum\"");
+    pipeline += "[[stages]]\nname = \"words\"\ninput = \"lines\"\nop = \"flat_map\"\nplugin = \"wordcount\"\nfunction = \"split_words\"\n";
+    pipeline += &stage("by_value", "input = \"words\"\nop = \"count_by_value\"");
+    pipeline += &stage("spread", "input = \"lines\"\nop = \"repartition\"\npartitions = 3");
+    pipeline += &stage("keyed", "input = \"lines\"\nop = \"key_by\"\nplugin = \"clicks\"\nfunction = \"user_of\"");
+    let windowed = "window = \"1s\"\nslide = \"500ms\"";
+    pipeline += &stage("recent", &format!("input = \"lines\"\nop = \"window\"\n{windowed}"));
+    pipeline += &stage(
+        "recent_total",
+        &format!("input = \"lens\"\nop = \"reduce_by_window\"\nplugin = \"wordcount\"\nfunction = \"sum\"\n{windowed}"),
+    );
+    pipeline +=
+        &stage("recent_by_value", &format!("input = \"words\"\nop = \"count_by_value_and_window\"\n{windowed}"));
+    pipeline += "[[stages]]\nname = \"clicks\"\ninput = \"lines\"\nop = \"flat_map\"\nplugin = \"clicks\"\nfunction = \"parse\"\n";
+    pipeline += &stage(
+        "idle",
+        "input = \"clicks\"\nop = \"map_with_state\"\nplugin = \"clicks\"\nfunction = \"visits\"\ntimeout = \"1s\"",
+    );
+    work.write("pipeline.toml", &pipeline);
+    let (code, log) = work.spawn(&["pipeline.toml"]).finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "log:\n{log}");
+    server.join();
+
+    let lines = work.batches("lines");
+    assert_eq!(lines.values().map(Vec::len).sum::<usize>(), 750);
+    let text = |v: &Value| v.as_str().unwrap().to_string();
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let in_window =
+        |end: u64| -> Vec<&Value> { lines.range(end.saturating_sub(999)..=end).flat_map(|(_, v)| v).collect() };
+    for (t, batch) in &lines {
+        let lens: Vec<u64> = batch.iter().map(|l| l.as_str().unwrap().len() as u64).collect();
+        let got_lens: Vec<u64> = work.batches("lens")[t].iter().map(|v| v.as_u64().unwrap()).collect();
+        assert_eq!(got_lens, lens, "map_partitions, batch {t}");
+        assert_eq!(work.batches("total")[t], vec![Value::from(lens.iter().sum::<u64>())], "reduce, batch {t}");
+        let words = count_words(&batch.iter().map(text).collect::<Vec<_>>());
+        let by_value: Counts = work.batches("by_value")[t]
+            .iter()
+            .map(|r| (r[0][0].as_str().unwrap().to_string(), r[1].as_u64().unwrap()))
+            .collect();
+        assert_eq!(by_value, words, "count_by_value, batch {t}");
+        let spread: Vec<String> = work.batches("spread")[t].iter().map(text).collect();
+        assert_eq!(sorted(spread), sorted(batch.iter().map(text).collect()), "repartition, batch {t}");
+        let keyed: Vec<(String, String)> =
+            work.batches("keyed")[t].iter().map(|r| (text(&r[0]), text(&r[1]))).collect();
+        let expected: Vec<(String, String)> =
+            batch.iter().map(|l| (text(l).split(' ').next().unwrap().to_string(), text(l))).collect();
+        assert_eq!(keyed, expected, "key_by, batch {t}");
+    }
+    for (end, records) in work.batches("recent") {
+        let expected: Vec<String> = in_window(end).into_iter().map(text).collect();
+        assert_eq!(sorted(records.iter().map(text).collect()), sorted(expected), "window ending {end}");
+    }
+    for (end, records) in work.batches("recent_total") {
+        let expected: u64 = in_window(end).iter().map(|l| l.as_str().unwrap().len() as u64).sum();
+        assert_eq!(records, vec![Value::from(expected)], "reduce_by_window ending {end}");
+    }
+    for (end, records) in work.batches("recent_by_value") {
+        let expected = count_words(&in_window(end).into_iter().map(text).collect::<Vec<_>>());
+        let got: Counts =
+            records.iter().map(|r| (r[0][0].as_str().unwrap().to_string(), r[1].as_u64().unwrap())).collect();
+        assert_eq!(got, expected, "count_by_value_and_window ending {end}");
+    }
+    // map_with_state: u1..u6 went idle during the pause and were emitted once with their 100
+    // clicks; u0 kept clicking and never timed out.
+    let idle: Vec<(String, u64)> =
+        work.batches("idle").into_values().flatten().map(|r| (text(&r[0]), r[1].as_u64().unwrap())).collect();
+    let expected: Vec<(String, u64)> = (1..7).map(|u| (format!("u{u}"), 100)).collect();
+    assert_eq!(
+        sorted(idle.iter().map(|(u, n)| format!("{u} {n}")).collect()),
+        sorted(expected.iter().map(|(u, n)| format!("{u} {n}")).collect())
+    );
+}
