@@ -5,6 +5,7 @@ pub mod block;
 pub mod cli;
 pub mod config;
 pub mod graph;
+pub mod metrics;
 pub mod pipeline;
 pub mod receiver;
 pub mod runtime;

@@ -12,6 +12,7 @@ use crate::batch::scheduler::{self, RunReport};
 use crate::batch::{self, Batch};
 use crate::config::{ConfigError, ConfigErrors, PipelineFile};
 use crate::graph::Graph;
+use crate::metrics::{Metrics, server};
 use crate::receiver::Receiver;
 use crate::runtime::registry::PluginRegistry;
 use crate::runtime::{PluginRuntime, PluginVersion, watch as plugin_watch};
@@ -24,11 +25,20 @@ pub struct RunOptions {
     pub workers: usize,
     /// Watch plugin files and hot-swap new versions.
     pub watch_plugins: bool,
+    /// Serve metrics and the admin API here (the next free port if taken); None: do not.
+    pub admin_addr: Option<std::net::SocketAddr>,
+    /// Bearer token the admin API requires (needed off loopback).
+    pub admin_token: Option<String>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2), watch_plugins: true }
+        Self {
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            watch_plugins: true,
+            admin_addr: None,
+            admin_token: None,
+        }
     }
 }
 
@@ -111,7 +121,7 @@ impl Pipeline {
                     .stages
                     .iter()
                     .filter(|s| s.plugin.as_deref() == Some(version.plugin.as_str()))
-                    .flat_map(|s| s.function.iter().chain(&s.inverse).cloned())
+                    .flat_map(|s| s.function.iter().chain(&s.inverse).chain(&s.timestamp).cloned())
                     .collect();
                 (version, required)
             })
@@ -122,6 +132,16 @@ impl Pipeline {
     /// Runs until every source has finished or `stop` turns true, then finishes the batches
     /// already received, flushes the sinks and returns. Blocks the calling thread.
     pub fn run(&self, options: &RunOptions, stop: watch::Receiver<bool>) -> std::io::Result<RunReport> {
+        self.run_with_metrics(options, stop, Arc::new(Metrics::default()))
+    }
+
+    /// As [`Pipeline::run`], counting into `metrics`.
+    pub fn run_with_metrics(
+        &self,
+        options: &RunOptions,
+        stop: watch::Receiver<bool>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<RunReport> {
         let config = &self.file.config;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(options.workers.max(1))
@@ -155,6 +175,26 @@ impl Pipeline {
                 }
             }
         }
+        metrics.watch_receivers(&receivers);
+        if let Some(addr) = options.admin_addr {
+            let listener = server::bind(addr, options.admin_token.as_deref()).map_err(std::io::Error::other)?;
+            let bound = listener.local_addr()?;
+            let admin = Arc::new(server::Admin {
+                pipeline: config.pipeline.name.clone(),
+                metrics: metrics.clone(),
+                registry: self.registry.clone(),
+                runtime: self.runtime.clone(),
+                receivers: receivers.clone(),
+                token: options.admin_token.clone(),
+            });
+            tracing::info!(address = %format!("http://{bound}"), "metrics at /metrics, admin API at /api");
+            let _guard = io.enter();
+            io.spawn(async move {
+                if let Err(err) = server::serve(listener, admin).await {
+                    tracing::error!("admin server stopped: {err}");
+                }
+            });
+        }
         io.spawn(batch::generate(
             receivers.clone(),
             config.pipeline.block_interval,
@@ -169,7 +209,7 @@ impl Pipeline {
             workers = pool.current_num_threads(),
             "pipeline running"
         );
-        let report = scheduler::run(&self.graph, &self.registry, &mut sinks, &pool, batches_rx);
+        let report = scheduler::run(&self.graph, &self.registry, &mut sinks, &pool, batches_rx, &metrics);
         io.shutdown_background();
         Ok(report)
     }

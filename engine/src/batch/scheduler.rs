@@ -6,6 +6,7 @@ use std::sync::mpsc::Receiver as Queue;
 use std::time::Instant;
 
 use crate::graph::{Graph, GraphState, run_batch};
+use crate::metrics::{BatchFigures, Metrics};
 use crate::runtime::registry::{PluginRegistry, Snapshot};
 use crate::sinks::Sink;
 
@@ -37,6 +38,7 @@ pub fn run(
     sinks: &mut [Sink],
     pool: &rayon::ThreadPool,
     queue: Queue<Batch>,
+    metrics: &Metrics,
 ) -> RunReport {
     let mut report = RunReport::default();
     let mut serving: Snapshot = registry.snapshot();
@@ -48,6 +50,7 @@ pub fn run(
         for (old, new) in serving.iter().zip(snapshot.iter()) {
             if old.id != new.id {
                 report.swaps += 1;
+                metrics.swap();
                 tracing::info!(
                     plugin = %new.plugin,
                     from = %old.short_hash(),
@@ -68,6 +71,7 @@ pub fn run(
             tracing::warn!(batch = batch.time_ms, lines = invalid, "dropped lines that are not UTF-8");
         }
         let mut outputs = 0u64;
+        let failed_before = report.failed_batches;
         match run_batch(graph, &mut state, &serving, batch.time_ms, batch.last, batch.blocks, pool) {
             Ok(streams) => {
                 let late = state.late_records() - report.late_records;
@@ -78,6 +82,7 @@ pub fn run(
                         "late records: their event-time windows had closed"
                     );
                     report.late_records += late;
+                    metrics.late(late);
                 }
                 for (sink, node) in sinks.iter_mut().zip(&graph.sinks) {
                     let partitions = streams[node.input].as_deref().unwrap_or_default();
@@ -91,9 +96,17 @@ pub fn run(
             }
             Err(err) => {
                 report.failed_batches += 1;
+                metrics.plugin_error(&err.plugin, err.error.class().name());
                 tracing::error!(batch = batch.time_ms, class = %err.error.class(), "batch failed: {err}");
             }
         }
+        metrics.batch(BatchFigures {
+            time_ms: batch.time_ms,
+            records,
+            scheduling_delay_ms: scheduling_delay,
+            processing_ms: started.elapsed().as_millis() as u64,
+            failed: failed_before != report.failed_batches,
+        });
         report.processing += started.elapsed();
         let processing = started.elapsed().as_millis() as u64;
         tracing::info!(

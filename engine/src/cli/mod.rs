@@ -1,5 +1,7 @@
 //! The `sluice` command line.
 
+use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -39,6 +41,38 @@ enum Command {
         /// Do not watch plugin files for new versions.
         #[arg(long)]
         no_hot_swap: bool,
+        /// Serve /metrics and the admin API here (the next free port if taken, like Spark's UI).
+        #[arg(long, value_name = "ADDR", default_value = DEFAULT_UI)]
+        ui: SocketAddr,
+        /// Do not serve /metrics or the admin API.
+        #[arg(long)]
+        no_ui: bool,
+        /// Token the admin API requires (`Authorization: Bearer <token>`); required when --ui is
+        /// not a loopback address.
+        #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+    },
+    /// Upload a new version of a plugin to a running engine; it is validated, then swapped in
+    /// at the next batch boundary.
+    Deploy {
+        /// The plugin's name in the pipeline file.
+        plugin: String,
+        /// The new .wasm file.
+        file: PathBuf,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Make the version that served before the current one serve again (next batch boundary).
+    Rollback {
+        /// The plugin's name in the pipeline file.
+        plugin: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Show a running engine's pipeline, last batch, sources and plugin versions.
+    Status {
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Parse a pipeline, load every plugin and check every stage; list all problems and exit 1
     /// if there are any.
@@ -48,6 +82,19 @@ enum Command {
         #[command(flatten)]
         plugins: PluginArgs,
     },
+}
+
+/// Where `sluice run` serves its admin API by default.
+pub const DEFAULT_UI: &str = "127.0.0.1:4040";
+
+#[derive(Debug, clap::Args)]
+struct RemoteArgs {
+    /// The running engine's admin address (its `run --ui`).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_UI)]
+    ui: String,
+    /// The engine's admin token, if it has one.
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,8 +138,24 @@ pub fn main() -> ExitCode {
     init_logging(cli.log.as_deref());
     match cli.command {
         Command::Check { pipeline, plugins } => check(&pipeline, &plugins),
-        Command::Run { pipeline, plugins, workers, no_hot_swap } => {
-            let mut options = RunOptions { watch_plugins: !no_hot_swap, ..RunOptions::default() };
+        Command::Deploy { plugin, file, remote } => match std::fs::read(&file) {
+            Ok(bytes) => remote_call(&remote, &format!("/api/plugins/{plugin}/deploy"), Some(bytes)),
+            Err(err) => {
+                eprintln!("error: cannot read {}: {err}", file.display());
+                ExitCode::FAILURE
+            }
+        },
+        Command::Rollback { plugin, remote } => {
+            remote_call(&remote, &format!("/api/plugins/{plugin}/rollback"), Some(Vec::new()))
+        }
+        Command::Status { remote } => remote_call(&remote, "/api/status", None),
+        Command::Run { pipeline, plugins, workers, no_hot_swap, ui, no_ui, admin_token } => {
+            let mut options = RunOptions {
+                watch_plugins: !no_hot_swap,
+                admin_addr: (!no_ui).then_some(ui),
+                admin_token,
+                ..RunOptions::default()
+            };
             if let Some(workers) = workers {
                 options.workers = workers;
             }
@@ -134,7 +197,10 @@ fn check(path: &Path, plugins: &PluginArgs) -> ExitCode {
         Err(code) => return code,
     };
     let graph = &pipeline.graph;
-    println!(
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`| head`) is not an error worth a panic: stop printing.
+    let _ = writeln!(
+        out,
         "{}: ok: {}, {}, {}",
         path.display(),
         plural(graph.sources, "source"),
@@ -143,12 +209,62 @@ fn check(path: &Path, plugins: &PluginArgs) -> ExitCode {
     );
     for (index, name, file) in pipeline.registry.plugins() {
         let version = pipeline.registry.current(index);
-        println!("  plugin {name}: {} (sha256 {}): {}", file.display(), version.short_hash(), version.function_list());
+        let _ = writeln!(
+            out,
+            "  plugin {name}: {} (sha256 {}): {}",
+            file.display(),
+            version.short_hash(),
+            version.function_list()
+        );
     }
     for stream in &graph.streams[graph.sources..] {
-        println!("  stage {}: {}", stream.name, stream.ty);
+        let _ = writeln!(out, "  stage {}: {}", stream.name, stream.ty);
     }
     ExitCode::SUCCESS
+}
+
+/// Calls the admin API of a running engine: POST with `body`, else GET; prints the JSON answer.
+fn remote_call(remote: &RemoteArgs, path: &str, body: Option<Vec<u8>>) -> ExitCode {
+    let url = format!("http://{}{path}", remote.ui);
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(120)).build();
+    let request = match &body {
+        Some(_) => agent.post(&url),
+        None => agent.get(&url),
+    };
+    let request = match &remote.admin_token {
+        Some(token) => request.set("Authorization", &format!("Bearer {token}")),
+        None => request,
+    };
+    let response = match body {
+        Some(bytes) => request.send_bytes(&bytes),
+        None => request.call(),
+    };
+    match response {
+        Ok(response) => {
+            let text = response.into_string().unwrap_or_default();
+            let pretty = serde_json::from_str::<serde_json::Value>(&text)
+                .and_then(|v| serde_json::to_string_pretty(&v))
+                .unwrap_or(text);
+            let _ = writeln!(std::io::stdout().lock(), "{pretty}");
+            ExitCode::SUCCESS
+        }
+        Err(ureq::Error::Status(code, response)) => {
+            let text = response.into_string().unwrap_or_default();
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+                .unwrap_or(text);
+            eprintln!("error: {url}: {code}: {message}");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!(
+                "error: cannot reach a running sluice at {} ({err}); is `sluice run` serving there (--ui)?",
+                remote.ui
+            );
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn plural(n: usize, noun: &str) -> String {
@@ -185,7 +301,9 @@ fn run(path: &Path, plugins: &PluginArgs, options: &RunOptions) -> ExitCode {
     }
 }
 
-/// First SIGINT/SIGTERM: stop receiving and drain. Second: exit at once.
+/// SIGINT/SIGTERM: stop receiving and drain. A second SIGINT (Ctrl-C again) exits at once;
+/// repeated SIGTERMs do not (supervisors such as `timeout` signal the child and then its whole
+/// process group, so one stop request can arrive twice).
 fn handle_signals(stop: watch::Sender<bool>) -> std::io::Result<()> {
     let signals = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     std::thread::Builder::new().name("sluice-signals".into()).spawn(move || {
@@ -196,10 +314,15 @@ fn handle_signals(stop: watch::Sender<bool>) -> std::io::Result<()> {
                 return;
             };
             tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-            tracing::info!("stopping: receivers stop, received batches finish, then exit (signal again to exit now)");
+            tracing::info!("stopping: receivers stop, received batches finish, then exit (Ctrl-C again to exit now)");
             let _ = stop.send(true);
-            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-            tracing::warn!("second signal: exiting without draining");
+            loop {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("already stopping"),
+                    _ = int.recv() => break,
+                }
+            }
+            tracing::warn!("second SIGINT: exiting without draining");
             std::process::exit(130);
         });
     })?;

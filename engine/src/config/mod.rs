@@ -140,6 +140,9 @@ pub enum Op {
     EventWindow,
 }
 
+/// The most partitions `repartition` may ask for.
+pub const MAX_PARTITIONS: usize = 4096;
+
 /// How many streams an op reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arity {
@@ -395,6 +398,28 @@ impl PipelineFile {
         for stage in &c.stages {
             self.validate_stage(stage, &streams, &unknown_input, &mut errors);
         }
+        let mut names_seen: Vec<&str> = c.sources.iter().map(|s| s.name()).collect();
+        names_seen.extend(c.stages.iter().map(|s| s.name.as_str()));
+        names_seen.extend(c.sinks.iter().map(|s| s.name()));
+        for name in &late {
+            if names_seen.contains(&name.as_str()) {
+                errors.push(ConfigError::new(
+                    format!("`{name}`"),
+                    "this name is the late-record stream of an event_window stage; choose another".to_string(),
+                ));
+            }
+        }
+        let mut paths: BTreeMap<PathBuf, &str> = BTreeMap::new();
+        for sink in &c.sinks {
+            if let crate::sinks::SinkConfig::File(file) = sink
+                && let Some(first) = paths.insert(self.resolve(&file.path), &file.name)
+            {
+                errors.push(ConfigError::new(
+                    format!("sinks `{}`.path", file.name),
+                    format!("sink `{first}` writes to the same directory; each file sink needs its own"),
+                ));
+            }
+        }
         for sink in &c.sinks {
             if !streams.contains(&sink.input()) {
                 errors.push(ConfigError::new(format!("sinks `{}`.input", sink.name()), unknown_input(sink.input())));
@@ -449,11 +474,11 @@ impl PipelineFile {
         }
         let event_plugin = op == Op::EventWindow && (stage.function.is_some() || stage.timestamp.is_some());
         match (op.function_kind(), &stage.plugin, &stage.function) {
-            (None, None, None) => {}
             (None, Some(_), _) if event_plugin => {}
             (None, None, _) if event_plugin => {
                 error("plugin", "a timestamp or reduce function needs `plugin = \"<name from [plugins]>\"`".into())
             }
+            (None, None, None) => {}
             (None, _, _) => error("", format!("op `{}` takes no plugin or function", op.name())),
             (Some(_), plugin, function) => {
                 match plugin {
@@ -507,6 +532,16 @@ impl PipelineFile {
                 error("slide", "session windows do not slide".into());
             }
         }
+        if stage.timeout.is_some_and(|t| t.as_millis() == 0) {
+            error("timeout", "must be at least 1ms".into());
+        }
+        if op == Op::EventWindow {
+            for (field, value) in [("window", stage.window), ("slide", stage.slide), ("gap", stage.gap)] {
+                if value.is_some_and(|d| !d.is_zero() && d.as_millis() == 0) {
+                    error(field, "event time is in ms: must be at least 1ms".into());
+                }
+            }
+        }
         if stage.timeout.is_some() && op != Op::MapWithState {
             error("timeout", format!("only map_with_state takes `timeout`, not `{}`", op.name()));
         }
@@ -519,6 +554,9 @@ impl PipelineFile {
         match (op, stage.partitions) {
             (Op::Repartition, None) => error("partitions", "repartition needs `partitions = <n>`".into()),
             (Op::Repartition, Some(0)) => error("partitions", "must be at least 1".into()),
+            (Op::Repartition, Some(n)) if n > MAX_PARTITIONS => {
+                error("partitions", format!("must be at most {MAX_PARTITIONS}, found {n}"))
+            }
             (Op::Repartition, Some(_)) => {}
             (_, Some(_)) => error("partitions", format!("only repartition takes `partitions`, not `{}`", op.name())),
             (_, None) => {}

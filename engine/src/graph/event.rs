@@ -46,7 +46,7 @@ impl Assigner {
                     .map(|i| i * slide)
                     .take_while(|back| *back <= last)
                     .map(|back| last - back)
-                    .filter(|s| s + len > ts)
+                    .filter(|s| s.checked_add(len).is_none_or(|end| end > ts))
                     .collect()
             }
             Assigner::Session(_) => vec![ts],
@@ -56,9 +56,9 @@ impl Assigner {
     /// The latest end of a window holding `ts`: once the watermark reaches it, `ts` is late.
     fn last_end(self, ts: u64) -> u64 {
         match self {
-            Assigner::Tumbling(len) => ts - ts % len + len,
-            Assigner::Sliding(len, slide) => ts - ts % slide + len,
-            Assigner::Session(gap) => ts + gap,
+            Assigner::Tumbling(len) => (ts - ts % len).saturating_add(len),
+            Assigner::Sliding(len, slide) => (ts - ts % slide).saturating_add(len),
+            Assigner::Session(gap) => ts.saturating_add(gap),
         }
     }
 }
@@ -132,7 +132,8 @@ impl EventWindowState {
     }
 
     /// Takes one batch's records and their event times; returns the windows the watermark closed
-    /// (all of them if `last`) and the late records.
+    /// (all of them if `last`) and the late records. `clock`: with ingestion time (no timestamp
+    /// function) the batch time, which moves the watermark even when no record arrives.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn step(
         &mut self,
@@ -142,6 +143,7 @@ impl EventWindowState {
         input: &[Partition],
         event_times: &[u64],
         combine: &Combine<'_>,
+        clock: Option<u64>,
         last: bool,
     ) -> Result<(Vec<Partition>, Vec<Partition>), CallError> {
         let watermark = self.watermark(lateness);
@@ -157,9 +159,13 @@ impl EventWindowState {
             let (key, value) = split(key_ty, record)?;
             for start in assigner.starts(ts) {
                 let end = match assigner {
-                    Assigner::Tumbling(len) | Assigner::Sliding(len, _) => start + len,
-                    Assigner::Session(gap) => ts + gap,
+                    Assigner::Tumbling(len) | Assigner::Sliding(len, _) => start.saturating_add(len),
+                    Assigner::Session(gap) => ts.saturating_add(gap),
                 };
+                // A sliding window the watermark already closed is not reopened.
+                if watermark.is_some_and(|w| end <= w) {
+                    continue;
+                }
                 let entry = added.entry((key.to_vec(), start)).or_insert((end, Vec::new()));
                 entry.0 = entry.0.max(end);
                 entry.1.push(combine.value(value));
@@ -167,7 +173,7 @@ impl EventWindowState {
         }
         self.late += late.records;
         let max_new = event_times.iter().copied().max();
-        self.max_event_time = self.max_event_time.max(max_new);
+        self.max_event_time = self.max_event_time.max(max_new).max(clock);
         if let Assigner::Session(_) = assigner {
             self.merge_sessions(added, combine)?;
         } else {
@@ -333,6 +339,7 @@ mod tests {
                         &input,
                         &times,
                         &Combine::Count,
+                        None,
                         i == 1,
                     )
                     .unwrap();
@@ -365,7 +372,7 @@ mod tests {
                 let (input, times) = batch(&events[w[0]..w[1]]);
                 let last = i == cuts.len() - 2;
                 let (closed, late) = state
-                    .step(Assigner::Session(gap), u64::MAX / 2, &TypeDesc::String, &input, &times, &Combine::Count, last)
+                    .step(Assigner::Session(gap), u64::MAX / 2, &TypeDesc::String, &input, &times, &Combine::Count, None, last)
                     .unwrap();
                 proptest::prop_assert_eq!(late[0].records, 0);
                 out.extend(decode(&closed));
@@ -380,21 +387,71 @@ mod tests {
         let mut state = EventWindowState::default();
         let (input, times) = batch(&[("a", 1_000), ("a", 4_000), ("b", 12_000)]);
         let (closed, late) = state
-            .step(Assigner::Tumbling(10_000), 1_000, &TypeDesc::String, &input, &times, &Combine::Count, false)
+            .step(Assigner::Tumbling(10_000), 1_000, &TypeDesc::String, &input, &times, &Combine::Count, None, false)
             .unwrap();
         // Watermark 11s: window [0, 10s) closes.
         assert_eq!(decode(&closed), vec![("a".to_string(), (0, 10_000, 2))]);
         assert_eq!(late[0].records, 0);
         let (input, times) = batch(&[("a", 9_000), ("b", 15_000)]);
         let (closed, late) = state
-            .step(Assigner::Tumbling(10_000), 1_000, &TypeDesc::String, &input, &times, &Combine::Count, false)
+            .step(Assigner::Tumbling(10_000), 1_000, &TypeDesc::String, &input, &times, &Combine::Count, None, false)
             .unwrap();
         assert!(decode(&closed).is_empty());
         assert_eq!(late[0].records, 1, "9s belongs to a window the watermark closed");
         assert_eq!(state.late, 1);
-        let (closed, _) =
-            state.step(Assigner::Tumbling(10_000), 1_000, &TypeDesc::String, &[], &[], &Combine::Count, true).unwrap();
+        let (closed, _) = state
+            .step(Assigner::Tumbling(10_000), 1_000, &TypeDesc::String, &[], &[], &Combine::Count, None, true)
+            .unwrap();
         assert_eq!(decode(&closed), vec![("b".to_string(), (10_000, 20_000, 2))]);
+    }
+
+    #[test]
+    fn a_late_event_in_sliding_windows_only_joins_the_windows_still_open() {
+        let mut state = EventWindowState::default();
+        let slide = Assigner::Sliding(10_000, 5_000);
+        let mut emitted = Vec::new();
+        for (i, ts) in [6_000u64, 16_000, 11_000].into_iter().enumerate() {
+            let (input, times) = batch(&[("ann", ts)]);
+            let (closed, late) =
+                state.step(slide, 0, &TypeDesc::String, &input, &times, &Combine::Count, None, i == 2).unwrap();
+            assert_eq!(late[0].records, 0);
+            emitted.extend(decode(&closed));
+        }
+        emitted.sort();
+        let ann = |start: u64, end: u64, n: u64| ("ann".to_string(), (start, end, n));
+        assert_eq!(
+            emitted,
+            vec![ann(0, 10_000, 1), ann(5_000, 15_000, 1), ann(10_000, 20_000, 2), ann(15_000, 25_000, 1)],
+            "[5s, 15s) is emitted once, without the 11s event that came after it closed"
+        );
+    }
+
+    #[test]
+    fn event_times_at_the_end_of_time_do_not_overflow() {
+        let (input, times) = batch(&[("bob", u64::MAX)]);
+        for assigner in [Assigner::Tumbling(10_000), Assigner::Sliding(10_000, 5_000), Assigner::Session(30_000)] {
+            let mut state = EventWindowState::default();
+            let (closed, _) =
+                state.step(assigner, 0, &TypeDesc::String, &input, &times, &Combine::Count, None, true).unwrap();
+            let windows = decode(&closed);
+            assert!(!windows.is_empty(), "{assigner:?} drops the event");
+            for (_, (start, end, _)) in windows {
+                assert!(start <= end, "{assigner:?}: [{start}, {end})");
+            }
+        }
+    }
+
+    #[test]
+    fn ingestion_time_windows_close_on_the_clock_without_new_records() {
+        let mut state = EventWindowState::default();
+        let (input, times) = batch(&[("a", 1_000)]);
+        let tumbling = Assigner::Tumbling(2_000);
+        let (closed, _) =
+            state.step(tumbling, 0, &TypeDesc::String, &input, &times, &Combine::Count, Some(1_000), false).unwrap();
+        assert!(decode(&closed).is_empty());
+        let (closed, _) =
+            state.step(tumbling, 0, &TypeDesc::String, &[], &[], &Combine::Count, Some(2_000), false).unwrap();
+        assert_eq!(decode(&closed), vec![("a".to_string(), (0, 2_000, 1))]);
     }
 
     #[test]

@@ -237,7 +237,9 @@ impl Graph {
         let mut placed: Vec<Stage> = Vec::new();
         let mut unresolved: Vec<usize> = Vec::new();
         let mut late_streams: Vec<(usize, usize)> = Vec::new();
-        let mut late_names: Vec<String> = Vec::new();
+        // `<stage>.late` of every event window: readable by stages and sinks like any stream.
+        let late_names: Vec<String> =
+            config.stages.iter().filter(|s| s.op == Op::EventWindow).map(|s| format!("{}.late", s.name)).collect();
         let mut pending: Vec<&StageConfig> = config.stages.iter().collect();
         loop {
             let before = pending.len();
@@ -269,9 +271,12 @@ impl Graph {
                 if stage.op == Op::EventWindow {
                     // The side output of late records: the input's type, named `<stage>.late`.
                     let late = streams.len();
-                    let late_name = format!("{}.late", stage.name);
+                    let late_name = late_names
+                        .iter()
+                        .find(|n| n.strip_suffix(".late") == Some(stage.name.as_str()))
+                        .expect("listed above");
                     streams.push(Stream { name: late_name.clone(), ty: streams[inputs[0]].ty.clone() });
-                    late_names.push(late_name);
+                    index.insert(late_name, late);
                     if let Operator::EventWindow { late: slot, .. } = &mut operator {
                         *slot = late;
                     }
@@ -295,26 +300,19 @@ impl Graph {
             }
         }
 
-        let late_index: BTreeMap<&str, usize> =
-            late_names.iter().map(String::as_str).zip(late_streams.iter().map(|(_, late)| *late)).collect();
         let sinks: Vec<SinkNode> = config
             .sinks
             .iter()
-            .filter_map(|sink| {
-                let input = index.get(sink.input()).or(late_index.get(sink.input()));
-                input.map(|&input| SinkNode { input, config: sink.clone() })
-            })
+            .filter_map(|sink| index.get(sink.input()).map(|&input| SinkNode { input, config: sink.clone() }))
             .collect();
         // Run only what some sink reads.
         let mut needed = vec![false; streams.len()];
         for sink in &sinks {
             needed[sink.input] = true;
         }
-        for &(output, late) in &late_streams {
-            needed[output] |= needed[late];
-        }
         for stage in placed.iter().rev() {
-            if needed[stage.output] {
+            let late = late_streams.iter().find(|(output, _)| *output == stage.output).map(|(_, late)| *late);
+            if needed[stage.output] || late.is_some_and(|late| needed[late]) {
                 for &input in &stage.inputs {
                     needed[input] = true;
                 }

@@ -131,9 +131,12 @@ pub fn run_batch(
             Operator::Window { window_ms, slide_ms, kind } => state
                 .window(index)
                 .step(kind, *window_ms, *slide_ms, time, input, snapshot)
-                .map_err(|error| match kind {
-                    super::WindowKind::Reduce(f) | super::WindowKind::ReduceByKey { reduce: f, .. } => call(f, error),
-                    _ => host(error),
+                .map_err(|failed| match kind {
+                    super::WindowKind::ReduceByKey { inverse: Some(f), .. } if failed.inverse => call(f, failed.error),
+                    super::WindowKind::Reduce(f) | super::WindowKind::ReduceByKey { reduce: f, .. } => {
+                        call(f, failed.error)
+                    }
+                    _ => host(failed.error),
                 })?,
             Operator::KeyBy(f) => {
                 let version = &snapshot[f.plugin];
@@ -163,7 +166,16 @@ pub fn run_batch(
                 };
                 let (closed, late_records) = state
                     .event(index)
-                    .step(*assigner, *lateness_ms, key, input, &times, &combine, last)
+                    .step(
+                        *assigner,
+                        *lateness_ms,
+                        key,
+                        input,
+                        &times,
+                        &combine,
+                        timestamp.is_none().then_some(time),
+                        last,
+                    )
                     .map_err(|e| match reduce {
                         Some(f) => call(f, e),
                         None => host(e),

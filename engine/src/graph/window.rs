@@ -45,6 +45,19 @@ pub struct WindowState {
     running: Running,
 }
 
+/// A failed call of a window, and whether it was the inverse function's.
+#[derive(Debug)]
+pub(super) struct WindowError {
+    pub(super) error: CallError,
+    pub(super) inverse: bool,
+}
+
+impl From<CallError> for WindowError {
+    fn from(error: CallError) -> Self {
+        Self { error, inverse: false }
+    }
+}
+
 /// How values of one key combine: a plugin function, or host arithmetic on `u64` counts.
 enum Combine<'a> {
     Plugin(&'a crate::runtime::PluginVersion, &'a str),
@@ -90,7 +103,7 @@ impl WindowState {
         time: u64,
         input: &[Partition],
         snapshot: &Snapshot,
-    ) -> Result<Vec<Partition>, CallError> {
+    ) -> Result<Vec<Partition>, WindowError> {
         let contribution = match kind {
             WindowKind::Records => Contribution::Records(input.iter().filter(|p| p.records > 0).cloned().collect()),
             WindowKind::Count => Contribution::Count(input.iter().map(|p| p.records).sum()),
@@ -184,6 +197,8 @@ impl WindowState {
     }
 
     /// Adds the batches that entered the window since the last slide and removes those that left.
+    /// Every call is made before anything changes, so a failing call leaves the state as it was
+    /// (the batch fails; the next slide redoes the work).
     fn slide_incrementally(
         &mut self,
         key_ty: &TypeDesc,
@@ -192,7 +207,8 @@ impl WindowState {
         window_ms: u64,
         add: &Combine<'_>,
         remove: &Combine<'_>,
-    ) -> Result<(), CallError> {
+    ) -> Result<(), WindowError> {
+        let adding = WindowError::from;
         let since = self.last_emit.unwrap_or(0);
         let left_after = self.last_emit.map(|t| t.saturating_sub(window_ms));
         let mut entering: Vec<&Partition> = Vec::new();
@@ -205,54 +221,52 @@ impl WindowState {
                 leaving.push(part);
             }
         }
-        let entering = fold(key_ty, &entering, add)?;
-        let leaving = fold(key_ty, &leaving, add)?;
+        let entering = fold(key_ty, &entering, add).map_err(adding)?;
+        let leaving = fold(key_ty, &leaving, add).map_err(adding)?;
 
         // Add: keys already running combine with what entered; new keys start with it.
-        let mut updates: Vec<(&[u8], &[u8])> = Vec::new();
-        let mut update_keys: Vec<&Vec<u8>> = Vec::new();
-        let mut new_keys: Vec<&Vec<u8>> = Vec::new();
-        for (key, (value, _)) in &entering {
+        let mut changed: Running = FxHashMap::default();
+        let mut pairs: Vec<(&[u8], &[u8])> = Vec::new();
+        let mut pair_keys: Vec<&Vec<u8>> = Vec::new();
+        for (key, (value, batches)) in &entering {
             match self.running.get(key) {
-                Some((old, _)) => {
-                    updates.push((old.as_slice(), value.as_slice()));
-                    update_keys.push(key);
+                Some((old, held)) => {
+                    pairs.push((old.as_slice(), value.as_slice()));
+                    pair_keys.push(key);
+                    changed.insert(key.clone(), (Vec::new(), held + batches));
                 }
-                None => new_keys.push(key),
+                None => {
+                    changed.insert(key.clone(), (value.clone(), *batches));
+                }
             }
         }
-        let combined = add.pairs(&updates)?;
-        for key in new_keys {
-            self.running.insert(key.clone(), (entering[key].0.clone(), 0));
-        }
-        for (key, value) in update_keys.into_iter().zip(combined) {
-            self.running.get_mut(key).expect("running key").0 = value;
-        }
-        for (key, (_, batches)) in &entering {
-            self.running.get_mut(key).expect("running key").1 += batches;
+        for (key, value) in pair_keys.into_iter().zip(add.pairs(&pairs).map_err(adding)?) {
+            changed.get_mut(key).expect("listed above").0 = value;
         }
 
-        // Remove: keys no batch of the window holds any more are dropped; the others are inverted.
+        // Remove: keys no batch of the window holds any more are dropped; the others inverted.
         let mut inversions: Vec<(&[u8], &[u8])> = Vec::new();
-        let mut inverted_keys: Vec<&Vec<u8>> = Vec::new();
+        let mut inverted_keys: Vec<(&Vec<u8>, u32)> = Vec::new();
         let mut dropped: Vec<&Vec<u8>> = Vec::new();
         for (key, (value, batches)) in &leaving {
-            let Some((current, held)) = self.running.get(key) else { continue };
+            let Some((current, held)) = changed.get(key).or_else(|| self.running.get(key)) else { continue };
             if *held <= *batches {
                 dropped.push(key);
             } else {
                 inversions.push((current.as_slice(), value.as_slice()));
-                inverted_keys.push(key);
+                inverted_keys.push((key, held - batches));
             }
         }
-        let inverted = remove.pairs(&inversions)?;
-        for (key, value) in inverted_keys.into_iter().zip(inverted) {
-            let entry = self.running.get_mut(key).expect("running key");
-            entry.0 = value;
-            entry.1 -= leaving[key].1;
-        }
+        let inverted = remove.pairs(&inversions).map_err(|error| WindowError { error, inverse: true })?;
+
+        // Every call succeeded: apply.
+        let inverted: Running =
+            inverted_keys.into_iter().zip(inverted).map(|((key, held), value)| (key.clone(), (value, held))).collect();
+        let dropped: Vec<Vec<u8>> = dropped.into_iter().cloned().collect();
+        self.running.extend(changed);
+        self.running.extend(inverted);
         for key in dropped {
-            self.running.remove(key);
+            self.running.remove(&key);
         }
         Ok(())
     }
@@ -387,6 +401,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    static FAIL_INVERSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    /// `subtract`, failing while `FAIL_INVERSE` is set.
+    fn flaky_subtract(input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        if FAIL_INVERSE.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("asked to fail".into());
+        }
+        (wordcount::__sluice_subtract.call)(input, out)
+    }
+
+    #[test]
+    fn a_failed_inverse_leaves_the_window_as_it_was() {
+        let flaky =
+            sluice_sdk::abi::NativeFunction { describe: wordcount::__sluice_subtract.describe, call: flaky_subtract };
+        let version = PluginRuntime::native("wordcount", &[wordcount::__sluice_sum, flaky]);
+        let snapshot: Snapshot = Arc::from(vec![Arc::new(version)]);
+        let kind = WindowKind::ReduceByKey { reduce: f("sum"), inverse: Some(f("subtract")), key: TypeDesc::String };
+        let batches: Vec<Vec<u8>> =
+            vec![vec![1; 7], vec![1], vec![1, 2], vec![2], vec![2], vec![2], vec![2], vec![], vec![]];
+        let mut window = WindowState::default();
+        for (i, words) in batches.iter().enumerate() {
+            let time = (i as u64 + 1) * BATCH;
+            FAIL_INVERSE.store(i == 3, std::sync::atomic::Ordering::SeqCst);
+            let result = window.step(&kind, 3 * BATCH, BATCH, time, &batch(words), &snapshot);
+            if i == 3 {
+                let failed = result.unwrap_err();
+                assert!(failed.inverse, "the inverse failed, not the reduce");
+                continue;
+            }
+            assert_eq!(decode(&result.unwrap()), model(&batches, i, 3), "window ending at batch {i}");
+        }
+        FAIL_INVERSE.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     #[test]

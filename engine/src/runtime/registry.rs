@@ -9,6 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use super::PluginVersion;
 
+/// How many earlier versions of a plugin are kept for rollbacks.
+pub const MAX_HISTORY: usize = 8;
+
 /// The versions that serve one batch, indexed like the registry's plugins.
 pub type Snapshot = Arc<[Arc<PluginVersion>]>;
 
@@ -18,6 +21,8 @@ struct Slot {
     /// Functions the pipeline calls; a new version must keep each with the same shape.
     required: Vec<String>,
     current: Mutex<Arc<PluginVersion>>,
+    /// Versions that served before the current one, oldest first: what a rollback returns to.
+    previous: Mutex<Vec<Arc<PluginVersion>>>,
 }
 
 /// The plugins of a pipeline and their current versions.
@@ -41,6 +46,7 @@ impl PluginRegistry {
                 path: version.path.clone(),
                 required,
                 current: Mutex::new(Arc::new(version)),
+                previous: Mutex::new(Vec::new()),
             })
             .collect();
         Self { slots }
@@ -95,9 +101,33 @@ impl PluginRegistry {
         if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
     }
 
-    /// Makes `version` serve plugin `index` from the next batch on. Returns the version it replaces.
+    /// Makes `version` serve plugin `index` from the next batch on. Returns the version it
+    /// replaces, which is kept for [`PluginRegistry::rollback`].
     pub fn install(&self, index: usize, version: PluginVersion) -> Arc<PluginVersion> {
-        let mut current = self.slots[index].current.lock().expect("registry lock");
-        std::mem::replace(&mut *current, Arc::new(version))
+        let slot = &self.slots[index];
+        let mut current = slot.current.lock().expect("registry lock");
+        let old = std::mem::replace(&mut *current, Arc::new(version));
+        let mut previous = slot.previous.lock().expect("registry lock");
+        previous.push(old.clone());
+        // Keep a bounded history: each version holds a compiled module.
+        if previous.len() > MAX_HISTORY {
+            previous.remove(0);
+        }
+        old
+    }
+
+    /// Makes the version that served before the current one serve again from the next batch.
+    /// Returns (the version rolled back from, the version now serving), or None without history.
+    pub fn rollback(&self, index: usize) -> Option<(Arc<PluginVersion>, Arc<PluginVersion>)> {
+        let slot = &self.slots[index];
+        let mut current = slot.current.lock().expect("registry lock");
+        let back = slot.previous.lock().expect("registry lock").pop()?;
+        let from = std::mem::replace(&mut *current, back.clone());
+        Some((from, back))
+    }
+
+    /// The versions that served plugin `index` before the current one, oldest first.
+    pub fn history(&self, index: usize) -> Vec<Arc<PluginVersion>> {
+        self.slots[index].previous.lock().expect("registry lock").clone()
     }
 }

@@ -103,16 +103,41 @@ pub fn reload(runtime: &PluginRuntime, registry: &PluginRegistry, index: usize) 
             return;
         }
     };
+    // The outcome is logged by `deploy`.
+    let _ = deploy(runtime, registry, index, &path, &bytes);
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deployed {
+    /// The new version serves from the next batch; its short hash.
+    Installed(String),
+    /// The content equals the serving version's: nothing to do.
+    Unchanged(String),
+}
+
+/// Loads `bytes` as a new version of plugin `index` (`origin` names it in messages), validates
+/// it against what the pipeline uses, and installs it for the next batch. A rejection is logged
+/// and returned; the serving version stays. Shared by the file watcher and the admin API.
+pub fn deploy(
+    runtime: &PluginRuntime,
+    registry: &PluginRegistry,
+    index: usize,
+    origin: &Path,
+    bytes: &[u8],
+) -> Result<Deployed, String> {
+    let current = registry.current(index);
+    let name = current.plugin.clone();
     let started = std::time::Instant::now();
-    let candidate = match runtime.load_bytes(&name, &path, &bytes) {
+    let candidate = match runtime.load_bytes(&name, origin, bytes) {
         Ok(candidate) => candidate,
         Err(err) => {
             tracing::error!(plugin = %name, serving = %current.short_hash(), "rejected new plugin version: {err}");
-            return;
+            return Err(err.to_string());
         }
     };
     if candidate.hash == current.hash {
-        return;
+        return Ok(Deployed::Unchanged(candidate.short_hash().to_string()));
     }
     if let Err(reason) = registry.validate(index, &candidate) {
         tracing::error!(
@@ -121,7 +146,7 @@ pub fn reload(runtime: &PluginRuntime, registry: &PluginRegistry, index: usize) 
             serving = %current.short_hash(),
             "rejected new plugin version: {reason}"
         );
-        return;
+        return Err(reason);
     }
     let hash = candidate.short_hash().to_string();
     registry.install(index, candidate);
@@ -132,4 +157,5 @@ pub fn reload(runtime: &PluginRuntime, registry: &PluginRegistry, index: usize) 
         load_ms = started.elapsed().as_millis() as u64,
         "new plugin version validated; it serves from the next batch"
     );
+    Ok(Deployed::Installed(hash))
 }

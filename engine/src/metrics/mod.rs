@@ -1,0 +1,181 @@
+//! Metrics: what the engine counts per batch, receiver and plugin, rendered in the Prometheus
+//! text format by [`Metrics::prometheus`] (`GET /metrics` on the admin address, see [`server`]).
+//!
+//! Names follow Prometheus conventions: `sluice_` prefix, `_total` for counters, units in the
+//! name (`_seconds`). Everything is updated once per batch or per event, never per record.
+
+pub mod server;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::receiver::Receiver;
+use crate::runtime::registry::PluginRegistry;
+
+/// Metric names, in one place.
+pub mod names {
+    /// Batches processed (failed ones included).
+    pub const BATCHES: &str = "sluice_batches_total";
+    /// Batches that failed on a plugin error.
+    pub const BATCHES_FAILED: &str = "sluice_batches_failed_total";
+    /// Records received, per source.
+    pub const RECORDS_RECEIVED: &str = "sluice_records_received_total";
+    /// Lines dropped as not UTF-8, per source.
+    pub const INVALID_LINES: &str = "sluice_invalid_lines_total";
+    /// Records in batches processed.
+    pub const RECORDS_PROCESSED: &str = "sluice_records_processed_total";
+    /// Records late for their event-time windows.
+    pub const LATE_RECORDS: &str = "sluice_late_records_total";
+    /// Plugin versions that started serving (swaps and rollbacks).
+    pub const SWAPS: &str = "sluice_plugin_swaps_total";
+    /// Failed plugin calls, per plugin and class.
+    pub const PLUGIN_ERRORS: &str = "sluice_plugin_errors_total";
+    /// Time of the last batch, seconds since the Unix epoch.
+    pub const LAST_BATCH_TIME: &str = "sluice_last_batch_time_seconds";
+    /// Records of the last batch.
+    pub const LAST_BATCH_RECORDS: &str = "sluice_last_batch_records";
+    /// Scheduling delay of the last batch.
+    pub const LAST_SCHEDULING_DELAY: &str = "sluice_last_batch_scheduling_delay_seconds";
+    /// Processing time of the last batch.
+    pub const LAST_PROCESSING: &str = "sluice_last_batch_processing_seconds";
+    /// Total processing time of all batches.
+    pub const PROCESSING: &str = "sluice_batch_processing_seconds_total";
+    /// The serving version of each plugin (value 1).
+    pub const PLUGIN_INFO: &str = "sluice_plugin_version_info";
+}
+
+/// The figures of one finished batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchFigures {
+    /// Batch time, ms since the Unix epoch.
+    pub time_ms: u64,
+    /// Records in the batch.
+    pub records: u64,
+    /// Batch time to start of processing, ms.
+    pub scheduling_delay_ms: u64,
+    /// Processing time, ms.
+    pub processing_ms: u64,
+    /// Whether a plugin error failed it.
+    pub failed: bool,
+}
+
+/// The engine's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    batches: AtomicU64,
+    failed: AtomicU64,
+    records: AtomicU64,
+    late: AtomicU64,
+    swaps: AtomicU64,
+    processing_ms: AtomicU64,
+    last: Mutex<BatchFigures>,
+    plugin_errors: Mutex<BTreeMap<(String, &'static str), u64>>,
+    receivers: Mutex<Vec<Arc<Receiver>>>,
+}
+
+impl Metrics {
+    /// Counts the receivers' records and invalid lines too.
+    pub fn watch_receivers(&self, receivers: &[Arc<Receiver>]) {
+        *self.receivers.lock().expect("metrics lock") = receivers.to_vec();
+    }
+
+    /// A batch finished.
+    pub fn batch(&self, figures: BatchFigures) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.failed.fetch_add(u64::from(figures.failed), Ordering::Relaxed);
+        self.records.fetch_add(figures.records, Ordering::Relaxed);
+        self.processing_ms.fetch_add(figures.processing_ms, Ordering::Relaxed);
+        *self.last.lock().expect("metrics lock") = figures;
+    }
+
+    /// Records were late for their event-time windows.
+    pub fn late(&self, records: u64) {
+        self.late.fetch_add(records, Ordering::Relaxed);
+    }
+
+    /// A plugin version started serving.
+    pub fn swap(&self) {
+        self.swaps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A plugin call failed.
+    pub fn plugin_error(&self, plugin: &str, class: &'static str) {
+        *self.plugin_errors.lock().expect("metrics lock").entry((plugin.to_string(), class)).or_insert(0) += 1;
+    }
+
+    /// Batches processed so far.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    /// The last batch's figures.
+    pub fn last_batch(&self) -> BatchFigures {
+        *self.last.lock().expect("metrics lock")
+    }
+
+    /// Everything in the Prometheus text exposition format.
+    pub fn prometheus(&self, registry: &PluginRegistry) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let plain = |v: u64| vec![(String::new(), v as f64)];
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        metric(names::BATCHES, "counter", "Batches processed, failed ones included.", &plain(load(&self.batches)));
+        metric(names::BATCHES_FAILED, "counter", "Batches failed by a plugin error.", &plain(load(&self.failed)));
+        metric(names::RECORDS_PROCESSED, "counter", "Records in processed batches.", &plain(load(&self.records)));
+        let receivers = self.receivers.lock().expect("metrics lock").clone();
+        let per_source = |f: fn(&Receiver) -> u64| -> Vec<(String, f64)> {
+            receivers.iter().map(|r| (format!("{{source=\"{}\"}}", escape(&r.name)), f(r) as f64)).collect()
+        };
+        metric(names::RECORDS_RECEIVED, "counter", "Records received, per source.", &per_source(Receiver::received));
+        metric(
+            names::INVALID_LINES,
+            "counter",
+            "Lines dropped as not UTF-8, per source.",
+            &per_source(Receiver::invalid),
+        );
+        metric(names::LATE_RECORDS, "counter", "Records late for their event-time windows.", &plain(load(&self.late)));
+        metric(names::SWAPS, "counter", "Plugin versions that started serving.", &plain(load(&self.swaps)));
+        let errors: Vec<(String, f64)> = self
+            .plugin_errors
+            .lock()
+            .expect("metrics lock")
+            .iter()
+            .map(|((plugin, class), n)| (format!("{{plugin=\"{}\",class=\"{class}\"}}", escape(plugin)), *n as f64))
+            .collect();
+        metric(names::PLUGIN_ERRORS, "counter", "Failed plugin calls, per plugin and error class.", &errors);
+        let last = self.last_batch();
+        let seconds = |ms: u64| vec![(String::new(), ms as f64 / 1000.0)];
+        metric(names::LAST_BATCH_TIME, "gauge", "Time of the last batch.", &seconds(last.time_ms));
+        metric(names::LAST_BATCH_RECORDS, "gauge", "Records of the last batch.", &plain(last.records));
+        metric(
+            names::LAST_SCHEDULING_DELAY,
+            "gauge",
+            "Scheduling delay of the last batch.",
+            &seconds(last.scheduling_delay_ms),
+        );
+        metric(names::LAST_PROCESSING, "gauge", "Processing time of the last batch.", &seconds(last.processing_ms));
+        metric(names::PROCESSING, "counter", "Processing time of all batches.", &seconds(load(&self.processing_ms)));
+        let versions: Vec<(String, f64)> = registry
+            .plugins()
+            .map(|(index, name, _)| {
+                let version = registry.current(index);
+                (format!("{{plugin=\"{}\",version=\"{}\"}}", escape(name), version.short_hash()), 1.0)
+            })
+            .collect();
+        metric(names::PLUGIN_INFO, "gauge", "The serving version of each plugin.", &versions);
+        out
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
