@@ -174,3 +174,49 @@ fn window_join_and_union_mistakes_are_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn event_window_and_new_field_mistakes_are_named() {
+    let base = good();
+    let event = |extra: &str| {
+        base.replace(
+            "op = \"reduce_by_key\"\nplugin = \"wordcount\"\nfunction = \"sum\"",
+            &format!("op = \"event_window\"\n{extra}"),
+        )
+    };
+    let stderr = check_fails(&event("timestamp = \"split_words\"\nwindow = \"10s\""));
+    assert!(stderr.contains("stages `counts`.plugin: a timestamp or reduce function needs `plugin"), "{stderr}");
+    let stderr = check_fails(&event("window = \"10s\"\ngap = \"5s\""));
+    assert!(stderr.contains("give `window` (tumbling/sliding) or `gap` (sessions), not both"), "{stderr}");
+    let stderr = check_fails(&event("window = \"500us\""));
+    assert!(stderr.contains("stages `counts`.window: event time is in ms: must be at least 1ms"), "{stderr}");
+
+    let stderr = check_fails(&base.replace(
+        "op = \"reduce_by_key\"\nplugin = \"wordcount\"\nfunction = \"sum\"",
+        "op = \"repartition\"\npartitions = 100000000000",
+    ));
+    assert!(stderr.contains("stages `counts`.partitions: must be at most 4096, found 100000000000"), "{stderr}");
+
+    let two_sinks = format!("{base}[[sinks]]\nname = \"again\"\ninput = \"words\"\ntype = \"file\"\npath = \"out\"\n");
+    let stderr = check_fails(&two_sinks);
+    assert!(stderr.contains("sinks `again`.path: sink `files` writes to the same directory"), "{stderr}");
+}
+
+#[test]
+fn late_records_feed_stages_as_well_as_sinks() {
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    let pipeline = good()
+        .replace(
+            "op = \"reduce_by_key\"\nplugin = \"wordcount\"\nfunction = \"sum\"",
+            "op = \"event_window\"\nwindow = \"10s\"",
+        )
+        .replace("input = \"counts\"\ntype = \"file\"", "input = \"late_count\"\ntype = \"file\"")
+        + "[[stages]]\nname = \"late_count\"\ninput = \"counts.late\"\nop = \"count\"\n";
+    work.write("pipeline.toml", &pipeline);
+    let out = work.sluice(&["check", "pipeline.toml"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("1 sink"), "the sink on the late stream's stage is kept: {stdout}");
+    assert!(stdout.contains("stage late_count: u64"), "{stdout}");
+}

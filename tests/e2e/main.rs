@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `sluice` binary, real TCP sockets, real Wasm plugins built from
 //! `plugins/` by `scripts/build-plugins.sh` on first use.
 
+mod admin;
 mod bad_config;
 mod examples;
 mod hot_swap;
