@@ -214,3 +214,31 @@ impl Pipeline {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_swap_must_keep_every_function_the_pipeline_uses_timestamp_and_inverse_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipeline.toml");
+        std::fs::write(
+            &path,
+            "[pipeline]\nname = \"t\"\n[plugins]\nclicks = \"unused.wasm\"\n\
+             [[sources]]\nname = \"lines\"\ntype = \"socket\"\naddress = \"127.0.0.1:9\"\n\
+             [[stages]]\nname = \"parsed\"\ninput = \"lines\"\nop = \"flat_map\"\nplugin = \"clicks\"\nfunction = \"parse\"\n\
+             [[stages]]\nname = \"sessions\"\ninput = \"parsed\"\nop = \"event_window\"\nplugin = \"clicks\"\n\
+             timestamp = \"click_time\"\ngap = \"30s\"\n\
+             [[sinks]]\nname = \"out\"\ninput = \"sessions\"\ntype = \"print\"\n",
+        )
+        .unwrap();
+        let file = PipelineFile::load(&path).unwrap();
+        let all = [sessionize::__sluice_parse, sessionize::__sluice_click_time];
+        let pipeline = Pipeline::from_versions(file, vec![PluginRuntime::native("clicks", &all)]).unwrap();
+        let without_timestamp = PluginRuntime::native("clicks", &[sessionize::__sluice_parse]);
+        let reason = pipeline.registry.validate(0, &without_timestamp).unwrap_err();
+        assert!(reason.contains("function `click_time` is missing"), "{reason}");
+        assert!(pipeline.registry.validate(0, &PluginRuntime::native("clicks", &all)).is_ok());
+    }
+}
