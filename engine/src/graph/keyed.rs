@@ -27,6 +27,15 @@ pub(super) fn write_varint(out: &mut Vec<u8>, mut value: u64) {
     }
 }
 
+/// Appends the postcard encoding of a `Vec` whose elements are already encoded: the count,
+/// then the elements back to back.
+fn push_seq(out: &mut Vec<u8>, values: &[&[u8]]) {
+    write_varint(out, values.len() as u64);
+    for value in values {
+        out.extend_from_slice(value);
+    }
+}
+
 /// Records of several partitions, in order.
 pub(super) fn frames(parts: &[Partition]) -> impl Iterator<Item = &[u8]> {
     parts.iter().flat_map(|p| Frames::new(&p.data))
@@ -87,10 +96,7 @@ pub(super) fn group_by_key(key_ty: &TypeDesc, parts: &[Partition]) -> Result<Par
     for (key, values) in &groups.keys {
         record.clear();
         record.extend_from_slice(key);
-        write_varint(&mut record, values.len() as u64);
-        for value in values {
-            record.extend_from_slice(value);
-        }
+        push_seq(&mut record, values);
         abi::push_frame(&mut out.data, &record);
         out.records += 1;
     }
@@ -177,12 +183,8 @@ pub(super) fn cogroup(key_ty: &TypeDesc, left: &[Partition], right: &[Partition]
     for (key, lefts, rights) in sides(key_ty, left, right)? {
         record.clear();
         record.extend_from_slice(key);
-        for values in [&lefts, &rights] {
-            write_varint(&mut record, values.len() as u64);
-            for value in values {
-                record.extend_from_slice(value);
-            }
-        }
+        push_seq(&mut record, &lefts);
+        push_seq(&mut record, &rights);
         abi::push_frame(&mut out.data, &record);
         out.records += 1;
     }
