@@ -19,7 +19,7 @@ use sluice_sdk::TypeDesc;
 use sluice_sdk::abi::{self, Frames};
 
 use super::Partition;
-use super::keyed::{frames, write_varint};
+use super::keyed::{fold_counts, frames, write_varint};
 use super::keys::varint;
 use super::ops::{self, split};
 use crate::runtime::{CallError, PluginVersion};
@@ -81,23 +81,8 @@ impl Combine<'_> {
     /// Each group combined into one value; one call for all groups.
     fn groups(&self, groups: &[Vec<&[u8]>]) -> Result<Vec<Vec<u8>>, CallError> {
         match self {
-            Combine::Reduce(version, function) => {
-                let several: Vec<Vec<&[u8]>> = groups.iter().filter(|g| g.len() > 1).cloned().collect();
-                let mut combined = ops::reduce_groups(version, function, &several)?.into_iter();
-                Ok(groups
-                    .iter()
-                    .map(|g| if g.len() > 1 { combined.next().expect("one per group") } else { g[0].to_vec() })
-                    .collect())
-            }
-            Combine::Count => Ok(groups
-                .iter()
-                .map(|g| {
-                    let total: u64 = g.iter().map(|v| varint(v, &mut 0).unwrap_or(0) as u64).sum();
-                    let mut out = Vec::new();
-                    write_varint(&mut out, total);
-                    out
-                })
-                .collect()),
+            Combine::Reduce(version, function) => ops::reduce_groups(version, function, groups),
+            Combine::Count => Ok(groups.iter().map(|g| fold_counts(g, u64::wrapping_add)).collect()),
         }
     }
 }

@@ -36,6 +36,15 @@ fn push_seq(out: &mut Vec<u8>, values: &[&[u8]]) {
     }
 }
 
+/// Folds postcard `u64` counts with `f` (left to right) into one encoded count.
+pub(super) fn fold_counts(counts: &[&[u8]], f: fn(u64, u64) -> u64) -> Vec<u8> {
+    let count = |v: &[u8]| super::keys::varint(v, &mut 0).unwrap_or(0) as u64;
+    let total = counts.iter().skip(1).fold(counts.first().map_or(0, |v| count(v)), |acc, v| f(acc, count(v)));
+    let mut out = Vec::new();
+    write_varint(&mut out, total);
+    out
+}
+
 /// Records of several partitions, in order.
 pub(super) fn frames(parts: &[Partition]) -> impl Iterator<Item = &[u8]> {
     parts.iter().flat_map(|p| Frames::new(&p.data))

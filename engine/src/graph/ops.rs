@@ -281,42 +281,40 @@ pub(super) fn reduce_partition(
 
 /// Reduces `values` (postcard values, not frames) to one with one call.
 pub(super) fn reduce_values(version: &PluginVersion, function: &str, values: &[&[u8]]) -> Result<Vec<u8>, CallError> {
-    if values.len() == 1 {
-        return Ok(values[0].to_vec());
-    }
-    let mut input = (values.len() as u32).to_le_bytes().to_vec();
-    for value in values {
-        abi::push_frame(&mut input, value);
-    }
-    let mut out = Vec::new();
-    instance::call(version, function, &input, &mut out)?;
-    single_value(&out)
+    let mut reduced = reduce_groups(version, function, &[values.to_vec()])?;
+    Ok(reduced.pop().expect("one value per group"))
 }
 
-/// Reduces each group of values (postcard values, not frames) to one, in one call.
+/// Reduces each group of values (postcard values, not frames) to one, in one call for all groups
+/// of more than one value; a group of one is its value, without a call (as in Spark).
 pub(super) fn reduce_groups(
     version: &PluginVersion,
     function: &str,
     groups: &[Vec<&[u8]>],
 ) -> Result<Vec<Vec<u8>>, CallError> {
-    if groups.is_empty() {
-        return Ok(Vec::new());
-    }
     let mut input = Vec::new();
-    for group in groups {
+    let mut several = 0;
+    for group in groups.iter().filter(|g| g.len() > 1) {
         input.extend_from_slice(&(group.len() as u32).to_le_bytes());
         for value in group {
             abi::push_frame(&mut input, value);
         }
+        several += 1;
     }
     let mut out = Vec::new();
-    instance::call(version, function, &input, &mut out)?;
-    let mut frames = Frames::new(&out);
-    let values: Vec<Vec<u8>> = frames.by_ref().map(<[u8]>::to_vec).collect();
-    if values.len() != groups.len() || !frames.rest().is_empty() {
-        return Err(bad_output(format!("reduce returned {} values for {} groups", values.len(), groups.len())));
+    if several > 0 {
+        instance::call(version, function, &input, &mut out)?;
     }
-    Ok(values)
+    let mut frames = Frames::new(&out);
+    let reduced: Vec<&[u8]> = frames.by_ref().collect();
+    if reduced.len() != several || !frames.rest().is_empty() {
+        return Err(bad_output(format!("reduce returned {} values for {several} groups", reduced.len())));
+    }
+    let mut reduced = reduced.into_iter();
+    Ok(groups
+        .iter()
+        .map(|group| if group.len() > 1 { reduced.next().expect("counted above") } else { group[0] }.to_vec())
+        .collect())
 }
 
 fn single_value(out: &[u8]) -> Result<Vec<u8>, CallError> {

@@ -16,8 +16,7 @@ use rustc_hash::FxHashMap;
 use sluice_sdk::TypeDesc;
 use sluice_sdk::abi::{self, Frames};
 
-use super::keyed::{count_by_value, write_varint};
-use super::keys::varint;
+use super::keyed::{count_by_value, fold_counts};
 use super::ops::{self, split};
 use super::{Partition, WindowKind};
 use crate::runtime::CallError;
@@ -68,18 +67,7 @@ enum Combine<'a> {
 impl Combine<'_> {
     /// Each group of values combined into one (a group of two for add/remove), in one call.
     fn groups(&self, groups: &[Vec<&[u8]>]) -> Result<Vec<Vec<u8>>, CallError> {
-        let count = |v: &[u8]| varint(v, &mut 0).unwrap_or(0) as u64;
-        let arithmetic = |f: fn(u64, u64) -> u64| {
-            groups
-                .iter()
-                .map(|group| {
-                    let total = group.iter().skip(1).fold(count(group[0]), |acc, v| f(acc, count(v)));
-                    let mut out = Vec::new();
-                    write_varint(&mut out, total);
-                    out
-                })
-                .collect()
-        };
+        let arithmetic = |f| groups.iter().map(|group| fold_counts(group, f)).collect();
         match self {
             Combine::Plugin(version, function) => ops::reduce_groups(version, function, groups),
             Combine::AddCounts => Ok(arithmetic(u64::wrapping_add)),
@@ -299,14 +287,13 @@ fn fold(key_ty: &TypeDesc, parts: &[&Partition], combine: &Combine<'_>) -> Resul
             keys[at].1.push(value);
         }
     }
-    let several: Vec<Vec<&[u8]>> = keys.iter().filter(|(_, v)| v.len() > 1).map(|(_, v)| v.clone()).collect();
-    let mut combined = combine.groups(&several)?.into_iter();
-    let mut out = FxHashMap::default();
-    for (key, values) in keys {
-        let value = if values.len() > 1 { combined.next().expect("one value per group") } else { values[0].to_vec() };
-        out.insert(key.to_vec(), (value, values.len() as u32));
-    }
-    Ok(out)
+    let groups: Vec<Vec<&[u8]>> = keys.iter().map(|(_, values)| values.clone()).collect();
+    let combined = combine.groups(&groups)?;
+    Ok(keys
+        .into_iter()
+        .zip(combined)
+        .map(|((key, values), value)| (key.to_vec(), (value, values.len() as u32)))
+        .collect())
 }
 
 #[cfg(test)]
