@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod block;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod graph;

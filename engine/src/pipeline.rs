@@ -8,12 +8,15 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::batch::scheduler::{self, RunReport};
-use crate::batch::{self, Batch};
+use crate::batch::scheduler::{Checkpointing, RunReport, Scheduler};
+use crate::batch::{self, Batch, Clock, DirectoryInput};
+use crate::checkpoint::{self, CheckpointError, SourcePosition, pending};
 use crate::config::{ConfigError, ConfigErrors, PipelineFile};
 use crate::graph::Graph;
+use crate::graph::GraphState;
 use crate::metrics::{Metrics, server};
 use crate::receiver::Receiver;
+use crate::receiver::rate::PidEstimator;
 use crate::runtime::registry::PluginRegistry;
 use crate::runtime::{PluginRuntime, PluginVersion, watch as plugin_watch};
 use crate::sources::SourceConfig;
@@ -29,6 +32,8 @@ pub struct RunOptions {
     pub admin_addr: Option<std::net::SocketAddr>,
     /// Bearer token the admin API requires (needed off loopback).
     pub admin_token: Option<String>,
+    /// Set the checkpoint directory aside and start over instead of resuming.
+    pub fresh: bool,
 }
 
 impl Default for RunOptions {
@@ -38,6 +43,7 @@ impl Default for RunOptions {
             watch_plugins: true,
             admin_addr: None,
             admin_token: None,
+            fresh: false,
         }
     }
 }
@@ -148,30 +154,46 @@ impl Pipeline {
             .thread_name(|i| format!("sluice-worker-{i}"))
             .build()
             .map_err(std::io::Error::other)?;
-        let _watcher = match (&self.runtime, options.watch_plugins) {
-            (Some(runtime), true) => {
-                Some(plugin_watch::watch(runtime.clone(), self.registry.clone()).map_err(std::io::Error::other)?)
-            }
-            _ => None,
-        };
-        let mut sinks: Vec<_> =
-            self.graph.sinks.iter().map(|node| node.config.build(|p| self.file.resolve(p))).collect();
         let receivers: Vec<Arc<Receiver>> = config
             .sources
             .iter()
             .enumerate()
             .map(|(index, source)| Arc::new(Receiver::new(index, source.name())))
             .collect();
+        let resumed = self.resume(options).map_err(std::io::Error::other)?;
+        let _watcher = match (&self.runtime, options.watch_plugins) {
+            (Some(runtime), true) => {
+                Some(plugin_watch::watch(runtime.clone(), self.registry.clone()).map_err(std::io::Error::other)?)
+            }
+            _ => None,
+        };
+        let sinks: Vec<_> = self.graph.sinks.iter().map(|node| node.config.build(|p| self.file.resolve(p))).collect();
+        let dead_letters: Vec<_> = self.graph.dead_letters.iter().map(|c| c.build(|p| self.file.resolve(p))).collect();
         let io = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sluice-io")
             .enable_all()
             .build()?;
         let (batches_tx, batches_rx) = std::sync::mpsc::channel::<Batch>();
+        let mut directories = Vec::new();
+        let mut backpressure = BTreeMap::new();
         for (source, receiver) in config.sources.iter().zip(&receivers) {
             match source {
                 SourceConfig::Socket(socket) => {
+                    receiver.set_rate(socket.max_rate.map(|r| r as f64));
+                    if config.pipeline.backpressure {
+                        let estimator = PidEstimator::new(config.pipeline.batch_interval);
+                        backpressure.insert(receiver.source, (estimator, socket.max_rate));
+                    }
                     io.spawn(socket.build(receiver.clone()).run(stop.clone()));
+                }
+                SourceConfig::Directory(dir) => {
+                    let taken = resumed.as_ref().map(|r| r.taken(receiver.source)).unwrap_or_default();
+                    directories.push(DirectoryInput {
+                        source: receiver.source,
+                        path: self.file.resolve(&dir.path),
+                        taken,
+                    });
                 }
             }
         }
@@ -195,23 +217,179 @@ impl Pipeline {
                 }
             });
         }
-        io.spawn(batch::generate(
-            receivers.clone(),
-            config.pipeline.block_interval,
-            config.pipeline.batch_interval,
-            batches_tx,
-        ));
+        // Batches a crash left unfinished run first, with their own times.
+        let mut after = 0;
+        let mut state = GraphState::default();
+        let mut checkpointing = None;
+        if let Some(resumed) = resumed {
+            after = resumed.after;
+            state = resumed.state;
+            checkpointing = Some(resumed.checkpointing);
+            for batch in resumed.replay {
+                let _ = batches_tx.send(batch);
+            }
+        }
+        let checkpoint_dir = config.pipeline.checkpoint_dir.as_ref().map(|d| self.file.resolve(d));
+        let clock = Clock {
+            receivers: receivers.clone(),
+            block_interval: config.pipeline.block_interval,
+            batch_interval: config.pipeline.batch_interval,
+            checkpoint_dir: checkpoint_dir.clone(),
+            wal: config.sources.iter().map(|s| matches!(s, SourceConfig::Socket(s) if s.wal)).collect(),
+            directories,
+            after,
+            queued: metrics.waiting.clone(),
+            stop: stop.clone(),
+        };
+        std::thread::Builder::new().name("sluice-clock".into()).spawn(move || batch::generate(clock, batches_tx))?;
         tracing::info!(
             pipeline = %config.pipeline.name,
             sources = receivers.len(),
             stages = self.graph.stages.len(),
             sinks = sinks.len(),
             workers = pool.current_num_threads(),
+            checkpoints = %checkpoint_dir.as_ref().map_or("off".to_string(), |d| d.display().to_string()),
             "pipeline running"
         );
-        let report = scheduler::run(&self.graph, &self.registry, &mut sinks, &pool, batches_rx, &metrics);
+        let scheduler = Scheduler {
+            graph: &self.graph,
+            registry: &self.registry,
+            sinks,
+            dead_letters,
+            pool: &pool,
+            metrics: &metrics,
+            receivers: receivers.clone(),
+            directories: config
+                .sources
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| match s {
+                    SourceConfig::Directory(d) => Some((i, self.file.resolve(&d.path))),
+                    SourceConfig::Socket(_) => None,
+                })
+                .collect(),
+            checkpointing: checkpointing.or_else(|| {
+                checkpoint_dir.map(|dir| Checkpointing {
+                    dir,
+                    pipeline: config.pipeline.name.clone(),
+                    batch_interval_ms: config.pipeline.batch_interval.as_millis() as u64,
+                    positions: config
+                        .sources
+                        .iter()
+                        .map(|s| SourcePosition { name: s.name().to_string(), files: Default::default() })
+                        .collect(),
+                    last_good: Vec::new(),
+                })
+            }),
+            backpressure,
+            rollback_after: config.pipeline.rollback_after,
+        };
+        let report = scheduler.run(state, batches_rx);
         io.shutdown_background();
         Ok(report)
+    }
+
+    /// With `checkpoint_dir`: the state, positions and unfinished batches to resume from (none
+    /// on a first start). A checkpoint this pipeline cannot use is an error, never a reset.
+    fn resume(&self, options: &RunOptions) -> Result<Option<Resumed>, CheckpointError> {
+        let config = &self.file.config;
+        let Some(dir) = config.pipeline.checkpoint_dir.as_ref().map(|d| self.file.resolve(d)) else {
+            return Ok(None);
+        };
+        if options.fresh
+            && let Some(aside) = checkpoint::discard(&dir)?
+        {
+            tracing::warn!(checkpoint = %dir.display(), moved_to = %aside.display(), "starting fresh: the old checkpoint was set aside");
+        }
+        let batch_interval_ms = config.pipeline.batch_interval.as_millis() as u64;
+        let mut positions: Vec<SourcePosition> = config
+            .sources
+            .iter()
+            .map(|s| SourcePosition { name: s.name().to_string(), files: Default::default() })
+            .collect();
+        let (after, state, last_good) = match checkpoint::load_latest(&dir)? {
+            None => (0, GraphState::default(), Vec::new()),
+            Some((path, checkpoint)) => {
+                let incompatible = |reason: String| CheckpointError::Incompatible { path: path.clone(), reason };
+                if checkpoint.pipeline != config.pipeline.name {
+                    return Err(incompatible(format!(
+                        "it belongs to pipeline `{}`, this is `{}`",
+                        checkpoint.pipeline, config.pipeline.name
+                    )));
+                }
+                if checkpoint.batch_interval_ms != batch_interval_ms {
+                    return Err(incompatible(format!(
+                        "it was written with batch_interval {} ms, the pipeline now has {batch_interval_ms} ms",
+                        checkpoint.batch_interval_ms
+                    )));
+                }
+                for saved in checkpoint.sources {
+                    match positions.iter_mut().find(|p| p.name == saved.name) {
+                        Some(position) => position.files = saved.files,
+                        None if saved.files.is_empty() => {}
+                        None => {
+                            return Err(incompatible(format!(
+                                "source `{}` has a position in it but is not in the pipeline",
+                                saved.name
+                            )));
+                        }
+                    }
+                }
+                let state = GraphState::import(&self.graph, checkpoint.stages.clone())
+                    .map_err(|problems| incompatible(problems.join("; ")))?;
+                tracing::info!(
+                    checkpoint = %path.display(),
+                    batch = checkpoint.batch_time,
+                    stages = checkpoint.stages.len(),
+                    "resuming after the checkpointed batch"
+                );
+                (checkpoint.batch_time, state, checkpoint.stages)
+            }
+        };
+        let mut replay = Vec::new();
+        let mut last = after;
+        for pending in pending::load(&dir, after)? {
+            let mut taken = BTreeMap::new();
+            for (source, files) in pending.files {
+                if source < positions.len() {
+                    taken.insert(source, files);
+                }
+            }
+            last = pending.time;
+            replay.push(Batch {
+                time_ms: pending.time,
+                blocks: pending.blocks.into_iter().filter(|b| b.source < positions.len()).collect(),
+                files: taken,
+                replayed: true,
+                ..Batch::default()
+            });
+        }
+        if !replay.is_empty() {
+            tracing::info!(batches = replay.len(), "replaying the batches the last run did not finish");
+        }
+        let checkpointing =
+            Checkpointing { dir, pipeline: config.pipeline.name.clone(), batch_interval_ms, positions, last_good };
+        Ok(Some(Resumed { after: last, state, checkpointing, replay }))
+    }
+}
+
+/// What a run resumes from.
+struct Resumed {
+    /// The last batch time of the earlier run (checkpointed or replayed).
+    after: u64,
+    state: GraphState,
+    checkpointing: Checkpointing,
+    replay: Vec<Batch>,
+}
+
+impl Resumed {
+    /// Files a directory source must not take again: checkpointed or in a replayed batch.
+    fn taken(&self, source: usize) -> std::collections::BTreeSet<String> {
+        let mut taken = self.checkpointing.positions[source].files.clone();
+        for batch in &self.replay {
+            taken.extend(batch.files.get(&source).into_iter().flatten().cloned());
+        }
+        taken
     }
 }
 

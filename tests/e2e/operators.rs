@@ -272,7 +272,7 @@ fn the_other_operators_match_per_batch_references() {
     pipeline += "[[stages]]\nname = \"clicks\"\ninput = \"lines\"\nop = \"flat_map\"\nplugin = \"clicks\"\nfunction = \"parse\"\n";
     pipeline += &stage(
         "idle",
-        "input = \"clicks\"\nop = \"map_with_state\"\nplugin = \"clicks\"\nfunction = \"visits\"\ntimeout = \"1s\"",
+        "input = \"clicks\"\nop = \"map_with_state\"\nplugin = \"clicks\"\nfunction = \"visits\"\nstate_timeout = \"1s\"",
     );
     work.write("pipeline.toml", &pipeline);
     let (code, log) = work.spawn(&["pipeline.toml"]).finish(Duration::from_secs(60));

@@ -7,22 +7,36 @@
 
 pub mod scheduler;
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::watch;
+
 use crate::block::Block;
+use crate::checkpoint::pending;
 use crate::receiver::Receiver;
+use crate::sources::directory;
 
 /// One batch: the blocks of every source from one batch interval.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Batch {
     /// The batch time: the end of its interval, in ms since the Unix epoch.
     pub time_ms: u64,
     /// Its blocks (partitions), in cut order.
     pub blocks: Vec<Block>,
+    /// Directory sources: the new files the batch took (source index → names).
+    pub files: BTreeMap<usize, Vec<String>>,
     /// No batch follows: every source has finished (or the pipeline is stopping).
     pub last: bool,
+    /// Close every event-time window: the input has ended for good (not a stop that a
+    /// checkpoint will resume from).
+    pub close_windows: bool,
+    /// Run again from the checkpoint directory after a restart.
+    pub replayed: bool,
 }
 
 /// Wall-clock now in ms since the Unix epoch.
@@ -30,32 +44,135 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// A directory source as the clock sees it.
+#[derive(Debug)]
+pub struct DirectoryInput {
+    /// Source index.
+    pub source: usize,
+    /// The directory.
+    pub path: PathBuf,
+    /// Files already taken (from the checkpoint, then by every batch).
+    pub taken: BTreeSet<String>,
+}
+
+/// What the clock needs besides the receivers.
+#[derive(Debug)]
+pub struct Clock {
+    /// Every source's receiver, by source index.
+    pub receivers: Vec<Arc<Receiver>>,
+    /// `[pipeline] block_interval`.
+    pub block_interval: Duration,
+    /// `[pipeline] batch_interval`.
+    pub batch_interval: Duration,
+    /// The checkpoint directory, if checkpoints are on.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Per source: write its blocks to the write-ahead log.
+    pub wal: Vec<bool>,
+    /// Directory sources.
+    pub directories: Vec<DirectoryInput>,
+    /// Batch times must come after this one (the last batch of an earlier run).
+    pub after: u64,
+    /// Batches queued and not yet started; new files wait while it is above 1.
+    pub queued: Arc<AtomicUsize>,
+    /// Turns true when the pipeline should stop.
+    pub stop: watch::Receiver<bool>,
+}
+
 /// Cuts blocks and emits batches until every receiver has finished (or the scheduler is gone).
-pub async fn generate(
-    receivers: Vec<Arc<Receiver>>,
-    block_interval: Duration,
-    batch_interval: Duration,
-    batches: Sender<Batch>,
-) {
-    let block_ms = (block_interval.as_millis() as u64).max(1);
-    let batch_ms = (batch_interval.as_millis() as u64).max(block_ms);
+/// Blocks the calling thread: run it on its own.
+pub fn generate(mut clock: Clock, batches: Sender<Batch>) {
+    let block_ms = (clock.block_interval.as_millis() as u64).max(1);
+    let batch_ms = (clock.batch_interval.as_millis() as u64).max(block_ms);
     let mut pending: Vec<Block> = Vec::new();
     let mut seq = 0u64;
     let mut ending = false;
     loop {
         let now = now_ms();
         let tick = (now / block_ms + 1) * block_ms;
-        tokio::time::sleep(Duration::from_millis(tick - now)).await;
+        std::thread::sleep(Duration::from_millis(tick - now));
+        let stopping = *clock.stop.borrow();
+        if stopping {
+            for dir in &clock.directories {
+                clock.receivers[dir.source].finish();
+            }
+        }
         // Read the flags before cutting: a receiver finished before the cut has all of its
         // records in this cut.
-        ending |= receivers.iter().all(|r| r.is_finished());
-        pending.extend(receivers.iter().flat_map(|r| r.cut(seq)));
+        ending |= clock.receivers.iter().all(|r| r.is_finished());
+        // The batch this cut belongs to: the next boundary, and after the last run's batches.
+        let batch_time = tick.div_ceil(batch_ms).max(clock.after / batch_ms + 1) * batch_ms;
+        for receiver in &clock.receivers {
+            let blocks = receiver.cut(seq);
+            if let (Some(dir), true) = (&clock.checkpoint_dir, clock.wal[receiver.source]) {
+                log_blocks(dir, batch_time, receiver, &blocks);
+            }
+            pending.extend(blocks);
+        }
         seq += 1;
-        if tick.is_multiple_of(batch_ms) {
-            let batch = Batch { time_ms: tick, blocks: std::mem::take(&mut pending), last: ending };
+        if tick.is_multiple_of(batch_ms) && tick > clock.after {
+            let files = take_files(&mut clock, tick);
+            let batch = Batch {
+                time_ms: tick,
+                blocks: std::mem::take(&mut pending),
+                files,
+                last: ending,
+                close_windows: ending && !(stopping && clock.checkpoint_dir.is_some()),
+                replayed: false,
+            };
+            clock.queued.fetch_add(1, Ordering::Relaxed);
             if batches.send(batch).is_err() || ending {
                 return;
             }
         }
     }
+}
+
+/// Writes a cut's blocks to the write-ahead log, then lets the source acknowledge them.
+fn log_blocks(dir: &Path, batch_time: u64, receiver: &Receiver, blocks: &[Block]) {
+    let mut records = 0;
+    for (n, block) in blocks.iter().enumerate() {
+        if let Err(err) = pending::write_block(dir, batch_time, n, block) {
+            tracing::error!(source = %receiver.name, "cannot write the write-ahead log in {}: {err}", dir.display());
+            receiver.set_error(format!("write-ahead log: {err}"));
+            return;
+        }
+        records += block.records;
+    }
+    if records > 0 {
+        receiver.made_durable(records);
+    }
+}
+
+/// New files of every directory source for batch `time`, logged before the batch runs. While
+/// batches are waiting, files wait too: the directory is the backlog.
+fn take_files(clock: &mut Clock, time: u64) -> BTreeMap<usize, Vec<String>> {
+    let mut taken = BTreeMap::new();
+    if clock.queued.load(Ordering::Relaxed) > 1 {
+        return taken;
+    }
+    for dir in &mut clock.directories {
+        let receiver = &clock.receivers[dir.source];
+        let files = match directory::new_files(&dir.path, &dir.taken) {
+            Ok(files) => files,
+            Err(err) => {
+                tracing::warn!(source = %receiver.name, "cannot list {}: {err}", dir.path.display());
+                receiver.set_error(format!("cannot list {}: {err}", dir.path.display()));
+                continue;
+            }
+        };
+        receiver.clear_error();
+        if files.is_empty() {
+            continue;
+        }
+        if let Some(root) = &clock.checkpoint_dir
+            && let Err(err) = pending::write_files(root, time, dir.source, &files)
+        {
+            tracing::error!(source = %receiver.name, "cannot log the files of batch {time}: {err}; they wait");
+            receiver.set_error(format!("checkpoint: {err}"));
+            continue;
+        }
+        dir.taken.extend(files.iter().cloned());
+        taken.insert(dir.source, files);
+    }
+    taken
 }

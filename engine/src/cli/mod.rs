@@ -47,6 +47,10 @@ enum Command {
         /// Do not serve /metrics or the admin API.
         #[arg(long)]
         no_ui: bool,
+        /// Start over: set the pipeline's checkpoint directory aside (renamed, not deleted)
+        /// instead of resuming from it.
+        #[arg(long)]
+        fresh: bool,
         /// Token the admin API requires (`Authorization: Bearer <token>`); required when --ui is
         /// not a loopback address.
         #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
@@ -149,9 +153,10 @@ pub fn main() -> ExitCode {
             remote_call(&remote, &format!("/api/plugins/{plugin}/rollback"), Some(Vec::new()))
         }
         Command::Status { remote } => remote_call(&remote, "/api/status", None),
-        Command::Run { pipeline, plugins, workers, no_hot_swap, ui, no_ui, admin_token } => {
+        Command::Run { pipeline, plugins, workers, no_hot_swap, ui, no_ui, admin_token, fresh } => {
             let mut options = RunOptions {
                 watch_plugins: !no_hot_swap,
+                fresh,
                 admin_addr: (!no_ui).then_some(ui),
                 admin_token,
                 ..RunOptions::default()

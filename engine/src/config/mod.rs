@@ -30,6 +30,7 @@
 
 mod duration;
 mod error;
+mod size;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,21 @@ pub struct PipelineSection {
     /// batch. Must divide `batch_interval`.
     #[serde(default = "default_block_interval", with = "duration")]
     pub block_interval: Duration,
+    /// Turns checkpoints on: after every batch, source positions and all operator state are
+    /// written here (relative to the pipeline file); a restart resumes from them.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Adapt each rate-limited receiver's rate to what the batches can process (Spark's
+    /// `spark.streaming.backpressure.enabled`; a PID estimator, see `receiver::rate`).
+    #[serde(default)]
+    pub backpressure: bool,
+    /// A plugin version swapped in that fails this many batches in a row is rolled back to the
+    /// version it replaced (default 3; 0 turns automatic rollback off).
+    #[serde(default = "default_rollback_after")]
+    pub rollback_after: u32,
+}
+
+fn default_rollback_after() -> u32 {
+    3
 }
 
 fn default_batch_interval() -> Duration {
@@ -239,6 +255,35 @@ pub enum JoinHow {
     Full,
 }
 
+/// What a stage does when a plugin call fails (`on_error`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// The batch fails: no output of it is written, stage state stays as before the batch; the
+    /// next batch runs.
+    #[default]
+    Fail,
+    /// Call again (`retries` times, default 2, with a fresh instance), then fail.
+    Retry,
+    /// Drop the failing partition's records (counted and logged); the batch goes on.
+    Skip,
+    /// Send the failing partition's records with the error to the `dead_letter` sink; the batch
+    /// goes on.
+    DeadLetter,
+}
+
+impl OnError {
+    /// The name used in pipeline files.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Fail => "fail",
+            Self::Retry => "retry",
+            Self::Skip => "skip",
+            Self::DeadLetter => "dead_letter",
+        }
+    }
+}
+
 /// `[[stages]]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -282,7 +327,20 @@ pub struct StageConfig {
     /// `map_with_state`: a key whose state has seen no new value for this long (in batch time)
     /// times out: the function is called once more with no values, then the state is dropped.
     #[serde(default, with = "duration::option")]
+    pub state_timeout: Option<Duration>,
+    /// Deadline of each plugin call of this stage (default: `--call-timeout`).
+    #[serde(default, with = "duration::option")]
     pub timeout: Option<Duration>,
+    /// Memory cap of the plugin's instance while it serves this stage ("64MiB"; default:
+    /// `--memory-limit-mib`).
+    #[serde(default, with = "size::option")]
+    pub memory_limit: Option<usize>,
+    /// What a failed plugin call does (default `fail`).
+    pub on_error: Option<OnError>,
+    /// `on_error = "retry"`: how many more calls (default 2).
+    pub retries: Option<u32>,
+    /// `on_error = "dead_letter"`: the sink (with no `input`) that receives failed records.
+    pub dead_letter: Option<String>,
 }
 
 impl StageConfig {
@@ -298,6 +356,15 @@ impl StageConfig {
     /// The slide of a windowed stage.
     pub fn slide_or(&self, batch_interval: Duration) -> Duration {
         self.slide.unwrap_or(batch_interval)
+    }
+
+    /// The error policy: `on_error`, or `dead_letter` when only a dead-letter sink is named.
+    pub fn policy(&self) -> OnError {
+        match (self.on_error, &self.dead_letter) {
+            (Some(policy), _) => policy,
+            (None, Some(_)) => OnError::DeadLetter,
+            (None, None) => OnError::Fail,
+        }
     }
 }
 
@@ -421,8 +488,37 @@ impl PipelineFile {
             }
         }
         for sink in &c.sinks {
-            if !streams.contains(&sink.input()) {
+            let dead_letter = c.stages.iter().any(|s| s.dead_letter.as_deref() == Some(sink.name()));
+            if sink.input().is_empty() {
+                if !dead_letter {
+                    errors.push(ConfigError::new(
+                        format!("sinks `{}`.input", sink.name()),
+                        "missing: the stream to write (only a stage's dead_letter sink has no input)",
+                    ));
+                }
+            } else if !streams.contains(&sink.input()) {
                 errors.push(ConfigError::new(format!("sinks `{}`.input", sink.name()), unknown_input(sink.input())));
+            }
+        }
+        let checkpointed = c.pipeline.checkpoint_dir.is_some();
+        for source in &c.sources {
+            if let SourceConfig::Socket(socket) = source {
+                let at = format!("sources `{}`", socket.name);
+                if socket.wal && !checkpointed {
+                    errors.push(ConfigError::new(
+                        format!("{at}.wal"),
+                        "the write-ahead log lives in the checkpoint: set [pipeline] checkpoint_dir",
+                    ));
+                }
+                if socket.ack && !socket.wal {
+                    errors.push(ConfigError::new(
+                        format!("{at}.ack"),
+                        "acknowledgements report records made durable: needs `wal = true`",
+                    ));
+                }
+                if socket.max_rate == Some(0) {
+                    errors.push(ConfigError::new(format!("{at}.max_rate"), "must be at least 1 record/s"));
+                }
             }
         }
         errors
@@ -532,8 +628,53 @@ impl PipelineFile {
                 error("slide", "session windows do not slide".into());
             }
         }
-        if stage.timeout.is_some_and(|t| t.as_millis() == 0) {
-            error("timeout", "must be at least 1ms".into());
+        if stage.state_timeout.is_some_and(|t| t.as_millis() == 0) {
+            error("state_timeout", "must be at least 1ms".into());
+        }
+        if stage.timeout.is_some_and(|t| t.as_millis() < 10) {
+            error("timeout", "must be at least 10ms (deadlines are checked every 10ms)".into());
+        }
+        if stage.memory_limit.is_some_and(|m| m < 1 << 16) {
+            error("memory_limit", "must be at least 64KiB (one WebAssembly page)".into());
+        }
+        let calls_plugin = op.function_kind().is_some() || stage.plugin.is_some();
+        for (field, set) in [
+            ("timeout", stage.timeout.is_some()),
+            ("memory_limit", stage.memory_limit.is_some()),
+            ("on_error", stage.on_error.is_some()),
+            ("dead_letter", stage.dead_letter.is_some()),
+            ("retries", stage.retries.is_some()),
+        ] {
+            if set && !calls_plugin {
+                error(field, format!("op `{}` calls no plugin; `{field}` applies to plugin calls", op.name()));
+            }
+        }
+        match (stage.policy(), &stage.dead_letter) {
+            (OnError::DeadLetter, None) => {
+                error("dead_letter", "on_error = \"dead_letter\" needs `dead_letter = \"<sink name>\"`".into())
+            }
+            (OnError::DeadLetter, Some(sink)) => match c.sinks.iter().find(|s| s.name() == sink) {
+                None => error(
+                    "dead_letter",
+                    format!(
+                        "`{sink}` is not a sink (known: {})",
+                        c.sinks.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+                    ),
+                ),
+                Some(target) if !target.input().is_empty() => error(
+                    "dead_letter",
+                    format!("sink `{sink}` writes stream `{}`; a dead-letter sink has no `input`", target.input()),
+                ),
+                Some(_) => {}
+            },
+            (policy, Some(_)) => error(
+                "dead_letter",
+                format!("only on_error = \"dead_letter\" sends records to a sink, not `{}`", policy.name()),
+            ),
+            (_, None) => {}
+        }
+        if stage.retries.is_some() && stage.policy() != OnError::Retry {
+            error("retries", "only on_error = \"retry\" takes `retries`".into());
         }
         if op == Op::EventWindow {
             for (field, value) in [("window", stage.window), ("slide", stage.slide), ("gap", stage.gap)] {
@@ -542,8 +683,8 @@ impl PipelineFile {
                 }
             }
         }
-        if stage.timeout.is_some() && op != Op::MapWithState {
-            error("timeout", format!("only map_with_state takes `timeout`, not `{}`", op.name()));
+        if stage.state_timeout.is_some() && op != Op::MapWithState {
+            error("state_timeout", format!("only map_with_state takes `state_timeout`, not `{}`", op.name()));
         }
         if stage.inverse.is_some() && op != Op::ReduceByKeyAndWindow {
             error("inverse", format!("only reduce_by_key_and_window takes an inverse, not `{}`", op.name()));

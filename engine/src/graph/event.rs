@@ -94,14 +94,14 @@ type Added = BTreeMap<(Vec<u8>, u64), (u64, Vec<Vec<u8>>)>;
 type Span = (u64, u64, Vec<Vec<u8>>);
 
 /// A window of one key: its end and its value so far.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Open {
     end: u64,
     value: Vec<u8>,
 }
 
 /// One event-window stage's state.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct EventWindowState {
     max_event_time: Option<u64>,
     /// (key, window start) → window. For sessions, one entry per session.

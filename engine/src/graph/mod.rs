@@ -20,18 +20,18 @@ use std::collections::BTreeMap;
 use sluice_sdk::TypeDesc;
 use sluice_sdk::abi::{FunctionInfo, FunctionKind};
 
-use crate::config::{ConfigError, JoinHow, Op, PipelineFile, StageConfig};
+use crate::config::{ConfigError, JoinHow, OnError, Op, PipelineFile, StageConfig};
 use crate::runtime::PluginVersion;
 use crate::sinks::SinkConfig;
 
 pub use event::Assigner;
 pub use keys::skip_value;
 pub(crate) use keys::varint as keys_varint;
-pub use run::{BatchOutput, StageError, records, run_batch};
-pub use state::GraphState;
+pub use run::{BatchOutcome, BatchOutput, DeadLetter, Handled, StageError, records, run_batch};
+pub use state::{GraphState, StageCheckpoint};
 
 /// One partition of a stream in one batch: frames of records.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Partition {
     /// The records as frames.
     pub data: Vec<u8>,
@@ -189,8 +189,27 @@ pub struct Stage {
     pub inputs: Vec<usize>,
     /// Index of the stream it produces.
     pub output: usize,
+    /// The op of the pipeline file.
+    pub op: Op,
     /// What it does.
     pub operator: Operator,
+    /// Its error policy, retries and per-call limits.
+    pub policy: StagePolicy,
+}
+
+/// What a stage does when a plugin call fails, and the limits of its calls.
+#[derive(Clone, Debug, Default)]
+pub struct StagePolicy {
+    /// `on_error`.
+    pub on_error: OnError,
+    /// Extra calls with `on_error = "retry"`.
+    pub retries: u32,
+    /// Index of the dead-letter sink in [`Graph::dead_letters`].
+    pub dead_letter: Option<usize>,
+    /// Per-call deadline, if the stage sets its own.
+    pub timeout: Option<std::time::Duration>,
+    /// Instance memory cap, if the stage sets its own.
+    pub memory_limit: Option<usize>,
 }
 
 /// A resolved sink.
@@ -213,6 +232,8 @@ pub struct Graph {
     pub stages: Vec<Stage>,
     /// Sinks, in file order.
     pub sinks: Vec<SinkNode>,
+    /// Dead-letter sinks (sinks without an input), in file order.
+    pub dead_letters: Vec<SinkConfig>,
 }
 
 impl Graph {
@@ -241,6 +262,7 @@ impl Graph {
         let late_names: Vec<String> =
             config.stages.iter().filter(|s| s.op == Op::EventWindow).map(|s| format!("{}.late", s.name)).collect();
         let mut pending: Vec<&StageConfig> = config.stages.iter().collect();
+        let dead_letters: Vec<SinkConfig> = config.sinks.iter().filter(|s| s.input().is_empty()).cloned().collect();
         loop {
             let before = pending.len();
             let mut still = Vec::new();
@@ -282,7 +304,17 @@ impl Graph {
                     }
                     late_streams.push((output, late));
                 }
-                placed.push(Stage { name: stage.name.clone(), inputs, output, operator });
+                let policy = StagePolicy {
+                    on_error: stage.policy(),
+                    retries: stage.retries.unwrap_or(2),
+                    dead_letter: stage
+                        .dead_letter
+                        .as_ref()
+                        .and_then(|name| dead_letters.iter().position(|sink| sink.name() == name)),
+                    timeout: stage.timeout,
+                    memory_limit: stage.memory_limit,
+                };
+                placed.push(Stage { name: stage.name.clone(), inputs, output, op: stage.op, operator, policy });
             }
             pending = still;
             if pending.is_empty() || pending.len() == before {
@@ -319,7 +351,7 @@ impl Graph {
             }
         }
         let stages = fuse(placed.into_iter().filter(|stage| needed[stage.output]).collect(), &sinks);
-        if errors.is_empty() { Ok(Self { streams, sources, stages, sinks }) } else { Err(errors) }
+        if errors.is_empty() { Ok(Self { streams, sources, stages, sinks, dead_letters }) } else { Err(errors) }
     }
 }
 
@@ -334,6 +366,7 @@ fn fuse(stages: Vec<Stage>, sinks: &[SinkNode]) -> Vec<Stage> {
         .iter()
         .map(|stage| {
             matches!(&stage.operator, Operator::Plugin { kind, .. } if *kind != FunctionKind::MapPartitions)
+                && stage.policy.on_error == OnError::Fail
                 && readers(stage.output) == 1
                 && stages
                     .iter()
@@ -576,7 +609,7 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
             let (key, _) = cx.keyed(input)?;
             let (reference, info) = function(cx)?;
             cx.expect_input(&info, &input.ty, &carries)?;
-            let timeout_ms = stage.timeout.map(|t| t.as_millis() as u64);
+            let timeout_ms = stage.state_timeout.map(|t| t.as_millis() as u64);
             (Operator::MapWithState { function: reference, key: key.clone(), timeout_ms }, info.output.clone())
         }
         Op::EventWindow => {

@@ -4,9 +4,14 @@
 use rayon::prelude::*;
 use sluice_sdk::abi::{self, FunctionKind};
 
+use std::sync::Arc;
+
+use sluice_sdk::TypeDesc;
+
 use super::state::GraphState;
 use super::{FunctionRef, Graph, Operator, Partition, Stage, keyed, ops};
 use crate::block::Block;
+use crate::config::OnError;
 use crate::runtime::CallError;
 use crate::runtime::registry::Snapshot;
 
@@ -46,8 +51,92 @@ impl From<CallError> for Failed {
     }
 }
 
+/// A plugin failure a stage's policy absorbed: the batch went on without those records.
+#[derive(Debug)]
+pub struct Handled {
+    /// What failed.
+    pub error: Box<StageError>,
+    /// `skip` or `dead_letter`.
+    pub action: OnError,
+    /// Records of the input that did not go through the stage.
+    pub records: u64,
+}
+
+/// A batch that ran: every stream it computed, and what policies absorbed.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// Every stream's partitions (None for streams no sink needs).
+    pub streams: BatchOutput,
+    /// Failures skipped or sent to a dead-letter sink.
+    pub handled: Vec<Handled>,
+    /// Records for each dead-letter sink (index into [`Graph::dead_letters`]), as
+    /// [`DeadLetter`] frames.
+    pub dead_letters: Vec<(usize, Partition)>,
+}
+
+/// A record a stage could not process, as its dead-letter sink receives it.
+#[derive(Debug, serde::Serialize)]
+pub struct DeadLetter {
+    /// Batch time, ms.
+    pub batch: u64,
+    /// The stage.
+    pub stage: String,
+    /// The plugin.
+    pub plugin: String,
+    /// Short content hash of the version that failed.
+    pub version: String,
+    /// The function.
+    pub function: String,
+    /// Error class: trap, deadline, memory_limit, guest_error, bad_output.
+    pub class: String,
+    /// The error.
+    pub error: String,
+    /// The input record, as JSON.
+    pub record: String,
+}
+
+impl DeadLetter {
+    /// The type dead-letter sinks render.
+    pub fn type_desc() -> TypeDesc {
+        let field = |name: &str, ty: TypeDesc| (name.to_string(), ty);
+        TypeDesc::Struct {
+            name: "DeadLetter".into(),
+            fields: vec![
+                field("batch", TypeDesc::Unsigned(64)),
+                field("stage", TypeDesc::String),
+                field("plugin", TypeDesc::String),
+                field("version", TypeDesc::String),
+                field("function", TypeDesc::String),
+                field("class", TypeDesc::String),
+                field("error", TypeDesc::String),
+                field("record", TypeDesc::String),
+            ],
+        }
+    }
+}
+
+/// One stage's result in one batch.
+struct StageResult {
+    output: Vec<Partition>,
+    /// `<stage>.late` of an event window.
+    late: Option<Vec<Partition>>,
+    /// Input partitions (by index) whose call failed, for per-partition policies.
+    failed: Vec<(usize, CallError)>,
+}
+
+impl From<Vec<Partition>> for StageResult {
+    fn from(output: Vec<Partition>) -> Self {
+        Self { output, late: None, failed: Vec::new() }
+    }
+}
+
 /// Runs the stages of `graph` over the `blocks` of batch `time` on `pool`, updating the state of
 /// stateful stages in `state`. `last`: no batch follows (event-time windows all close).
+///
+/// A failing plugin call follows its stage's `on_error`: `retry` calls again, `skip` and
+/// `dead_letter` go on without the failing partition (the whole input, for stages that call
+/// once per batch or keep state — whose state is then put back as it was); `fail` fails the
+/// batch with the error.
 #[allow(clippy::too_many_arguments)]
 pub fn run_batch(
     graph: &Graph,
@@ -57,140 +146,280 @@ pub fn run_batch(
     last: bool,
     blocks: Vec<Block>,
     pool: &rayon::ThreadPool,
-) -> Result<BatchOutput, Box<StageError>> {
-    let mut streams: BatchOutput = vec![None; graph.streams.len()];
-    for stream in streams.iter_mut().take(graph.sources) {
+) -> Result<BatchOutcome, Box<StageError>> {
+    let mut outcome = BatchOutcome { streams: vec![None; graph.streams.len()], ..BatchOutcome::default() };
+    for stream in outcome.streams.iter_mut().take(graph.sources) {
         *stream = Some(Vec::new());
     }
     for block in blocks {
-        if let Some(Some(partitions)) = streams.get_mut(block.source)
+        if let Some(Some(partitions)) = outcome.streams.get_mut(block.source)
             && block.records > 0
         {
             partitions.push(Partition { data: block.data, records: block.records });
         }
     }
-    let buckets = pool.current_num_threads().max(1);
     for (index, stage) in graph.stages.iter().enumerate() {
+        let policy = &stage.policy;
+        let limited: Snapshot;
+        let snapshot = if policy.timeout.is_some() || policy.memory_limit.is_some() {
+            limited = snapshot.iter().map(|v| Arc::new(v.with_limits(policy.timeout, policy.memory_limit))).collect();
+            &limited
+        } else {
+            snapshot
+        };
         let inputs: Vec<&[Partition]> =
-            stage.inputs.iter().map(|&i| streams[i].as_deref().unwrap_or_default()).collect();
-        let input = inputs[0];
-        let host = |error: CallError| host_error(stage, error);
-        let call = |f: &FunctionRef, error: CallError| stage_error(stage, snapshot, f.plugin, &f.function, error);
-        let output = match &stage.operator {
-            Operator::Count => {
-                let count: u64 = input.iter().map(|p| p.records).sum();
-                let mut data = Vec::new();
-                sluice_sdk::__private::write_frame(&mut data, &count).expect("a u64 always encodes");
-                vec![Partition { data, records: 1 }]
+            stage.inputs.iter().map(|&i| outcome.streams[i].as_deref().unwrap_or_default()).collect();
+        let stateful = matches!(
+            stage.operator,
+            Operator::Window { .. }
+                | Operator::UpdateStateByKey { .. }
+                | Operator::MapWithState { .. }
+                | Operator::EventWindow { .. }
+        );
+        let saved = (stateful && policy.on_error != OnError::Fail).then(|| state.save(index));
+        let mut attempt = 0;
+        let result = loop {
+            match run_stage(stage, index, &inputs, state, snapshot, time, last, pool) {
+                Err(error) if policy.on_error == OnError::Retry && attempt < policy.retries => {
+                    attempt += 1;
+                    tracing::warn!(batch = time, stage = %stage.name, attempt, "retrying after: {error}");
+                    if let Some(saved) = &saved {
+                        state.restore(index, saved.clone());
+                    }
+                }
+                result => break result,
             }
-            Operator::Plugin { plugin, function, kind } => {
-                let version = &snapshot[*plugin];
-                pool.install(|| {
+        };
+        let result = match result {
+            Ok(result) => result,
+            Err(error) => {
+                if let Some(saved) = saved {
+                    state.restore(index, saved);
+                }
+                // A fused stage's own failure is not this stage's to absorb.
+                if error.stage != stage.name || matches!(policy.on_error, OnError::Fail | OnError::Retry) {
+                    return Err(error);
+                }
+                let records = inputs.iter().flat_map(|parts| parts.iter()).map(|p| p.records).sum();
+                let failed: Vec<&Partition> = inputs.iter().flat_map(|parts| parts.iter()).collect();
+                absorb(graph, stage, time, error, records, &failed, &mut outcome.handled, &mut outcome.dead_letters);
+                StageResult::from(Vec::new())
+            }
+        };
+        for (partition, error) in result.failed {
+            let (Operator::Plugin { plugin, function, .. } | Operator::KeyBy(FunctionRef { plugin, function })) =
+                &stage.operator
+            else {
+                unreachable!("only per-partition operators report failed partitions");
+            };
+            let error = stage_error(stage, snapshot, *plugin, function, error);
+            if matches!(policy.on_error, OnError::Fail | OnError::Retry) {
+                return Err(error);
+            }
+            let input = &inputs[0][partition];
+            absorb(graph, stage, time, error, input.records, &[input], &mut outcome.handled, &mut outcome.dead_letters);
+        }
+        if let (Operator::EventWindow { late, .. }, Some(records)) = (&stage.operator, result.late) {
+            outcome.streams[*late] = Some(records.into_iter().filter(|p| p.records > 0).collect());
+        }
+        outcome.streams[stage.output] = Some(result.output.into_iter().filter(|p| p.records > 0).collect());
+    }
+    Ok(outcome)
+}
+
+/// Applies `skip` or `dead_letter` to a failure over `failed` input partitions.
+#[allow(clippy::too_many_arguments)]
+fn absorb(
+    graph: &Graph,
+    stage: &Stage,
+    time: u64,
+    error: Box<StageError>,
+    records: u64,
+    failed: &[&Partition],
+    handled: &mut Vec<Handled>,
+    dead_letters: &mut Vec<(usize, Partition)>,
+) {
+    let action = stage.policy.on_error;
+    tracing::warn!(
+        batch = time,
+        stage = %stage.name,
+        class = %error.error.class(),
+        records,
+        "{} after: {error}",
+        if action == OnError::Skip { "skipped the records" } else { "sent the records to the dead-letter sink" }
+    );
+    if let (OnError::DeadLetter, Some(sink)) = (action, stage.policy.dead_letter) {
+        let ty = &graph.streams[stage.inputs[0]].ty;
+        let mut out = Partition::default();
+        let mut json = String::new();
+        for record in failed.iter().flat_map(|p| abi::Frames::new(&p.data)) {
+            json.clear();
+            crate::sinks::render::render(ty, record, &mut json);
+            let letter = DeadLetter {
+                batch: time,
+                stage: stage.name.clone(),
+                plugin: error.plugin.clone(),
+                version: error.version.clone(),
+                function: error.function.clone(),
+                class: error.error.class().name().to_string(),
+                error: error.error.to_string(),
+                record: json.clone(),
+            };
+            sluice_sdk::__private::write_frame(&mut out.data, &letter).expect("a dead letter always encodes");
+            out.records += 1;
+        }
+        dead_letters.push((sink, out));
+    }
+    handled.push(Handled { error, action, records });
+}
+
+/// Runs one stage over its inputs.
+#[allow(clippy::too_many_arguments)]
+fn run_stage(
+    stage: &Stage,
+    index: usize,
+    inputs: &[&[Partition]],
+    state: &mut GraphState,
+    snapshot: &Snapshot,
+    time: u64,
+    last: bool,
+    pool: &rayon::ThreadPool,
+) -> Result<StageResult, Box<StageError>> {
+    let buckets = pool.current_num_threads().max(1);
+    let input = inputs[0];
+    let host = |error: CallError| host_error(stage, error);
+    let call = |f: &FunctionRef, error: CallError| stage_error(stage, snapshot, f.plugin, &f.function, error);
+    let retries = if stage.policy.on_error == OnError::Retry { stage.policy.retries } else { 0 };
+    let output = match &stage.operator {
+        Operator::Count => {
+            let count: u64 = input.iter().map(|p| p.records).sum();
+            let mut data = Vec::new();
+            sluice_sdk::__private::write_frame(&mut data, &count).expect("a u64 always encodes");
+            vec![Partition { data, records: 1 }]
+        }
+        Operator::Plugin { plugin, function, kind } => {
+            let version = &snapshot[*plugin];
+            return Ok(per_partition(stage, input, pool, retries, |p| ops::plugin(version, function, *kind, p)));
+        }
+        Operator::KeyBy(f) => {
+            let version = &snapshot[f.plugin];
+            return Ok(per_partition(stage, input, pool, retries, |p| key_by(version, &f.function, p)));
+        }
+        Operator::Transform(f) => {
+            let all = keyed::concat(input);
+            let out =
+                ops::plugin(&snapshot[f.plugin], &f.function, FunctionKind::Transform, &all).map_err(|e| call(f, e))?;
+            vec![out]
+        }
+        Operator::Reduce(f) => {
+            let version = &snapshot[f.plugin];
+            let partials = pool
+                .install(|| {
                     input
                         .par_iter()
-                        .map(|partition| ops::plugin(version, function, *kind, partition))
+                        .map(|p| ops::reduce_partition(version, &f.function, p))
                         .collect::<Result<Vec<_>, _>>()
                 })
-                .map_err(|error| stage_error(stage, snapshot, *plugin, function, error))?
-            }
-            Operator::Transform(f) => {
-                let all = keyed::concat(input);
-                let out = ops::plugin(&snapshot[f.plugin], &f.function, FunctionKind::Transform, &all)
-                    .map_err(|e| call(f, e))?;
+                .map_err(|e| call(f, e))?;
+            let partials: Vec<&[u8]> = partials.iter().flatten().map(Vec::as_slice).collect();
+            if partials.is_empty() {
+                Vec::new()
+            } else {
+                let value = ops::reduce_values(version, &f.function, &partials).map_err(|e| call(f, e))?;
+                let mut out = Partition { data: Vec::new(), records: 1 };
+                abi::push_frame(&mut out.data, &value);
                 vec![out]
             }
-            Operator::Reduce(f) => {
-                let version = &snapshot[f.plugin];
-                let partials = pool
-                    .install(|| {
-                        input
-                            .par_iter()
-                            .map(|p| ops::reduce_partition(version, &f.function, p))
-                            .collect::<Result<Vec<_>, _>>()
-                    })
-                    .map_err(|e| call(f, e))?;
-                let partials: Vec<&[u8]> = partials.iter().flatten().map(Vec::as_slice).collect();
-                if partials.is_empty() {
-                    Vec::new()
-                } else {
-                    let value = ops::reduce_values(version, &f.function, &partials).map_err(|e| call(f, e))?;
-                    let mut out = Partition { data: Vec::new(), records: 1 };
-                    abi::push_frame(&mut out.data, &value);
-                    vec![out]
+        }
+        Operator::ReduceByKey { plugin, function, key, fused } => {
+            reduce_by_key(stage, snapshot, pool, input, *plugin, function, key, fused.as_deref())?
+        }
+        Operator::CountByValue => vec![keyed::count_by_value(input)],
+        Operator::GroupByKey { key } => vec![keyed::group_by_key(key, input).map_err(host)?],
+        Operator::Union => inputs.iter().flat_map(|parts| parts.iter().cloned()).collect(),
+        Operator::Repartition(n) => keyed::repartition(input, *n),
+        Operator::Join { how, key } => vec![keyed::join(*how, key, inputs[0], inputs[1]).map_err(host)?],
+        Operator::Cogroup { key } => vec![keyed::cogroup(key, inputs[0], inputs[1]).map_err(host)?],
+        Operator::Window { window_ms, slide_ms, kind } => state
+            .window(index)
+            .step(kind, *window_ms, *slide_ms, time, input, snapshot)
+            .map_err(|failed| match kind {
+                super::WindowKind::ReduceByKey { inverse: Some(f), .. } if failed.inverse => call(f, failed.error),
+                super::WindowKind::Reduce(f) | super::WindowKind::ReduceByKey { reduce: f, .. } => {
+                    call(f, failed.error)
                 }
-            }
-            Operator::ReduceByKey { plugin, function, key, fused } => {
-                reduce_by_key(stage, snapshot, pool, input, *plugin, function, key, fused.as_deref())?
-            }
-            Operator::CountByValue => vec![keyed::count_by_value(input)],
-            Operator::GroupByKey { key } => vec![keyed::group_by_key(key, input).map_err(host)?],
-            Operator::Union => inputs.iter().flat_map(|parts| parts.iter().cloned()).collect(),
-            Operator::Repartition(n) => keyed::repartition(input, *n),
-            Operator::Join { how, key } => vec![keyed::join(*how, key, inputs[0], inputs[1]).map_err(host)?],
-            Operator::Cogroup { key } => vec![keyed::cogroup(key, inputs[0], inputs[1]).map_err(host)?],
-            Operator::Window { window_ms, slide_ms, kind } => state
-                .window(index)
-                .step(kind, *window_ms, *slide_ms, time, input, snapshot)
-                .map_err(|failed| match kind {
-                    super::WindowKind::ReduceByKey { inverse: Some(f), .. } if failed.inverse => call(f, failed.error),
-                    super::WindowKind::Reduce(f) | super::WindowKind::ReduceByKey { reduce: f, .. } => {
-                        call(f, failed.error)
+                _ => host(failed.error),
+            })?,
+        Operator::MapWithState { function, key, timeout_ms } => state
+            .mapped(index)
+            .step(&snapshot[function.plugin], &function.function, key, input, time, *timeout_ms, buckets, pool)
+            .map_err(|e| call(function, e))?,
+        Operator::EventWindow { assigner, lateness_ms, timestamp, reduce, key, .. } => {
+            let records: u64 = input.iter().map(|p| p.records).sum();
+            let times = match timestamp {
+                None => vec![time; records as usize],
+                Some(f) => {
+                    let all = keyed::concat(input);
+                    let out = ops::plugin(&snapshot[f.plugin], &f.function, FunctionKind::Timestamp, &all)
+                        .map_err(|e| call(f, e))?;
+                    super::event::event_times(&out.data, records).map_err(|e| call(f, e))?
+                }
+            };
+            let combine = match reduce {
+                Some(f) => super::event::Combine::Reduce(&snapshot[f.plugin], &f.function),
+                None => super::event::Combine::Count,
+            };
+            let (closed, late_records) = state
+                .event(index)
+                .step(*assigner, *lateness_ms, key, input, &times, &combine, timestamp.is_none().then_some(time), last)
+                .map_err(|e| match reduce {
+                    Some(f) => call(f, e),
+                    None => host(e),
+                })?;
+            return Ok(StageResult { output: closed, late: Some(late_records), failed: Vec::new() });
+        }
+        Operator::UpdateStateByKey { update, key } => state
+            .store(index)
+            .step(&snapshot[update.plugin], &update.function, key, input, buckets, pool)
+            .map_err(|e| call(update, e))?,
+    };
+    Ok(output.into())
+}
+
+/// A per-partition stage: each partition's call, retried `retries` times; the partitions whose
+/// calls still fail are reported, not fatal here (the stage's policy decides).
+fn per_partition(
+    stage: &Stage,
+    input: &[Partition],
+    pool: &rayon::ThreadPool,
+    retries: u32,
+    call: impl Fn(&Partition) -> Result<Partition, CallError> + Sync,
+) -> StageResult {
+    let results: Vec<Result<Partition, CallError>> = pool.install(|| {
+        input
+            .par_iter()
+            .map(|partition| {
+                let mut attempt = 0;
+                loop {
+                    match call(partition) {
+                        Err(error) if attempt < retries => {
+                            attempt += 1;
+                            tracing::warn!(stage = %stage.name, attempt, "retrying a partition after: {error}");
+                        }
+                        result => return result,
                     }
-                    _ => host(failed.error),
-                })?,
-            Operator::KeyBy(f) => {
-                let version = &snapshot[f.plugin];
-                pool.install(|| {
-                    input.par_iter().map(|p| key_by(version, &f.function, p)).collect::<Result<Vec<_>, _>>()
-                })
-                .map_err(|e| call(f, e))?
-            }
-            Operator::MapWithState { function, key, timeout_ms } => state
-                .mapped(index)
-                .step(&snapshot[function.plugin], &function.function, key, input, time, *timeout_ms, buckets, pool)
-                .map_err(|e| call(function, e))?,
-            Operator::EventWindow { assigner, lateness_ms, timestamp, reduce, key, late } => {
-                let records: u64 = input.iter().map(|p| p.records).sum();
-                let times = match timestamp {
-                    None => vec![time; records as usize],
-                    Some(f) => {
-                        let all = keyed::concat(input);
-                        let out = ops::plugin(&snapshot[f.plugin], &f.function, FunctionKind::Timestamp, &all)
-                            .map_err(|e| call(f, e))?;
-                        super::event::event_times(&out.data, records).map_err(|e| call(f, e))?
-                    }
-                };
-                let combine = match reduce {
-                    Some(f) => super::event::Combine::Reduce(&snapshot[f.plugin], &f.function),
-                    None => super::event::Combine::Count,
-                };
-                let (closed, late_records) = state
-                    .event(index)
-                    .step(
-                        *assigner,
-                        *lateness_ms,
-                        key,
-                        input,
-                        &times,
-                        &combine,
-                        timestamp.is_none().then_some(time),
-                        last,
-                    )
-                    .map_err(|e| match reduce {
-                        Some(f) => call(f, e),
-                        None => host(e),
-                    })?;
-                streams[*late] = Some(late_records.into_iter().filter(|p| p.records > 0).collect());
-                closed
-            }
-            Operator::UpdateStateByKey { update, key } => state
-                .store(index)
-                .step(&snapshot[update.plugin], &update.function, key, input, buckets, pool)
-                .map_err(|e| call(update, e))?,
-        };
-        streams[stage.output] = Some(output.into_iter().filter(|p| p.records > 0).collect());
+                }
+            })
+            .collect()
+    });
+    let mut result = StageResult::from(Vec::with_capacity(results.len()));
+    for (index, outcome) in results.into_iter().enumerate() {
+        match outcome {
+            Ok(partition) => result.output.push(partition),
+            Err(error) => result.failed.push((index, error)),
+        }
     }
-    Ok(streams)
+    result
 }
 
 /// key_by over one partition: `(key, record)` per record.

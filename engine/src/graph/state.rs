@@ -7,16 +7,17 @@ use rustc_hash::FxHashMap;
 use sluice_sdk::TypeDesc;
 use sluice_sdk::abi::{self, Frames};
 
-use super::Partition;
 use super::event::EventWindowState;
 use super::keyed::frames;
 use super::ops::{partition_of, split};
 use super::window::WindowState;
+use super::{Graph, Partition};
 use crate::runtime::{CallError, PluginVersion, instance};
 
-/// One stage's state.
-#[derive(Debug)]
-pub(super) enum StageState {
+/// One stage's state: what a checkpoint holds for it (keys, values and states as the postcard
+/// bytes the plugins produced, so the format does not depend on any plugin's code).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) enum StageState {
     Window(WindowState),
     Store(StateStore),
     Mapped(MapStateStore),
@@ -62,11 +63,93 @@ impl GraphState {
     pub fn late_records(&self) -> u64 {
         self.stages.values().map(|s| if let StageState::Event(e) = s { e.late } else { 0 }).sum()
     }
+
+    /// A copy of stage `stage`'s state, to put back if the stage fails.
+    pub(super) fn save(&self, stage: usize) -> Option<StageState> {
+        self.stages.get(&stage).cloned()
+    }
+
+    /// Puts back what [`GraphState::save`] returned.
+    pub(super) fn restore(&mut self, stage: usize, saved: Option<StageState>) {
+        match saved {
+            Some(state) => self.stages.insert(stage, state),
+            None => self.stages.remove(&stage),
+        };
+    }
+
+    /// Every stateful stage's state, by stage name, for a checkpoint.
+    pub fn export(&self, graph: &Graph) -> Vec<StageCheckpoint> {
+        let mut out: Vec<StageCheckpoint> = self
+            .stages
+            .iter()
+            .map(|(&index, state)| {
+                let stage = &graph.stages[index];
+                StageCheckpoint {
+                    name: stage.name.clone(),
+                    op: stage.op.name().to_string(),
+                    input: graph.streams[stage.inputs[0]].ty.clone(),
+                    output: graph.streams[stage.output].ty.clone(),
+                    state: state.clone(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// The state of a checkpoint for `graph`. Each stage must exist with the same op and the
+    /// same record types; otherwise the state cannot be read, and every such stage is reported.
+    pub fn import(graph: &Graph, stages: Vec<StageCheckpoint>) -> Result<Self, Vec<String>> {
+        let mut state = Self::default();
+        let mut problems = Vec::new();
+        for saved in stages {
+            let Some(index) = graph.stages.iter().position(|s| s.name == saved.name) else {
+                problems.push(format!(
+                    "stage `{}` ({}) has state in the checkpoint but is not in the pipeline",
+                    saved.name, saved.op
+                ));
+                continue;
+            };
+            let stage = &graph.stages[index];
+            let (input, output) = (&graph.streams[stage.inputs[0]].ty, &graph.streams[stage.output].ty);
+            if stage.op.name() != saved.op {
+                problems.push(format!(
+                    "stage `{}` was `{}` when the checkpoint was written and is `{}` now",
+                    saved.name,
+                    saved.op,
+                    stage.op.name()
+                ));
+            } else if *input != saved.input || *output != saved.output {
+                problems.push(format!(
+                    "stage `{}` read {} and produced {} when the checkpoint was written, and reads {} and produces {} now; its state has the old types",
+                    saved.name, saved.input, saved.output, input, output
+                ));
+            } else {
+                state.stages.insert(index, saved.state);
+            }
+        }
+        if problems.is_empty() { Ok(state) } else { Err(problems) }
+    }
+}
+
+/// One stateful stage in a checkpoint: its name, op and record types (what must still match
+/// for the state to be read), and its state as data.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct StageCheckpoint {
+    /// The stage's name.
+    pub name: String,
+    /// Its op, as in the pipeline file.
+    pub op: String,
+    /// The type of the records it reads.
+    pub input: TypeDesc,
+    /// The type of the records it produces.
+    pub output: TypeDesc,
+    state: StageState,
 }
 
 /// `update_state_by_key`'s store: key bytes → state bytes, split by key hash into one map per
 /// worker so every bucket is updated in parallel, in place.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct StateStore {
     buckets: Vec<FxHashMap<Vec<u8>, Vec<u8>>>,
 }
@@ -180,7 +263,7 @@ fn update_bucket(
 type Updated = (Vec<u8>, Option<Vec<u8>>);
 
 /// `map_with_state`'s store: key bytes → (state bytes, batch time of its last new value).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct MapStateStore {
     states: FxHashMap<Vec<u8>, (Vec<u8>, u64)>,
 }

@@ -23,7 +23,7 @@ use crate::runtime::CallError;
 use crate::runtime::registry::Snapshot;
 
 /// What one batch leaves for the windows that will include it.
-#[derive(Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 enum Contribution {
     Records(Vec<Partition>),
     Count(u64),
@@ -36,7 +36,7 @@ enum Contribution {
 type Running = FxHashMap<Vec<u8>, (Vec<u8>, u32)>;
 
 /// A windowed stage's state across batches.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct WindowState {
     history: VecDeque<(u64, Contribution)>,
     last_emit: Option<u64>,

@@ -45,6 +45,18 @@ pub mod names {
     pub const PROCESSING: &str = "sluice_batch_processing_seconds_total";
     /// The serving version of each plugin (value 1).
     pub const PLUGIN_INFO: &str = "sluice_plugin_version_info";
+    /// Records a stage's `on_error` policy took out of the batch, per stage and action.
+    pub const RECORDS_DIVERTED: &str = "sluice_records_diverted_total";
+    /// Versions rolled back automatically after failing batches.
+    pub const AUTO_ROLLBACKS: &str = "sluice_plugin_auto_rollbacks_total";
+    /// Checkpoints written.
+    pub const CHECKPOINTS: &str = "sluice_checkpoints_total";
+    /// Time to write the last checkpoint.
+    pub const LAST_CHECKPOINT: &str = "sluice_last_checkpoint_seconds";
+    /// Batches received and not started yet.
+    pub const WAITING_BATCHES: &str = "sluice_waiting_batches";
+    /// The rate a receiver may read at (backpressure or max_rate), per source; absent: unlimited.
+    pub const RECEIVE_RATE_LIMIT: &str = "sluice_receiver_rate_limit_records_per_second";
 }
 
 /// The figures of one finished batch.
@@ -71,6 +83,12 @@ pub struct Metrics {
     late: AtomicU64,
     swaps: AtomicU64,
     processing_ms: AtomicU64,
+    auto_rollbacks: AtomicU64,
+    checkpoints: AtomicU64,
+    last_checkpoint_us: AtomicU64,
+    /// Batches received and not started (shared with the clock).
+    pub waiting: Arc<std::sync::atomic::AtomicUsize>,
+    diverted: Mutex<BTreeMap<(String, &'static str), u64>>,
     last: Mutex<BatchFigures>,
     plugin_errors: Mutex<BTreeMap<(String, &'static str), u64>>,
     receivers: Mutex<Vec<Arc<Receiver>>>,
@@ -104,6 +122,23 @@ impl Metrics {
     /// A plugin call failed.
     pub fn plugin_error(&self, plugin: &str, class: &'static str) {
         *self.plugin_errors.lock().expect("metrics lock").entry((plugin.to_string(), class)).or_insert(0) += 1;
+    }
+
+    /// A stage's policy took `records` out of the batch (`skip` or `dead_letter`).
+    pub fn diverted(&self, stage: &str, action: &'static str, records: u64) {
+        *self.diverted.lock().expect("metrics lock").entry((stage.to_string(), action)).or_insert(0) += records;
+    }
+
+    /// A failing version was rolled back automatically.
+    pub fn auto_rollback(&self) {
+        self.auto_rollbacks.fetch_add(1, Ordering::Relaxed);
+        self.swaps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A checkpoint was written in `took`.
+    pub fn checkpoint(&self, took: std::time::Duration) {
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.last_checkpoint_us.store(took.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Batches processed so far.
@@ -171,6 +206,36 @@ impl Metrics {
             })
             .collect();
         metric(names::PLUGIN_INFO, "gauge", "The serving version of each plugin.", &versions);
+        let diverted: Vec<(String, f64)> = self
+            .diverted
+            .lock()
+            .expect("metrics lock")
+            .iter()
+            .map(|((stage, action), n)| (format!("{{stage=\"{}\",action=\"{action}\"}}", escape(stage)), *n as f64))
+            .collect();
+        metric(names::RECORDS_DIVERTED, "counter", "Records an on_error policy took out of a batch.", &diverted);
+        metric(
+            names::AUTO_ROLLBACKS,
+            "counter",
+            "Plugin versions rolled back after failing batches.",
+            &plain(load(&self.auto_rollbacks)),
+        );
+        metric(names::CHECKPOINTS, "counter", "Checkpoints written.", &plain(load(&self.checkpoints)));
+        metric(
+            names::LAST_CHECKPOINT,
+            "gauge",
+            "Time to write the last checkpoint.",
+            &[(String::new(), load(&self.last_checkpoint_us) as f64 / 1e6)],
+        );
+        metric(
+            names::WAITING_BATCHES,
+            "gauge",
+            "Batches received and not started.",
+            &plain(self.waiting.load(Ordering::Relaxed) as u64),
+        );
+        let rates: Vec<(String, f64)> =
+            receivers.iter().filter_map(|r| Some((format!("{{source=\"{}\"}}", escape(&r.name)), r.rate()?))).collect();
+        metric(names::RECEIVE_RATE_LIMIT, "gauge", "The rate a receiver may read at.", &rates);
         out
     }
 }

@@ -7,6 +7,8 @@
 //! A block also seals early when it reaches [`MAX_BLOCK_BYTES`], so a burst that arrives within
 //! one block interval still spreads over several partitions (and cores).
 
+pub mod rate;
+
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -51,6 +53,12 @@ pub struct Receiver {
     finished: AtomicBool,
     received: AtomicU64,
     invalid: AtomicU64,
+    /// Records written to the write-ahead log so far.
+    durable: AtomicU64,
+    /// Wakes the source when records became durable (to acknowledge them).
+    pub durable_changed: tokio::sync::Notify,
+    /// The rate the source may read at, records/s (`f64` bits); 0: unlimited.
+    rate: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -64,6 +72,9 @@ impl Receiver {
             finished: AtomicBool::new(false),
             received: AtomicU64::new(0),
             invalid: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
+            durable_changed: tokio::sync::Notify::new(),
+            rate: AtomicU64::new(0),
             last_error: Mutex::new(None),
         }
     }
@@ -107,6 +118,34 @@ impl Receiver {
                 data: block.data,
             })
             .collect()
+    }
+
+    /// Counts records a source handed over without this receiver's buffer (directory files).
+    pub fn count(&self, records: u64, invalid: u64) {
+        self.received.fetch_add(records, Ordering::Relaxed);
+        self.invalid.fetch_add(invalid, Ordering::Relaxed);
+    }
+
+    /// `records` more were written to the write-ahead log.
+    pub fn made_durable(&self, records: u64) {
+        self.durable.fetch_add(records, Ordering::Release);
+        self.durable_changed.notify_waiters();
+    }
+
+    /// Records written to the write-ahead log so far.
+    pub fn durable(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Sets the rate the source may read at (records/s); `None`: unlimited.
+    pub fn set_rate(&self, rate: Option<f64>) {
+        self.rate.store(rate.map_or(0, f64::to_bits), Ordering::Relaxed);
+    }
+
+    /// The rate the source may read at, if limited.
+    pub fn rate(&self) -> Option<f64> {
+        let bits = self.rate.load(Ordering::Relaxed);
+        (bits != 0).then(|| f64::from_bits(bits))
     }
 
     /// The source has ended: no more records will come.

@@ -78,6 +78,7 @@ pub(crate) struct Instance {
     input: TypedFunc<u32, u32>,
     instance: wasmtime::Instance,
     calls: FxHashMap<String, TypedFunc<u32, u64>>,
+    /// Limits of instantiation and of the describe calls; each call brings its own.
     limits: Limits,
 }
 
@@ -124,6 +125,7 @@ impl Instance {
     pub(crate) fn call(
         &mut self,
         function: &str,
+        limits: Limits,
         len: usize,
         fill: impl FnOnce(&mut [u8]),
         output: &mut Vec<u8>,
@@ -141,14 +143,14 @@ impl Instance {
         let len = u32::try_from(size).map_err(|_| CallError::BadOutput {
             message: format!("a partition of {size} bytes exceeds the 4 GiB a 32-bit guest can address"),
         })?;
-        self.store.set_epoch_deadline(ticks(self.limits));
-        let ptr =
-            self.input.call(&mut self.store, len).map_err(|err| classify(&mut self.store, err, self.limits))? as usize;
+        self.store.data_mut().memory_limit = limits.memory;
+        self.store.set_epoch_deadline(ticks(limits));
+        let ptr = self.input.call(&mut self.store, len).map_err(|err| classify(&mut self.store, err, limits))? as usize;
         fill(self.memory.data_mut(&mut self.store).get_mut(ptr..ptr + size).ok_or_else(|| CallError::BadOutput {
             message: "the input buffer lies outside the guest's memory".into(),
         })?);
-        self.store.set_epoch_deadline(ticks(self.limits));
-        let packed = call.call(&mut self.store, len).map_err(|err| classify(&mut self.store, err, self.limits))?;
+        self.store.set_epoch_deadline(ticks(limits));
+        let packed = call.call(&mut self.store, len).map_err(|err| classify(&mut self.store, err, limits))?;
         self.read_output(packed, output)
     }
 
@@ -236,7 +238,7 @@ pub fn call_filling(
                     instances.get_mut(&version.plugin).expect("just inserted")
                 }
             };
-            let result = slot.1.call(function, len, fill, output);
+            let result = slot.1.call(function, *limits, len, fill, output);
             if result.is_err() {
                 // A trapped instance may hold broken state: the next call starts fresh.
                 instances.remove(&version.plugin);

@@ -90,6 +90,28 @@ impl PluginVersion {
         &self.hash[..self.hash.len().min(12)]
     }
 
+    /// The same version (same id, so the same worker instances) with other call limits: a
+    /// stage's own `timeout` and `memory_limit`. Native versions have no limits to change.
+    pub fn with_limits(&self, timeout: Option<std::time::Duration>, memory: Option<usize>) -> Self {
+        let implementation = match &self.implementation {
+            Implementation::Wasm { engine, pre, limits } => Implementation::Wasm {
+                engine: engine.clone(),
+                pre: pre.clone(),
+                limits: Limits { timeout: timeout.unwrap_or(limits.timeout), memory: memory.unwrap_or(limits.memory) },
+            },
+            Implementation::Native(functions) => Implementation::Native(functions.clone()),
+        };
+        Self {
+            id: self.id,
+            plugin: self.plugin.clone(),
+            path: self.path.clone(),
+            hash: self.hash.clone(),
+            loaded_at: self.loaded_at,
+            functions: self.functions.clone(),
+            implementation,
+        }
+    }
+
     /// `name (kind)` of every function, for messages.
     pub fn function_list(&self) -> String {
         let list: Vec<String> = self.functions.values().map(|f| format!("{} ({})", f.name, f.kind)).collect();

@@ -18,7 +18,8 @@ use crate::graph::{Partition, records};
 pub struct FileSinkConfig {
     /// Unique name.
     pub name: String,
-    /// The stream to write.
+    /// The stream to write (empty for a stage's dead-letter sink).
+    #[serde(default)]
     pub input: String,
     /// Directory for the batch files (created if missing), relative to the pipeline file.
     pub path: PathBuf,

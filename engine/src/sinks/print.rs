@@ -16,7 +16,8 @@ use crate::graph::{Partition, records};
 pub struct PrintSinkConfig {
     /// Unique name.
     pub name: String,
-    /// The stream to print.
+    /// The stream to print (empty for a stage's dead-letter sink).
+    #[serde(default)]
     pub input: String,
     /// How many records of each batch to print (default 10).
     #[serde(default = "default_num")]

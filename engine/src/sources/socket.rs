@@ -11,10 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
 
+use crate::receiver::rate::Throttle;
 use crate::receiver::{LineFramer, Receiver};
 
 /// First retry delay after a failed connection.
@@ -22,6 +24,8 @@ pub const RETRY_MIN: Duration = Duration::from_millis(100);
 /// Longest retry delay.
 pub const RETRY_MAX: Duration = Duration::from_secs(5);
 const READ_CHUNK: usize = 256 * 1024;
+/// How long the end of an acknowledged stream waits for its last records to become durable.
+pub const FINAL_ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// `type = "socket"`.
 #[derive(Clone, Debug, Deserialize)]
@@ -31,6 +35,17 @@ pub struct SocketSourceConfig {
     pub name: String,
     /// `host:port` of the server to read lines from.
     pub address: String,
+    /// Write every block to the write-ahead log in `checkpoint_dir` before it counts as
+    /// received; after a crash, blocks of unfinished batches are replayed.
+    #[serde(default)]
+    pub wal: bool,
+    /// With `wal`: after each block is durable, write back to the server the number of lines of
+    /// this connection made durable so far, as a decimal line (`"1200\n"`), so the server can
+    /// resend what was not acknowledged after a crash.
+    #[serde(default)]
+    pub ack: bool,
+    /// Read at most this many records per second (the server is then held back by TCP).
+    pub max_rate: Option<u64>,
 }
 
 /// A running socket source.
@@ -93,26 +108,88 @@ impl SocketSource {
         tracing::info!(source = %name, "source finished");
     }
 
-    /// Reads lines until end of stream (Ok) or an error (Err, to reconnect).
-    async fn read(&self, mut stream: TcpStream, stop: &mut watch::Receiver<bool>) -> std::io::Result<()> {
+    /// Reads lines until end of stream (Ok) or an error (Err, to reconnect), at most at the
+    /// receiver's rate, acknowledging durable records if asked to.
+    async fn read(&self, stream: TcpStream, stop: &mut watch::Receiver<bool>) -> std::io::Result<()> {
+        let (mut reader, mut writer) = stream.into_split();
         let mut framer = LineFramer::default();
         let mut chunk = vec![0u8; READ_CHUNK];
+        let mut throttle = Throttle::default();
+        // Records received before this connection: acknowledgements count this connection's.
+        let base = self.receiver.received();
+        let mut acked = 0u64;
         loop {
+            if self.config.ack {
+                self.acknowledge(&mut writer, base, &mut acked).await;
+            }
+            // `max_rate`, or what backpressure set (never above `max_rate`).
+            let rate = self.receiver.rate();
+            // Under a rate, read about 100 ms of ~100-byte lines at a time.
+            let len = rate.map_or(READ_CHUNK, |r| ((r * 10.0) as usize).clamp(4096, READ_CHUNK));
             let n = tokio::select! {
-                n = stream.read(&mut chunk) => n,
+                n = reader.read(&mut chunk[..len]) => n,
                 _ = stop.changed() => Ok(0),
+                _ = self.receiver.durable_changed.notified(), if self.config.ack => continue,
             };
             match n {
                 Ok(0) => {
                     self.receiver.append(|block| framer.finish(block));
+                    if self.config.ack {
+                        self.acknowledge_all(&mut writer, base, &mut acked, stop).await;
+                    }
                     return Ok(());
                 }
-                Ok(n) => self.receiver.append(|block| framer.push(&chunk[..n], block)),
+                Ok(n) => {
+                    let before = self.receiver.received();
+                    self.receiver.append(|block| framer.push(&chunk[..n], block));
+                    if let Some(rate) = rate {
+                        let wait = throttle.wait(self.receiver.received() - before, rate);
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = stop.changed() => {}
+                        }
+                    }
+                }
                 Err(err) => {
-                    // The partial line is lost with the connection, as in Spark.
+                    // The partial line is lost with the connection, as in Spark; what was not
+                    // acknowledged, an acknowledging server sends again.
                     return Err(err);
                 }
             }
         }
+    }
+
+    /// Writes the number of this connection's records made durable, if it grew.
+    async fn acknowledge(&self, writer: &mut OwnedWriteHalf, base: u64, acked: &mut u64) {
+        let durable = self.receiver.durable().saturating_sub(base);
+        if durable > *acked {
+            // A server that does not read acknowledgements is not an error.
+            if writer.write_all(format!("{durable}\n").as_bytes()).await.is_ok() {
+                *acked = durable;
+            }
+        }
+    }
+
+    /// At the end of the stream: acknowledges until every record received is durable (at most
+    /// [`FINAL_ACK_WAIT`], as the block clock runs on).
+    async fn acknowledge_all(
+        &self,
+        writer: &mut OwnedWriteHalf,
+        base: u64,
+        acked: &mut u64,
+        stop: &mut watch::Receiver<bool>,
+    ) {
+        let received = self.receiver.received();
+        let deadline = tokio::time::Instant::now() + FINAL_ACK_WAIT;
+        while self.receiver.durable() < received && tokio::time::Instant::now() < deadline {
+            self.acknowledge(writer, base, acked).await;
+            tokio::select! {
+                _ = self.receiver.durable_changed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        self.acknowledge(writer, base, acked).await;
+        let _ = writer.shutdown().await;
     }
 }

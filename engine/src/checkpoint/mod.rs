@@ -1,0 +1,282 @@
+//! Checkpoints: after every batch, what a restart needs to resume after it — the batch time,
+//! each source's position, every stateful stage's state — written atomically to
+//! `checkpoint_dir`. See `docs/CHECKPOINTS.md` for the format and the recovery procedure.
+//!
+//! ```text
+//! <checkpoint_dir>/
+//!   checkpoint-<batch ms>.bin   the last two checkpoints (temp file, fsync, rename, fsync dir)
+//!   batches/<batch ms>/         one per batch not yet covered by a checkpoint (see `pending`)
+//! ```
+//!
+//! A checkpoint file is data, not code: an 8-byte magic `SLUICECK`, the format version
+//! ([`FORMAT`], u32 LE), the payload length (u64 LE), the payload's SHA-256 (32 bytes), then the
+//! payload: a [`Checkpoint`] in postcard. Keys, values and states inside it are the postcard
+//! bytes plugins produced, tagged with their types, so a plugin upgrade that keeps the types
+//! reads the state, and one that changes them is refused by name rather than misread.
+
+pub mod pending;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::graph::StageCheckpoint;
+
+/// The checkpoint format this engine writes and reads.
+pub const FORMAT: u32 = 1;
+const MAGIC: &[u8; 8] = b"SLUICECK";
+const HEADER: usize = 8 + 4 + 8 + 32;
+/// Checkpoint files kept (the newest first); older ones are deleted after each write.
+pub const KEEP: usize = 2;
+
+/// Everything a restart needs to resume after batch `batch_time`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// `[pipeline] name`.
+    pub pipeline: String,
+    /// `[pipeline] batch_interval`, ms: windows and batch times depend on it.
+    pub batch_interval_ms: u64,
+    /// The last batch whose output was written and whose state this is.
+    pub batch_time: u64,
+    /// Wall-clock time of writing, ms since the Unix epoch.
+    pub written_at_ms: u64,
+    /// The engine version that wrote it.
+    pub engine_version: String,
+    /// `(plugin, SHA-256)` of the versions serving when it was written.
+    pub plugins: Vec<(String, String)>,
+    /// Each source's position.
+    pub sources: Vec<SourcePosition>,
+    /// Each stateful stage's state.
+    pub stages: Vec<StageCheckpoint>,
+}
+
+/// Where a source is.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SourcePosition {
+    /// The source's name.
+    pub name: String,
+    /// Directory sources: the files already taken (names in the directory).
+    pub files: BTreeSet<String>,
+}
+
+/// A checkpoint that cannot be used: the engine refuses to start rather than start over.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// Reading or writing failed.
+    #[error("checkpoint {}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is damaged: truncated, altered, not a checkpoint.
+    #[error(
+        "checkpoint {} is corrupted ({reason}); refusing to start. Restore the file, or start over with `sluice run --fresh` (the checkpoint directory is set aside, not deleted)",
+        path.display()
+    )]
+    Corrupted {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Intact, but it does not fit this engine or this pipeline.
+    #[error(
+        "checkpoint {} cannot be used by this pipeline: {reason}; refusing to start. Undo the change, or start over with `sluice run --fresh`",
+        path.display()
+    )]
+    Incompatible {
+        /// The file.
+        path: PathBuf,
+        /// What does not fit.
+        reason: String,
+    },
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io { path: path.to_path_buf(), source }
+}
+
+/// The bytes of a checkpoint file.
+pub fn encode(checkpoint: &Checkpoint) -> Vec<u8> {
+    let payload = postcard::to_allocvec(checkpoint).expect("a checkpoint always encodes");
+    let mut bytes = Vec::with_capacity(HEADER + payload.len());
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&FORMAT.to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&Sha256::digest(&payload));
+    bytes.extend_from_slice(&payload);
+    bytes
+}
+
+/// Reads the bytes of a checkpoint file (`path` names it in errors).
+pub fn decode(path: &Path, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+    let corrupted = |reason: String| CheckpointError::Corrupted { path: path.to_path_buf(), reason };
+    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+        return Err(corrupted(format!("it does not start with the {HEADER}-byte checkpoint header")));
+    }
+    let format = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if format != FORMAT {
+        return Err(CheckpointError::Incompatible {
+            path: path.to_path_buf(),
+            reason: format!("it is in checkpoint format {format}, this engine reads format {FORMAT}"),
+        });
+    }
+    let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+    let payload = &bytes[HEADER..];
+    if payload.len() as u64 != len {
+        return Err(corrupted(format!("the header says {len} bytes of payload, the file holds {}", payload.len())));
+    }
+    if Sha256::digest(payload).as_slice() != &bytes[20..52] {
+        return Err(corrupted("its content does not match its SHA-256 checksum".into()));
+    }
+    postcard::from_bytes(payload).map_err(|err| corrupted(format!("the payload does not decode: {err}")))
+}
+
+fn file_name(batch_time: u64) -> String {
+    format!("checkpoint-{batch_time}.bin")
+}
+
+/// Checkpoint files in `dir`, newest first.
+fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
+    let mut found = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(err) => return Err(io(dir)(err)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name();
+        let Some(time) = name.to_str().and_then(|n| n.strip_prefix("checkpoint-")?.strip_suffix(".bin")) else {
+            continue;
+        };
+        match time.parse::<u64>() {
+            Ok(time) => found.push((time, entry.path())),
+            Err(_) => {
+                return Err(CheckpointError::Corrupted {
+                    path: entry.path(),
+                    reason: "its name does not hold a batch time".into(),
+                });
+            }
+        }
+    }
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    Ok(found)
+}
+
+/// The newest checkpoint in `dir`, if there is one. A damaged newest checkpoint is an error,
+/// never a silent fall-back to an older one or to nothing.
+pub fn load_latest(dir: &Path) -> Result<Option<(PathBuf, Checkpoint)>, CheckpointError> {
+    let Some((time, path)) = list(dir)?.into_iter().next() else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(&path).map_err(io(&path))?;
+    let checkpoint = decode(&path, &bytes)?;
+    if checkpoint.batch_time != time {
+        return Err(CheckpointError::Corrupted {
+            path,
+            reason: format!("its name says batch {time}, its content batch {}", checkpoint.batch_time),
+        });
+    }
+    Ok(Some((path, checkpoint)))
+}
+
+/// Writes `bytes` (an encoded checkpoint of batch `batch_time`) atomically into `dir`, then
+/// deletes all but the [`KEEP`] newest checkpoints and the pending batches it covers.
+pub fn write(dir: &Path, batch_time: u64, bytes: &[u8]) -> Result<(), CheckpointError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let target = dir.join(file_name(batch_time));
+    let tmp = dir.join(format!(".{}.tmp", file_name(batch_time)));
+    write_durably(&tmp, &target, bytes).map_err(io(&target))?;
+    for (_, old) in list(dir)?.into_iter().skip(KEEP) {
+        std::fs::remove_file(&old).map_err(io(&old))?;
+    }
+    pending::forget_through(dir, batch_time).map_err(io(dir))
+}
+
+/// Writes `bytes` to `tmp`, syncs it, renames it to `target` and syncs the directory: after
+/// this returns, `target` holds `bytes` whatever happens to the process or the machine.
+pub(crate) fn write_durably(tmp: &Path, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(tmp, target)?;
+    if let Some(parent) = target.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Moves a checkpoint directory aside (`<dir>.discarded-<ms>`), for `sluice run --fresh`.
+pub fn discard(dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
+    if !dir.exists() {
+        return Ok(None);
+    }
+    let mut aside = dir.as_os_str().to_owned();
+    aside.push(format!(".discarded-{}", crate::batch::now_ms()));
+    let aside = PathBuf::from(aside);
+    std::fs::rename(dir, &aside).map_err(io(dir))?;
+    Ok(Some(aside))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(batch_time: u64) -> Checkpoint {
+        Checkpoint {
+            pipeline: "p".into(),
+            batch_interval_ms: 1000,
+            batch_time,
+            written_at_ms: 5,
+            engine_version: "0".into(),
+            plugins: vec![("wordcount".into(), "ab".repeat(32))],
+            sources: vec![SourcePosition { name: "files".into(), files: BTreeSet::from(["a.txt".to_string()]) }],
+            stages: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_round_trips_and_the_newest_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        for time in [1000, 2000, 3000] {
+            write(dir.path(), time, &encode(&sample(time))).unwrap();
+        }
+        let (path, loaded) = load_latest(dir.path()).unwrap().unwrap();
+        assert_eq!(loaded.batch_time, 3000);
+        assert!(path.ends_with("checkpoint-3000.bin"));
+        assert_eq!(loaded.sources[0].files, sample(0).sources[0].files);
+        assert_eq!(list(dir.path()).unwrap().len(), KEEP, "older checkpoints are deleted");
+    }
+
+    #[test]
+    fn every_damaged_byte_is_refused_never_read_as_something_else() {
+        let bytes = encode(&sample(1000));
+        let path = Path::new("checkpoint-1000.bin");
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x40;
+            let err = decode(path, &damaged).unwrap_err();
+            assert!(
+                matches!(err, CheckpointError::Corrupted { .. } | CheckpointError::Incompatible { .. }),
+                "byte {i}: {err}"
+            );
+        }
+        for len in [0, 10, HEADER, bytes.len() - 1] {
+            assert!(
+                matches!(decode(path, &bytes[..len]), Err(CheckpointError::Corrupted { .. })),
+                "truncated to {len}"
+            );
+        }
+        let mut future = bytes.clone();
+        future[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let err = decode(path, &future).unwrap_err().to_string();
+        assert!(err.contains("format 2") && err.contains("--fresh"), "{err}");
+    }
+}

@@ -1,0 +1,170 @@
+//! Batches not yet covered by a checkpoint, kept in `<checkpoint_dir>/batches/<batch ms>/`:
+//!
+//! - `<source>-<cut>-<n>.block`: a block of a source with `wal = true`, written (and synced)
+//!   when it is cut, before it counts as received: the write-ahead log. Format: `SLBK`, u32 LE
+//!   version 1, u64 LE records, u64 LE invalid lines, then the records as frames.
+//! - `<source>.files`: the files a directory source took for the batch, one name per line,
+//!   written before the batch runs.
+//!
+//! After the checkpoint of batch T is written, every `batches/<t>` with t <= T is deleted. On
+//! start, every remaining directory after the checkpoint's batch is a batch to run again, with
+//! its own time, before new batches: the file sink then rewrites the same files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::write_durably;
+use crate::block::Block;
+
+const BLOCK_MAGIC: &[u8; 4] = b"SLBK";
+const BLOCK_HEADER: usize = 4 + 4 + 8 + 8;
+
+/// A batch found in the checkpoint directory, to run again.
+#[derive(Debug, Default)]
+pub struct PendingBatch {
+    /// Its batch time.
+    pub time: u64,
+    /// Write-ahead-logged blocks, in cut order.
+    pub blocks: Vec<Block>,
+    /// Directory sources' files: source index → names.
+    pub files: BTreeMap<usize, Vec<String>>,
+}
+
+fn batches(root: &Path) -> PathBuf {
+    root.join("batches")
+}
+
+fn batch_dir(root: &Path, time: u64) -> PathBuf {
+    batches(root).join(time.to_string())
+}
+
+/// Logs `block` (of source `source`, cut `seq`, `n`th of that cut) for batch `time`, durably.
+pub fn write_block(root: &Path, time: u64, n: usize, block: &Block) -> std::io::Result<()> {
+    let dir = batch_dir(root, time);
+    std::fs::create_dir_all(&dir)?;
+    let name = format!("{}-{:012}-{n:04}.block", block.source, block.seq);
+    let mut bytes = Vec::with_capacity(BLOCK_HEADER + block.data.len());
+    bytes.extend_from_slice(BLOCK_MAGIC);
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    bytes.extend_from_slice(&block.records.to_le_bytes());
+    bytes.extend_from_slice(&block.invalid.to_le_bytes());
+    bytes.extend_from_slice(&block.data);
+    write_durably(&dir.join(format!(".{name}.tmp")), &dir.join(name), &bytes)
+}
+
+/// Records, durably, that directory source `source` took `files` for batch `time`.
+pub fn write_files(root: &Path, time: u64, source: usize, files: &[String]) -> std::io::Result<()> {
+    let dir = batch_dir(root, time);
+    std::fs::create_dir_all(&dir)?;
+    let name = format!("{source}.files");
+    let text: String = files.iter().map(|f| format!("{f}\n")).collect();
+    write_durably(&dir.join(format!(".{name}.tmp")), &dir.join(name), text.as_bytes())
+}
+
+/// Deletes the pending batches up to and including `time`.
+pub fn forget_through(root: &Path, time: u64) -> std::io::Result<()> {
+    for (t, dir) in list(root)? {
+        if t <= time {
+            std::fs::remove_dir_all(&dir)?;
+        }
+    }
+    Ok(())
+}
+
+fn list(root: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    let entries = match std::fs::read_dir(batches(root)) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(err) => return Err(err),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if let Some(time) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
+            found.push((time, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The pending batches after `after`, oldest first. A damaged block is an error naming it.
+pub fn load(root: &Path, after: u64) -> Result<Vec<PendingBatch>, super::CheckpointError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| super::CheckpointError::Io { path: path.clone(), source }
+    };
+    let mut out = Vec::new();
+    for (time, dir) in list(root).map_err(io(root))? {
+        if time <= after {
+            continue;
+        }
+        let mut batch = PendingBatch { time, ..PendingBatch::default() };
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map_err(io(&dir))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort_by_key(|n| {
+            let mut parts = n.split(['-', '.']);
+            let source: usize = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            let cut: u64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            (cut, source, n.clone())
+        });
+        for name in names {
+            let path = dir.join(&name);
+            let corrupted =
+                |reason: &str| super::CheckpointError::Corrupted { path: path.clone(), reason: reason.to_string() };
+            if let Some(source) = name.strip_suffix(".files") {
+                let source = source.parse().map_err(|_| corrupted("its name is not <source>.files"))?;
+                let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+                batch.files.insert(source, text.lines().map(str::to_string).collect());
+            } else if name.ends_with(".block") {
+                let bytes = std::fs::read(&path).map_err(io(&path))?;
+                if bytes.len() < BLOCK_HEADER || &bytes[..4] != BLOCK_MAGIC {
+                    return Err(corrupted("not a write-ahead-log block"));
+                }
+                let mut parts = name.split('-');
+                let source = parts.next().and_then(|p| p.parse().ok()).ok_or_else(|| corrupted("bad name"))?;
+                let seq = parts.next().and_then(|p| p.parse().ok()).ok_or_else(|| corrupted("bad name"))?;
+                let records = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+                let invalid = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+                let data = bytes[BLOCK_HEADER..].to_vec();
+                let frames = sluice_sdk::abi::Frames::new(&data);
+                let counted = frames.count() as u64;
+                if counted != records {
+                    return Err(corrupted("its records do not match its header"));
+                }
+                batch.blocks.push(Block { source, seq, records, invalid, data });
+            }
+        }
+        out.push(batch);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_blocks_and_file_lists_come_back_per_batch_and_are_forgotten_after_a_checkpoint() {
+        let root = tempfile::tempdir().unwrap();
+        let block = |source, seq, text: &str| {
+            let mut data = Vec::new();
+            sluice_sdk::__private::write_frame(&mut data, &text.to_string()).unwrap();
+            Block { source, seq, records: 1, invalid: 0, data }
+        };
+        write_block(root.path(), 2000, 0, &block(0, 11, "b")).unwrap();
+        write_block(root.path(), 2000, 0, &block(0, 10, "a")).unwrap();
+        write_files(root.path(), 2000, 1, &["x.txt".into(), "y.txt".into()]).unwrap();
+        write_block(root.path(), 3000, 0, &block(0, 15, "c")).unwrap();
+        let batches = load(root.path(), 1000).unwrap();
+        assert_eq!(batches.iter().map(|b| b.time).collect::<Vec<_>>(), [2000, 3000]);
+        assert_eq!(batches[0].blocks.iter().map(|b| b.seq).collect::<Vec<_>>(), [10, 11]);
+        assert_eq!(batches[0].files[&1], ["x.txt", "y.txt"]);
+        forget_through(root.path(), 2000).unwrap();
+        assert_eq!(load(root.path(), 0).unwrap().len(), 1);
+        assert_eq!(load(root.path(), 3000).unwrap().len(), 0);
+    }
+}
