@@ -7,6 +7,7 @@ mod examples;
 mod hot_swap;
 mod operators;
 mod plugin_errors;
+mod recovery;
 mod shutdown;
 mod support;
 mod wordcount;

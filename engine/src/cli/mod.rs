@@ -294,7 +294,10 @@ fn run(path: &Path, plugins: &PluginArgs, options: &RunOptions) -> ExitCode {
                 records = report.records,
                 invalid_lines = report.invalid_lines,
                 late_records = report.late_records,
+                diverted_records = report.diverted_records,
+                replayed_batches = report.replayed_batches,
                 swaps = report.swaps,
+                auto_rollbacks = report.auto_rollbacks,
                 "pipeline stopped"
             );
             ExitCode::SUCCESS
