@@ -8,6 +8,7 @@ mod hot_swap;
 mod operators;
 mod plugin_errors;
 mod recovery;
+mod sandbox;
 mod shutdown;
 mod support;
 mod wordcount;

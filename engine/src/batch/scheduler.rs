@@ -190,7 +190,10 @@ impl Scheduler<'_> {
             });
             report.processing += started.elapsed();
             self.adapt_rates(time, &source_records, processing, scheduling_delay);
-            report.auto_rollbacks += self.probation(&mut probation, &mut restored, &serving, &failing, time);
+            if records > 0 {
+                // An empty batch calls no plugin: it proves nothing either way.
+                report.auto_rollbacks += self.probation(&mut probation, &mut restored, &serving, &failing, time);
+            }
             tracing::info!(
                 target: "sluice::batch",
                 "batch {time} ms{}: {records} records in {blocks} block{}, scheduling delay {scheduling_delay} ms, processing {processing} ms, total delay {} ms, {outputs} records out [{}]",

@@ -1,0 +1,215 @@
+//! Hostile plugins are contained and their stage's `on_error` policy applied, while the other
+//! stages keep serving; a swapped-in version that keeps failing is rolled back automatically; a
+//! plugin slower than its input is met with backpressure that bounds memory and delay.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn zoo_pipeline(servers: &[(&str, &LineServer)]) -> String {
+    let mut text = String::from(
+        "[pipeline]\nname = \"zoo\"\nbatch_interval = \"300ms\"\nblock_interval = \"100ms\"\n\n\
+         [plugins]\nwordcount = \"wordcount.wasm\"\nfaulty = \"faulty.wasm\"\n\n",
+    );
+    for (name, server) in servers {
+        text += &format!("[[sources]]\nname = \"{name}\"\ntype = \"socket\"\naddress = \"{}\"\n\n", server.address);
+    }
+    let stage = |name: &str, input: &str, op: &str, plugin: &str, function: &str, extra: &str| {
+        format!(
+            "[[stages]]\nname = \"{name}\"\ninput = \"{input}\"\nop = \"{op}\"\nplugin = \"{plugin}\"\nfunction = \"{function}\"\n{extra}\n"
+        )
+    };
+    text += &stage("words", "healthy", "flat_map", "wordcount", "split_words", "");
+    text += &stage("counts", "words", "reduce_by_key", "wordcount", "sum", "");
+    text += &stage("trapped", "panics", "flat_map", "faulty", "split_words", "on_error = \"skip\"");
+    text += &stage(
+        "looped",
+        "loops",
+        "flat_map",
+        "faulty",
+        "split_words",
+        "timeout = \"300ms\"\non_error = \"dead_letter\"\ndead_letter = \"dlq\"",
+    );
+    text += &stage(
+        "bombed",
+        "bombs",
+        "flat_map",
+        "faulty",
+        "split_words",
+        "memory_limit = \"64MiB\"\ndead_letter = \"dlq\"",
+    );
+    text += &stage("huge", "huges", "flat_map", "faulty", "huge", "memory_limit = \"32MiB\"\non_error = \"skip\"");
+    text +=
+        &stage("garbled", "garbages", "map", "faulty", "garbage", "on_error = \"dead_letter\"\ndead_letter = \"dlq\"");
+    text += "[[sinks]]\nname = \"out\"\ninput = \"counts\"\ntype = \"file\"\npath = \"out\"\n\n";
+    for stage in ["trapped", "looped", "bombed", "huge", "garbled"] {
+        text +=
+            &format!("[[sinks]]\nname = \"{stage}_out\"\ninput = \"{stage}\"\ntype = \"file\"\npath = \"{stage}\"\n\n");
+    }
+    text += "[[sinks]]\nname = \"dlq\"\ntype = \"file\"\npath = \"dlq\"\n";
+    text
+}
+
+#[test]
+fn a_zoo_of_hostile_plugins_is_contained_by_policy_while_the_healthy_stages_serve() {
+    let healthy = corpus(20_000, 8, 9);
+    let hostile = |trigger: &str| LineServer::lines(&[format!("fine words {trigger} here")]);
+    let servers = [
+        ("healthy", LineServer::lines(&healthy)),
+        ("panics", hostile("panic!")),
+        ("loops", hostile("loop!")),
+        ("bombs", hostile("oom!")),
+        ("huges", hostile("huge!")),
+        ("garbages", hostile("anything")),
+    ];
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    work.add_plugin("faulty", "faulty");
+    let named: Vec<(&str, &LineServer)> = servers.iter().map(|(n, s)| (*n, s)).collect();
+    work.write("pipeline.toml", &zoo_pipeline(&named));
+    let (code, log) = work.spawn(&["pipeline.toml", "--no-ui"]).finish(Duration::from_secs(90));
+    assert_eq!(code, 0, "log:\n{log}");
+    assert_eq!(work.ledger("out"), count_words(&healthy), "the healthy stages served every record; log:\n{log}");
+    assert!(log.contains("failed_batches=0"), "every failure was absorbed by its policy; log:\n{log}");
+    // skip: logged with the class, nothing written.
+    for (stage, class) in [("trapped", "trap"), ("huge", "memory_limit")] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("skipped the records after: stage `{stage}`")))
+            .unwrap_or_else(|| panic!("no skip logged for {stage}; log:\n{log}"));
+        assert!(line.contains(&format!("): {class}:")), "{line}");
+        assert!(work.batches(stage).is_empty(), "{stage} wrote nothing");
+    }
+    // dead_letter: the record and the classified error reach the dead-letter sink.
+    let letters: Vec<serde_json::Value> = work.batches("dlq").into_values().flatten().collect();
+    let by_stage = |stage: &str| letters.iter().find(|l| l["stage"] == stage).cloned();
+    for (stage, class, record) in [
+        ("looped", "deadline", "\"fine words loop! here\""),
+        ("bombed", "memory_limit", "\"fine words oom! here\""),
+        ("garbled", "bad_output", "\"fine words anything here\""),
+    ] {
+        let letter = by_stage(stage).unwrap_or_else(|| panic!("no dead letter from {stage}: {letters:?}; log:\n{log}"));
+        assert_eq!(letter["class"], class, "{letter}");
+        assert_eq!(letter["record"], record, "{letter}");
+        assert_eq!(letter["plugin"], "faulty", "{letter}");
+        assert!(letter["batch"].as_u64().unwrap() > 0, "{letter}");
+    }
+    assert_eq!(letters.len(), 3, "{letters:?}");
+}
+
+#[test]
+fn a_plugin_built_for_another_abi_is_refused_by_check_and_by_hot_swap() {
+    let work = Workdir::new();
+    work.add_plugin("old_abi", "old");
+    work.write(
+        "pipeline.toml",
+        "[pipeline]\nname = \"p\"\n[plugins]\nold = \"old.wasm\"\n[[sources]]\nname = \"s\"\ntype = \"socket\"\naddress = \"127.0.0.1:9\"\n\
+         [[stages]]\nname = \"m\"\ninput = \"s\"\nop = \"map\"\nplugin = \"old\"\nfunction = \"f\"\n\
+         [[sinks]]\nname = \"o\"\ninput = \"m\"\ntype = \"print\"\n",
+    );
+    let out = work.sluice(&["check", "pipeline.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("plugins.old") && stderr.contains("plugin ABI version 99"), "{stderr}");
+}
+
+#[test]
+fn a_swapped_in_version_that_keeps_failing_is_rolled_back_automatically() {
+    // Every chunk holds a line the faulty plugin panics on; the healthy one just counts it.
+    let chunks: Vec<Vec<u8>> =
+        (0..14).map(|i| join_lines(&[format!("chunk{i} words panic! here"), "more words".to_string()])).collect();
+    let server = LineServer::start(Feed::Paced(chunks, Duration::from_millis(400)));
+    let work = Workdir::new();
+    let file = work.add_plugin("wordcount", "wc");
+    let pipeline = wordcount_pipeline(&server.address, "wc.wasm", "400ms", "100ms")
+        .replace("[plugins]", "rollback_after = 2\n\n[plugins]");
+    work.write("pipeline.toml", &pipeline);
+    let running = work.spawn(&["pipeline.toml", "--no-ui"]);
+    running.wait_for("records out", Duration::from_secs(20));
+    std::fs::copy(plugin("faulty"), work.path(".wc.tmp")).unwrap();
+    std::fs::rename(work.path(".wc.tmp"), &file).unwrap();
+    running.wait_for("plugin rolled back automatically", Duration::from_secs(30));
+    // The file still holds the failing version; a version for another ABI is refused.
+    std::fs::copy(plugin("old_abi"), work.path(".wc.tmp")).unwrap();
+    std::fs::rename(work.path(".wc.tmp"), &file).unwrap();
+    running.wait_for("plugin ABI version 99", Duration::from_secs(20));
+    let (code, log) = running.finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "log:\n{log}");
+    let rollback = log.lines().find(|l| l.contains("plugin rolled back automatically")).unwrap();
+    assert!(rollback.contains("failed_batches=2"), "{rollback}");
+    assert!(log.contains("auto_rollbacks=1"), "log:\n{log}");
+    // After the rollback the healthy version counts again: the last chunk is in the output.
+    let ledger = work.ledger("out");
+    assert_eq!(ledger.get("chunk13"), Some(&1), "log:\n{log}");
+    let failed = log.lines().filter(|l| l.contains("batch failed") && l.contains("): trap:")).count();
+    assert_eq!(failed, 2, "exactly the threshold of batches failed; log:\n{log}");
+}
+
+/// A server that writes the same short line as fast as the client reads, until it closes.
+fn endless_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let chunk = "a few words on a line\n".repeat(4096);
+            while conn.write_all(chunk.as_bytes()).is_ok() {}
+        }
+    });
+    address
+}
+
+/// Runs the slow pipeline for `seconds`; returns each batch's scheduling delay (ms) and the
+/// largest resident memory seen (MiB).
+fn run_slow(backpressure: bool, seconds: u64) -> (Vec<u64>, u64, String) {
+    let address = endless_server();
+    let work = Workdir::new();
+    work.add_plugin("faulty", "faulty");
+    let (pressure, rate) = if backpressure { ("backpressure = true\n", "max_rate = 100000\n") } else { ("", "") };
+    work.write(
+        "pipeline.toml",
+        &format!(
+            "[pipeline]\nname = \"slow\"\nbatch_interval = \"500ms\"\nblock_interval = \"100ms\"\n{pressure}\n\
+             [plugins]\nfaulty = \"faulty.wasm\"\n\n\
+             [[sources]]\nname = \"lines\"\ntype = \"socket\"\naddress = \"{address}\"\n{rate}\n\
+             [[stages]]\nname = \"slowly\"\ninput = \"lines\"\nop = \"map\"\nplugin = \"faulty\"\nfunction = \"slow\"\n\n\
+             [[stages]]\nname = \"n\"\ninput = \"slowly\"\nop = \"count\"\n\n\
+             [[sinks]]\nname = \"out\"\ninput = \"n\"\ntype = \"print\"\n"
+        ),
+    );
+    let running = work.spawn(&["pipeline.toml", "--no-ui"]);
+    let start = Instant::now();
+    let mut max_rss = 0;
+    while start.elapsed() < Duration::from_secs(seconds) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", running.child.id())).unwrap_or_default();
+        let rss_kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or(0);
+        max_rss = max_rss.max(rss_kib / 1024);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = running.log();
+    drop(running);
+    let delays =
+        log.lines().filter_map(|l| l.split("scheduling delay ").nth(1)?.split(' ').next()?.parse().ok()).collect();
+    (delays, max_rss, log)
+}
+
+#[test]
+fn backpressure_bounds_memory_and_stops_the_scheduling_delay_growing() {
+    let (delays, rss, log) = run_slow(true, 24);
+    println!("backpressure: scheduling delays {delays:?} ms, max RSS {rss} MiB");
+    assert!(delays.len() >= 8, "log:\n{log}");
+    let tail = &delays[delays.len() - 4..];
+    assert!(tail.iter().all(|&d| d < 4_000), "the delay came down and stays low: {delays:?}");
+    assert!(rss < 400, "resident memory stays below 400 MiB, was {rss} MiB");
+    // Without backpressure the same input piles up in memory and the first batch alone takes
+    // longer than the whole run.
+    let (unbounded, unbounded_rss, _) = run_slow(false, 6);
+    println!("no backpressure: scheduling delays {unbounded:?} ms, max RSS {unbounded_rss} MiB");
+    assert!(unbounded_rss > 2 * rss, "without backpressure memory grows: {unbounded_rss} MiB vs {rss} MiB");
+}
