@@ -4,7 +4,9 @@
 //!
 //! `cargo bench -p sluice --bench wordcount_e2e` (needs `scripts/build-plugins.sh` first).
 //! Environment: `SLUICE_BENCH_LINES` (default 3,000,000 lines of 10 words),
-//! `SLUICE_BENCH_ROUNDS` (default 3), `SLUICE_BENCH_WORKERS` (default: one per core).
+//! `SLUICE_BENCH_ROUNDS` (default 3), `SLUICE_BENCH_WORKERS` (default: one per core),
+//! `SLUICE_BENCH_WAL=1` (also run the Wasm pipeline with checkpoints and the socket's
+//! write-ahead log, and print its ratio to the run without).
 //!
 //! Two rates are reported: end to end (lines / wall time from start until the last batch file
 //! is written, which includes waiting for batch boundaries) and processing (lines / the sum of
@@ -61,7 +63,7 @@ struct Measured {
     processing: f64,
 }
 
-fn run_once(version: PluginVersion, corpus: Arc<Vec<u8>>, lines: usize, workers: usize) -> Measured {
+fn run_once(version: PluginVersion, corpus: Arc<Vec<u8>>, lines: usize, workers: usize, wal: bool) -> Measured {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     let feeder = std::thread::spawn(move || {
@@ -71,6 +73,7 @@ fn run_once(version: PluginVersion, corpus: Arc<Vec<u8>>, lines: usize, workers:
     });
     let dir = tempfile::tempdir().unwrap();
     let pipeline = dir.path().join("pipeline.toml");
+    let (checkpoint, wal) = if wal { ("checkpoint_dir = \"ckpt\"\n", "wal = true\n") } else { ("", "") };
     std::fs::write(
         &pipeline,
         format!(
@@ -78,13 +81,13 @@ fn run_once(version: PluginVersion, corpus: Arc<Vec<u8>>, lines: usize, workers:
 name = "bench"
 batch_interval = "500ms"
 block_interval = "100ms"
-[plugins]
+{checkpoint}[plugins]
 wordcount = "unused.wasm"
 [[sources]]
 name = "lines"
 type = "socket"
 address = "{address}"
-[[stages]]
+{wal}[[stages]]
 name = "words"
 input = "lines"
 op = "flat_map"
@@ -151,14 +154,23 @@ fn main() {
     let wasm_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/wordcount.wasm");
     let runtime = PluginRuntime::new(Limits::default(), None).unwrap();
     println!("word count, socket in -> file out: {lines} lines x 10 words, {workers} workers, {rounds} rounds");
-    let (mut wasm, mut native) = (Vec::new(), Vec::new());
+    let (mut wasm, mut native, mut logged) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let version = runtime
             .load("wordcount", &wasm_path)
             .unwrap_or_else(|err| panic!("{err} (run scripts/build-plugins.sh first)"));
-        let w = run_once(version, corpus.clone(), lines, workers);
+        let w = run_once(version, corpus.clone(), lines, workers, false);
+        if env("SLUICE_BENCH_WAL", 0) == 1 {
+            let version = runtime.load("wordcount", &wasm_path).unwrap();
+            let l = run_once(version, corpus.clone(), lines, workers, true);
+            println!(
+                "round {round}: wasm with WAL {:.0} lines/s end to end ({:.0} processing)",
+                l.end_to_end, l.processing
+            );
+            logged.push(l);
+        }
         let version = PluginRuntime::native("wordcount", &[wordcount::__sluice_split_words, wordcount::__sluice_sum]);
-        let n = run_once(version, corpus.clone(), lines, workers);
+        let n = run_once(version, corpus.clone(), lines, workers, false);
         println!(
             "round {round}: wasm {:.0} lines/s end to end ({:.0} processing); native {:.0} ({:.0})",
             w.end_to_end, w.processing, n.end_to_end, n.processing
@@ -172,4 +184,8 @@ fn main() {
     let (ne, np) = (med(&native, |m| m.end_to_end), med(&native, |m| m.processing));
     println!("median end to end: wasm {we:.0} lines/s, native {ne:.0} lines/s, wasm/native {:.2}", we / ne);
     println!("median processing: wasm {wp:.0} lines/s, native {np:.0} lines/s, wasm/native {:.2}", wp / np);
+    if !logged.is_empty() {
+        let le = med(&logged, |m| m.end_to_end);
+        println!("median end to end with WAL: {le:.0} lines/s, with/without {:.2}", le / we);
+    }
 }
