@@ -13,8 +13,12 @@ scripts/build-plugins.sh
 example=examples/network_wordcount
 rm -rf "$example/out"
 port=9999
-# The built-in input (21 lines) 300 times over at 1,000 lines per second: about six one-second batches.
-python3 scripts/feed.py "$example/input.txt" "$port" --repeat 300 --rate 1000 --close &
+# The built-in input (21 lines) 300 times over at 1,000 lines per second: about six one-second
+# batches. `scripts/demo.sh --live`: 3,000 times over (about a minute), to watch the dashboard.
+repeat=300
+[ "${1:-}" = "--live" ] && repeat=3000
+echo "demo: the dashboard is at http://127.0.0.1:4040 while it runs" >&2
+python3 scripts/feed.py "$example/input.txt" "$port" --repeat "$repeat" --rate 1000 --close &
 feeder=$!
 trap 'kill $feeder 2>/dev/null || true' EXIT
 sleep 0.5

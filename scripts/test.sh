@@ -6,5 +6,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 scripts/setup.sh
+# The dashboard's browser tests: Debian's Chromium and playwright-core (npm).
+scripts/setup-browser.sh
 scripts/build-plugins.sh
 cargo test --workspace --release "$@"

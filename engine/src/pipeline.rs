@@ -167,8 +167,11 @@ impl Pipeline {
             }
             _ => None,
         };
-        let sinks: Vec<_> = self.graph.sinks.iter().map(|node| node.config.build(|p| self.file.resolve(p))).collect();
-        let dead_letters: Vec<_> = self.graph.dead_letters.iter().map(|c| c.build(|p| self.file.resolve(p))).collect();
+        let events = &metrics.events;
+        let sinks: Vec<_> =
+            self.graph.sinks.iter().map(|node| node.config.build(|p| self.file.resolve(p), events)).collect();
+        let dead_letters: Vec<_> =
+            self.graph.dead_letters.iter().map(|c| c.build(|p| self.file.resolve(p), events)).collect();
         let io = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sluice-io")
@@ -198,6 +201,7 @@ impl Pipeline {
             }
         }
         metrics.watch_receivers(&receivers);
+        self.registry.report_to(metrics.events.clone());
         if let Some(addr) = options.admin_addr {
             let listener = server::bind(addr, options.admin_token.as_deref()).map_err(std::io::Error::other)?;
             let bound = listener.local_addr()?;
@@ -208,8 +212,26 @@ impl Pipeline {
                 runtime: self.runtime.clone(),
                 receivers: receivers.clone(),
                 token: options.admin_token.clone(),
+                batch_interval_ms: config.pipeline.batch_interval.as_millis() as u64,
+                stages: self
+                    .graph
+                    .stages
+                    .iter()
+                    .flat_map(|stage| match &stage.operator {
+                        crate::graph::Operator::ReduceByKey { fused: Some(pre), .. } => {
+                            vec![(pre.as_ref(), Some(stage.name.clone())), (stage, None)]
+                        }
+                        _ => vec![(stage, None)],
+                    })
+                    .map(|(stage, fused_into)| {
+                        let file = config.stages.iter().find(|s| s.name == stage.name);
+                        let function =
+                            file.and_then(|s| Some(format!("{}::{}", s.plugin.as_ref()?, s.function.as_ref()?)));
+                        (stage.name.clone(), stage.op.name().to_string(), function, fused_into)
+                    })
+                    .collect(),
             });
-            tracing::info!(address = %format!("http://{bound}"), "metrics at /metrics, admin API at /api");
+            tracing::info!(address = %format!("http://{bound}"), "dashboard at /, metrics at /metrics, admin API at /api");
             let _guard = io.enter();
             io.spawn(async move {
                 if let Err(err) = server::serve(listener, admin).await {
@@ -238,7 +260,7 @@ impl Pipeline {
             wal: config.sources.iter().map(|s| matches!(s, SourceConfig::Socket(s) if s.wal)).collect(),
             directories,
             after,
-            queued: metrics.waiting.clone(),
+            metrics: metrics.clone(),
             stop: stop.clone(),
         };
         std::thread::Builder::new().name("sluice-clock".into()).spawn(move || batch::generate(clock, batches_tx))?;

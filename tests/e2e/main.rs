@@ -3,6 +3,7 @@
 
 mod admin;
 mod bad_config;
+mod dashboard;
 mod examples;
 mod hot_swap;
 mod operators;

@@ -10,7 +10,7 @@ pub mod scheduler;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::block::Block;
 use crate::checkpoint::pending;
+use crate::metrics::Metrics;
 use crate::receiver::Receiver;
 use crate::sources::directory;
 
@@ -72,8 +73,8 @@ pub struct Clock {
     pub directories: Vec<DirectoryInput>,
     /// Batch times must come after this one (the last batch of an earlier run).
     pub after: u64,
-    /// Batches queued and not yet started; new files wait while it is above 1.
-    pub queued: Arc<AtomicUsize>,
+    /// Counts queued batches (new files wait while more than one waits) and reports them.
+    pub metrics: Arc<Metrics>,
     /// Turns true when the pipeline should stop.
     pub stop: watch::Receiver<bool>,
 }
@@ -119,7 +120,8 @@ pub fn generate(mut clock: Clock, batches: Sender<Batch>) {
                 close_windows: ending && !(stopping && clock.checkpoint_dir.is_some()),
                 replayed: false,
             };
-            clock.queued.fetch_add(1, Ordering::Relaxed);
+            clock.metrics.waiting.fetch_add(1, Ordering::Relaxed);
+            clock.metrics.events.queued(tick, batch.blocks.iter().map(|b| b.records).sum());
             if batches.send(batch).is_err() || ending {
                 return;
             }
@@ -147,11 +149,14 @@ fn log_blocks(dir: &Path, batch_time: u64, receiver: &Receiver, blocks: &[Block]
 /// batches are waiting, files wait too: the directory is the backlog.
 fn take_files(clock: &mut Clock, time: u64) -> BTreeMap<usize, Vec<String>> {
     let mut taken = BTreeMap::new();
-    if clock.queued.load(Ordering::Relaxed) > 1 {
+    if clock.metrics.waiting.load(Ordering::Relaxed) > 1 {
         return taken;
     }
     for dir in &mut clock.directories {
         let receiver = &clock.receivers[dir.source];
+        if receiver.is_paused() {
+            continue;
+        }
         let files = match directory::new_files(&dir.path, &dir.taken) {
             Ok(files) => files,
             Err(err) => {

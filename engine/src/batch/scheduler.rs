@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use crate::checkpoint::{self, Checkpoint, SourcePosition};
 use crate::graph::{BatchOutcome, DeadLetter, Graph, GraphState, StageCheckpoint, run_batch};
+use crate::metrics::events::BatchInfo;
 use crate::metrics::{BatchFigures, Metrics};
 use crate::receiver::Receiver;
 use crate::receiver::rate::PidEstimator;
@@ -116,6 +117,13 @@ impl Scheduler<'_> {
                     self.metrics.swap();
                     probation[index] =
                         (restored[index] != Some(new.id)).then_some(Probation { version: new.id, failures: 0 });
+                    self.registry.note(
+                        &new.plugin,
+                        "swapped",
+                        Some(old.short_hash()),
+                        Some(new.short_hash()),
+                        format!("first batch {}", batch.time_ms),
+                    );
                     tracing::info!(
                         plugin = %new.plugin,
                         from = %old.short_hash(),
@@ -134,6 +142,16 @@ impl Scheduler<'_> {
             for block in &batch.blocks {
                 *source_records.entry(block.source).or_default() += block.records;
             }
+            self.metrics.events.started(batch.time_ms, records, scheduling_delay);
+            let mut info = BatchInfo {
+                time_ms: batch.time_ms,
+                records,
+                sources: source_records.iter().map(|(&s, &n)| (self.receivers[s].name.clone(), n)).collect(),
+                scheduling_delay_ms: scheduling_delay,
+                replayed: batch.replayed,
+                versions: serving.iter().map(|v| format!("{}@{}", v.plugin, v.short_hash())).collect(),
+                ..BatchInfo::default()
+            };
             report.batches += 1;
             report.replayed_batches += u64::from(batch.replayed);
             report.records += records;
@@ -159,18 +177,26 @@ impl Scheduler<'_> {
                         self.metrics.late(late);
                     }
                     for handled in &outcome.handled {
+                        let error = &handled.error;
+                        let class = error.error.class().name();
+                        self.metrics.events.call_failed(&error.stage, &error.plugin, &error.version, class);
+                        *info.errors.entry(class.to_string()).or_default() += 1;
                         failing.insert(handled.error.plugin.clone());
                         report.diverted_records += handled.records;
                         self.metrics.plugin_error(&handled.error.plugin, handled.error.error.class().name());
                         self.metrics.diverted(&handled.error.stage, handled.action.name(), handled.records);
                     }
                     outputs = self.write(time, &outcome);
+                    info.stages = outcome.stages;
                 }
                 Err(err) => {
                     batch_failed = true;
                     report.failed_batches += 1;
                     failing.insert(err.plugin.clone());
                     self.metrics.plugin_error(&err.plugin, err.error.class().name());
+                    self.metrics.events.call_failed(&err.stage, &err.plugin, &err.version, err.error.class().name());
+                    *info.errors.entry(err.error.class().name().to_string()).or_default() += 1;
+                    info.error = Some(err.to_string());
                     tracing::error!(batch = time, class = %err.error.class(), "batch failed: {err}");
                     if let Some(checkpointing) = &self.checkpointing {
                         // Stages before the failing one took the batch in: put the state back.
@@ -189,6 +215,9 @@ impl Scheduler<'_> {
                 failed: batch_failed,
             });
             report.processing += started.elapsed();
+            info.processing_ms = processing;
+            info.outputs = outputs;
+            self.metrics.events.completed(info);
             self.adapt_rates(time, &source_records, processing, scheduling_delay);
             if records > 0 {
                 // An empty batch calls no plugin: it proves nothing either way.
@@ -320,6 +349,13 @@ impl Scheduler<'_> {
             }
             if let Some((from, to)) = self.registry.rollback(index) {
                 rolled_back += 1;
+                self.registry.note(
+                    &from.plugin,
+                    "auto_rolled_back",
+                    Some(from.short_hash()),
+                    Some(to.short_hash()),
+                    format!("failed {} batches in a row, the last {time}", trial.failures),
+                );
                 self.metrics.auto_rollback();
                 tracing::warn!(
                     plugin = %from.plugin,

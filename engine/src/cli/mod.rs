@@ -51,6 +51,9 @@ enum Command {
         /// instead of resuming from it.
         #[arg(long)]
         fresh: bool,
+        /// Do not print the one-line summary of every batch (warnings and errors still show).
+        #[arg(long, short)]
+        quiet: bool,
         /// Token the admin API requires (`Authorization: Bearer <token>`); required when --ui is
         /// not a loopback address.
         #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
@@ -70,6 +73,21 @@ enum Command {
     Rollback {
         /// The plugin's name in the pipeline file.
         plugin: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Stop reading a source of a running engine (a socket is held back by TCP, a directory's
+    /// new files wait); batches go on.
+    Pause {
+        /// The source's name in the pipeline file.
+        source: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Read a paused source again.
+    Resume {
+        /// The source's name in the pipeline file.
+        source: String,
         #[command(flatten)]
         remote: RemoteArgs,
     },
@@ -139,7 +157,8 @@ fn default_cache_dir() -> Option<PathBuf> {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log.as_deref());
+    let quiet = matches!(cli.command, Command::Run { quiet: true, .. });
+    init_logging(cli.log.as_deref(), quiet);
     match cli.command {
         Command::Check { pipeline, plugins } => check(&pipeline, &plugins),
         Command::Deploy { plugin, file, remote } => match std::fs::read(&file) {
@@ -153,7 +172,13 @@ pub fn main() -> ExitCode {
             remote_call(&remote, &format!("/api/plugins/{plugin}/rollback"), Some(Vec::new()))
         }
         Command::Status { remote } => remote_call(&remote, "/api/status", None),
-        Command::Run { pipeline, plugins, workers, no_hot_swap, ui, no_ui, admin_token, fresh } => {
+        Command::Pause { source, remote } => {
+            remote_call(&remote, &format!("/api/sources/{source}/pause"), Some(Vec::new()))
+        }
+        Command::Resume { source, remote } => {
+            remote_call(&remote, &format!("/api/sources/{source}/resume"), Some(Vec::new()))
+        }
+        Command::Run { pipeline, plugins, workers, no_hot_swap, ui, no_ui, admin_token, fresh, quiet: _ } => {
             let mut options = RunOptions {
                 watch_plugins: !no_hot_swap,
                 fresh,
@@ -169,11 +194,14 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(filter: Option<&str>) {
-    let filter = filter
+fn init_logging(filter: Option<&str>, quiet: bool) {
+    let mut filter = filter
         .map(tracing_subscriber::EnvFilter::new)
         .or_else(|| tracing_subscriber::EnvFilter::try_from_default_env().ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    if quiet {
+        filter = filter.add_directive("sluice::batch=warn".parse().expect("a valid directive"));
+    }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)

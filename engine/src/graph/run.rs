@@ -12,6 +12,7 @@ use super::state::GraphState;
 use super::{FunctionRef, Graph, Operator, Partition, Stage, keyed, ops};
 use crate::block::Block;
 use crate::config::OnError;
+use crate::metrics::events::StageFigures;
 use crate::runtime::CallError;
 use crate::runtime::registry::Snapshot;
 
@@ -72,6 +73,8 @@ pub struct BatchOutcome {
     /// Records for each dead-letter sink (index into [`Graph::dead_letters`]), as
     /// [`DeadLetter`] frames.
     pub dead_letters: Vec<(usize, Partition)>,
+    /// Each stage's records in and out, calls and time.
+    pub stages: Vec<StageFigures>,
 }
 
 /// A record a stage could not process, as its dead-letter sink receives it.
@@ -177,6 +180,14 @@ pub fn run_batch(
                 | Operator::EventWindow { .. }
         );
         let saved = (stateful && policy.on_error != OnError::Fail).then(|| state.save(index));
+        let started = std::time::Instant::now();
+        let records_in: u64 = inputs.iter().flat_map(|parts| parts.iter()).map(|p| p.records).sum();
+        let calls = match &stage.operator {
+            Operator::Plugin { .. } | Operator::KeyBy(_) | Operator::ReduceByKey { .. } => {
+                inputs.iter().map(|parts| parts.len() as u64).sum()
+            }
+            _ => 1,
+        };
         let mut attempt = 0;
         let result = loop {
             match run_stage(stage, index, &inputs, state, snapshot, time, last, pool) {
@@ -222,7 +233,15 @@ pub fn run_batch(
         if let (Operator::EventWindow { late, .. }, Some(records)) = (&stage.operator, result.late) {
             outcome.streams[*late] = Some(records.into_iter().filter(|p| p.records > 0).collect());
         }
-        outcome.streams[stage.output] = Some(result.output.into_iter().filter(|p| p.records > 0).collect());
+        let output: Vec<Partition> = result.output.into_iter().filter(|p| p.records > 0).collect();
+        outcome.stages.push(StageFigures {
+            name: stage.name.clone(),
+            records_in,
+            records_out: output.iter().map(|p| p.records).sum(),
+            calls,
+            micros: started.elapsed().as_micros() as u64,
+        });
+        outcome.streams[stage.output] = Some(output);
     }
     Ok(outcome)
 }

@@ -4,6 +4,7 @@
 //! Names follow Prometheus conventions: `sluice_` prefix, `_total` for counters, units in the
 //! name (`_seconds`). Everything is updated once per batch or per event, never per record.
 
+pub mod events;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -89,6 +90,8 @@ pub struct Metrics {
     /// Batches received and not started (shared with the clock).
     pub waiting: Arc<std::sync::atomic::AtomicUsize>,
     diverted: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Events and recent history for the dashboard and tools.
+    pub events: Arc<events::Events>,
     last: Mutex<BatchFigures>,
     plugin_errors: Mutex<BTreeMap<(String, &'static str), u64>>,
     receivers: Mutex<Vec<Arc<Receiver>>>,

@@ -7,6 +7,10 @@
 //! | GET | `/api/status` | pipeline, last batch, sources, plugins with their versions and history (JSON) |
 //! | POST | `/api/plugins/{name}/deploy` | body: a `.wasm`; validated, then swapped in at the next batch |
 //! | POST | `/api/plugins/{name}/rollback` | back to the version that served before the current one |
+//! | POST | `/api/sources/{name}/pause`, `/resume` | stop and restart reading a source |
+//! | GET | `/api/events` | server-sent events: every batch, plugin, receiver and results event (JSON) |
+//! | GET | `/api/dashboard` | the recent history the page starts from (JSON) |
+//! | GET | `/` | the dashboard |
 //!
 //! Bound to loopback it needs no token. Bound elsewhere it refuses to start without one
 //! (`--admin-token` or `SLUICE_ADMIN_TOKEN`); with a token set, every request must carry
@@ -48,6 +52,10 @@ pub struct Admin {
     pub receivers: Vec<Arc<Receiver>>,
     /// Required bearer token, if any.
     pub token: Option<String>,
+    /// `[pipeline] batch_interval`, ms (the page marks it on the processing-time chart).
+    pub batch_interval_ms: u64,
+    /// The stages that run: name, op, `plugin::function` if any, the stage it is fused into.
+    pub stages: Vec<(String, String, Option<String>, Option<String>)>,
 }
 
 /// Why the server cannot start.
@@ -97,16 +105,31 @@ pub async fn serve(listener: std::net::TcpListener, admin: Arc<Admin>) -> std::i
         .route("/api/status", get(status))
         .route("/api/plugins/{name}/deploy", post(deploy_plugin))
         .route("/api/plugins/{name}/rollback", post(rollback_plugin))
+        .route("/", get(page))
+        .route("/assets/{file}", get(asset))
+        .route("/api/dashboard", get(dashboard))
+        .route("/api/events", get(events))
+        .route("/api/sources/{name}/pause", post(pause_source))
+        .route("/api/sources/{name}/resume", post(resume_source))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .with_state(admin);
     axum::serve(listener, app).await
 }
 
-/// Whether the request may proceed: no token is set, or it carries the right one.
+/// Whether the request may proceed: no token is set, or it carries the right one (as
+/// `Authorization: Bearer <token>`, or `?token=<token>` for the page and its event stream,
+/// which a browser cannot give headers).
 fn authorized(admin: &Admin, headers: &HeaderMap) -> bool {
+    authorized_with(admin, headers, None)
+}
+
+fn authorized_with(admin: &Admin, headers: &HeaderMap, query_token: Option<&str>) -> bool {
     let Some(token) = admin.token.as_deref().filter(|t| !t.is_empty()) else { return true };
-    let given =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or(query_token);
     // Compare in constant time: the token is a secret.
     given.is_some_and(|g| {
         g.len() == token.len() && g.bytes().zip(token.bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
@@ -225,9 +248,166 @@ async fn rollback_plugin(State(admin): State<Arc<Admin>>, Path(name): Path<Strin
     };
     match admin.registry.rollback(index) {
         Some((from, to)) => {
+            admin.registry.note(
+                &name,
+                "rolled_back",
+                Some(from.short_hash()),
+                Some(to.short_hash()),
+                "requested through the admin API; serves from the next batch".into(),
+            );
             tracing::info!(plugin = %name, from = %from.short_hash(), to = %to.short_hash(), "rollback requested; the previous version serves from the next batch");
             axum::Json(json!({ "plugin": name, "from": from.short_hash(), "to": to.short_hash() })).into_response()
         }
         None => error(StatusCode::CONFLICT, &format!("plugin `{name}` has no earlier version to roll back to")),
     }
+}
+
+async fn pause_source(State(admin): State<Arc<Admin>>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    set_paused(&admin, &name, &headers, true)
+}
+
+async fn resume_source(State(admin): State<Arc<Admin>>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    set_paused(&admin, &name, &headers, false)
+}
+
+/// Pauses or resumes a source's receiver: a paused socket reads nothing (TCP holds the sender
+/// back), a paused directory takes no new files; batches go on.
+fn set_paused(admin: &Admin, name: &str, headers: &HeaderMap, paused: bool) -> Response {
+    if !authorized(admin, headers) {
+        return unauthorized();
+    }
+    let Some(receiver) = admin.receivers.iter().find(|r| r.name == name) else {
+        let known: Vec<&str> = admin.receivers.iter().map(|r| r.name.as_str()).collect();
+        return error(StatusCode::NOT_FOUND, &format!("no source `{name}` (sources: {})", known.join(", ")));
+    };
+    let changed = receiver.set_paused(paused);
+    let action = if paused { "paused" } else { "resumed" };
+    if changed {
+        tracing::info!(source = %name, "source {action} through the admin API");
+        admin.metrics.events.receiver(name, action, "through the admin API".into());
+    }
+    axum::Json(json!({ "source": name, "paused": paused, "changed": changed })).into_response()
+}
+
+/// `?token=` on the page, its assets and its event stream.
+#[derive(Debug, serde::Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// The dashboard and the chart library, compiled into the binary: no CDN, works offline.
+const PAGE: &str = include_str!("../../assets/dashboard.html");
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("dashboard.js", "text/javascript; charset=utf-8", include_str!("../../assets/dashboard.js")),
+    ("dashboard.css", "text/css; charset=utf-8", include_str!("../../assets/dashboard.css")),
+    (
+        "uPlot.iife.min.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/vendor/uplot/uPlot.iife.min.js"),
+    ),
+    ("uPlot.min.css", "text/css; charset=utf-8", include_str!("../../assets/vendor/uplot/uPlot.min.css")),
+];
+
+async fn page(
+    State(admin): State<Arc<Admin>>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<TokenQuery>,
+) -> Response {
+    if !authorized_with(&admin, &headers, query.token.as_deref()) {
+        return unauthorized();
+    }
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response()
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    // Static code, the same for everyone: no token needed.
+    match ASSETS.iter().find(|(name, _, _)| *name == file) {
+        Some((_, kind, body)) => {
+            ([(header::CONTENT_TYPE, *kind), (header::CACHE_CONTROL, "max-age=300")], *body).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, &format!("no asset `{file}`")),
+    }
+}
+
+/// What the page starts from: the pipeline, its sources, stages and plugins, and the recent
+/// history of events.
+async fn dashboard(
+    State(admin): State<Arc<Admin>>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<TokenQuery>,
+) -> Response {
+    if !authorized_with(&admin, &headers, query.token.as_deref()) {
+        return unauthorized();
+    }
+    let history = admin.metrics.events.history();
+    let sources: Vec<Value> = admin
+        .receivers
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name, "received": r.received(), "invalid_lines": r.invalid(), "finished": r.is_finished(),
+                "paused": r.is_paused(), "rate_limit": r.rate(), "last_error": r.last_error(),
+            })
+        })
+        .collect();
+    let registry = &admin.registry;
+    let plugins: Vec<Value> = registry
+        .plugins()
+        .map(|(index, name, path)| {
+            let current = registry.current(index);
+            json!({
+                "name": name, "path": path.display().to_string(), "hash": current.short_hash(),
+                "sha256": current.hash, "loaded_at_ms": millis(current.loaded_at),
+                "functions": current.functions.keys().collect::<Vec<_>>(),
+                "previous": registry.history(index).iter().map(|v| v.short_hash().to_string()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let stages: Vec<Value> = admin
+        .stages
+        .iter()
+        .map(|(name, op, function, fused_into)| {
+            json!({
+                "name": name, "op": op, "function": function, "fused_into": fused_into,
+                "totals": history.stage_totals.get(name),
+                "errors": history.stage_errors.get(name),
+            })
+        })
+        .collect();
+    axum::Json(json!({
+        "pipeline": admin.pipeline,
+        "batch_interval_ms": admin.batch_interval_ms,
+        "now_ms": crate::batch::now_ms(),
+        "sources": sources,
+        "stages": stages,
+        "plugins": plugins,
+        "history": history,
+    }))
+    .into_response()
+}
+
+/// Every event from now on, as server-sent events (`data: <json>`), with a keep-alive comment
+/// every 15 s. A client that falls more than 1024 events behind gets a `lagged` event and
+/// should reload `/api/dashboard`.
+async fn events(
+    State(admin): State<Arc<Admin>>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<TokenQuery>,
+) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    if !authorized_with(&admin, &headers, query.token.as_deref()) {
+        return unauthorized();
+    }
+    let rx = admin.metrics.events.subscribe();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let event = match rx.recv().await {
+            Ok(event) => Event::default().json_data(&event).unwrap_or_else(|_| Event::default().comment("unencodable")),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                Event::default().data(json!({ "type": "lagged", "missed": n }).to_string())
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(event), rx))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15))).into_response()
 }

@@ -59,6 +59,8 @@ pub struct Receiver {
     pub durable_changed: tokio::sync::Notify,
     /// The rate the source may read at, records/s (`f64` bits); 0: unlimited.
     rate: AtomicU64,
+    /// Paused through the admin API: the source reads nothing until resumed.
+    paused: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
 
@@ -75,6 +77,7 @@ impl Receiver {
             durable: AtomicU64::new(0),
             durable_changed: tokio::sync::Notify::new(),
             rate: AtomicU64::new(0),
+            paused: AtomicBool::new(false),
             last_error: Mutex::new(None),
         }
     }
@@ -146,6 +149,16 @@ impl Receiver {
     pub fn rate(&self) -> Option<f64> {
         let bits = self.rate.load(Ordering::Relaxed);
         (bits != 0).then(|| f64::from_bits(bits))
+    }
+
+    /// Pauses or resumes the source. Returns whether that changed anything.
+    pub fn set_paused(&self, paused: bool) -> bool {
+        self.paused.swap(paused, Ordering::AcqRel) != paused
+    }
+
+    /// Whether the source is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
     }
 
     /// The source has ended: no more records will come.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::PluginVersion;
+use crate::metrics::events::Events;
 
 /// How many earlier versions of a plugin are kept for rollbacks.
 pub const MAX_HISTORY: usize = 8;
@@ -28,6 +29,8 @@ struct Slot {
 /// The plugins of a pipeline and their current versions.
 pub struct PluginRegistry {
     slots: Vec<Slot>,
+    /// Where deploys, rejections and rollbacks are reported (the dashboard), once running.
+    events: std::sync::OnceLock<Arc<Events>>,
 }
 
 impl std::fmt::Debug for PluginRegistry {
@@ -49,7 +52,19 @@ impl PluginRegistry {
                 previous: Mutex::new(Vec::new()),
             })
             .collect();
-        Self { slots }
+        Self { slots, events: std::sync::OnceLock::new() }
+    }
+
+    /// Reports plugin events to `events` from now on.
+    pub fn report_to(&self, events: Arc<Events>) {
+        let _ = self.events.set(events);
+    }
+
+    /// Reports a plugin event (deployed, rejected, swapped, rolled back), if anyone listens.
+    pub fn note(&self, plugin: &str, action: &str, from: Option<&str>, to: Option<&str>, detail: String) {
+        if let Some(events) = self.events.get() {
+            events.plugin(plugin, action, from, to, detail);
+        }
     }
 
     /// Index of the plugin called `name`.

@@ -133,6 +133,7 @@ pub fn deploy(
         Ok(candidate) => candidate,
         Err(err) => {
             tracing::error!(plugin = %name, serving = %current.short_hash(), "rejected new plugin version: {err}");
+            registry.note(&name, "rejected", Some(current.short_hash()), None, err.to_string());
             return Err(err.to_string());
         }
     };
@@ -146,10 +147,18 @@ pub fn deploy(
             serving = %current.short_hash(),
             "rejected new plugin version: {reason}"
         );
+        registry.note(&name, "rejected", Some(current.short_hash()), Some(candidate.short_hash()), reason.clone());
         return Err(reason);
     }
     let hash = candidate.short_hash().to_string();
     registry.install(index, candidate);
+    registry.note(
+        &name,
+        "deployed",
+        Some(current.short_hash()),
+        Some(&hash),
+        format!("validated from {}; serves from the next batch", origin.display()),
+    );
     tracing::info!(
         plugin = %name,
         new = %hash,

@@ -1,6 +1,7 @@
 //! Sinks: where a stream's records go after each batch. Records are rendered as JSON from their
 //! [`TypeDesc`] (see [`render`]); a keyed record `(K, V)` is `[key, value]`.
 
+pub mod dashboard;
 pub mod file;
 pub mod print;
 pub mod render;
@@ -8,6 +9,7 @@ pub mod render;
 use serde::Deserialize;
 use sluice_sdk::TypeDesc;
 
+pub use dashboard::{DashboardSink, DashboardSinkConfig};
 pub use file::{FileSink, FileSinkConfig};
 pub use print::{PrintSink, PrintSinkConfig};
 
@@ -21,6 +23,8 @@ pub enum SinkConfig {
     Print(PrintSinkConfig),
     /// One JSON-lines file per batch with output.
     File(FileSinkConfig),
+    /// The latest output on the dashboard page, as a table or a bar chart.
+    Dashboard(DashboardSinkConfig),
 }
 
 impl SinkConfig {
@@ -29,6 +33,7 @@ impl SinkConfig {
         match self {
             Self::Print(c) => &c.name,
             Self::File(c) => &c.name,
+            Self::Dashboard(c) => &c.name,
         }
     }
 
@@ -37,14 +42,21 @@ impl SinkConfig {
         match self {
             Self::Print(c) => &c.input,
             Self::File(c) => &c.input,
+            Self::Dashboard(c) => &c.input,
         }
     }
 
-    /// Builds the sink; relative paths resolve with `resolve`.
-    pub fn build(&self, resolve: impl Fn(&std::path::Path) -> std::path::PathBuf) -> Sink {
+    /// Builds the sink; relative paths resolve with `resolve`; dashboard sinks publish to
+    /// `events`.
+    pub fn build(
+        &self,
+        resolve: impl Fn(&std::path::Path) -> std::path::PathBuf,
+        events: &std::sync::Arc<crate::metrics::events::Events>,
+    ) -> Sink {
         match self {
             Self::Print(c) => Sink::Print(c.build()),
             Self::File(c) => Sink::File(c.build(resolve(&c.path))),
+            Self::Dashboard(c) => Sink::Dashboard(c.build(events.clone())),
         }
     }
 }
@@ -69,6 +81,8 @@ pub enum Sink {
     Print(PrintSink),
     /// See [`FileSink`].
     File(FileSink),
+    /// See [`DashboardSink`].
+    Dashboard(DashboardSink),
 }
 
 impl Sink {
@@ -77,6 +91,7 @@ impl Sink {
         match self {
             Self::Print(sink) => sink.write(batch_time_ms, ty, partitions),
             Self::File(sink) => sink.write(batch_time_ms, ty, partitions),
+            Self::Dashboard(sink) => sink.write(batch_time_ms, ty, partitions),
         }
     }
 }

@@ -122,6 +122,16 @@ impl SocketSource {
             if self.config.ack {
                 self.acknowledge(&mut writer, base, &mut acked).await;
             }
+            // Paused: read nothing (TCP holds the server back), keep acknowledging.
+            if self.receiver.is_paused() {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = stop.changed() => {}
+                }
+                if !*stop.borrow() {
+                    continue;
+                }
+            }
             // `max_rate`, or what backpressure set (never above `max_rate`).
             let rate = self.receiver.rate();
             // Under a rate, read about 100 ms of ~100-byte lines at a time.
