@@ -345,6 +345,19 @@ impl Pipeline {
                         checkpoint.batch_interval_ms
                     )));
                 }
+                // Logged blocks and file lists name sources by position: the order must hold.
+                for (index, saved) in checkpoint.sources.iter().enumerate() {
+                    if positions.get(index).is_some_and(|p| p.name != saved.name)
+                        && positions.iter().any(|p| p.name == saved.name)
+                    {
+                        return Err(incompatible(format!(
+                            "source `{}` was source #{} and is #{} now; keep the order of [[sources]] (add new ones at the end)",
+                            saved.name,
+                            index + 1,
+                            positions.iter().position(|p| p.name == saved.name).unwrap_or(0) + 1
+                        )));
+                    }
+                }
                 for saved in checkpoint.sources {
                     match positions.iter_mut().find(|p| p.name == saved.name) {
                         Some(position) => position.files = saved.files,

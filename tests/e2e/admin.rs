@@ -141,9 +141,57 @@ fn off_loopback_the_admin_api_needs_a_token_and_refuses_requests_without_it() {
     assert_eq!(get(&local, "/metrics", None).0, 401);
     assert_eq!(get(&local, "/api/status", Some("wrong")).0, 401);
     assert_eq!(get(&local, "/api/status", Some("s3cret")).0, 200);
+    // The dashboard, its data and its event stream too; a browser passes the token in the URL.
+    for path in ["/", "/api/dashboard", "/api/events"] {
+        assert_eq!(get(&local, path, None).0, 401, "{path} without a token");
+        assert_eq!(get(&local, &format!("{path}?token=wrong"), None).0, 401, "{path} with a wrong token");
+    }
+    assert_eq!(get(&local, "/?token=s3cret", None).0, 200);
+    assert_eq!(get(&local, "/api/dashboard?token=s3cret", None).0, 200);
+    let out = work.sluice(&["pause", "lines", "--ui", &local]);
+    assert_eq!(out.status.code(), Some(1), "no token, no pause");
     let out = work.sluice(&["rollback", "wordcount", "--ui", &local]);
     assert_eq!(out.status.code(), Some(1), "no token, no rollback");
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
+    running.signal("TERM");
+    let (code, log) = running.finish(Duration::from_secs(20));
+    assert_eq!(code, 0, "log:\n{log}");
+}
+
+#[test]
+fn rollback_to_picks_any_earlier_version_by_hash_and_keeps_the_current_one() {
+    let server = LineServer::start(Feed::HoldOpen(join_lines(&corpus(1_000, 5, 8))));
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    work.write("pipeline.toml", &wordcount_pipeline(&server.address, "wordcount.wasm", "300ms", "100ms"));
+    let ui = format!("127.0.0.1:{}", free_port());
+    let running = work.spawn(&["pipeline.toml", "--ui", &ui]);
+    running.wait_for("records out", Duration::from_secs(30));
+    let status = |work: &Workdir| -> serde_json::Value {
+        serde_json::from_slice(&work.sluice(&["status", "--ui", &ui]).stdout).unwrap()
+    };
+    let original = status(&work)["plugins"][0]["hash"].as_str().unwrap().to_string();
+    let out = work.sluice(&["deploy", "wordcount", plugin("uppercase").to_str().unwrap(), "--ui", &ui]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let upper = status(&work)["plugins"][0]["hash"].as_str().unwrap().to_string();
+    assert_ne!(upper, original);
+
+    let out = work.sluice(&["rollback", "wordcount", "--to", &original[..6], "--ui", &ui]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let now = status(&work);
+    assert_eq!(now["plugins"][0]["hash"], original.as_str());
+    let previous: Vec<&str> =
+        now["plugins"][0]["previous"].as_array().unwrap().iter().map(|v| v["hash"].as_str().unwrap()).collect();
+    assert_eq!(previous, [upper.as_str()], "the version rolled back from stays available");
+    // And forward again, to the version that was current.
+    let out = work.sluice(&["rollback", "wordcount", "--to", &upper, "--ui", &ui]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(status(&work)["plugins"][0]["hash"], upper.as_str());
+    let out = work.sluice(&["rollback", "wordcount", "--to", "ffffffff", "--ui", &ui]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("starting with `ffffffff`") && stderr.contains(&original), "{stderr}");
+    running.wait_for("plugin swapped", Duration::from_secs(10));
     running.signal("TERM");
     let (code, log) = running.finish(Duration::from_secs(20));
     assert_eq!(code, 0, "log:\n{log}");

@@ -297,3 +297,28 @@ fn a_damaged_checkpoint_is_refused_by_name_and_fresh_starts_over() {
         .count();
     assert_eq!(aside, 1, "the damaged checkpoint is kept aside");
 }
+
+#[test]
+fn a_sink_that_cannot_write_stops_the_pipeline_and_the_restart_replays_its_batch() {
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    work.add_plugin("top_k", "top_k");
+    work.write("pipeline.toml", &directory_pipeline());
+    std::fs::create_dir(work.path("in")).unwrap();
+    // A file where the sink's directory should be: every write fails.
+    work.write("out", "in the way");
+    work.write("in/a.txt", "one two two\nthree\n");
+    let (code, log) = work.spawn(&["pipeline.toml", "--no-ui"]).finish(Duration::from_secs(30));
+    assert_eq!(code, 1, "log:\n{log}");
+    assert!(log.contains("sink `out` cannot write batch") && log.contains("replays it"), "log:\n{log}");
+    // Out of the way: the restart replays the batch and writes its output once.
+    std::fs::remove_file(work.path("out")).unwrap();
+    let running = work.spawn(&["pipeline.toml", "--no-ui"]);
+    running.wait_for("(replayed)", Duration::from_secs(20));
+    running.wait_for("6 records out", Duration::from_secs(20));
+    running.signal("TERM");
+    let (code, log) = running.finish(Duration::from_secs(20));
+    assert_eq!(code, 0, "log:\n{log}");
+    let expected = BTreeMap::from([("one".to_string(), 1), ("two".to_string(), 2), ("three".to_string(), 1)]);
+    assert_eq!(work.ledger("out"), expected, "log:\n{log}");
+}

@@ -87,6 +87,11 @@ pub fn generate(mut clock: Clock, batches: Sender<Batch>) {
     let mut pending: Vec<Block> = Vec::new();
     let mut seq = 0u64;
     let mut ending = false;
+    // The batch the next cut joins: strictly increasing, after the last run's batches, whatever
+    // the wall clock does (a step back never reuses a batch time; a late pass never skips one:
+    // blocks are logged under the batch they are then emitted in).
+    let first = (now_ms() / batch_ms + 1) * batch_ms;
+    let mut boundary = first.max((clock.after / batch_ms + 1) * batch_ms);
     loop {
         let now = now_ms();
         let tick = (now / block_ms + 1) * block_ms;
@@ -100,8 +105,7 @@ pub fn generate(mut clock: Clock, batches: Sender<Batch>) {
         // Read the flags before cutting: a receiver finished before the cut has all of its
         // records in this cut.
         ending |= clock.receivers.iter().all(|r| r.is_finished());
-        // The batch this cut belongs to: the next boundary, and after the last run's batches.
-        let batch_time = tick.div_ceil(batch_ms).max(clock.after / batch_ms + 1) * batch_ms;
+        let batch_time = boundary;
         for receiver in &clock.receivers {
             let blocks = receiver.cut(seq);
             if let (Some(dir), true) = (&clock.checkpoint_dir, clock.wal[receiver.source]) {
@@ -110,10 +114,11 @@ pub fn generate(mut clock: Clock, batches: Sender<Batch>) {
             pending.extend(blocks);
         }
         seq += 1;
-        if tick.is_multiple_of(batch_ms) && tick > clock.after {
-            let files = take_files(&mut clock, tick);
+        if tick >= boundary {
+            boundary = (tick / batch_ms + 1) * batch_ms;
+            let files = take_files(&mut clock, batch_time);
             let batch = Batch {
-                time_ms: tick,
+                time_ms: batch_time,
                 blocks: std::mem::take(&mut pending),
                 files,
                 last: ending,
@@ -121,7 +126,7 @@ pub fn generate(mut clock: Clock, batches: Sender<Batch>) {
                 replayed: false,
             };
             clock.metrics.waiting.fetch_add(1, Ordering::Relaxed);
-            clock.metrics.events.queued(tick, batch.blocks.iter().map(|b| b.records).sum());
+            clock.metrics.events.queued(batch_time, batch.blocks.iter().map(|b| b.records).sum());
             if batches.send(batch).is_err() || ending {
                 return;
             }
@@ -131,17 +136,18 @@ pub fn generate(mut clock: Clock, batches: Sender<Batch>) {
 
 /// Writes a cut's blocks to the write-ahead log, then lets the source acknowledge them.
 fn log_blocks(dir: &Path, batch_time: u64, receiver: &Receiver, blocks: &[Block]) {
-    let mut records = 0;
+    let mut lines = 0;
     for (n, block) in blocks.iter().enumerate() {
         if let Err(err) = pending::write_block(dir, batch_time, n, block) {
-            tracing::error!(source = %receiver.name, "cannot write the write-ahead log in {}: {err}", dir.display());
+            tracing::error!(source = %receiver.name, "cannot write the write-ahead log in {}: {err}; no more acknowledgements", dir.display());
             receiver.set_error(format!("write-ahead log: {err}"));
+            receiver.wal_write_failed();
             return;
         }
-        records += block.records;
+        lines += block.records + block.invalid;
     }
-    if records > 0 {
-        receiver.made_durable(records);
+    if lines > 0 {
+        receiver.made_durable(lines);
     }
 }
 

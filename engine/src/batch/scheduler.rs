@@ -44,6 +44,10 @@ pub struct RunReport {
     pub late_records: u64,
     /// Time spent processing batches (stages and sinks), summed.
     pub processing: std::time::Duration,
+    /// Why the run stopped before its sources ended, if it had to: with checkpoints, a sink
+    /// or the checkpoint that cannot be written stops the pipeline (a restart replays the
+    /// batch) rather than let a later checkpoint skip its output.
+    pub fatal: Option<String>,
 }
 
 /// Checkpointing: where, and what the checkpoint says beside the state.
@@ -100,6 +104,8 @@ impl Scheduler<'_> {
     /// Runs batches from `queue` until it closes, starting from `state`.
     pub fn run(mut self, mut state: GraphState, queue: Queue<Batch>) -> RunReport {
         let mut report = RunReport::default();
+        // Late records counted by earlier runs (in the checkpointed state) are not new.
+        let mut late_before = state.late_records();
         let mut serving: Snapshot = self.registry.snapshot();
         let mut probation: Vec<Option<Probation>> = vec![None; serving.len()];
         // Versions an automatic rollback returned to: trusted, not on probation.
@@ -166,7 +172,8 @@ impl Scheduler<'_> {
             let blocks_in = std::mem::take(&mut batch.blocks);
             match run_batch(self.graph, &mut state, &serving, time, batch.close_windows, blocks_in, self.pool) {
                 Ok(outcome) => {
-                    let late = state.late_records() - report.late_records;
+                    let late = state.late_records().saturating_sub(late_before);
+                    late_before = state.late_records();
                     if late > 0 {
                         tracing::warn!(
                             batch = time,
@@ -186,7 +193,14 @@ impl Scheduler<'_> {
                         self.metrics.plugin_error(&handled.error.plugin, handled.error.error.class().name());
                         self.metrics.diverted(&handled.error.stage, handled.action.name(), handled.records);
                     }
-                    outputs = self.write(time, &outcome);
+                    match self.write(time, &outcome) {
+                        Ok(written) => outputs = written,
+                        Err(failure) if self.checkpointing.is_some() => {
+                            report.fatal = Some(failure);
+                            break;
+                        }
+                        Err(_) => {}
+                    }
                     info.stages = outcome.stages;
                 }
                 Err(err) => {
@@ -205,7 +219,10 @@ impl Scheduler<'_> {
                     }
                 }
             }
-            self.checkpoint(&batch, &state, &serving);
+            if let Err(failure) = self.checkpoint(&batch, &state, &serving) {
+                report.fatal = Some(failure);
+                break;
+            }
             let processing = started.elapsed().as_millis() as u64;
             self.metrics.batch(BatchFigures {
                 time_ms: time,
@@ -221,7 +238,8 @@ impl Scheduler<'_> {
             self.adapt_rates(time, &source_records, processing, scheduling_delay);
             if records > 0 {
                 // An empty batch calls no plugin: it proves nothing either way.
-                report.auto_rollbacks += self.probation(&mut probation, &mut restored, &serving, &failing, time);
+                report.auto_rollbacks +=
+                    self.probation(&mut probation, &mut restored, &serving, &failing, batch_failed, time);
             }
             tracing::info!(
                 target: "sluice::batch",
@@ -257,15 +275,18 @@ impl Scheduler<'_> {
         }
     }
 
-    /// Writes a batch's streams to the sinks and its dead letters to theirs. Returns the records
-    /// written.
-    fn write(&mut self, time: u64, outcome: &BatchOutcome) -> u64 {
+    /// Writes a batch's streams to the sinks and its dead letters to theirs, each retried
+    /// [`SINK_RETRIES`] times. Returns the records written, or what could not be written.
+    fn write(&mut self, time: u64, outcome: &BatchOutcome) -> Result<u64, String> {
         let mut outputs = 0;
+        let mut failed = None;
         for (sink, node) in self.sinks.iter_mut().zip(&self.graph.sinks) {
             let partitions = outcome.streams[node.input].as_deref().unwrap_or_default();
-            match sink.write(time, &self.graph.streams[node.input].ty, partitions) {
+            match with_retries(time, node.config.name(), || {
+                sink.write(time, &self.graph.streams[node.input].ty, partitions)
+            }) {
                 Ok(written) => outputs += written,
-                Err(err) => tracing::error!(batch = time, sink = node.config.name(), "sink failed: {err}"),
+                Err(err) => failed = Some(format!("sink `{}` cannot write batch {time}: {err}", node.config.name())),
             }
         }
         let letter = DeadLetter::type_desc();
@@ -275,17 +296,20 @@ impl Scheduler<'_> {
             if parts.is_empty() {
                 continue;
             }
-            if let Err(err) = sink.write(time, &letter, &parts) {
-                let name = self.graph.dead_letters[index].name();
-                tracing::error!(batch = time, sink = name, "dead-letter sink failed: {err}");
+            let name = self.graph.dead_letters[index].name();
+            if let Err(err) = with_retries(time, name, || sink.write(time, &letter, &parts)) {
+                failed = Some(format!("dead-letter sink `{name}` cannot write batch {time}: {err}"));
             }
         }
-        outputs
+        match failed {
+            None => Ok(outputs),
+            Some(failure) => Err(failure),
+        }
     }
 
     /// Writes the checkpoint of a finished batch, if checkpoints are on.
-    fn checkpoint(&mut self, batch: &Batch, state: &GraphState, serving: &Snapshot) {
-        let Some(checkpointing) = &mut self.checkpointing else { return };
+    fn checkpoint(&mut self, batch: &Batch, state: &GraphState, serving: &Snapshot) -> Result<(), String> {
+        let Some(checkpointing) = &mut self.checkpointing else { return Ok(()) };
         let started = Instant::now();
         for (&source, names) in &batch.files {
             checkpointing.positions[source].files.extend(names.iter().cloned());
@@ -301,13 +325,12 @@ impl Scheduler<'_> {
             sources: checkpointing.positions.clone(),
             stages,
         };
-        match checkpoint::write(&checkpointing.dir, batch.time_ms, &checkpoint::encode(&checkpoint)) {
-            Ok(()) => {
-                checkpointing.last_good = checkpoint.stages;
-                self.metrics.checkpoint(started.elapsed());
-            }
-            Err(err) => tracing::error!(batch = batch.time_ms, "cannot write the checkpoint: {err}"),
-        }
+        let bytes = checkpoint::encode(&checkpoint);
+        with_retries(batch.time_ms, "checkpoint", || checkpoint::write(&checkpointing.dir, batch.time_ms, &bytes))
+            .map_err(|err| format!("cannot write the checkpoint of batch {}: {err}", batch.time_ms))?;
+        checkpointing.last_good = checkpoint.stages;
+        self.metrics.checkpoint(started.elapsed());
+        Ok(())
     }
 
     /// Backpressure: a new rate for each adapted receiver from this batch's figures.
@@ -330,6 +353,7 @@ impl Scheduler<'_> {
         restored: &mut [Option<u64>],
         serving: &Snapshot,
         failing: &BTreeSet<String>,
+        batch_failed: bool,
         time: u64,
     ) -> u64 {
         let mut rolled_back = 0;
@@ -340,7 +364,9 @@ impl Scheduler<'_> {
                 continue;
             }
             if !failing.contains(&version.plugin) {
-                *slot = None; // it served a batch cleanly: no longer on probation
+                if !batch_failed {
+                    *slot = None; // it served a batch cleanly: no longer on probation
+                }
                 continue;
             }
             trial.failures += 1;
@@ -371,6 +397,33 @@ impl Scheduler<'_> {
             }
         }
         rolled_back
+    }
+}
+
+/// Attempts after the first for a sink or checkpoint write, and the pauses before them.
+pub const SINK_RETRIES: [u64; 3] = [100, 500, 2_000];
+
+/// Runs `write`, retrying after each pause of [`SINK_RETRIES`] while it fails.
+fn with_retries<T, E: std::fmt::Display>(
+    time: u64,
+    what: &str,
+    mut write: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let mut pauses = SINK_RETRIES.iter();
+    loop {
+        match write() {
+            Ok(done) => return Ok(done),
+            Err(err) => match pauses.next() {
+                Some(&ms) => {
+                    tracing::warn!(batch = time, target = what, retry_in_ms = ms, "write failed: {err}");
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
+                }
+                None => {
+                    tracing::error!(batch = time, target = what, "write failed: {err}");
+                    return Err(err);
+                }
+            },
+        }
     }
 }
 

@@ -38,10 +38,24 @@ fn batch_dir(root: &Path, time: u64) -> PathBuf {
     batches(root).join(time.to_string())
 }
 
+/// Creates `batches/<time>` if needed, with the new directory entries synced into their
+/// parents, so a power loss cannot keep a file while losing the directory that holds it.
+fn create_batch_dir(root: &Path, time: u64) -> std::io::Result<PathBuf> {
+    let dir = batch_dir(root, time);
+    if !dir.is_dir() {
+        let fresh_batches = !batches(root).is_dir();
+        std::fs::create_dir_all(&dir)?;
+        std::fs::File::open(batches(root))?.sync_all()?;
+        if fresh_batches {
+            std::fs::File::open(root)?.sync_all()?;
+        }
+    }
+    Ok(dir)
+}
+
 /// Logs `block` (of source `source`, cut `seq`, `n`th of that cut) for batch `time`, durably.
 pub fn write_block(root: &Path, time: u64, n: usize, block: &Block) -> std::io::Result<()> {
-    let dir = batch_dir(root, time);
-    std::fs::create_dir_all(&dir)?;
+    let dir = create_batch_dir(root, time)?;
     let name = format!("{}-{:012}-{n:04}.block", block.source, block.seq);
     let mut bytes = Vec::with_capacity(BLOCK_HEADER + block.data.len());
     bytes.extend_from_slice(BLOCK_MAGIC);
@@ -54,8 +68,7 @@ pub fn write_block(root: &Path, time: u64, n: usize, block: &Block) -> std::io::
 
 /// Records, durably, that directory source `source` took `files` for batch `time`.
 pub fn write_files(root: &Path, time: u64, source: usize, files: &[String]) -> std::io::Result<()> {
-    let dir = batch_dir(root, time);
-    std::fs::create_dir_all(&dir)?;
+    let dir = create_batch_dir(root, time)?;
     let name = format!("{source}.files");
     let text: String = files.iter().map(|f| format!("{f}\n")).collect();
     write_durably(&dir.join(format!(".{name}.tmp")), &dir.join(name), text.as_bytes())

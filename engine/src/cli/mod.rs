@@ -73,6 +73,10 @@ enum Command {
     Rollback {
         /// The plugin's name in the pipeline file.
         plugin: String,
+        /// Go back to this earlier version (a prefix of its content hash, as `status` shows),
+        /// not just the one before; the current version stays in the history.
+        #[arg(long, value_name = "HASH")]
+        to: Option<String>,
         #[command(flatten)]
         remote: RemoteArgs,
     },
@@ -168,8 +172,9 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Rollback { plugin, remote } => {
-            remote_call(&remote, &format!("/api/plugins/{plugin}/rollback"), Some(Vec::new()))
+        Command::Rollback { plugin, to, remote } => {
+            let query = to.map(|hash| format!("?to={hash}")).unwrap_or_default();
+            remote_call(&remote, &format!("/api/plugins/{plugin}/rollback{query}"), Some(Vec::new()))
         }
         Command::Status { remote } => remote_call(&remote, "/api/status", None),
         Command::Pause { source, remote } => {
@@ -328,6 +333,10 @@ fn run(path: &Path, plugins: &PluginArgs, options: &RunOptions) -> ExitCode {
                 auto_rollbacks = report.auto_rollbacks,
                 "pipeline stopped"
             );
+            if let Some(fatal) = report.fatal {
+                eprintln!("error: {fatal}; stopped without checkpointing it: `sluice run` again replays it");
+                return ExitCode::FAILURE;
+            }
             ExitCode::SUCCESS
         }
         Err(err) => {

@@ -367,10 +367,15 @@ fn fuse(stages: Vec<Stage>, sinks: &[SinkNode]) -> Vec<Stage> {
         .map(|stage| {
             matches!(&stage.operator, Operator::Plugin { kind, .. } if *kind != FunctionKind::MapPartitions)
                 && stage.policy.on_error == OnError::Fail
+                && stage.policy.timeout.is_none()
+                && stage.policy.memory_limit.is_none()
                 && readers(stage.output) == 1
-                && stages
-                    .iter()
-                    .any(|s| s.inputs == [stage.output] && matches!(s.operator, Operator::ReduceByKey { .. }))
+                && stages.iter().any(|s| {
+                    s.inputs == [stage.output]
+                        && matches!(s.operator, Operator::ReduceByKey { .. })
+                        && s.policy.timeout.is_none()
+                        && s.policy.memory_limit.is_none()
+                })
         })
         .collect();
     let mut out: Vec<Stage> = Vec::with_capacity(stages.len());

@@ -4,8 +4,8 @@
 //! (`GET /api/dashboard`).
 //!
 //! Event types (`"type"` field): `batch_queued`, `batch_started`, `batch_completed`, `plugin`
-//! (deployed, swapped, rejected, rolled_back, auto_rolled_back), `receiver` (error, paused,
-//! resumed), `results` (a `dashboard` sink's latest output).
+//! (deployed, swapped, rejected, rolled_back, auto_rolled_back), `receiver` (paused, resumed),
+//! `results` (a `dashboard` sink's latest output).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -123,7 +123,7 @@ pub enum Event {
     Receiver {
         /// The source.
         source: String,
-        /// `error`, `paused`, `resumed`.
+        /// `paused`, `resumed`.
         action: String,
         /// Details.
         detail: String,

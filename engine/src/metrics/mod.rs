@@ -135,7 +135,6 @@ impl Metrics {
     /// A failing version was rolled back automatically.
     pub fn auto_rollback(&self) {
         self.auto_rollbacks.fetch_add(1, Ordering::Relaxed);
-        self.swaps.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A checkpoint was written in `took`.

@@ -6,7 +6,7 @@
 //! | GET | `/metrics` | Prometheus text format |
 //! | GET | `/api/status` | pipeline, last batch, sources, plugins with their versions and history (JSON) |
 //! | POST | `/api/plugins/{name}/deploy` | body: a `.wasm`; validated, then swapped in at the next batch |
-//! | POST | `/api/plugins/{name}/rollback` | back to the version that served before the current one |
+//! | POST | `/api/plugins/{name}/rollback` | back to the version that served before the current one (`?to=<hash prefix>`: to that earlier version) |
 //! | POST | `/api/sources/{name}/pause`, `/resume` | stop and restart reading a source |
 //! | GET | `/api/events` | server-sent events: every batch, plugin, receiver and results event (JSON) |
 //! | GET | `/api/dashboard` | the recent history the page starts from (JSON) |
@@ -239,13 +239,40 @@ async fn deploy_plugin(
     }
 }
 
-async fn rollback_plugin(State(admin): State<Arc<Admin>>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+/// `?to=<hash prefix>` on a rollback.
+#[derive(Debug, serde::Deserialize)]
+struct RollbackQuery {
+    to: Option<String>,
+}
+
+async fn rollback_plugin(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<RollbackQuery>,
+) -> Response {
     if !authorized(&admin, &headers) {
         return unauthorized();
     }
     let Some(index) = admin.registry.index(&name) else {
         return error(StatusCode::NOT_FOUND, &format!("no plugin `{name}` in this pipeline"));
     };
+    if let Some(hash) = query.to {
+        return match admin.registry.rollback_to(index, &hash) {
+            Ok((from, to)) => {
+                tracing::info!(plugin = %name, from = %from.short_hash(), to = %to.short_hash(), "rollback requested; that version serves from the next batch");
+                admin.registry.note(
+                    &name,
+                    "rolled_back",
+                    Some(from.short_hash()),
+                    Some(to.short_hash()),
+                    "requested through the admin API; serves from the next batch".into(),
+                );
+                axum::Json(json!({ "plugin": name, "from": from.short_hash(), "to": to.short_hash() })).into_response()
+            }
+            Err(reason) => error(StatusCode::CONFLICT, &reason),
+        };
+    }
     match admin.registry.rollback(index) {
         Some((from, to)) => {
             admin.registry.note(

@@ -53,8 +53,10 @@ pub struct Receiver {
     finished: AtomicBool,
     received: AtomicU64,
     invalid: AtomicU64,
-    /// Records written to the write-ahead log so far.
+    /// Lines (records and dropped invalid lines) written to the write-ahead log so far.
     durable: AtomicU64,
+    /// A write to the write-ahead log failed: nothing more is acknowledged.
+    wal_failed: AtomicBool,
     /// Wakes the source when records became durable (to acknowledge them).
     pub durable_changed: tokio::sync::Notify,
     /// The rate the source may read at, records/s (`f64` bits); 0: unlimited.
@@ -75,6 +77,7 @@ impl Receiver {
             received: AtomicU64::new(0),
             invalid: AtomicU64::new(0),
             durable: AtomicU64::new(0),
+            wal_failed: AtomicBool::new(false),
             durable_changed: tokio::sync::Notify::new(),
             rate: AtomicU64::new(0),
             paused: AtomicBool::new(false),
@@ -129,15 +132,32 @@ impl Receiver {
         self.invalid.fetch_add(invalid, Ordering::Relaxed);
     }
 
-    /// `records` more were written to the write-ahead log.
-    pub fn made_durable(&self, records: u64) {
-        self.durable.fetch_add(records, Ordering::Release);
+    /// `lines` more (records and dropped invalid lines) were written to the write-ahead log.
+    pub fn made_durable(&self, lines: u64) {
+        self.durable.fetch_add(lines, Ordering::Release);
         self.durable_changed.notify_waiters();
     }
 
-    /// Records written to the write-ahead log so far.
+    /// A write to the write-ahead log failed: from now on nothing is acknowledged (a count
+    /// would cover the lines that are not durable); the sender resends after a reconnect.
+    pub fn wal_write_failed(&self) {
+        self.wal_failed.store(true, Ordering::Release);
+        self.durable_changed.notify_waiters();
+    }
+
+    /// Whether a write to the write-ahead log failed.
+    pub fn wal_failed(&self) -> bool {
+        self.wal_failed.load(Ordering::Acquire)
+    }
+
+    /// Lines written to the write-ahead log so far.
     pub fn durable(&self) -> u64 {
         self.durable.load(Ordering::Acquire)
+    }
+
+    /// Lines received so far: records and dropped invalid lines.
+    pub fn lines(&self) -> u64 {
+        self.received() + self.invalid()
     }
 
     /// Sets the rate the source may read at (records/s); `None`: unlimited.

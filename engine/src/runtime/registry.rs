@@ -141,6 +141,27 @@ impl PluginRegistry {
         Some((from, back))
     }
 
+    /// Makes the earlier version whose content hash starts with `hash` serve again from the
+    /// next batch; the current one joins the history (so it can be chosen again). Returns
+    /// (from, to), or why not.
+    pub fn rollback_to(&self, index: usize, hash: &str) -> Result<(Arc<PluginVersion>, Arc<PluginVersion>), String> {
+        let slot = &self.slots[index];
+        let mut current = slot.current.lock().expect("registry lock");
+        let mut previous = slot.previous.lock().expect("registry lock");
+        let Some(position) = previous.iter().rposition(|v| !hash.is_empty() && v.hash.starts_with(hash)) else {
+            let known: Vec<&str> = previous.iter().map(|v| v.short_hash()).collect();
+            return Err(format!(
+                "no earlier version of `{}` has a hash starting with `{hash}` (earlier versions: {})",
+                slot.name,
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ));
+        };
+        let back = previous.remove(position);
+        let from = std::mem::replace(&mut *current, back.clone());
+        previous.push(from.clone());
+        Ok((from, back))
+    }
+
     /// The versions that served plugin `index` before the current one, oldest first.
     pub fn history(&self, index: usize) -> Vec<Arc<PluginVersion>> {
         self.slots[index].previous.lock().expect("registry lock").clone()

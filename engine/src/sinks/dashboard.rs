@@ -80,9 +80,6 @@ pub struct DashboardSink {
     events: Arc<Events>,
 }
 
-/// Turns a record's JSON into the row's cells.
-type SplitRow = fn(Value) -> Vec<Value>;
-
 /// The number a row is sorted and charted by: its last numeric column.
 fn measure(row: &[Value]) -> Option<f64> {
     row.iter().rev().find_map(Value::as_f64)
@@ -92,16 +89,22 @@ impl DashboardSink {
     /// Publishes the batch's first `limit` rows (after sorting).
     pub fn write(&mut self, batch_time_ms: u64, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError> {
         let total: u64 = partitions.iter().map(|p| p.records).sum();
-        let (columns, split): (Vec<String>, SplitRow) = match ty {
-            TypeDesc::Tuple(items) if items.len() == 2 => (vec!["key".into(), "value".into()], |v| match v {
-                Value::Array(items) => items,
-                other => vec![other],
-            }),
-            TypeDesc::Struct { fields, .. } => (fields.iter().map(|(name, _)| name.clone()).collect(), |v| match v {
-                Value::Object(map) => map.into_iter().map(|(_, v)| v).collect(),
-                other => vec![other],
-            }),
-            _ => (vec!["value".into()], |v| vec![v]),
+        let columns: Vec<String> = match ty {
+            TypeDesc::Tuple(items) if items.len() == 2 => vec!["key".into(), "value".into()],
+            TypeDesc::Struct { fields, .. } if !fields.is_empty() => {
+                fields.iter().map(|(name, _)| name.clone()).collect()
+            }
+            _ => vec!["value".into()],
+        };
+        // Cells in column order (a JSON object's keys come back sorted, not in field order).
+        let split = |value: Value| -> Vec<Value> {
+            match (ty, value) {
+                (TypeDesc::Tuple(items), Value::Array(cells)) if items.len() == 2 => cells,
+                (TypeDesc::Struct { fields, .. }, Value::Object(mut map)) if !fields.is_empty() => {
+                    fields.iter().map(|(name, _)| map.remove(name).unwrap_or(Value::Null)).collect()
+                }
+                (_, other) => vec![other],
+            }
         };
         let mut json = String::new();
         let mut rows: Vec<Vec<Value>> = records(partitions)
@@ -116,7 +119,7 @@ impl DashboardSink {
             measure(a)
                 .partial_cmp(&measure(b))
                 .unwrap_or(Ordering::Equal)
-                .then_with(|| a[0].to_string().cmp(&b[0].to_string()))
+                .then_with(|| a.first().map(Value::to_string).cmp(&b.first().map(Value::to_string)))
         };
         match sort {
             Sort::Desc => rows.sort_by(|a, b| by(b, a)),
@@ -137,5 +140,45 @@ impl DashboardSink {
             total,
         });
         Ok(shown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn struct_rows_follow_the_field_order_and_bars_sort_by_the_last_number() {
+        #[derive(serde::Serialize)]
+        struct Word {
+            word: String,
+            count: u64,
+            avg_len: f64,
+        }
+        let ty = TypeDesc::Struct {
+            name: "Word".into(),
+            fields: vec![
+                ("word".into(), TypeDesc::String),
+                ("count".into(), TypeDesc::Unsigned(64)),
+                ("avg_len".into(), TypeDesc::F64),
+            ],
+        };
+        let mut part = Partition::default();
+        for (word, count, avg_len) in [("b", 2, 1.5), ("a", 9, 0.5), ("c", 5, 3.5)] {
+            let record = Word { word: word.into(), count, avg_len };
+            sluice_sdk::__private::write_frame(&mut part.data, &record).unwrap();
+            part.records += 1;
+        }
+        let events = Arc::new(Events::default());
+        let config =
+            DashboardSinkConfig { name: "w".into(), input: "x".into(), chart: Chart::Bar, limit: 2, sort: None };
+        let shown = config.build(events.clone()).write(1000, &ty, &[part]).unwrap();
+        assert_eq!(shown, 2);
+        let results = &events.history().results["w"];
+        assert_eq!(results.columns, ["word", "count", "avg_len"]);
+        assert_eq!(results.total, 3);
+        // Sorted by the last number (avg_len), descending; `limit` keeps two.
+        assert_eq!(results.rows[0], [Value::from("c"), Value::from(5), Value::from(3.5)]);
+        assert_eq!(results.rows[1], [Value::from("b"), Value::from(2), Value::from(1.5)]);
     }
 }

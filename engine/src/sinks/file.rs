@@ -61,6 +61,8 @@ impl FileSink {
         file.sync_data().map_err(io)?;
         drop(file);
         std::fs::rename(&tmp, &target).map_err(io)?;
+        // The rename itself survives a power loss only once the directory is synced.
+        std::fs::File::open(&self.dir).and_then(|dir| dir.sync_all()).map_err(io)?;
         Ok(total)
     }
 }

@@ -4,10 +4,12 @@
 //! batch runs. Which files a batch took is written to the checkpoint before the batch runs, so
 //! the source is replayable and, with the file sink, exactly-once.
 //!
-//! - Put files in place atomically (write elsewhere, then `mv`): a file is taken as it is at
-//!   the boundary that first sees it; later appends to it are not read.
+//! - Put files in place atomically (write elsewhere, then `mv`) and do not change them after:
+//!   a file is taken at the boundary that first sees it and read when its batch runs (and again
+//!   if that batch is replayed after a crash).
 //! - Names starting with `.` or ending in `.tmp` or `._COPYING_` are in-flight and skipped.
-//! - Files are taken in name order; sub-directories are ignored.
+//! - Files are taken in name order; sub-directories are ignored. A file is known by its name: a
+//!   new file reusing the name of one already taken is not read.
 
 use std::collections::BTreeSet;
 use std::io::Read;

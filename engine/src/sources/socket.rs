@@ -115,22 +115,34 @@ impl SocketSource {
         let mut framer = LineFramer::default();
         let mut chunk = vec![0u8; READ_CHUNK];
         let mut throttle = Throttle::default();
-        // Records received before this connection: acknowledgements count this connection's.
-        let base = self.receiver.received();
+        // Lines received before this connection: acknowledgements count this connection's.
+        let base = self.receiver.lines();
         let mut acked = 0u64;
+        // The stop sender dropped (a library caller's choice): nothing can stop us but the end.
+        let mut stop_gone = false;
         loop {
+            // Armed before reading the durable count, so no wake-up falls in between.
+            let durable_changed = self.receiver.durable_changed.notified();
+            tokio::pin!(durable_changed);
+            durable_changed.as_mut().enable();
             if self.config.ack {
                 self.acknowledge(&mut writer, base, &mut acked).await;
+            }
+            // A stop: the partial line is dropped (its sender resends it whole), not framed.
+            if *stop.borrow() {
+                if self.config.ack {
+                    self.acknowledge_all(&mut writer, base, &mut acked, stop).await;
+                }
+                return Ok(());
             }
             // Paused: read nothing (TCP holds the server back), keep acknowledging.
             if self.receiver.is_paused() {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                    _ = stop.changed() => {}
+                    changed = stop.changed(), if !stop_gone => stop_gone = changed.is_err(),
+                    _ = &mut durable_changed, if self.config.ack => {}
                 }
-                if !*stop.borrow() {
-                    continue;
-                }
+                continue;
             }
             // `max_rate`, or what backpressure set (never above `max_rate`).
             let rate = self.receiver.rate();
@@ -138,11 +150,15 @@ impl SocketSource {
             let len = rate.map_or(READ_CHUNK, |r| ((r * 10.0) as usize).clamp(4096, READ_CHUNK));
             let n = tokio::select! {
                 n = reader.read(&mut chunk[..len]) => n,
-                _ = stop.changed() => Ok(0),
-                _ = self.receiver.durable_changed.notified(), if self.config.ack => continue,
+                changed = stop.changed(), if !stop_gone => {
+                    stop_gone = changed.is_err();
+                    continue;
+                }
+                _ = &mut durable_changed, if self.config.ack => continue,
             };
             match n {
                 Ok(0) => {
+                    // The end of the stream: a last line without `\n` still counts.
                     self.receiver.append(|block| framer.finish(block));
                     if self.config.ack {
                         self.acknowledge_all(&mut writer, base, &mut acked, stop).await;
@@ -156,7 +172,7 @@ impl SocketSource {
                         let wait = throttle.wait(self.receiver.received() - before, rate);
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}
-                            _ = stop.changed() => {}
+                            changed = stop.changed(), if !stop_gone => stop_gone = changed.is_err(),
                         }
                     }
                 }
@@ -171,6 +187,10 @@ impl SocketSource {
 
     /// Writes the number of this connection's records made durable, if it grew.
     async fn acknowledge(&self, writer: &mut OwnedWriteHalf, base: u64, acked: &mut u64) {
+        if self.receiver.wal_failed() {
+            // Lines that are not durable must not be covered by a later count.
+            return;
+        }
         let durable = self.receiver.durable().saturating_sub(base);
         if durable > *acked {
             // A server that does not read acknowledgements is not an error.
@@ -189,9 +209,12 @@ impl SocketSource {
         acked: &mut u64,
         stop: &mut watch::Receiver<bool>,
     ) {
-        let received = self.receiver.received();
+        let received = self.receiver.lines();
         let deadline = tokio::time::Instant::now() + FINAL_ACK_WAIT;
-        while self.receiver.durable() < received && tokio::time::Instant::now() < deadline {
+        while self.receiver.durable() < received
+            && !self.receiver.wal_failed()
+            && tokio::time::Instant::now() < deadline
+        {
             self.acknowledge(writer, base, acked).await;
             tokio::select! {
                 _ = self.receiver.durable_changed.notified() => {}
