@@ -243,7 +243,7 @@
     refresh = setTimeout(async () => {
       refresh = null;
       try {
-        const r = await fetch("/api/dashboard" + query);
+        const r = await fetch("/api/dashboard" + (query ? query + "&" : "?") + "history=false");
         if (r.ok) { const info = await r.json(); state.info.sources = info.sources; state.info.plugins = info.plugins; drawSources(); drawPlugins(); }
       } catch (e) { /* the event stream reports the connection */ }
     }, 250);

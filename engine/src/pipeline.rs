@@ -301,6 +301,8 @@ impl Pipeline {
                         .map(|s| SourcePosition { name: s.name().to_string(), files: Default::default() })
                         .collect(),
                     last_good: Vec::new(),
+                    every: config.pipeline.checkpoint_every,
+                    since: 0,
                 })
             }),
             backpressure,
@@ -402,8 +404,15 @@ impl Pipeline {
         if !replay.is_empty() {
             tracing::info!(batches = replay.len(), "replaying the batches the last run did not finish");
         }
-        let checkpointing =
-            Checkpointing { dir, pipeline: config.pipeline.name.clone(), batch_interval_ms, positions, last_good };
+        let checkpointing = Checkpointing {
+            dir,
+            pipeline: config.pipeline.name.clone(),
+            batch_interval_ms,
+            positions,
+            last_good,
+            every: config.pipeline.checkpoint_every,
+            since: 0,
+        };
         Ok(Some(Resumed { after: last, state, checkpointing, replay }))
     }
 }

@@ -227,7 +227,8 @@ fn socket_with_write_ahead_log_loses_nothing_across_kill_9s() {
     let work = Workdir::new();
     work.add_plugin("wordcount", "wordcount");
     let pipeline = wordcount_pipeline(&server.address, "wordcount.wasm", "200ms", "100ms")
-        .replace("[plugins]", "checkpoint_dir = \"ckpt\"\n\n[plugins]")
+        // A checkpoint every 4 batches: a restart replays up to 4 logged batches.
+        .replace("[plugins]", "checkpoint_dir = \"ckpt\"\ncheckpoint_every = 4\n\n[plugins]")
         .replace("type = \"socket\"", "type = \"socket\"\nwal = true\nack = true");
     work.write("pipeline.toml", &pipeline);
     let mut rng = Lcg::seeded();

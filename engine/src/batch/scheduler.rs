@@ -61,8 +61,12 @@ pub struct Checkpointing {
     pub batch_interval_ms: u64,
     /// Each source's position (directory sources: files taken by completed batches).
     pub positions: Vec<SourcePosition>,
-    /// The state as of the last checkpoint: what a failed batch returns to.
+    /// The state after the last batch that did not fail: what a failed batch returns to.
     pub last_good: Vec<StageCheckpoint>,
+    /// `[pipeline] checkpoint_every`.
+    pub every: u32,
+    /// Batches since the last checkpoint written.
+    pub since: u32,
 }
 
 /// Everything a run of the scheduler works with.
@@ -315,6 +319,13 @@ impl Scheduler<'_> {
             checkpointing.positions[source].files.extend(names.iter().cloned());
         }
         let stages = state.export(self.graph);
+        checkpointing.since += 1;
+        if checkpointing.since < checkpointing.every && !batch.last {
+            // Not this batch: its inputs stay logged until a later checkpoint covers them.
+            checkpointing.last_good = stages;
+            return Ok(());
+        }
+        checkpointing.since = 0;
         let checkpoint = Checkpoint {
             pipeline: checkpointing.pipeline.clone(),
             batch_interval_ms: checkpointing.batch_interval_ms,

@@ -80,6 +80,10 @@ pub struct PipelineSection {
     /// Turns checkpoints on: after every batch, source positions and all operator state are
     /// written here (relative to the pipeline file); a restart resumes from them.
     pub checkpoint_dir: Option<PathBuf>,
+    /// Write a checkpoint every this many batches (default 1; and always at a graceful stop).
+    /// Between two, the batches' inputs stay logged; a restart replays all of them.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u32,
     /// Adapt each rate-limited receiver's rate to what the batches can process (Spark's
     /// `spark.streaming.backpressure.enabled`; a PID estimator, see `receiver::rate`).
     #[serde(default)]
@@ -92,6 +96,10 @@ pub struct PipelineSection {
 
 fn default_rollback_after() -> u32 {
     3
+}
+
+fn default_checkpoint_every() -> u32 {
+    1
 }
 
 fn default_batch_interval() -> Duration {
@@ -501,6 +509,9 @@ impl PipelineFile {
             }
         }
         let checkpointed = c.pipeline.checkpoint_dir.is_some();
+        if c.pipeline.checkpoint_every == 0 {
+            errors.push(ConfigError::new("pipeline.checkpoint_every", "must be at least 1 (batches)"));
+        }
         for source in &c.sources {
             if let SourceConfig::Socket(socket) = source {
                 let at = format!("sources `{}`", socket.name);

@@ -316,10 +316,12 @@ fn set_paused(admin: &Admin, name: &str, headers: &HeaderMap, paused: bool) -> R
     axum::Json(json!({ "source": name, "paused": paused, "changed": changed })).into_response()
 }
 
-/// `?token=` on the page, its assets and its event stream.
+/// `?token=` on the page, its assets and its event stream; `?history=false` on
+/// `/api/dashboard` leaves the history out (the page's periodic refresh of sources and plugins).
 #[derive(Debug, serde::Deserialize)]
 struct TokenQuery {
     token: Option<String>,
+    history: Option<bool>,
 }
 
 /// The dashboard and the chart library, compiled into the binary: no CDN, works offline.
@@ -366,7 +368,8 @@ async fn dashboard(
     if !authorized_with(&admin, &headers, query.token.as_deref()) {
         return unauthorized();
     }
-    let history = admin.metrics.events.history();
+    let with_history = query.history.unwrap_or(true);
+    let history = if with_history { admin.metrics.events.history() } else { Default::default() };
     let sources: Vec<Value> = admin
         .receivers
         .iter()
@@ -408,7 +411,7 @@ async fn dashboard(
         "sources": sources,
         "stages": stages,
         "plugins": plugins,
-        "history": history,
+        "history": if with_history { serde_json::to_value(&history).unwrap_or(Value::Null) } else { Value::Null },
     }))
     .into_response()
 }
