@@ -186,7 +186,10 @@
       panel.querySelector("thead").innerHTML = "<tr>" + r.columns.map((c) => `<th>${esc(c)}</th>`).join("") + "</tr>";
       panel.querySelector("tbody").innerHTML = r.rows.map((row) =>
         "<tr>" + row.map((v) => `<td class="${typeof v === "number" ? "num" : ""}">${esc(typeof v === "object" ? JSON.stringify(v) : v)}</td>`).join("") + "</tr>").join("");
-      if (r.chart === "bar") drawBar(panel, r);
+      // A bar chart needs a number per row; without one, the table says it all.
+      const numeric = r.rows.some((row) => row.some((v) => typeof v === "number"));
+      panel.querySelector(".chart").style.display = r.chart === "bar" && numeric ? "" : "none";
+      if (r.chart === "bar" && numeric) drawBar(panel, r);
     }
   }
 

@@ -262,6 +262,7 @@ impl Pipeline {
             after,
             metrics: metrics.clone(),
             stop: stop.clone(),
+            hold_bytes: config.pipeline.backpressure.then_some(batch::BACKPRESSURE_BATCH_BYTES),
         };
         std::thread::Builder::new().name("sluice-clock".into()).spawn(move || batch::generate(clock, batches_tx))?;
         tracing::info!(
@@ -383,6 +384,28 @@ impl Pipeline {
                 (checkpoint.batch_time, state, checkpoint.stages)
             }
         };
+        // Logged blocks and file lists name sources by position, also before any checkpoint:
+        // `sources.txt` holds the order they were logged with.
+        let manifest = dir.join("sources.txt");
+        let names: Vec<&str> = config.sources.iter().map(|s| s.name()).collect();
+        if let Ok(text) = std::fs::read_to_string(&manifest) {
+            for (index, logged) in text.lines().enumerate() {
+                if names.get(index) != Some(&logged) && names.contains(&logged) {
+                    return Err(CheckpointError::Incompatible {
+                        path: manifest.clone(),
+                        reason: format!(
+                            "source `{logged}` was source #{} and is #{} now; keep the order of [[sources]] (add new ones at the end)",
+                            index + 1,
+                            names.iter().position(|n| *n == logged).unwrap_or(0) + 1
+                        ),
+                    });
+                }
+            }
+        }
+        std::fs::create_dir_all(&dir).map_err(|source| CheckpointError::Io { path: dir.clone(), source })?;
+        let listed: String = names.iter().map(|n| format!("{n}\n")).collect();
+        checkpoint::write_durably(&dir.join(".sources.txt.tmp"), &manifest, listed.as_bytes())
+            .map_err(|source| CheckpointError::Io { path: manifest.clone(), source })?;
         let mut replay = Vec::new();
         let mut last = after;
         for pending in pending::load(&dir, after)? {

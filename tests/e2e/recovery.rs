@@ -323,3 +323,43 @@ fn a_sink_that_cannot_write_stops_the_pipeline_and_the_restart_replays_its_batch
     let expected = BTreeMap::from([("one".to_string(), 1), ("two".to_string(), 2), ("three".to_string(), 1)]);
     assert_eq!(work.ledger("out"), expected, "log:\n{log}");
 }
+
+#[test]
+fn sources_reordered_with_logged_batches_but_no_checkpoint_yet_are_refused() {
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    let pipeline = |first: &str, second: &str| {
+        format!(
+            "[pipeline]\nname = \"two\"\nbatch_interval = \"200ms\"\nblock_interval = \"100ms\"\n\
+             checkpoint_dir = \"ckpt\"\ncheckpoint_every = 1000\n\
+             [plugins]\nwordcount = \"wordcount.wasm\"\n\
+             [[sources]]\nname = \"{first}\"\ntype = \"directory\"\npath = \"{first}\"\n\
+             [[sources]]\nname = \"{second}\"\ntype = \"directory\"\npath = \"{second}\"\n\
+             [[stages]]\nname = \"all\"\ninputs = [\"a\", \"b\"]\nop = \"union\"\n\
+             [[stages]]\nname = \"words\"\ninput = \"all\"\nop = \"flat_map\"\nplugin = \"wordcount\"\nfunction = \"split_words\"\n\
+             [[sinks]]\nname = \"out\"\ninput = \"words\"\ntype = \"file\"\npath = \"out\"\n"
+        )
+    };
+    work.write("p.toml", &pipeline("a", "b"));
+    std::fs::create_dir(work.path("a")).unwrap();
+    std::fs::create_dir(work.path("b")).unwrap();
+    work.write("a/only_a.txt", "x y\n");
+    work.write("b/only_b.txt", "z\n");
+    let running = work.spawn(&["p.toml", "--no-ui"]);
+    running.wait_for("3 records out", Duration::from_secs(20));
+    running.signal("KILL");
+    let _ = running.finish(Duration::from_secs(10));
+    work.write("p.toml", &pipeline("b", "a"));
+    let (code, log) = work.spawn(&["p.toml", "--no-ui"]).finish(Duration::from_secs(20));
+    assert_eq!(code, 1, "log:\n{log}");
+    assert!(log.contains("source `a` was source #1 and is #2 now") && log.contains("sources.txt"), "log:\n{log}");
+    // Back in order, the logged batch replays into the same file: nothing counted twice.
+    work.write("p.toml", &pipeline("a", "b"));
+    let running = work.spawn(&["p.toml", "--no-ui"]);
+    running.wait_for("(replayed)", Duration::from_secs(20));
+    running.signal("TERM");
+    let (code, log) = running.finish(Duration::from_secs(20));
+    assert_eq!(code, 0, "log:\n{log}");
+    let words: u64 = work.batches("out").values().map(|records| records.len() as u64).sum();
+    assert_eq!(words, 3, "log:\n{log}");
+}

@@ -77,7 +77,13 @@ pub struct Clock {
     pub metrics: Arc<Metrics>,
     /// Turns true when the pipeline should stop.
     pub stop: watch::Receiver<bool>,
+    /// Backpressure: hold a receiver back while two batches wait, or once the batch being
+    /// received holds this many bytes of its records.
+    pub hold_bytes: Option<usize>,
 }
+
+/// With backpressure, the most bytes of one source's records one batch takes in.
+pub const BACKPRESSURE_BATCH_BYTES: usize = 64 << 20;
 
 /// Cuts blocks and emits batches until every receiver has finished (or the scheduler is gone).
 /// Blocks the calling thread: run it on its own.
@@ -112,6 +118,13 @@ pub fn generate(mut clock: Clock, batches: Sender<Batch>) {
                 log_blocks(dir, batch_time, receiver, &blocks);
             }
             pending.extend(blocks);
+        }
+        if let Some(cap) = clock.hold_bytes {
+            let backlog = clock.metrics.waiting.load(Ordering::Relaxed) >= 2;
+            for receiver in &clock.receivers {
+                let bytes: usize = pending.iter().filter(|b| b.source == receiver.source).map(|b| b.data.len()).sum();
+                receiver.set_held(backlog || bytes >= cap);
+            }
         }
         seq += 1;
         if tick >= boundary {

@@ -400,7 +400,7 @@ impl Scheduler<'_> {
                     to = %to.short_hash(),
                     failed_batches = trial.failures,
                     last_failed_batch = time,
-                    "plugin rolled back automatically: the new version failed {} batches in a row; the file on disk still holds it",
+                    "plugin rolled back automatically: the new version failed {} batches in a row; deploy a fixed version to go forward (a watched file that held the failing version still does)",
                     trial.failures
                 );
                 *slot = None;

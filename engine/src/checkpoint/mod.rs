@@ -5,6 +5,7 @@
 //! ```text
 //! <checkpoint_dir>/
 //!   checkpoint-<batch ms>.bin   the last two checkpoints (temp file, fsync, rename, fsync dir)
+//!   sources.txt                 the sources' names in order (logs name sources by position)
 //!   batches/<batch ms>/         one per batch not yet covered by a checkpoint (see `pending`)
 //! ```
 //!
@@ -86,7 +87,7 @@ pub enum CheckpointError {
     },
     /// Intact, but it does not fit this engine or this pipeline.
     #[error(
-        "checkpoint {} cannot be used by this pipeline: {reason}; refusing to start. Undo the change, or start over with `sluice run --fresh`",
+        "checkpoint {} cannot be used by this pipeline: {reason}; refusing to start. Run it with the pipeline and engine that wrote it, or start over with `sluice run --fresh`",
         path.display()
     )]
     Incompatible {
@@ -201,7 +202,7 @@ pub fn write(dir: &Path, batch_time: u64, bytes: &[u8]) -> Result<(), Checkpoint
 
 /// Writes `bytes` to `tmp`, syncs it, renames it to `target` and syncs the directory: after
 /// this returns, `target` holds `bytes` whatever happens to the process or the machine.
-pub(crate) fn write_durably(tmp: &Path, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write_durably(tmp: &Path, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut file = std::fs::File::create(tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;

@@ -130,7 +130,9 @@ pub fn load(root: &Path, after: u64) -> Result<Vec<PendingBatch>, super::Checkpo
                 |reason: &str| super::CheckpointError::Corrupted { path: path.clone(), reason: reason.to_string() };
             if let Some(source) = name.strip_suffix(".files") {
                 let source = source.parse().map_err(|_| corrupted("its name is not <source>.files"))?;
-                let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+                let bytes = std::fs::read(&path).map_err(io(&path))?;
+                let text =
+                    String::from_utf8(bytes).map_err(|_| corrupted("it is not a list of file names (not UTF-8)"))?;
                 batch.files.insert(source, text.lines().map(str::to_string).collect());
             } else if name.ends_with(".block") {
                 let bytes = std::fs::read(&path).map_err(io(&path))?;

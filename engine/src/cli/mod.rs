@@ -244,6 +244,11 @@ fn check(path: &Path, plugins: &PluginArgs) -> ExitCode {
         plural(graph.sources, "source"),
         plural(pipeline.file.config.stages.len(), "stage"),
         plural(graph.sinks.len(), "sink")
+            + &if graph.dead_letters.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", plural(graph.dead_letters.len(), "dead-letter sink"))
+            }
     );
     for (index, name, file) in pipeline.registry.plugins() {
         let version = pipeline.registry.current(index);

@@ -94,7 +94,7 @@ pub struct DeadLetter {
     pub class: String,
     /// The error.
     pub error: String,
-    /// The input record, as JSON.
+    /// The input record: a line of text as itself, anything else as JSON.
     pub record: String,
 }
 
@@ -274,6 +274,11 @@ fn absorb(
         for record in failed.iter().flat_map(|p| abi::Frames::new(&p.data)) {
             json.clear();
             crate::sinks::render::render(ty, record, &mut json);
+            if *ty == TypeDesc::String
+                && let Ok(line) = serde_json::from_str::<String>(&json)
+            {
+                json = line; // a line of text as itself, not as a JSON string
+            }
             let letter = DeadLetter {
                 batch: time,
                 stage: stage.name.clone(),

@@ -63,6 +63,8 @@ pub struct Receiver {
     rate: AtomicU64,
     /// Paused through the admin API: the source reads nothing until resumed.
     paused: AtomicBool,
+    /// Held back by backpressure (batches waiting, or the batch being received is full).
+    held: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
 
@@ -81,6 +83,7 @@ impl Receiver {
             durable_changed: tokio::sync::Notify::new(),
             rate: AtomicU64::new(0),
             paused: AtomicBool::new(false),
+            held: AtomicBool::new(false),
             last_error: Mutex::new(None),
         }
     }
@@ -179,6 +182,16 @@ impl Receiver {
     /// Whether the source is paused.
     pub fn is_paused(&self) -> bool {
         self.paused.load(Ordering::Acquire)
+    }
+
+    /// Holds the source back (backpressure) or lets it read again.
+    pub fn set_held(&self, held: bool) {
+        self.held.store(held, Ordering::Release);
+    }
+
+    /// Whether the source should read nothing now: paused, or held back.
+    pub fn is_holding(&self) -> bool {
+        self.is_paused() || self.held.load(Ordering::Acquire)
     }
 
     /// The source has ended: no more records will come.

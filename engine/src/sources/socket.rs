@@ -135,8 +135,8 @@ impl SocketSource {
                 }
                 return Ok(());
             }
-            // Paused: read nothing (TCP holds the server back), keep acknowledging.
-            if self.receiver.is_paused() {
+            // Paused or held back: read nothing (TCP holds the server back), keep acknowledging.
+            if self.receiver.is_holding() {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                     changed = stop.changed(), if !stop_gone => stop_gone = changed.is_err(),
