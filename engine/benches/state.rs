@@ -6,6 +6,8 @@
 //! 2. `update_state_by_key` with a running total per key: keys updated per second, with one
 //!    worker (per core) and with all cores.
 //!
+//! 3. A checkpoint of that store (1 worker run): export (copy), encode, write and sync.
+//!
 //! `cargo bench -p sluice --bench state` (needs `scripts/build-plugins.sh` first).
 //! `SLUICE_BENCH_KEYS` (default 1,000,000) sets the state store's size.
 
@@ -114,7 +116,45 @@ fn state_bench(runtime: &PluginRuntime, workers: usize, keys: u64) -> f64 {
         rates.push(keys as f64 / started.elapsed().as_secs_f64());
     }
     rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if workers == 1 {
+        checkpoint_bench(&p.graph, &state, keys);
+    }
     rates[rates.len() / 2]
+}
+
+/// What a checkpoint of `state` costs: median of 3 of export, encode, write (with fsyncs).
+fn checkpoint_bench(graph: &sluice::graph::Graph, state: &GraphState, keys: u64) {
+    use sluice::checkpoint::{self, Checkpoint};
+    let dir = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for round in 0..3u64 {
+        let started = Instant::now();
+        let stages = state.export(graph);
+        let exported = started.elapsed();
+        let bytes = checkpoint::encode(&Checkpoint {
+            pipeline: "bench".into(),
+            batch_interval_ms: BATCH_MS,
+            batch_time: (round + 1) * BATCH_MS,
+            written_at_ms: 0,
+            engine_version: String::new(),
+            plugins: Vec::new(),
+            sources: Vec::new(),
+            stages,
+        });
+        let encoded = started.elapsed() - exported;
+        let before = Instant::now();
+        checkpoint::write(dir.path(), (round + 1) * BATCH_MS, &bytes).unwrap();
+        runs.push((exported, encoded, before.elapsed(), bytes.len()));
+    }
+    runs.sort_by_key(|r| r.0 + r.1 + r.2);
+    let (export, encode, write, size) = runs[1];
+    println!(
+        "checkpoint of {keys} keys ({:.1} MB): export {:.0} ms, encode {:.0} ms, write+fsync {:.0} ms",
+        size as f64 / 1e6,
+        export.as_secs_f64() * 1e3,
+        encode.as_secs_f64() * 1e3,
+        write.as_secs_f64() * 1e3
+    );
 }
 
 fn main() {
