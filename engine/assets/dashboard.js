@@ -161,7 +161,7 @@
           Object.entries(classes).map(([c, n]) => `<span class="badge">${esc(c)} ×${n}</span>`).join("") + "</div>")
         .join("");
       return `<tr data-plugin="${esc(p.name)}"><td>${esc(p.name)}</td><td class="hash serving">${esc(p.hash)}</td>` +
-        `<td>${new Date(p.loaded_at_ms).toLocaleString("en-GB")}</td><td><code>${esc(p.functions.join(", "))}</code></td><td>${errors}</td></tr>`;
+        `<td>${new Date(p.loaded_at_ms).toLocaleString("en-GB")}</td><td><code>${esc(p.functions.map((f) => f.name).join(", "))}</code></td><td>${errors}</td></tr>`;
     }).join("");
     $("plugin-history").tBodies[0].innerHTML = state.pluginEvents.slice().reverse().map((e) =>
       `<tr><td>${time(e.at_ms)}</td><td>${esc(e.plugin)}</td><td>${esc(e.action)}</td><td class="hash">${esc(e.from)}</td>` +

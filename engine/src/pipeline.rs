@@ -240,18 +240,17 @@ impl Pipeline {
             });
         }
         // Batches a crash left unfinished run first, with their own times.
-        let mut after = 0;
-        let mut state = GraphState::default();
-        let mut checkpointing = None;
-        if let Some(resumed) = resumed {
-            after = resumed.after;
-            state = resumed.state;
-            checkpointing = Some(resumed.checkpointing);
-            for batch in resumed.replay {
-                let _ = batches_tx.send(batch);
+        let (after, state, checkpointing) = match resumed {
+            Some(resumed) => {
+                for batch in resumed.replay {
+                    let _ = batches_tx.send(batch);
+                }
+                (resumed.after, resumed.state, Some(resumed.checkpointing))
             }
-        }
-        let checkpoint_dir = config.pipeline.checkpoint_dir.as_ref().map(|d| self.file.resolve(d));
+            None => (0, GraphState::default(), None),
+        };
+        let checkpoint_dir = checkpointing.as_ref().map(|c| c.dir.clone());
+        let directory_paths = directories.iter().map(|d| (d.source, d.path.clone())).collect();
         let clock = Clock {
             receivers: receivers.clone(),
             block_interval: config.pipeline.block_interval,
@@ -282,30 +281,8 @@ impl Pipeline {
             pool: &pool,
             metrics: &metrics,
             receivers: receivers.clone(),
-            directories: config
-                .sources
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| match s {
-                    SourceConfig::Directory(d) => Some((i, self.file.resolve(&d.path))),
-                    SourceConfig::Socket(_) => None,
-                })
-                .collect(),
-            checkpointing: checkpointing.or_else(|| {
-                checkpoint_dir.map(|dir| Checkpointing {
-                    dir,
-                    pipeline: config.pipeline.name.clone(),
-                    batch_interval_ms: config.pipeline.batch_interval.as_millis() as u64,
-                    positions: config
-                        .sources
-                        .iter()
-                        .map(|s| SourcePosition { name: s.name().to_string(), files: Default::default() })
-                        .collect(),
-                    last_good: Vec::new(),
-                    every: config.pipeline.checkpoint_every,
-                    since: 0,
-                })
-            }),
+            directories: directory_paths,
+            checkpointing,
             backpressure,
             rollback_after: config.pipeline.rollback_after,
         };
@@ -314,8 +291,9 @@ impl Pipeline {
         Ok(report)
     }
 
-    /// With `checkpoint_dir`: the state, positions and unfinished batches to resume from (none
-    /// on a first start). A checkpoint this pipeline cannot use is an error, never a reset.
+    /// With `checkpoint_dir`: checkpointing, and the state, positions and unfinished batches to
+    /// resume from (empty on a first start); `None` without checkpoints. A checkpoint this
+    /// pipeline cannot use is an error, never a reset.
     fn resume(&self, options: &RunOptions) -> Result<Option<Resumed>, CheckpointError> {
         let config = &self.file.config;
         let Some(dir) = config.pipeline.checkpoint_dir.as_ref().map(|d| self.file.resolve(d)) else {

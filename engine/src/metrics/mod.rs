@@ -89,11 +89,11 @@ pub struct Metrics {
     last_checkpoint_us: AtomicU64,
     /// Batches received and not started (shared with the clock).
     pub waiting: Arc<std::sync::atomic::AtomicUsize>,
-    diverted: Mutex<BTreeMap<(String, &'static str), u64>>,
+    diverted: LabelledCounts,
     /// Events and recent history for the dashboard and tools.
     pub events: Arc<events::Events>,
     last: Mutex<BatchFigures>,
-    plugin_errors: Mutex<BTreeMap<(String, &'static str), u64>>,
+    plugin_errors: LabelledCounts,
     receivers: Mutex<Vec<Arc<Receiver>>>,
 }
 
@@ -124,12 +124,12 @@ impl Metrics {
 
     /// A plugin call failed.
     pub fn plugin_error(&self, plugin: &str, class: &'static str) {
-        *self.plugin_errors.lock().expect("metrics lock").entry((plugin.to_string(), class)).or_insert(0) += 1;
+        self.plugin_errors.add(plugin, class, 1);
     }
 
     /// A stage's policy took `records` out of the batch (`skip` or `dead_letter`).
     pub fn diverted(&self, stage: &str, action: &'static str, records: u64) {
-        *self.diverted.lock().expect("metrics lock").entry((stage.to_string(), action)).or_insert(0) += records;
+        self.diverted.add(stage, action, records);
     }
 
     /// A failing version was rolled back automatically.
@@ -180,13 +180,7 @@ impl Metrics {
         );
         metric(names::LATE_RECORDS, "counter", "Records late for their event-time windows.", &plain(load(&self.late)));
         metric(names::SWAPS, "counter", "Plugin versions that started serving.", &plain(load(&self.swaps)));
-        let errors: Vec<(String, f64)> = self
-            .plugin_errors
-            .lock()
-            .expect("metrics lock")
-            .iter()
-            .map(|((plugin, class), n)| (format!("{{plugin=\"{}\",class=\"{class}\"}}", escape(plugin)), *n as f64))
-            .collect();
+        let errors = self.plugin_errors.samples("plugin", "class");
         metric(names::PLUGIN_ERRORS, "counter", "Failed plugin calls, per plugin and error class.", &errors);
         let last = self.last_batch();
         let seconds = |ms: u64| vec![(String::new(), ms as f64 / 1000.0)];
@@ -208,13 +202,7 @@ impl Metrics {
             })
             .collect();
         metric(names::PLUGIN_INFO, "gauge", "The serving version of each plugin.", &versions);
-        let diverted: Vec<(String, f64)> = self
-            .diverted
-            .lock()
-            .expect("metrics lock")
-            .iter()
-            .map(|((stage, action), n)| (format!("{{stage=\"{}\",action=\"{action}\"}}", escape(stage)), *n as f64))
-            .collect();
+        let diverted = self.diverted.samples("stage", "action");
         metric(names::RECORDS_DIVERTED, "counter", "Records an on_error policy took out of a batch.", &diverted);
         metric(
             names::AUTO_ROLLBACKS,
@@ -239,6 +227,27 @@ impl Metrics {
             receivers.iter().filter_map(|r| Some((format!("{{source=\"{}\"}}", escape(&r.name)), r.rate()?))).collect();
         metric(names::RECEIVE_RATE_LIMIT, "gauge", "The rate a receiver may read at.", &rates);
         out
+    }
+}
+
+/// A counter by two labels: a name (plugin, stage) and a fixed word (error class, action).
+#[derive(Debug, Default)]
+struct LabelledCounts(Mutex<BTreeMap<(String, &'static str), u64>>);
+
+impl LabelledCounts {
+    fn add(&self, name: &str, word: &'static str, n: u64) {
+        *self.0.lock().expect("metrics lock").entry((name.to_string(), word)).or_insert(0) += n;
+    }
+
+    /// `{<name_label>="...",<word_label>="..."}` → value, for the exposition.
+    fn samples(&self, name_label: &str, word_label: &str) -> Vec<(String, f64)> {
+        let counts = self.0.lock().expect("metrics lock");
+        counts
+            .iter()
+            .map(|((name, word), n)| {
+                (format!("{{{name_label}=\"{}\",{word_label}=\"{word}\"}}", escape(name)), *n as f64)
+            })
+            .collect()
     }
 }
 

@@ -159,8 +159,39 @@ async fn status(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response
     if !authorized(&admin, &headers) {
         return unauthorized();
     }
+    let last = admin.metrics.last_batch();
+    axum::Json(json!({
+        "pipeline": admin.pipeline,
+        "batches": admin.metrics.batches(),
+        "last_batch": {
+            "time_ms": last.time_ms, "records": last.records, "scheduling_delay_ms": last.scheduling_delay_ms,
+            "processing_ms": last.processing_ms, "failed": last.failed,
+        },
+        "sources": sources(&admin),
+        "plugins": plugins(&admin),
+    }))
+    .into_response()
+}
+
+/// Each source's receiver, for `/api/status` and `/api/dashboard`.
+fn sources(admin: &Admin) -> Vec<Value> {
+    admin
+        .receivers
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name, "received": r.received(), "invalid_lines": r.invalid(), "finished": r.is_finished(),
+                "paused": r.is_paused(), "rate_limit": r.rate(), "last_error": r.last_error(),
+            })
+        })
+        .collect()
+}
+
+/// Each plugin's serving version, its functions and the earlier versions kept, for
+/// `/api/status` and `/api/dashboard`.
+fn plugins(admin: &Admin) -> Vec<Value> {
     let registry = &admin.registry;
-    let plugins: Vec<Value> = registry
+    registry
         .plugins()
         .map(|(index, name, path)| {
             let current = registry.current(index);
@@ -181,29 +212,7 @@ async fn status(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response
                 "previous": history,
             })
         })
-        .collect();
-    let sources: Vec<Value> = admin
-        .receivers
-        .iter()
-        .map(|r| {
-            json!({
-                "name": r.name, "received": r.received(), "invalid_lines": r.invalid(),
-                "finished": r.is_finished(), "last_error": r.last_error(),
-            })
-        })
-        .collect();
-    let last = admin.metrics.last_batch();
-    axum::Json(json!({
-        "pipeline": admin.pipeline,
-        "batches": admin.metrics.batches(),
-        "last_batch": {
-            "time_ms": last.time_ms, "records": last.records, "scheduling_delay_ms": last.scheduling_delay_ms,
-            "processing_ms": last.processing_ms, "failed": last.failed,
-        },
-        "sources": sources,
-        "plugins": plugins,
-    }))
-    .into_response()
+        .collect()
 }
 
 async fn deploy_plugin(
@@ -370,29 +379,6 @@ async fn dashboard(
     }
     let with_history = query.history.unwrap_or(true);
     let history = if with_history { admin.metrics.events.history() } else { Default::default() };
-    let sources: Vec<Value> = admin
-        .receivers
-        .iter()
-        .map(|r| {
-            json!({
-                "name": r.name, "received": r.received(), "invalid_lines": r.invalid(), "finished": r.is_finished(),
-                "paused": r.is_paused(), "rate_limit": r.rate(), "last_error": r.last_error(),
-            })
-        })
-        .collect();
-    let registry = &admin.registry;
-    let plugins: Vec<Value> = registry
-        .plugins()
-        .map(|(index, name, path)| {
-            let current = registry.current(index);
-            json!({
-                "name": name, "path": path.display().to_string(), "hash": current.short_hash(),
-                "sha256": current.hash, "loaded_at_ms": millis(current.loaded_at),
-                "functions": current.functions.keys().collect::<Vec<_>>(),
-                "previous": registry.history(index).iter().map(|v| v.short_hash().to_string()).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
     let stages: Vec<Value> = admin
         .stages
         .iter()
@@ -408,9 +394,9 @@ async fn dashboard(
         "pipeline": admin.pipeline,
         "batch_interval_ms": admin.batch_interval_ms,
         "now_ms": crate::batch::now_ms(),
-        "sources": sources,
+        "sources": sources(&admin),
         "stages": stages,
-        "plugins": plugins,
+        "plugins": plugins(&admin),
         "history": if with_history { serde_json::to_value(&history).unwrap_or(Value::Null) } else { Value::Null },
     }))
     .into_response()
