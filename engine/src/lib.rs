@@ -12,5 +12,6 @@ pub mod receiver;
 pub mod runtime;
 pub mod sinks;
 pub mod sources;
+mod topology;
 
 pub use pipeline::{Pipeline, RunOptions};

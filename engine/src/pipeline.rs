@@ -1,6 +1,7 @@
 //! A pipeline ready to run: the parsed file, its plugins loaded and validated, its graph
 //! resolved. [`Pipeline::load`] is what `sluice check` runs; [`Pipeline::run`] what `sluice run`
-//! runs after it.
+//! runs after it (the running topology is built by `topology/`). This file only loads and
+//! assembles.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -8,18 +9,12 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::batch::scheduler::{Checkpointing, RunReport, Scheduler};
-use crate::batch::{self, Batch, Clock, DirectoryInput};
-use crate::checkpoint::{self, CheckpointError, SourcePosition, pending};
+use crate::batch::scheduler::RunReport;
 use crate::config::{ConfigError, ConfigErrors, PipelineFile};
 use crate::graph::Graph;
-use crate::graph::GraphState;
-use crate::metrics::{Metrics, server};
-use crate::receiver::Receiver;
-use crate::receiver::rate::PidEstimator;
+use crate::metrics::Metrics;
 use crate::runtime::registry::PluginRegistry;
-use crate::runtime::{PluginRuntime, PluginVersion, watch as plugin_watch};
-use crate::sources::SourceConfig;
+use crate::runtime::{PluginRuntime, PluginVersion};
 
 /// How to run a pipeline: process knobs, not pipeline content.
 #[derive(Clone, Debug)]
@@ -57,7 +52,8 @@ pub struct Pipeline {
     pub graph: Graph,
     /// Its plugins and their serving versions.
     pub registry: Arc<PluginRegistry>,
-    runtime: Option<PluginRuntime>,
+    /// Loads new versions (None for pipelines of native versions: no hot swap).
+    pub(crate) runtime: Option<PluginRuntime>,
 }
 
 impl Pipeline {
@@ -148,293 +144,7 @@ impl Pipeline {
         stop: watch::Receiver<bool>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<RunReport> {
-        let config = &self.file.config;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(options.workers.max(1))
-            .thread_name(|i| format!("sluice-worker-{i}"))
-            .build()
-            .map_err(std::io::Error::other)?;
-        let receivers: Vec<Arc<Receiver>> = config
-            .sources
-            .iter()
-            .enumerate()
-            .map(|(index, source)| Arc::new(Receiver::new(index, source.name())))
-            .collect();
-        let resumed = self.resume(options).map_err(std::io::Error::other)?;
-        let _watcher = match (&self.runtime, options.watch_plugins) {
-            (Some(runtime), true) => {
-                Some(plugin_watch::watch(runtime.clone(), self.registry.clone()).map_err(std::io::Error::other)?)
-            }
-            _ => None,
-        };
-        let events = &metrics.events;
-        let sinks: Vec<_> =
-            self.graph.sinks.iter().map(|node| node.config.build(|p| self.file.resolve(p), events)).collect();
-        let dead_letters: Vec<_> =
-            self.graph.dead_letters.iter().map(|c| c.build(|p| self.file.resolve(p), events)).collect();
-        let io = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("sluice-io")
-            .enable_all()
-            .build()?;
-        let (batches_tx, batches_rx) = std::sync::mpsc::channel::<Batch>();
-        let mut directories = Vec::new();
-        let mut backpressure = BTreeMap::new();
-        for (source, receiver) in config.sources.iter().zip(&receivers) {
-            match source {
-                SourceConfig::Socket(socket) => {
-                    receiver.set_rate(socket.max_rate.map(|r| r as f64));
-                    if config.pipeline.backpressure {
-                        let estimator = PidEstimator::new(config.pipeline.batch_interval);
-                        backpressure.insert(receiver.source, (estimator, socket.max_rate));
-                    }
-                    io.spawn(socket.build(receiver.clone()).run(stop.clone()));
-                }
-                SourceConfig::Directory(dir) => {
-                    let taken = resumed.as_ref().map(|r| r.taken(receiver.source)).unwrap_or_default();
-                    directories.push(DirectoryInput {
-                        source: receiver.source,
-                        path: self.file.resolve(&dir.path),
-                        taken,
-                    });
-                }
-            }
-        }
-        metrics.watch_receivers(&receivers);
-        self.registry.report_to(metrics.events.clone());
-        if let Some(addr) = options.admin_addr {
-            let listener = server::bind(addr, options.admin_token.as_deref()).map_err(std::io::Error::other)?;
-            let bound = listener.local_addr()?;
-            let admin = Arc::new(server::Admin {
-                pipeline: config.pipeline.name.clone(),
-                metrics: metrics.clone(),
-                registry: self.registry.clone(),
-                runtime: self.runtime.clone(),
-                receivers: receivers.clone(),
-                token: options.admin_token.clone(),
-                batch_interval_ms: config.pipeline.batch_interval.as_millis() as u64,
-                stages: self
-                    .graph
-                    .stages
-                    .iter()
-                    .flat_map(|stage| match &stage.operator {
-                        crate::graph::Operator::ReduceByKey { fused: Some(pre), .. } => {
-                            vec![(pre.as_ref(), Some(stage.name.clone())), (stage, None)]
-                        }
-                        _ => vec![(stage, None)],
-                    })
-                    .map(|(stage, fused_into)| {
-                        let file = config.stages.iter().find(|s| s.name == stage.name);
-                        let function =
-                            file.and_then(|s| Some(format!("{}::{}", s.plugin.as_ref()?, s.function.as_ref()?)));
-                        (stage.name.clone(), stage.op.name().to_string(), function, fused_into)
-                    })
-                    .collect(),
-            });
-            tracing::info!(address = %format!("http://{bound}"), "dashboard at /, metrics at /metrics, admin API at /api");
-            let _guard = io.enter();
-            io.spawn(async move {
-                if let Err(err) = server::serve(listener, admin).await {
-                    tracing::error!("admin server stopped: {err}");
-                }
-            });
-        }
-        // Batches a crash left unfinished run first, with their own times.
-        let (after, state, checkpointing) = match resumed {
-            Some(resumed) => {
-                for batch in resumed.replay {
-                    let _ = batches_tx.send(batch);
-                }
-                (resumed.after, resumed.state, Some(resumed.checkpointing))
-            }
-            None => (0, GraphState::default(), None),
-        };
-        let checkpoint_dir = checkpointing.as_ref().map(|c| c.dir.clone());
-        let directory_paths = directories.iter().map(|d| (d.source, d.path.clone())).collect();
-        let clock = Clock {
-            receivers: receivers.clone(),
-            block_interval: config.pipeline.block_interval,
-            batch_interval: config.pipeline.batch_interval,
-            checkpoint_dir: checkpoint_dir.clone(),
-            wal: config.sources.iter().map(|s| matches!(s, SourceConfig::Socket(s) if s.wal)).collect(),
-            directories,
-            after,
-            metrics: metrics.clone(),
-            stop: stop.clone(),
-            hold_bytes: config.pipeline.backpressure.then_some(batch::BACKPRESSURE_BATCH_BYTES),
-        };
-        std::thread::Builder::new().name("sluice-clock".into()).spawn(move || batch::generate(clock, batches_tx))?;
-        tracing::info!(
-            pipeline = %config.pipeline.name,
-            sources = receivers.len(),
-            stages = self.graph.stages.len(),
-            sinks = sinks.len(),
-            workers = pool.current_num_threads(),
-            checkpoints = %checkpoint_dir.as_ref().map_or("off".to_string(), |d| d.display().to_string()),
-            "pipeline running"
-        );
-        let scheduler = Scheduler {
-            graph: &self.graph,
-            registry: &self.registry,
-            sinks,
-            dead_letters,
-            pool: &pool,
-            metrics: &metrics,
-            receivers: receivers.clone(),
-            directories: directory_paths,
-            checkpointing,
-            backpressure,
-            rollback_after: config.pipeline.rollback_after,
-        };
-        let report = scheduler.run(state, batches_rx);
-        io.shutdown_background();
-        Ok(report)
-    }
-
-    /// With `checkpoint_dir`: checkpointing, and the state, positions and unfinished batches to
-    /// resume from (empty on a first start); `None` without checkpoints. A checkpoint this
-    /// pipeline cannot use is an error, never a reset.
-    fn resume(&self, options: &RunOptions) -> Result<Option<Resumed>, CheckpointError> {
-        let config = &self.file.config;
-        let Some(dir) = config.pipeline.checkpoint_dir.as_ref().map(|d| self.file.resolve(d)) else {
-            return Ok(None);
-        };
-        if options.fresh
-            && let Some(aside) = checkpoint::discard(&dir)?
-        {
-            tracing::warn!(checkpoint = %dir.display(), moved_to = %aside.display(), "starting fresh: the old checkpoint was set aside");
-        }
-        let batch_interval_ms = config.pipeline.batch_interval.as_millis() as u64;
-        let mut positions: Vec<SourcePosition> = config
-            .sources
-            .iter()
-            .map(|s| SourcePosition { name: s.name().to_string(), files: Default::default() })
-            .collect();
-        let (after, state, last_good) = match checkpoint::load_latest(&dir)? {
-            None => (0, GraphState::default(), Vec::new()),
-            Some((path, checkpoint)) => {
-                let incompatible = |reason: String| CheckpointError::Incompatible { path: path.clone(), reason };
-                if checkpoint.pipeline != config.pipeline.name {
-                    return Err(incompatible(format!(
-                        "it belongs to pipeline `{}`, this is `{}`",
-                        checkpoint.pipeline, config.pipeline.name
-                    )));
-                }
-                if checkpoint.batch_interval_ms != batch_interval_ms {
-                    return Err(incompatible(format!(
-                        "it was written with batch_interval {} ms, the pipeline now has {batch_interval_ms} ms",
-                        checkpoint.batch_interval_ms
-                    )));
-                }
-                // Logged blocks and file lists name sources by position: the order must hold.
-                for (index, saved) in checkpoint.sources.iter().enumerate() {
-                    if positions.get(index).is_some_and(|p| p.name != saved.name)
-                        && positions.iter().any(|p| p.name == saved.name)
-                    {
-                        return Err(incompatible(format!(
-                            "source `{}` was source #{} and is #{} now; keep the order of [[sources]] (add new ones at the end)",
-                            saved.name,
-                            index + 1,
-                            positions.iter().position(|p| p.name == saved.name).unwrap_or(0) + 1
-                        )));
-                    }
-                }
-                for saved in checkpoint.sources {
-                    match positions.iter_mut().find(|p| p.name == saved.name) {
-                        Some(position) => position.files = saved.files,
-                        None if saved.files.is_empty() => {}
-                        None => {
-                            return Err(incompatible(format!(
-                                "source `{}` has a position in it but is not in the pipeline",
-                                saved.name
-                            )));
-                        }
-                    }
-                }
-                let state = GraphState::import(&self.graph, checkpoint.stages.clone())
-                    .map_err(|problems| incompatible(problems.join("; ")))?;
-                tracing::info!(
-                    checkpoint = %path.display(),
-                    batch = checkpoint.batch_time,
-                    stages = checkpoint.stages.len(),
-                    "resuming after the checkpointed batch"
-                );
-                (checkpoint.batch_time, state, checkpoint.stages)
-            }
-        };
-        // Logged blocks and file lists name sources by position, also before any checkpoint:
-        // `sources.txt` holds the order they were logged with.
-        let manifest = dir.join("sources.txt");
-        let names: Vec<&str> = config.sources.iter().map(|s| s.name()).collect();
-        if let Ok(text) = std::fs::read_to_string(&manifest) {
-            for (index, logged) in text.lines().enumerate() {
-                if names.get(index) != Some(&logged) && names.contains(&logged) {
-                    return Err(CheckpointError::Incompatible {
-                        path: manifest.clone(),
-                        reason: format!(
-                            "source `{logged}` was source #{} and is #{} now; keep the order of [[sources]] (add new ones at the end)",
-                            index + 1,
-                            names.iter().position(|n| *n == logged).unwrap_or(0) + 1
-                        ),
-                    });
-                }
-            }
-        }
-        std::fs::create_dir_all(&dir).map_err(|source| CheckpointError::Io { path: dir.clone(), source })?;
-        let listed: String = names.iter().map(|n| format!("{n}\n")).collect();
-        checkpoint::write_durably(&dir.join(".sources.txt.tmp"), &manifest, listed.as_bytes())
-            .map_err(|source| CheckpointError::Io { path: manifest.clone(), source })?;
-        let mut replay = Vec::new();
-        let mut last = after;
-        for pending in pending::load(&dir, after)? {
-            let mut taken = BTreeMap::new();
-            for (source, files) in pending.files {
-                if source < positions.len() {
-                    taken.insert(source, files);
-                }
-            }
-            last = pending.time;
-            replay.push(Batch {
-                time_ms: pending.time,
-                blocks: pending.blocks.into_iter().filter(|b| b.source < positions.len()).collect(),
-                files: taken,
-                replayed: true,
-                ..Batch::default()
-            });
-        }
-        if !replay.is_empty() {
-            tracing::info!(batches = replay.len(), "replaying the batches the last run did not finish");
-        }
-        let checkpointing = Checkpointing {
-            dir,
-            pipeline: config.pipeline.name.clone(),
-            batch_interval_ms,
-            positions,
-            last_good,
-            every: config.pipeline.checkpoint_every,
-            since: 0,
-        };
-        Ok(Some(Resumed { after: last, state, checkpointing, replay }))
-    }
-}
-
-/// What a run resumes from.
-struct Resumed {
-    /// The last batch time of the earlier run (checkpointed or replayed).
-    after: u64,
-    state: GraphState,
-    checkpointing: Checkpointing,
-    replay: Vec<Batch>,
-}
-
-impl Resumed {
-    /// Files a directory source must not take again: checkpointed or in a replayed batch.
-    fn taken(&self, source: usize) -> std::collections::BTreeSet<String> {
-        let mut taken = self.checkpointing.positions[source].files.clone();
-        for batch in &self.replay {
-            taken.extend(batch.files.get(&source).into_iter().flatten().cloned());
-        }
-        taken
+        crate::topology::run(self, options, stop, metrics)
     }
 }
 

@@ -3,9 +3,11 @@
 
 mod admin;
 mod bad_config;
+mod connectors;
 mod dashboard;
 mod examples;
 mod hot_swap;
+mod load_sandbox;
 mod operators;
 mod plugin_errors;
 mod recovery;

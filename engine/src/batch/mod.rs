@@ -7,20 +7,19 @@
 
 pub mod scheduler;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
 use crate::block::Block;
-use crate::checkpoint::pending;
-use crate::metrics::Metrics;
+use crate::checkpoint::pending::LoggedInput;
+use crate::metrics::events::Events;
 use crate::receiver::Receiver;
-use crate::sources::directory;
+use crate::sources::{Cut, Sources};
 
 /// One batch: the blocks of every source from one batch interval.
 #[derive(Debug, Default)]
@@ -29,15 +28,43 @@ pub struct Batch {
     pub time_ms: u64,
     /// Its blocks (partitions), in cut order.
     pub blocks: Vec<Block>,
-    /// Directory sources: the new files the batch took (source index → names).
-    pub files: BTreeMap<usize, Vec<String>>,
+    /// A batch logged by an earlier run that did not finish it: what each source logged, to
+    /// replay when it runs (its blocks are empty until then).
+    pub logged: Option<BTreeMap<usize, LoggedInput>>,
     /// No batch follows: every source has finished (or the pipeline is stopping).
     pub last: bool,
     /// Close every event-time window: the input has ended for good (not a stop that a
     /// checkpoint will resume from).
     pub close_windows: bool,
-    /// Run again from the checkpoint directory after a restart.
-    pub replayed: bool,
+}
+
+impl Batch {
+    /// Run again after a restart.
+    pub fn replayed(&self) -> bool {
+        self.logged.is_some()
+    }
+}
+
+/// Batches emitted by the clock and not yet started by the scheduler: the backlog that
+/// backpressure and pull sources (a directory takes no new files while more than one waits)
+/// read.
+#[derive(Clone, Debug, Default)]
+pub struct Backlog(Arc<AtomicUsize>);
+
+impl Backlog {
+    /// Batches waiting.
+    pub fn waiting(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn queued(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The scheduler took a batch.
+    pub fn started(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Wall-clock now in ms since the Unix epoch.
@@ -45,36 +72,25 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// A directory source as the clock sees it.
-#[derive(Debug)]
-pub struct DirectoryInput {
-    /// Source index.
-    pub source: usize,
-    /// The directory.
-    pub path: PathBuf,
-    /// Files already taken (from the checkpoint, then by every batch).
-    pub taken: BTreeSet<String>,
-}
-
-/// What the clock needs besides the receivers.
+/// What the clock works with.
 #[derive(Debug)]
 pub struct Clock {
-    /// Every source's receiver, by source index.
+    /// Every source, by index.
+    pub sources: Arc<Sources>,
+    /// Every source's receiver, by index (backpressure holds them).
     pub receivers: Vec<Arc<Receiver>>,
     /// `[pipeline] block_interval`.
     pub block_interval: Duration,
     /// `[pipeline] batch_interval`.
     pub batch_interval: Duration,
-    /// The checkpoint directory, if checkpoints are on.
-    pub checkpoint_dir: Option<PathBuf>,
-    /// Per source: write its blocks to the write-ahead log.
-    pub wal: Vec<bool>,
-    /// Directory sources.
-    pub directories: Vec<DirectoryInput>,
+    /// Whether a stop will be resumed from a checkpoint (it then closes no event windows).
+    pub checkpointed: bool,
     /// Batch times must come after this one (the last batch of an earlier run).
     pub after: u64,
-    /// Counts queued batches (new files wait while more than one waits) and reports them.
-    pub metrics: Arc<Metrics>,
+    /// Batches waiting.
+    pub backlog: Backlog,
+    /// Where queued batches are reported.
+    pub events: Arc<Events>,
     /// Turns true when the pipeline should stop.
     pub stop: watch::Receiver<bool>,
     /// Backpressure: hold a receiver back while two batches wait, or once the batch being
@@ -85,9 +101,9 @@ pub struct Clock {
 /// With backpressure, the most bytes of one source's records one batch takes in.
 pub const BACKPRESSURE_BATCH_BYTES: usize = 64 << 20;
 
-/// Cuts blocks and emits batches until every receiver has finished (or the scheduler is gone).
+/// Cuts blocks and emits batches until every source has finished (or the scheduler is gone).
 /// Blocks the calling thread: run it on its own.
-pub fn generate(mut clock: Clock, batches: Sender<Batch>) {
+pub fn generate(clock: Clock, batches: Sender<Batch>) {
     let block_ms = (clock.block_interval.as_millis() as u64).max(1);
     let batch_ms = (clock.batch_interval.as_millis() as u64).max(block_ms);
     let mut pending: Vec<Block> = Vec::new();
@@ -95,108 +111,47 @@ pub fn generate(mut clock: Clock, batches: Sender<Batch>) {
     let mut ending = false;
     // The batch the next cut joins: strictly increasing, after the last run's batches, whatever
     // the wall clock does (a step back never reuses a batch time; a late pass never skips one:
-    // blocks are logged under the batch they are then emitted in).
-    let first = (now_ms() / batch_ms + 1) * batch_ms;
-    let mut boundary = first.max((clock.after / batch_ms + 1) * batch_ms);
+    // sources log what they cut under the batch it is then emitted in).
+    let first = (now_ms() / batch_ms).saturating_add(1).saturating_mul(batch_ms);
+    let mut boundary = first.max((clock.after / batch_ms).saturating_add(1).saturating_mul(batch_ms));
     loop {
         let now = now_ms();
         let tick = (now / block_ms + 1) * block_ms;
         std::thread::sleep(Duration::from_millis(tick - now));
         let stopping = *clock.stop.borrow();
-        if stopping {
-            for dir in &clock.directories {
-                clock.receivers[dir.source].finish();
-            }
-        }
-        // Read the flags before cutting: a receiver finished before the cut has all of its
+        // Read the flags before cutting: a source finished before the cut has all of its
         // records in this cut.
-        ending |= clock.receivers.iter().all(|r| r.is_finished());
-        let batch_time = boundary;
-        for receiver in &clock.receivers {
-            let blocks = receiver.cut(seq);
-            if let (Some(dir), true) = (&clock.checkpoint_dir, clock.wal[receiver.source]) {
-                log_blocks(dir, batch_time, receiver, &blocks);
-            }
-            pending.extend(blocks);
+        let mut all_finished = true;
+        for index in 0..clock.sources.len() {
+            all_finished &= clock.sources.with(index, |source| source.finished(stopping));
+        }
+        ending |= all_finished;
+        let cut = Cut { seq, batch: boundary, closes_batch: tick >= boundary };
+        for index in 0..clock.sources.len() {
+            pending.extend(clock.sources.with(index, |source| source.cut(cut)));
         }
         if let Some(cap) = clock.hold_bytes {
-            let backlog = clock.metrics.waiting.load(Ordering::Relaxed) >= 2;
+            let backlog = clock.backlog.waiting() >= 2;
             for receiver in &clock.receivers {
                 let bytes: usize = pending.iter().filter(|b| b.source == receiver.source).map(|b| b.data.len()).sum();
                 receiver.set_held(backlog || bytes >= cap);
             }
         }
         seq += 1;
-        if tick >= boundary {
-            boundary = (tick / batch_ms + 1) * batch_ms;
-            let files = take_files(&mut clock, batch_time);
+        if cut.closes_batch {
+            boundary = (tick / batch_ms).saturating_add(1).saturating_mul(batch_ms);
             let batch = Batch {
-                time_ms: batch_time,
+                time_ms: cut.batch,
                 blocks: std::mem::take(&mut pending),
-                files,
+                logged: None,
                 last: ending,
-                close_windows: ending && !(stopping && clock.checkpoint_dir.is_some()),
-                replayed: false,
+                close_windows: ending && !(stopping && clock.checkpointed),
             };
-            clock.metrics.waiting.fetch_add(1, Ordering::Relaxed);
-            clock.metrics.events.queued(batch_time, batch.blocks.iter().map(|b| b.records).sum());
+            clock.backlog.queued();
+            clock.events.queued(cut.batch, batch.blocks.iter().map(|b| b.records).sum());
             if batches.send(batch).is_err() || ending {
                 return;
             }
         }
     }
-}
-
-/// Writes a cut's blocks to the write-ahead log, then lets the source acknowledge them.
-fn log_blocks(dir: &Path, batch_time: u64, receiver: &Receiver, blocks: &[Block]) {
-    let mut lines = 0;
-    for (n, block) in blocks.iter().enumerate() {
-        if let Err(err) = pending::write_block(dir, batch_time, n, block) {
-            tracing::error!(source = %receiver.name, "cannot write the write-ahead log in {}: {err}; no more acknowledgements", dir.display());
-            receiver.set_error(format!("write-ahead log: {err}"));
-            receiver.wal_write_failed();
-            return;
-        }
-        lines += block.records + block.invalid;
-    }
-    if lines > 0 {
-        receiver.made_durable(lines);
-    }
-}
-
-/// New files of every directory source for batch `time`, logged before the batch runs. While
-/// batches are waiting, files wait too: the directory is the backlog.
-fn take_files(clock: &mut Clock, time: u64) -> BTreeMap<usize, Vec<String>> {
-    let mut taken = BTreeMap::new();
-    if clock.metrics.waiting.load(Ordering::Relaxed) > 1 {
-        return taken;
-    }
-    for dir in &mut clock.directories {
-        let receiver = &clock.receivers[dir.source];
-        if receiver.is_paused() {
-            continue;
-        }
-        let files = match directory::new_files(&dir.path, &dir.taken) {
-            Ok(files) => files,
-            Err(err) => {
-                tracing::warn!(source = %receiver.name, "cannot list {}: {err}", dir.path.display());
-                receiver.set_error(format!("cannot list {}: {err}", dir.path.display()));
-                continue;
-            }
-        };
-        receiver.clear_error();
-        if files.is_empty() {
-            continue;
-        }
-        if let Some(root) = &clock.checkpoint_dir
-            && let Err(err) = pending::write_files(root, time, dir.source, &files)
-        {
-            tracing::error!(source = %receiver.name, "cannot log the files of batch {time}: {err}; they wait");
-            receiver.set_error(format!("checkpoint: {err}"));
-            continue;
-        }
-        dir.taken.extend(files.iter().cloned());
-        taken.insert(dir.source, files);
-    }
-    taken
 }

@@ -1,25 +1,32 @@
 //! The job scheduler: runs one job per batch, in batch order, each job's partitions in parallel
-//! on the worker pool; writes the sinks; checkpoints; feeds backpressure; rolls back a swapped-in
-//! plugin version that keeps failing; reports each batch in one line.
+//! on the worker pool. Each batch goes through four steps, each its own function:
+//!
+//! 1. **begin**: take the plugin versions that serve the whole batch (a swap takes effect
+//!    here), replay a logged batch's input through its sources, count what it holds;
+//! 2. **execute**: run the graph; failures a stage's policy absorbs are counted, a failed
+//!    batch puts every stage's state back;
+//! 3. **commit**: write every sink, then commit every sink, then the checkpoint, then let the
+//!    sources commit (what a sink or the checkpoint cannot take after retries stops the run);
+//! 4. **control**: figures and events, backpressure rates, automatic rollback of a swapped-in
+//!    version that keeps failing, the batch's summary line.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver as Queue;
 use std::time::Instant;
 
-use crate::checkpoint::{self, Checkpoint, SourcePosition};
+use crate::checkpoint::{self, Checkpoint};
 use crate::graph::{BatchOutcome, DeadLetter, Graph, GraphState, StageCheckpoint, run_batch};
 use crate::metrics::events::BatchInfo;
 use crate::metrics::{BatchFigures, Metrics};
 use crate::receiver::Receiver;
 use crate::receiver::rate::PidEstimator;
 use crate::runtime::registry::{PluginRegistry, Snapshot};
-use crate::sinks::Sink;
-use crate::sources::directory;
+use crate::sinks::{BatchRef, Sink};
+use crate::sources::Sources;
 
-use super::{Batch, now_ms};
+use super::{Backlog, Batch, now_ms};
 
 /// Totals over a run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -59,8 +66,6 @@ pub struct Checkpointing {
     pub pipeline: String,
     /// Batch interval, ms.
     pub batch_interval_ms: u64,
-    /// Each source's position (directory sources: files taken by completed batches).
-    pub positions: Vec<SourcePosition>,
     /// The state after the last batch that did not fail: what a failed batch returns to.
     pub last_good: Vec<StageCheckpoint>,
     /// `[pipeline] checkpoint_every`.
@@ -77,17 +82,19 @@ pub struct Scheduler<'a> {
     /// Plugins and their serving versions.
     pub registry: &'a PluginRegistry,
     /// Sinks, like `graph.sinks`.
-    pub sinks: Vec<Sink>,
+    pub sinks: Vec<Box<dyn Sink>>,
     /// Dead-letter sinks, like `graph.dead_letters`.
-    pub dead_letters: Vec<Sink>,
+    pub dead_letters: Vec<Box<dyn Sink>>,
     /// Workers.
     pub pool: &'a rayon::ThreadPool,
     /// Counters.
     pub metrics: &'a Metrics,
-    /// Every source's receiver.
+    /// Every source: positions for checkpoints, commits after them, replays.
+    pub sources: Arc<Sources>,
+    /// Every source's receiver (names, rates).
     pub receivers: Vec<Arc<Receiver>>,
-    /// Directory sources: index → directory.
-    pub directories: BTreeMap<usize, PathBuf>,
+    /// Batches waiting; the scheduler takes them off.
+    pub backlog: Backlog,
     /// Checkpoints, if on.
     pub checkpointing: Option<Checkpointing>,
     /// Backpressure: one estimator per rate-adapted source, with its `max_rate`.
@@ -104,244 +111,302 @@ struct Probation {
     failures: u32,
 }
 
+/// What lives across batches in one run.
+#[derive(Debug)]
+struct RunState {
+    report: RunReport,
+    state: GraphState,
+    /// Late records counted so far (the checkpointed state's included).
+    late_before: u64,
+    serving: Snapshot,
+    probation: Vec<Option<Probation>>,
+    /// Versions an automatic rollback returned to: trusted, not on probation.
+    restored: Vec<Option<u64>>,
+}
+
+/// One batch on its way through the scheduler.
+#[derive(Debug)]
+struct Job {
+    batch: BatchRef,
+    last: bool,
+    close_windows: bool,
+    blocks: Vec<crate::block::Block>,
+    block_count: usize,
+    started: Instant,
+    scheduling_delay: u64,
+    records: u64,
+    /// Records per source index.
+    source_records: BTreeMap<usize, u64>,
+    info: BatchInfo,
+    failed: bool,
+    /// Plugins whose calls failed in this batch.
+    failing: BTreeSet<String>,
+    outputs: u64,
+}
+
 impl Scheduler<'_> {
     /// Runs batches from `queue` until it closes, starting from `state`.
-    pub fn run(mut self, mut state: GraphState, queue: Queue<Batch>) -> RunReport {
-        let mut report = RunReport::default();
-        // Late records counted by earlier runs (in the checkpointed state) are not new.
-        let mut late_before = state.late_records();
-        let mut serving: Snapshot = self.registry.snapshot();
-        let mut probation: Vec<Option<Probation>> = vec![None; serving.len()];
-        // Versions an automatic rollback returned to: trusted, not on probation.
-        let mut restored: Vec<Option<u64>> = vec![None; serving.len()];
-        while let Ok(mut batch) = queue.recv() {
-            if !batch.replayed {
-                self.metrics.waiting.fetch_sub(1, Ordering::Relaxed);
-            }
-            let started = Instant::now();
-            let scheduling_delay = now_ms().saturating_sub(batch.time_ms);
-            let snapshot = self.registry.snapshot();
-            for (index, (old, new)) in serving.iter().zip(snapshot.iter()).enumerate() {
-                if old.id != new.id {
-                    report.swaps += 1;
-                    self.metrics.swap();
-                    probation[index] =
-                        (restored[index] != Some(new.id)).then_some(Probation { version: new.id, failures: 0 });
-                    self.registry.note(
-                        &new.plugin,
-                        "swapped",
-                        Some(old.short_hash()),
-                        Some(new.short_hash()),
-                        format!("first batch {}", batch.time_ms),
-                    );
-                    tracing::info!(
-                        plugin = %new.plugin,
-                        from = %old.short_hash(),
-                        to = %new.short_hash(),
-                        first_batch = batch.time_ms,
-                        "plugin swapped"
-                    );
-                }
-            }
-            serving = snapshot;
-            self.read_files(&mut batch);
-            let records: u64 = batch.blocks.iter().map(|b| b.records).sum();
-            let invalid: u64 = batch.blocks.iter().map(|b| b.invalid).sum();
-            let blocks = batch.blocks.len();
-            let mut source_records: BTreeMap<usize, u64> = BTreeMap::new();
-            for block in &batch.blocks {
-                *source_records.entry(block.source).or_default() += block.records;
-            }
-            self.metrics.events.started(batch.time_ms, records, scheduling_delay);
-            let mut info = BatchInfo {
-                time_ms: batch.time_ms,
-                records,
-                sources: source_records.iter().map(|(&s, &n)| (self.receivers[s].name.clone(), n)).collect(),
-                scheduling_delay_ms: scheduling_delay,
-                replayed: batch.replayed,
-                versions: serving.iter().map(|v| format!("{}@{}", v.plugin, v.short_hash())).collect(),
-                ..BatchInfo::default()
-            };
-            report.batches += 1;
-            report.replayed_batches += u64::from(batch.replayed);
-            report.records += records;
-            report.invalid_lines += invalid;
-            if invalid > 0 {
-                tracing::warn!(batch = batch.time_ms, lines = invalid, "dropped lines that are not UTF-8");
-            }
-            let mut outputs = 0u64;
-            let mut batch_failed = false;
-            let mut failing: BTreeSet<String> = BTreeSet::new();
-            let time = batch.time_ms;
-            let blocks_in = std::mem::take(&mut batch.blocks);
-            match run_batch(self.graph, &mut state, &serving, time, batch.close_windows, blocks_in, self.pool) {
-                Ok(outcome) => {
-                    let late = state.late_records().saturating_sub(late_before);
-                    late_before = state.late_records();
-                    if late > 0 {
-                        tracing::warn!(
-                            batch = time,
-                            records = late,
-                            "late records: their event-time windows had closed"
-                        );
-                        report.late_records += late;
-                        self.metrics.late(late);
-                    }
-                    for handled in &outcome.handled {
-                        let error = &handled.error;
-                        let class = error.error.class().name();
-                        self.metrics.events.call_failed(&error.stage, &error.plugin, &error.version, class);
-                        *info.errors.entry(class.to_string()).or_default() += 1;
-                        failing.insert(handled.error.plugin.clone());
-                        report.diverted_records += handled.records;
-                        self.metrics.plugin_error(&handled.error.plugin, handled.error.error.class().name());
-                        self.metrics.diverted(&handled.error.stage, handled.action.name(), handled.records);
-                    }
-                    match self.write(time, &outcome) {
-                        Ok(written) => outputs = written,
-                        Err(failure) if self.checkpointing.is_some() => {
-                            report.fatal = Some(failure);
-                            break;
-                        }
-                        Err(_) => {}
-                    }
-                    info.stages = outcome.stages;
-                }
-                Err(err) => {
-                    batch_failed = true;
-                    report.failed_batches += 1;
-                    failing.insert(err.plugin.clone());
-                    self.metrics.plugin_error(&err.plugin, err.error.class().name());
-                    self.metrics.events.call_failed(&err.stage, &err.plugin, &err.version, err.error.class().name());
-                    *info.errors.entry(err.error.class().name().to_string()).or_default() += 1;
-                    info.error = Some(err.to_string());
-                    tracing::error!(batch = time, class = %err.error.class(), "batch failed: {err}");
-                    if let Some(checkpointing) = &self.checkpointing {
-                        // Stages before the failing one took the batch in: put the state back.
-                        state = GraphState::import(self.graph, checkpointing.last_good.clone())
-                            .expect("the last checkpoint was written from this graph");
-                    }
-                }
-            }
-            if let Err(failure) = self.checkpoint(&batch, &state, &serving) {
-                report.fatal = Some(failure);
+    pub fn run(mut self, state: GraphState, queue: Queue<Batch>) -> RunReport {
+        let serving = self.registry.snapshot();
+        let mut run = RunState {
+            report: RunReport::default(),
+            late_before: state.late_records(),
+            state,
+            probation: vec![None; serving.len()],
+            restored: vec![None; serving.len()],
+            serving,
+        };
+        while let Ok(batch) = queue.recv() {
+            let mut job = self.begin(&mut run, batch);
+            let outcome = self.execute(&mut run, &mut job);
+            if let Err(failure) = self.commit(&mut run, &mut job, outcome) {
+                run.report.fatal = Some(failure);
                 break;
             }
-            let processing = started.elapsed().as_millis() as u64;
-            self.metrics.batch(BatchFigures {
-                time_ms: time,
-                records,
-                scheduling_delay_ms: scheduling_delay,
-                processing_ms: processing,
-                failed: batch_failed,
-            });
-            report.processing += started.elapsed();
-            info.processing_ms = processing;
-            info.outputs = outputs;
-            self.metrics.events.completed(info);
-            self.adapt_rates(time, &source_records, processing, scheduling_delay);
-            if records > 0 {
-                // An empty batch calls no plugin: it proves nothing either way.
-                report.auto_rollbacks +=
-                    self.probation(&mut probation, &mut restored, &serving, &failing, batch_failed, time);
-            }
-            tracing::info!(
-                target: "sluice::batch",
-                "batch {time} ms{}: {records} records in {blocks} block{}, scheduling delay {scheduling_delay} ms, processing {processing} ms, total delay {} ms, {outputs} records out [{}]",
-                if batch.replayed { " (replayed)" } else { "" },
-                if blocks == 1 { "" } else { "s" },
-                scheduling_delay + processing,
-                versions(&serving),
-            );
+            self.control(&mut run, job);
         }
-        report
+        run.report
     }
 
-    /// Reads the files a batch took from directory sources into its blocks.
-    fn read_files(&self, batch: &mut Batch) {
-        for (&source, names) in &batch.files {
-            let Some(dir) = self.directories.get(&source) else { continue };
-            for name in names {
-                let path = dir.join(name);
-                match directory::read_blocks(source, batch.time_ms, &path) {
-                    Ok(blocks) => {
-                        let records = blocks.iter().map(|b| b.records).sum();
-                        let invalid = blocks.iter().map(|b| b.invalid).sum();
-                        self.receivers[source].count(records, invalid);
-                        batch.blocks.extend(blocks);
-                    }
-                    Err(err) => {
-                        tracing::error!(batch = batch.time_ms, file = %path.display(), "cannot read a new file, its lines are missing from the batch: {err}");
-                        self.receivers[source].set_error(format!("cannot read {}: {err}", path.display()));
-                    }
+    /// Starts a batch: takes the plugin versions that serve it (noting swaps), replays a
+    /// logged batch's input, counts what it holds.
+    fn begin(&mut self, run: &mut RunState, mut batch: Batch) -> Job {
+        let replayed = batch.replayed();
+        if !replayed {
+            self.backlog.started();
+        }
+        let started = Instant::now();
+        let scheduling_delay = now_ms().saturating_sub(batch.time_ms);
+        let snapshot = self.registry.snapshot();
+        for (index, (old, new)) in run.serving.iter().zip(snapshot.iter()).enumerate() {
+            if old.id != new.id {
+                run.report.swaps += 1;
+                self.metrics.swap();
+                run.probation[index] =
+                    (run.restored[index] != Some(new.id)).then_some(Probation { version: new.id, failures: 0 });
+                self.registry.note(
+                    &new.plugin,
+                    "swapped",
+                    Some(old.short_hash()),
+                    Some(new.short_hash()),
+                    format!("first batch {}", batch.time_ms),
+                );
+                tracing::info!(
+                    plugin = %new.plugin,
+                    from = %old.short_hash(),
+                    to = %new.short_hash(),
+                    first_batch = batch.time_ms,
+                    "plugin swapped"
+                );
+            }
+        }
+        run.serving = snapshot;
+        if let Some(logged) = batch.logged.take() {
+            batch.blocks = self.sources.replay(batch.time_ms, logged);
+        }
+        let records: u64 = batch.blocks.iter().map(|b| b.records).sum();
+        let invalid: u64 = batch.blocks.iter().map(|b| b.invalid).sum();
+        let mut source_records: BTreeMap<usize, u64> = BTreeMap::new();
+        for block in &batch.blocks {
+            *source_records.entry(block.source).or_default() += block.records;
+        }
+        self.metrics.events.started(batch.time_ms, records, scheduling_delay);
+        let info = BatchInfo {
+            time_ms: batch.time_ms,
+            records,
+            sources: source_records.iter().map(|(&s, &n)| (self.receivers[s].name.clone(), n)).collect(),
+            scheduling_delay_ms: scheduling_delay,
+            replayed,
+            versions: run.serving.iter().map(|v| format!("{}@{}", v.plugin, v.short_hash())).collect(),
+            ..BatchInfo::default()
+        };
+        let report = &mut run.report;
+        report.batches += 1;
+        report.replayed_batches += u64::from(replayed);
+        report.records += records;
+        report.invalid_lines += invalid;
+        if invalid > 0 {
+            tracing::warn!(batch = batch.time_ms, lines = invalid, "dropped lines that are not UTF-8");
+        }
+        Job {
+            batch: BatchRef { time_ms: batch.time_ms, replayed },
+            last: batch.last,
+            close_windows: batch.close_windows,
+            block_count: batch.blocks.len(),
+            blocks: batch.blocks,
+            started,
+            scheduling_delay,
+            records,
+            source_records,
+            info,
+            failed: false,
+            failing: BTreeSet::new(),
+            outputs: 0,
+        }
+    }
+
+    /// Runs the graph over the batch, accounting for the failures its policies absorbed. A
+    /// failed batch (None) puts every stage's state back to the last good one.
+    fn execute(&mut self, run: &mut RunState, job: &mut Job) -> Option<BatchOutcome> {
+        let time = job.batch.time_ms;
+        let blocks = std::mem::take(&mut job.blocks);
+        match run_batch(self.graph, &mut run.state, &run.serving, time, job.close_windows, blocks, self.pool) {
+            Ok(outcome) => {
+                let late = run.state.late_records().saturating_sub(run.late_before);
+                run.late_before = run.state.late_records();
+                if late > 0 {
+                    tracing::warn!(batch = time, records = late, "late records: their event-time windows had closed");
+                    run.report.late_records += late;
+                    self.metrics.late(late);
                 }
+                for handled in &outcome.handled {
+                    let error = &handled.error;
+                    let class = error.error.class().name();
+                    self.metrics.events.call_failed(&error.stage, &error.plugin, &error.version, class);
+                    *job.info.errors.entry(class.to_string()).or_default() += 1;
+                    job.failing.insert(error.plugin.clone());
+                    run.report.diverted_records += handled.records;
+                    self.metrics.plugin_error(&error.plugin, class);
+                    self.metrics.diverted(&error.stage, handled.action.name(), handled.records);
+                }
+                Some(outcome)
+            }
+            Err(err) => {
+                job.failed = true;
+                run.report.failed_batches += 1;
+                job.failing.insert(err.plugin.clone());
+                let class = err.error.class().name();
+                self.metrics.plugin_error(&err.plugin, class);
+                self.metrics.events.call_failed(&err.stage, &err.plugin, &err.version, class);
+                *job.info.errors.entry(class.to_string()).or_default() += 1;
+                job.info.error = Some(err.to_string());
+                tracing::error!(batch = time, class = %err.error.class(), "batch failed: {err}");
+                if let Some(checkpointing) = &self.checkpointing {
+                    // Stages before the failing one took the batch in: put the state back.
+                    run.state = GraphState::import(self.graph, checkpointing.last_good.clone())
+                        .expect("the last checkpoint was written from this graph");
+                }
+                None
             }
         }
     }
 
-    /// Writes a batch's streams to the sinks and its dead letters to theirs, each retried
-    /// [`SINK_RETRIES`] times. Returns the records written, or what could not be written.
-    fn write(&mut self, time: u64, outcome: &BatchOutcome) -> Result<u64, String> {
+    /// Writes and commits the sinks, then the checkpoint, then lets the sources commit. Err:
+    /// what could not be written after retries (the run stops without a checkpoint).
+    fn commit(&mut self, run: &mut RunState, job: &mut Job, outcome: Option<BatchOutcome>) -> Result<(), String> {
+        if let Some(outcome) = outcome {
+            job.outputs = self.write(job.batch, &outcome)?;
+            job.info.stages = outcome.stages;
+        }
+        let checkpointed = self.checkpoint(job, &run.state, &run.serving)?;
+        if let Some(through) = checkpointed {
+            self.sources.commit(through);
+        }
+        Ok(())
+    }
+
+    /// After a batch: its figures and event, new rates, automatic rollbacks, the summary line.
+    fn control(&mut self, run: &mut RunState, mut job: Job) {
+        let time = job.batch.time_ms;
+        let processing = job.started.elapsed().as_millis() as u64;
+        let scheduling_delay = job.scheduling_delay;
+        self.metrics.batch(BatchFigures {
+            time_ms: time,
+            records: job.records,
+            scheduling_delay_ms: scheduling_delay,
+            processing_ms: processing,
+            failed: job.failed,
+        });
+        run.report.processing += job.started.elapsed();
+        job.info.processing_ms = processing;
+        job.info.outputs = job.outputs;
+        self.metrics.events.completed(job.info);
+        self.adapt_rates(time, &job.source_records, processing, scheduling_delay);
+        if job.records > 0 {
+            // An empty batch calls no plugin: it proves nothing either way.
+            run.report.auto_rollbacks += self.probation(run, &job.failing, job.failed, time);
+        }
+        tracing::info!(
+            target: "sluice::batch",
+            "batch {time} ms{}: {} records in {} block{}, scheduling delay {scheduling_delay} ms, processing {processing} ms, total delay {} ms, {} records out [{}]",
+            if job.batch.replayed { " (replayed)" } else { "" },
+            job.records,
+            job.block_count,
+            if job.block_count == 1 { "" } else { "s" },
+            scheduling_delay + processing,
+            job.outputs,
+            versions(&run.serving),
+        );
+    }
+
+    /// Writes a batch's streams to the sinks and its dead letters to theirs, then commits every
+    /// sink; each write and commit is retried [`SINK_RETRIES`] times. Returns the records
+    /// written, or what could not be written.
+    fn write(&mut self, batch: BatchRef, outcome: &BatchOutcome) -> Result<u64, String> {
+        let time = batch.time_ms;
         let mut outputs = 0;
-        let mut failed = None;
         for (sink, node) in self.sinks.iter_mut().zip(&self.graph.sinks) {
             let partitions = outcome.streams[node.input].as_deref().unwrap_or_default();
-            match with_retries(time, node.config.name(), || {
-                sink.write(time, &self.graph.streams[node.input].ty, partitions)
-            }) {
-                Ok(written) => outputs += written,
-                Err(err) => failed = Some(format!("sink `{}` cannot write batch {time}: {err}", node.config.name())),
-            }
+            let ty = &self.graph.streams[node.input].ty;
+            outputs += with_retries(time, node.config.name(), || sink.write(batch, ty, partitions))
+                .map_err(|err| format!("sink `{}` cannot write batch {time}: {err}", node.config.name()))?;
         }
         let letter = DeadLetter::type_desc();
+        let mut lettered = vec![false; self.dead_letters.len()];
         for (index, sink) in self.dead_letters.iter_mut().enumerate() {
             let parts: Vec<_> =
                 outcome.dead_letters.iter().filter(|(s, _)| *s == index).map(|(_, p)| p.clone()).collect();
             if parts.is_empty() {
                 continue;
             }
+            lettered[index] = true;
             let name = self.graph.dead_letters[index].name();
-            if let Err(err) = with_retries(time, name, || sink.write(time, &letter, &parts)) {
-                failed = Some(format!("dead-letter sink `{name}` cannot write batch {time}: {err}"));
-            }
+            with_retries(time, name, || sink.write(batch, &letter, &parts))
+                .map_err(|err| format!("dead-letter sink `{name}` cannot write batch {time}: {err}"))?;
         }
-        match failed {
-            None => Ok(outputs),
-            Some(failure) => Err(failure),
+        // Every sink has written: now the batch's output becomes final everywhere.
+        for (sink, node) in self.sinks.iter_mut().zip(&self.graph.sinks) {
+            with_retries(time, node.config.name(), || sink.commit(batch))
+                .map_err(|err| format!("sink `{}` cannot commit batch {time}: {err}", node.config.name()))?;
         }
+        for (index, sink) in self.dead_letters.iter_mut().enumerate().filter(|(i, _)| lettered[*i]) {
+            let name = self.graph.dead_letters[index].name();
+            with_retries(time, name, || sink.commit(batch))
+                .map_err(|err| format!("dead-letter sink `{name}` cannot commit batch {time}: {err}"))?;
+        }
+        Ok(outputs)
     }
 
-    /// Writes the checkpoint of a finished batch, if checkpoints are on.
-    fn checkpoint(&mut self, batch: &Batch, state: &GraphState, serving: &Snapshot) -> Result<(), String> {
-        let Some(checkpointing) = &mut self.checkpointing else { return Ok(()) };
+    /// Writes the checkpoint of a finished batch, if checkpoints are on and it is its turn.
+    /// Returns the batch time it covers, if one was written.
+    fn checkpoint(&mut self, job: &Job, state: &GraphState, serving: &Snapshot) -> Result<Option<u64>, String> {
+        let Some(checkpointing) = &mut self.checkpointing else { return Ok(None) };
+        let time = job.batch.time_ms;
         let started = Instant::now();
-        for (&source, names) in &batch.files {
-            checkpointing.positions[source].files.extend(names.iter().cloned());
-        }
         let stages = state.export(self.graph);
         checkpointing.since += 1;
-        if checkpointing.since < checkpointing.every && !batch.last {
+        if checkpointing.since < checkpointing.every && !job.last {
             // Not this batch: its inputs stay logged until a later checkpoint covers them.
             checkpointing.last_good = stages;
-            return Ok(());
+            return Ok(None);
         }
         checkpointing.since = 0;
         let checkpoint = Checkpoint {
             pipeline: checkpointing.pipeline.clone(),
             batch_interval_ms: checkpointing.batch_interval_ms,
-            batch_time: batch.time_ms,
+            batch_time: time,
             written_at_ms: now_ms(),
             engine_version: env!("CARGO_PKG_VERSION").to_string(),
             plugins: serving.iter().map(|v| (v.plugin.clone(), v.hash.clone())).collect(),
-            sources: checkpointing.positions.clone(),
+            sources: self.sources.positions(time),
             stages,
         };
         let bytes = checkpoint::encode(&checkpoint);
-        with_retries(batch.time_ms, "checkpoint", || checkpoint::write(&checkpointing.dir, batch.time_ms, &bytes))
-            .map_err(|err| format!("cannot write the checkpoint of batch {}: {err}", batch.time_ms))?;
+        with_retries(time, "checkpoint", || checkpoint::write(&checkpointing.dir, time, &bytes))
+            .map_err(|err| format!("cannot write the checkpoint of batch {time}: {err}"))?;
         checkpointing.last_good = checkpoint.stages;
         self.metrics.checkpoint(started.elapsed());
-        Ok(())
+        Ok(Some(time))
     }
 
     /// Backpressure: a new rate for each adapted receiver from this batch's figures.
@@ -358,19 +423,11 @@ impl Scheduler<'_> {
 
     /// Rolls back versions swapped in that failed `rollback_after` batches in a row before
     /// serving one batch cleanly. Returns how many were rolled back.
-    fn probation(
-        &self,
-        probation: &mut [Option<Probation>],
-        restored: &mut [Option<u64>],
-        serving: &Snapshot,
-        failing: &BTreeSet<String>,
-        batch_failed: bool,
-        time: u64,
-    ) -> u64 {
+    fn probation(&self, run: &mut RunState, failing: &BTreeSet<String>, batch_failed: bool, time: u64) -> u64 {
         let mut rolled_back = 0;
-        for (index, slot) in probation.iter_mut().enumerate() {
+        for (index, slot) in run.probation.iter_mut().enumerate() {
             let Some(trial) = slot else { continue };
-            let version = &serving[index];
+            let version = &run.serving[index];
             if trial.version != version.id {
                 continue;
             }
@@ -404,7 +461,7 @@ impl Scheduler<'_> {
                     trial.failures
                 );
                 *slot = None;
-                restored[index] = Some(to.id);
+                run.restored[index] = Some(to.id);
             }
         }
         rolled_back

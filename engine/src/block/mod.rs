@@ -7,7 +7,7 @@
 //! [`MAX_BLOCK_BYTES`](crate::receiver::MAX_BLOCK_BYTES), so a burst still spreads over cores.
 
 /// One receiver's records from one block interval.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
     /// Index of the source.
     pub source: usize,

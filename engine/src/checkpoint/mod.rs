@@ -16,8 +16,8 @@
 //! reads the state, and one that changes them is refused by name rather than misread.
 
 pub mod pending;
+pub mod resume;
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -25,9 +25,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::graph::StageCheckpoint;
+use crate::sources::Position;
 
-/// The checkpoint format this engine writes and reads.
-pub const FORMAT: u32 = 1;
+/// The checkpoint format this engine writes (it reads format 1 too).
+pub const FORMAT: u32 = 2;
 const MAGIC: &[u8; 8] = b"SLUICECK";
 const HEADER: usize = 8 + 4 + 8 + 32;
 /// Checkpoint files kept (the newest first); older ones are deleted after each write.
@@ -55,12 +56,68 @@ pub struct Checkpoint {
 }
 
 /// Where a source is.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourcePosition {
     /// The source's name.
     pub name: String,
-    /// Directory sources: the files already taken (names in the directory).
-    pub files: BTreeSet<String>,
+    /// Its position, in the form its kind keeps.
+    pub position: Position,
+}
+
+/// Format 1 (engine 0.1 before the connector seam): positions were directory file sets. Read
+/// and turned into format 2, so a checkpoint written before an upgrade still resumes.
+mod v1 {
+    use std::collections::BTreeSet;
+
+    use serde::Deserialize;
+
+    use crate::graph::StageCheckpoint;
+
+    #[derive(Deserialize)]
+    pub(super) struct Checkpoint {
+        pub pipeline: String,
+        pub batch_interval_ms: u64,
+        pub batch_time: u64,
+        pub written_at_ms: u64,
+        pub engine_version: String,
+        pub plugins: Vec<(String, String)>,
+        pub sources: Vec<SourcePosition>,
+        pub stages: Vec<StageCheckpoint>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct SourcePosition {
+        pub name: String,
+        pub files: BTreeSet<String>,
+    }
+
+    impl From<Checkpoint> for super::Checkpoint {
+        fn from(old: Checkpoint) -> Self {
+            let sources = old
+                .sources
+                .into_iter()
+                .map(|s| super::SourcePosition {
+                    name: s.name,
+                    // A socket's position was an empty set: it has none.
+                    position: if s.files.is_empty() {
+                        super::Position::Nothing
+                    } else {
+                        super::Position::Files(s.files)
+                    },
+                })
+                .collect();
+            Self {
+                pipeline: old.pipeline,
+                batch_interval_ms: old.batch_interval_ms,
+                batch_time: old.batch_time,
+                written_at_ms: old.written_at_ms,
+                engine_version: old.engine_version,
+                plugins: old.plugins,
+                sources,
+                stages: old.stages,
+            }
+        }
+    }
 }
 
 /// A checkpoint that cannot be used: the engine refuses to start rather than start over.
@@ -121,10 +178,10 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> 
         return Err(corrupted(format!("it does not start with the {HEADER}-byte checkpoint header")));
     }
     let format = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if format != FORMAT {
+    if format != FORMAT && format != 1 {
         return Err(CheckpointError::Incompatible {
             path: path.to_path_buf(),
-            reason: format!("it is in checkpoint format {format}, this engine reads format {FORMAT}"),
+            reason: format!("it is in checkpoint format {format}, this engine reads formats 1 and {FORMAT}"),
         });
     }
     let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
@@ -135,7 +192,12 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> 
     if Sha256::digest(payload).as_slice() != &bytes[20..52] {
         return Err(corrupted("its content does not match its SHA-256 checksum".into()));
     }
-    postcard::from_bytes(payload).map_err(|err| corrupted(format!("the payload does not decode: {err}")))
+    let decoded = if format == 1 {
+        postcard::from_bytes::<v1::Checkpoint>(payload).map(Checkpoint::from)
+    } else {
+        postcard::from_bytes(payload)
+    };
+    decoded.map_err(|err| corrupted(format!("the payload does not decode: {err}")))
 }
 
 fn file_name(batch_time: u64) -> String {
@@ -228,6 +290,8 @@ pub fn discard(dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn sample(batch_time: u64) -> Checkpoint {
@@ -238,7 +302,10 @@ mod tests {
             written_at_ms: 5,
             engine_version: "0".into(),
             plugins: vec![("wordcount".into(), "ab".repeat(32))],
-            sources: vec![SourcePosition { name: "files".into(), files: BTreeSet::from(["a.txt".to_string()]) }],
+            sources: vec![SourcePosition {
+                name: "files".into(),
+                position: Position::Files(BTreeSet::from(["a.txt".to_string()])),
+            }],
             stages: Vec::new(),
         }
     }
@@ -252,7 +319,7 @@ mod tests {
         let (path, loaded) = load_latest(dir.path()).unwrap().unwrap();
         assert_eq!(loaded.batch_time, 3000);
         assert!(path.ends_with("checkpoint-3000.bin"));
-        assert_eq!(loaded.sources[0].files, sample(0).sources[0].files);
+        assert_eq!(loaded.sources, sample(0).sources);
         assert_eq!(list(dir.path()).unwrap().len(), KEEP, "older checkpoints are deleted");
     }
 
@@ -276,8 +343,43 @@ mod tests {
             );
         }
         let mut future = bytes.clone();
-        future[8..12].copy_from_slice(&2u32.to_le_bytes());
+        future[8..12].copy_from_slice(&3u32.to_le_bytes());
         let err = decode(path, &future).unwrap_err().to_string();
-        assert!(err.contains("format 2") && err.contains("--fresh"), "{err}");
+        assert!(err.contains("format 3") && err.contains("--fresh"), "{err}");
+    }
+
+    #[test]
+    fn a_format_1_checkpoint_still_loads_with_its_files_as_a_position() {
+        #[derive(Serialize)]
+        struct V1 {
+            pipeline: String,
+            batch_interval_ms: u64,
+            batch_time: u64,
+            written_at_ms: u64,
+            engine_version: String,
+            plugins: Vec<(String, String)>,
+            sources: Vec<(String, BTreeSet<String>)>,
+            stages: Vec<StageCheckpoint>,
+        }
+        let old = V1 {
+            pipeline: "p".into(),
+            batch_interval_ms: 1000,
+            batch_time: 1000,
+            written_at_ms: 5,
+            engine_version: "0".into(),
+            plugins: vec![("wordcount".into(), "ab".repeat(32))],
+            sources: vec![("files".into(), BTreeSet::from(["a.txt".to_string()])), ("lines".into(), BTreeSet::new())],
+            stages: Vec::new(),
+        };
+        let payload = postcard::to_allocvec(&old).unwrap();
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&Sha256::digest(&payload));
+        bytes.extend_from_slice(&payload);
+        let loaded = decode(Path::new("checkpoint-1000.bin"), &bytes).unwrap();
+        assert_eq!(loaded.sources[0], sample(0).sources[0]);
+        assert_eq!(loaded.sources[1], SourcePosition { name: "lines".into(), position: Position::Nothing });
     }
 }

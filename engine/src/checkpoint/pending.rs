@@ -3,8 +3,12 @@
 //! - `<source>-<cut>-<n>.block`: a block of a source with `wal = true`, written (and synced)
 //!   when it is cut, before it counts as received: the write-ahead log. Format: `SLBK`, u32 LE
 //!   version 1, u64 LE records, u64 LE invalid lines, then the records as frames.
-//! - `<source>.files`: the files a directory source took for the batch, one name per line,
-//!   written before the batch runs.
+//! - `<source>.position`: what a replayable source took for the batch (a directory source: the
+//!   file names, one per line), in the source's own format, written before the batch runs.
+//!   (`<source>.files`, written by earlier versions for directory sources, reads the same.)
+//!
+//! A source writes here itself, through its [`BatchLog`]: the WAL is a capability of the
+//! sources that need it, not a step of the clock.
 //!
 //! After the checkpoint of batch T is written, every `batches/<t>` with t <= T is deleted. On
 //! start, every remaining directory after the checkpoint's batch is a batch to run again, with
@@ -24,10 +28,49 @@ const BLOCK_HEADER: usize = 4 + 4 + 8 + 8;
 pub struct PendingBatch {
     /// Its batch time.
     pub time: u64,
+    /// What each source logged for it, by source index.
+    pub inputs: BTreeMap<usize, LoggedInput>,
+}
+
+/// What one source logged for one batch.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LoggedInput {
     /// Write-ahead-logged blocks, in cut order.
     pub blocks: Vec<Block>,
-    /// Directory sources' files: source index → names.
-    pub files: BTreeMap<usize, Vec<String>>,
+    /// The source's own record of what the batch took.
+    pub record: Option<Vec<u8>>,
+}
+
+/// The log of batches not yet covered by a checkpoint, in one checkpoint directory. Sources
+/// write their blocks (a WAL) or records (a replayable position) here.
+#[derive(Clone, Debug)]
+pub struct BatchLog {
+    root: PathBuf,
+}
+
+impl BatchLog {
+    /// The log in checkpoint directory `root`.
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    /// Logs `block` (of source `block.source`, cut `block.seq`, `n`th of that cut) for batch
+    /// `time`, durably.
+    pub fn write_block(&self, time: u64, n: usize, block: &Block) -> std::io::Result<()> {
+        write_block(&self.root, time, n, block)
+    }
+
+    /// Logs, durably, what source `source` took for batch `time`.
+    pub fn write_record(&self, time: u64, source: usize, record: &[u8]) -> std::io::Result<()> {
+        let dir = create_batch_dir(&self.root, time)?;
+        let name = format!("{source}.position");
+        write_durably(&dir.join(format!(".{name}.tmp")), &dir.join(name), record)
+    }
+
+    /// Where it is.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
 }
 
 fn batches(root: &Path) -> PathBuf {
@@ -54,7 +97,7 @@ fn create_batch_dir(root: &Path, time: u64) -> std::io::Result<PathBuf> {
 }
 
 /// Logs `block` (of source `source`, cut `seq`, `n`th of that cut) for batch `time`, durably.
-pub fn write_block(root: &Path, time: u64, n: usize, block: &Block) -> std::io::Result<()> {
+fn write_block(root: &Path, time: u64, n: usize, block: &Block) -> std::io::Result<()> {
     let dir = create_batch_dir(root, time)?;
     let name = format!("{}-{:012}-{n:04}.block", block.source, block.seq);
     let mut bytes = Vec::with_capacity(BLOCK_HEADER + block.data.len());
@@ -64,14 +107,6 @@ pub fn write_block(root: &Path, time: u64, n: usize, block: &Block) -> std::io::
     bytes.extend_from_slice(&block.invalid.to_le_bytes());
     bytes.extend_from_slice(&block.data);
     write_durably(&dir.join(format!(".{name}.tmp")), &dir.join(name), &bytes)
-}
-
-/// Records, durably, that directory source `source` took `files` for batch `time`.
-pub fn write_files(root: &Path, time: u64, source: usize, files: &[String]) -> std::io::Result<()> {
-    let dir = create_batch_dir(root, time)?;
-    let name = format!("{source}.files");
-    let text: String = files.iter().map(|f| format!("{f}\n")).collect();
-    write_durably(&dir.join(format!(".{name}.tmp")), &dir.join(name), text.as_bytes())
 }
 
 /// Deletes the pending batches up to and including `time`.
@@ -128,12 +163,10 @@ pub fn load(root: &Path, after: u64) -> Result<Vec<PendingBatch>, super::Checkpo
             let path = dir.join(&name);
             let corrupted =
                 |reason: &str| super::CheckpointError::Corrupted { path: path.clone(), reason: reason.to_string() };
-            if let Some(source) = name.strip_suffix(".files") {
-                let source = source.parse().map_err(|_| corrupted("its name is not <source>.files"))?;
+            if let Some(source) = name.strip_suffix(".position").or_else(|| name.strip_suffix(".files")) {
+                let source: usize = source.parse().map_err(|_| corrupted("its name is not <source>.position"))?;
                 let bytes = std::fs::read(&path).map_err(io(&path))?;
-                let text =
-                    String::from_utf8(bytes).map_err(|_| corrupted("it is not a list of file names (not UTF-8)"))?;
-                batch.files.insert(source, text.lines().map(str::to_string).collect());
+                batch.inputs.entry(source).or_default().record = Some(bytes);
             } else if name.ends_with(".block") {
                 let bytes = std::fs::read(&path).map_err(io(&path))?;
                 if bytes.len() < BLOCK_HEADER || &bytes[..4] != BLOCK_MAGIC {
@@ -150,7 +183,7 @@ pub fn load(root: &Path, after: u64) -> Result<Vec<PendingBatch>, super::Checkpo
                 if counted != records {
                     return Err(corrupted("its records do not match its header"));
                 }
-                batch.blocks.push(Block { source, seq, records, invalid, data });
+                batch.inputs.entry(source).or_default().blocks.push(Block { source, seq, records, invalid, data });
             }
         }
         out.push(batch);
@@ -170,14 +203,15 @@ mod tests {
             sluice_sdk::__private::write_frame(&mut data, &text.to_string()).unwrap();
             Block { source, seq, records: 1, invalid: 0, data }
         };
-        write_block(root.path(), 2000, 0, &block(0, 11, "b")).unwrap();
-        write_block(root.path(), 2000, 0, &block(0, 10, "a")).unwrap();
-        write_files(root.path(), 2000, 1, &["x.txt".into(), "y.txt".into()]).unwrap();
-        write_block(root.path(), 3000, 0, &block(0, 15, "c")).unwrap();
+        let log = BatchLog::new(root.path().to_path_buf());
+        log.write_block(2000, 0, &block(0, 11, "b")).unwrap();
+        log.write_block(2000, 0, &block(0, 10, "a")).unwrap();
+        log.write_record(2000, 1, b"x.txt\ny.txt\n").unwrap();
+        log.write_block(3000, 0, &block(0, 15, "c")).unwrap();
         let batches = load(root.path(), 1000).unwrap();
         assert_eq!(batches.iter().map(|b| b.time).collect::<Vec<_>>(), [2000, 3000]);
-        assert_eq!(batches[0].blocks.iter().map(|b| b.seq).collect::<Vec<_>>(), [10, 11]);
-        assert_eq!(batches[0].files[&1], ["x.txt", "y.txt"]);
+        assert_eq!(batches[0].inputs[&0].blocks.iter().map(|b| b.seq).collect::<Vec<_>>(), [10, 11]);
+        assert_eq!(batches[0].inputs[&1].record.as_deref(), Some(&b"x.txt\ny.txt\n"[..]));
         forget_through(root.path(), 2000).unwrap();
         assert_eq!(load(root.path(), 0).unwrap().len(), 1);
         assert_eq!(load(root.path(), 3000).unwrap().len(), 0);

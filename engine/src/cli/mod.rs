@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::pipeline::{Pipeline, RunOptions};
 use crate::runtime::{self, Limits, PluginRuntime};
+use crate::sources;
 
 /// Sluice: a micro-batch stream engine whose user logic runs as hot-swappable WebAssembly plugins.
 ///
@@ -128,6 +129,11 @@ struct PluginArgs {
     /// Deadline of one plugin call (one partition).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     call_timeout: Duration,
+    /// Budget for loading a plugin: instantiating it (its start function), asking its ABI
+    /// version and every function's description, together. A module that takes longer is
+    /// refused (class `deadline`).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    validate_timeout: Duration,
     /// Memory cap of one plugin instance, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = runtime::DEFAULT_MEMORY_LIMIT >> 20)]
     memory_limit_mib: usize,
@@ -144,7 +150,9 @@ impl PluginArgs {
     fn runtime(&self) -> Result<PluginRuntime, String> {
         let cache = if self.no_cache { None } else { self.cache_dir.clone().or_else(default_cache_dir) };
         let limits = Limits { timeout: self.call_timeout, memory: self.memory_limit_mib.saturating_mul(1 << 20) };
-        PluginRuntime::new(limits, cache).map_err(|err| err.to_string())
+        Ok(PluginRuntime::new(limits, cache)
+            .map_err(|err| err.to_string())?
+            .with_validate_timeout(self.validate_timeout))
     }
 }
 
@@ -166,6 +174,16 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { pipeline, plugins } => check(&pipeline, &plugins),
         Command::Deploy { plugin, file, remote } => match std::fs::read(&file) {
+            Ok(bytes) if bytes.len() > runtime::MAX_PLUGIN_BYTES => {
+                // The engine would refuse the upload unread: say why here.
+                eprintln!(
+                    "error: {}: refused before upload: plugin `{plugin}`: too_large: the module is {} bytes; a plugin may be at most {} bytes",
+                    file.display(),
+                    bytes.len(),
+                    runtime::MAX_PLUGIN_BYTES
+                );
+                ExitCode::FAILURE
+            }
             Ok(bytes) => remote_call(&remote, &format!("/api/plugins/{plugin}/deploy"), Some(bytes)),
             Err(err) => {
                 eprintln!("error: cannot read {}: {err}", file.display());
@@ -263,7 +281,36 @@ fn check(path: &Path, plugins: &PluginArgs) -> ExitCode {
     for stream in &graph.streams[graph.sources..] {
         let _ = writeln!(out, "  stage {}: {}", stream.name, stream.ty);
     }
+    for line in guarantees(&pipeline) {
+        let _ = writeln!(out, "  {line}");
+    }
     ExitCode::SUCCESS
+}
+
+/// One line per source → sink path: `path files (directory) → out (file): exactly once`.
+fn guarantees(pipeline: &Pipeline) -> Vec<String> {
+    let config = &pipeline.file.config;
+    let checkpointed = config.pipeline.checkpoint_dir.is_some();
+    let graph = &pipeline.graph;
+    let sinks = graph.sinks.iter().map(|node| (&node.config, graph.sources_of(node.input)));
+    let letters = graph.dead_letters.iter().enumerate().map(|(i, c)| (c, graph.sources_of_dead_letter(i)));
+    let mut lines = Vec::new();
+    for (sink, sources) in sinks.chain(letters) {
+        for source in sources {
+            let source = &config.sources[source];
+            let guarantee = sources::end_to_end(source.guarantee(), sink.guarantee(), checkpointed);
+            lines.push(format!(
+                "path {} ({}) → {} ({}): {}{}",
+                source.name(),
+                source.describe(),
+                sink.name(),
+                sink.kind(),
+                guarantee.name(),
+                if checkpointed { "" } else { " (no checkpoint_dir)" }
+            ));
+        }
+    }
+    lines
 }
 
 /// Calls the admin API of a running engine: POST with `body`, else GET; prints the JSON answer.
@@ -339,7 +386,13 @@ fn run(path: &Path, plugins: &PluginArgs, options: &RunOptions) -> ExitCode {
                 "pipeline stopped"
             );
             if let Some(fatal) = report.fatal {
-                eprintln!("error: {fatal}; stopped without checkpointing it: `sluice run` again replays it");
+                if pipeline.file.config.pipeline.checkpoint_dir.is_some() {
+                    eprintln!("error: {fatal}; stopped without checkpointing it: `sluice run` again replays it");
+                } else {
+                    eprintln!(
+                        "error: {fatal}; stopped: without checkpoint_dir this batch's output is lost (set checkpoint_dir so a restart replays it)"
+                    );
+                }
                 return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS

@@ -41,7 +41,7 @@ use sluice_sdk::abi::FunctionKind;
 
 pub use error::{ConfigError, ConfigErrors};
 
-use crate::sinks::SinkConfig;
+use crate::sinks::{Resource, SinkConfig};
 use crate::sources::SourceConfig;
 
 /// A whole pipeline file.
@@ -484,28 +484,19 @@ impl PipelineFile {
                 ));
             }
         }
-        let mut paths: BTreeMap<PathBuf, &str> = BTreeMap::new();
-        for sink in &c.sinks {
-            if let crate::sinks::SinkConfig::File(file) = sink
-                && let Some(first) = paths.insert(self.resolve(&file.path), &file.name)
-            {
-                errors.push(ConfigError::new(
-                    format!("sinks `{}`.path", file.name),
-                    format!("sink `{first}` writes to the same directory; each file sink needs its own"),
-                ));
-            }
-        }
+        self.validate_resources(&mut errors);
         for sink in &c.sinks {
             let dead_letter = c.stages.iter().any(|s| s.dead_letter.as_deref() == Some(sink.name()));
-            if sink.input().is_empty() {
-                if !dead_letter {
-                    errors.push(ConfigError::new(
-                        format!("sinks `{}`.input", sink.name()),
-                        "missing: the stream to write (only a stage's dead_letter sink has no input)",
-                    ));
+            match sink.input() {
+                None if !dead_letter => errors.push(ConfigError::new(
+                    format!("sinks `{}`.input", sink.name()),
+                    "missing: the stream to write (only a stage's dead_letter sink has no input)",
+                )),
+                None => {}
+                Some(input) if !streams.contains(&input) => {
+                    errors.push(ConfigError::new(format!("sinks `{}`.input", sink.name()), unknown_input(input)))
                 }
-            } else if !streams.contains(&sink.input()) {
-                errors.push(ConfigError::new(format!("sinks `{}`.input", sink.name()), unknown_input(sink.input())));
+                Some(_) => {}
             }
         }
         let checkpointed = c.pipeline.checkpoint_dir.is_some();
@@ -533,6 +524,28 @@ impl PipelineFile {
             }
         }
         errors
+    }
+
+    /// Two components may not write the same resource (a directory, later a table or topic).
+    fn validate_resources(&self, errors: &mut Vec<ConfigError>) {
+        let mut owners: BTreeMap<Resource, String> = BTreeMap::new();
+        if let Some(dir) = &self.config.pipeline.checkpoint_dir {
+            owners.insert(Resource::Directory(self.resolve(dir)), "the checkpoint (pipeline.checkpoint_dir)".into());
+        }
+        for sink in &self.config.sinks {
+            for (field, resource) in sink.resources(|p| self.resolve(p)) {
+                let owner = format!("sink `{}`", sink.name());
+                if let Some(first) = owners.get(&resource) {
+                    let what = match &resource {
+                        Resource::Directory(_) => "writes to the same directory; each file sink needs its own",
+                    };
+                    errors
+                        .push(ConfigError::new(format!("sinks `{}`.{field}", sink.name()), format!("{first} {what}")));
+                } else {
+                    owners.insert(resource, owner);
+                }
+            }
+        }
     }
 
     fn validate_stage(
@@ -672,9 +685,12 @@ impl PipelineFile {
                         c.sinks.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
                     ),
                 ),
-                Some(target) if !target.input().is_empty() => error(
+                Some(target) if target.input().is_some() => error(
                     "dead_letter",
-                    format!("sink `{sink}` writes stream `{}`; a dead-letter sink has no `input`", target.input()),
+                    format!(
+                        "sink `{sink}` writes stream `{}`; a dead-letter sink has no `input`",
+                        target.input().unwrap_or_default()
+                    ),
                 ),
                 Some(_) => {}
             },

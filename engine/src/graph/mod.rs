@@ -262,7 +262,7 @@ impl Graph {
         let late_names: Vec<String> =
             config.stages.iter().filter(|s| s.op == Op::EventWindow).map(|s| format!("{}.late", s.name)).collect();
         let mut pending: Vec<&StageConfig> = config.stages.iter().collect();
-        let dead_letters: Vec<SinkConfig> = config.sinks.iter().filter(|s| s.input().is_empty()).cloned().collect();
+        let dead_letters: Vec<SinkConfig> = config.sinks.iter().filter(|s| s.input().is_none()).cloned().collect();
         loop {
             let before = pending.len();
             let mut still = Vec::new();
@@ -335,7 +335,9 @@ impl Graph {
         let sinks: Vec<SinkNode> = config
             .sinks
             .iter()
-            .filter_map(|sink| index.get(sink.input()).map(|&input| SinkNode { input, config: sink.clone() }))
+            .filter_map(|sink| {
+                sink.input().and_then(|name| index.get(name)).map(|&input| SinkNode { input, config: sink.clone() })
+            })
             .collect();
         // Run only what some sink reads.
         let mut needed = vec![false; streams.len()];
@@ -352,6 +354,54 @@ impl Graph {
         }
         let stages = fuse(placed.into_iter().filter(|stage| needed[stage.output]).collect(), &sinks);
         if errors.is_empty() { Ok(Self { streams, sources, stages, sinks, dead_letters }) } else { Err(errors) }
+    }
+}
+
+impl Graph {
+    /// The sources (stream indexes `0..sources`) whose records reach stream `stream`.
+    pub fn sources_of(&self, stream: usize) -> std::collections::BTreeSet<usize> {
+        let mut found = std::collections::BTreeSet::new();
+        let mut todo = vec![stream];
+        let mut seen = vec![false; self.streams.len()];
+        while let Some(stream) = todo.pop() {
+            if std::mem::replace(&mut seen[stream], true) {
+                continue;
+            }
+            if stream < self.sources {
+                found.insert(stream);
+                continue;
+            }
+            for stage in &self.stages {
+                let late = match &stage.operator {
+                    Operator::EventWindow { late, .. } => Some(*late),
+                    _ => None,
+                };
+                if stage.output == stream || late == Some(stream) {
+                    todo.extend(&stage.inputs);
+                    if let Operator::ReduceByKey { fused: Some(pre), .. } = &stage.operator {
+                        todo.extend(&pre.inputs);
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// The sources whose records can reach dead-letter sink `index` (through the stages that
+    /// send to it).
+    pub fn sources_of_dead_letter(&self, index: usize) -> std::collections::BTreeSet<usize> {
+        let mut stages: Vec<&Stage> = Vec::new();
+        for stage in &self.stages {
+            stages.push(stage);
+            if let Operator::ReduceByKey { fused: Some(pre), .. } = &stage.operator {
+                stages.push(pre);
+            }
+        }
+        stages
+            .into_iter()
+            .filter(|stage| stage.policy.dead_letter == Some(index))
+            .flat_map(|stage| stage.inputs.iter().flat_map(|&input| self.sources_of(input)))
+            .collect()
     }
 }
 

@@ -87,8 +87,8 @@ pub struct Metrics {
     auto_rollbacks: AtomicU64,
     checkpoints: AtomicU64,
     last_checkpoint_us: AtomicU64,
-    /// Batches received and not started (shared with the clock).
-    pub waiting: Arc<std::sync::atomic::AtomicUsize>,
+    /// Batches received and not started (the clock's and scheduler's backlog).
+    pub backlog: crate::batch::Backlog,
     diverted: LabelledCounts,
     /// Events and recent history for the dashboard and tools.
     pub events: Arc<events::Events>,
@@ -221,7 +221,7 @@ impl Metrics {
             names::WAITING_BATCHES,
             "gauge",
             "Batches received and not started.",
-            &plain(self.waiting.load(Ordering::Relaxed) as u64),
+            &plain(self.backlog.waiting() as u64),
         );
         let rates: Vec<(String, f64)> =
             receivers.iter().filter_map(|r| Some((format!("{{source=\"{}\"}}", escape(&r.name)), r.rate()?))).collect();

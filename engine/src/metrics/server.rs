@@ -30,12 +30,11 @@ use serde_json::{Value, json};
 
 use super::Metrics;
 use crate::receiver::Receiver;
-use crate::runtime::PluginRuntime;
+use crate::runtime::deploy::{DeployError, Deployed, Deployer};
 use crate::runtime::registry::PluginRegistry;
-use crate::runtime::watch::{Deployed, deploy};
 
-/// Largest plugin an upload may carry.
-pub const MAX_UPLOAD: usize = 64 << 20;
+/// Largest plugin an upload may carry: the largest plugin the runtime loads.
+pub const MAX_UPLOAD: usize = crate::runtime::MAX_PLUGIN_BYTES;
 
 /// What the handlers share.
 #[derive(Debug)]
@@ -47,15 +46,47 @@ pub struct Admin {
     /// The plugins.
     pub registry: Arc<PluginRegistry>,
     /// Loads uploaded versions (None: deploys are refused, e.g. native benchmark pipelines).
-    pub runtime: Option<PluginRuntime>,
+    pub deployer: Option<Arc<Deployer>>,
     /// The receivers, for status.
     pub receivers: Vec<Arc<Receiver>>,
     /// Required bearer token, if any.
     pub token: Option<String>,
     /// `[pipeline] batch_interval`, ms (the page marks it on the processing-time chart).
     pub batch_interval_ms: u64,
-    /// The stages that run: name, op, `plugin::function` if any, the stage it is fused into.
-    pub stages: Vec<(String, String, Option<String>, Option<String>)>,
+    /// The stages that run.
+    pub stages: Vec<StageRow>,
+}
+
+/// One stage as the page shows it.
+#[derive(Debug, Clone)]
+pub struct StageRow {
+    /// Its name.
+    pub name: String,
+    /// Its op.
+    pub op: &'static str,
+    /// `plugin::function`, if it calls one.
+    pub function: Option<String>,
+    /// The stage it runs inside (a `flat_map` fused into the `reduce_by_key` reading it).
+    pub fused_into: Option<String>,
+}
+
+impl StageRow {
+    /// A row for every stage that runs, a fused stage before the one it runs inside.
+    pub fn of(graph: &crate::graph::Graph, config: &crate::config::PipelineConfig) -> Vec<Self> {
+        let row = |stage: &crate::graph::Stage, fused_into: Option<String>| {
+            let file = config.stages.iter().find(|s| s.name == stage.name);
+            let function = file.and_then(|s| Some(format!("{}::{}", s.plugin.as_ref()?, s.function.as_ref()?)));
+            Self { name: stage.name.clone(), op: stage.op.name(), function, fused_into }
+        };
+        let mut rows = Vec::new();
+        for stage in &graph.stages {
+            if let crate::graph::Operator::ReduceByKey { fused: Some(pre), .. } = &stage.operator {
+                rows.push(row(pre, Some(stage.name.clone())));
+            }
+            rows.push(row(stage, None));
+        }
+        rows
+    }
 }
 
 /// Why the server cannot start.
@@ -227,13 +258,13 @@ async fn deploy_plugin(
     let Some(index) = admin.registry.index(&name) else {
         return error(StatusCode::NOT_FOUND, &format!("no plugin `{name}` in this pipeline"));
     };
-    let Some(runtime) = admin.runtime.clone() else {
+    let Some(deployer) = admin.deployer.as_ref() else {
         return error(StatusCode::CONFLICT, "this pipeline's plugins cannot be replaced");
     };
-    let registry = admin.registry.clone();
     let origin = PathBuf::from(format!("<upload to {name}>"));
-    // Compiling takes tens of ms: off the async threads.
-    let outcome = tokio::task::spawn_blocking(move || deploy(&runtime, &registry, index, &origin, &body)).await;
+    // The plugin's own deploy lane loads it; this request waits for its answer only.
+    let answer = deployer.submit(index, origin, body.to_vec());
+    let outcome = tokio::task::spawn_blocking(move || answer.recv().unwrap_or(Err(DeployError::Stopped))).await;
     match outcome {
         Ok(Ok(Deployed::Installed(hash))) => {
             axum::Json(json!({ "plugin": name, "hash": hash, "status": "installed; serves from the next batch" }))
@@ -243,6 +274,10 @@ async fn deploy_plugin(
             axum::Json(json!({ "plugin": name, "hash": hash, "status": "unchanged: this version already serves" }))
                 .into_response()
         }
+        Ok(Err(DeployError::Superseded { .. })) => error(
+            StatusCode::CONFLICT,
+            "superseded: a newer version of this plugin arrived before this one was installed",
+        ),
         Ok(Err(reason)) => error(StatusCode::UNPROCESSABLE_ENTITY, &format!("rejected: {reason}")),
         Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, &join.to_string()),
     }
@@ -382,11 +417,11 @@ async fn dashboard(
     let stages: Vec<Value> = admin
         .stages
         .iter()
-        .map(|(name, op, function, fused_into)| {
+        .map(|row| {
             json!({
-                "name": name, "op": op, "function": function, "fused_into": fused_into,
-                "totals": history.stage_totals.get(name),
-                "errors": history.stage_errors.get(name),
+                "name": row.name, "op": row.op, "function": row.function, "fused_into": row.fused_into,
+                "totals": history.stage_totals.get(&row.name),
+                "errors": history.stage_errors.get(&row.name),
             })
         })
         .collect();

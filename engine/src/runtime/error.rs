@@ -22,20 +22,29 @@ pub enum LoadError {
         /// Its first bytes.
         found: Vec<u8>,
     },
-    /// WebAssembly, but not a Sluice plugin this engine can run.
-    #[error("{} is not a usable Sluice plugin: {reason}", path.display())]
-    Invalid {
-        /// The plugin file.
+    /// WebAssembly, but refused at load time: it does not compile, breaks the ABI, or misbehaves
+    /// while it is instantiated and asked to describe itself.
+    #[error("{} is not a usable Sluice plugin: plugin `{plugin}`: {class}: {}{reason}", path.display(), at.as_ref().map(|at| format!("{at}: ")).unwrap_or_default())]
+    Refused {
+        /// The plugin's name in the pipeline file.
+        plugin: String,
+        /// The plugin file (or the upload it came from).
         path: PathBuf,
+        /// What kind of refusal.
+        class: LoadClass,
+        /// The part of the module at fault, when one is.
+        at: Option<ModulePart>,
         /// What is wrong with it.
         reason: String,
     },
     /// Built against another version of the plugin ABI.
     #[error(
-        "{} was built for plugin ABI version {found}, this engine speaks version {expected}; rebuild it against a sluice-sdk of this release",
+        "{} was built for plugin ABI version {found}, this engine speaks version {expected}; rebuild it against a sluice-sdk of this release (plugin `{plugin}`: bad_abi)",
         path.display()
     )]
     AbiVersion {
+        /// The plugin's name in the pipeline file.
+        plugin: String,
         /// The plugin file.
         path: PathBuf,
         /// The version the plugin reports.
@@ -43,6 +52,96 @@ pub enum LoadError {
         /// The version this engine speaks.
         expected: u32,
     },
+}
+
+impl LoadError {
+    /// The class of the refusal, as logged and counted.
+    pub fn class(&self) -> LoadClass {
+        match self {
+            Self::Read { .. } => LoadClass::Unreadable,
+            Self::NotWasm { .. } => LoadClass::NotWasm,
+            Self::Refused { class, .. } => *class,
+            Self::AbiVersion { .. } => LoadClass::BadAbi,
+        }
+    }
+}
+
+/// A part of a module a refusal names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModulePart {
+    /// An export, by name.
+    Export(String),
+    /// An import, as `module.name`.
+    Import(String),
+    /// The start function, run when the module is instantiated.
+    StartFunction,
+}
+
+impl std::fmt::Display for ModulePart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Export(name) => write!(f, "export `{name}`"),
+            Self::Import(name) => write!(f, "import `{name}`"),
+            Self::StartFunction => f.write_str("the start function"),
+        }
+    }
+}
+
+/// Why a plugin file was refused at load time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LoadClass {
+    /// The file cannot be read.
+    Unreadable,
+    /// Not WebAssembly.
+    NotWasm,
+    /// Larger than a plugin may be, or with more exports than it may have.
+    TooLarge,
+    /// WebAssembly that does not validate or compile.
+    Invalid,
+    /// A missing or mistyped ABI export, an import the host does not provide, or another ABI
+    /// version.
+    BadAbi,
+    /// Instantiation (its start function) or a describe call ran past `validate_timeout`.
+    Deadline,
+    /// Its initial memory, or memory it grew while loading, passed the memory cap.
+    MemoryLimit,
+    /// It trapped while loading (start function, ABI version or describe).
+    Trap,
+    /// A description that does not decode, lies outside memory or contradicts its export.
+    BadOutput,
+}
+
+impl LoadClass {
+    /// Name used in logs, messages and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Unreadable => "unreadable",
+            Self::NotWasm => "not_wasm",
+            Self::TooLarge => "too_large",
+            Self::Invalid => "invalid",
+            Self::BadAbi => "bad_abi",
+            Self::Deadline => "deadline",
+            Self::MemoryLimit => "memory_limit",
+            Self::Trap => "trap",
+            Self::BadOutput => "bad_output",
+        }
+    }
+
+    /// The load class of a call that failed while loading.
+    pub(crate) const fn of_call(error: &CallError) -> Self {
+        match error.class() {
+            ErrorClass::Trap => Self::Trap,
+            ErrorClass::Deadline => Self::Deadline,
+            ErrorClass::MemoryLimit => Self::MemoryLimit,
+            ErrorClass::GuestError | ErrorClass::BadOutput => Self::BadOutput,
+        }
+    }
+}
+
+impl std::fmt::Display for LoadClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The class of a failed plugin call, each with its own policy (see `docs/ARCHITECTURE.md`).

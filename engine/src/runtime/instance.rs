@@ -78,8 +78,6 @@ pub(crate) struct Instance {
     input: TypedFunc<u32, u32>,
     instance: wasmtime::Instance,
     calls: FxHashMap<String, TypedFunc<u32, u64>>,
-    /// Limits of instantiation and of the describe calls; each call brings its own.
-    limits: Limits,
 }
 
 impl Instance {
@@ -100,19 +98,22 @@ impl Instance {
             .get_memory(&mut store, "memory")
             .ok_or_else(|| CallError::BadOutput { message: "the plugin exports no `memory`".into() })?;
         let input = typed(&instance, &mut store, abi::EXPORT_INPUT)?;
-        Ok(Self { store, memory, input, instance, calls: FxHashMap::default(), limits })
+        Ok(Self { store, memory, input, instance, calls: FxHashMap::default() })
     }
 
-    pub(crate) fn abi_version(&mut self) -> Result<u32, CallError> {
+    /// Asks the plugin its ABI version, within `limits`.
+    pub(crate) fn abi_version(&mut self, limits: Limits) -> Result<u32, CallError> {
         let version: TypedFunc<(), u32> = typed(&self.instance, &mut self.store, abi::EXPORT_ABI_VERSION)?;
-        self.store.set_epoch_deadline(ticks(self.limits));
-        version.call(&mut self.store, ()).map_err(|err| classify(&mut self.store, err, self.limits))
+        self.store.set_epoch_deadline(ticks(limits));
+        version.call(&mut self.store, ()).map_err(|err| classify(&mut self.store, err, limits))
     }
 
-    pub(crate) fn describe(&mut self, export: &str) -> Result<FunctionInfo, CallError> {
+    /// Asks one function to describe itself (`export` is its `sluice_describe_<fn>`), within
+    /// `limits`.
+    pub(crate) fn describe(&mut self, export: &str, limits: Limits) -> Result<FunctionInfo, CallError> {
         let describe: TypedFunc<(), u64> = typed(&self.instance, &mut self.store, export)?;
-        self.store.set_epoch_deadline(ticks(self.limits));
-        let packed = describe.call(&mut self.store, ()).map_err(|err| classify(&mut self.store, err, self.limits))?;
+        self.store.set_epoch_deadline(ticks(limits));
+        let packed = describe.call(&mut self.store, ()).map_err(|err| classify(&mut self.store, err, limits))?;
         let mut bytes = Vec::new();
         self.read_output(packed, &mut bytes)?;
         postcard::from_bytes(&bytes)

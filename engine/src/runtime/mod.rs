@@ -11,8 +11,10 @@
 //!   every instance a memory cap enforced by a resource limiter. Defaults: [`DEFAULT_TIMEOUT`],
 //!   [`DEFAULT_MEMORY_LIMIT`].
 
+pub mod deploy;
 pub mod error;
 pub mod instance;
+mod load;
 pub mod registry;
 mod version;
 pub mod watch;
@@ -21,10 +23,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-use sluice_sdk::abi::{self, ABI_VERSION, FunctionInfo, NativeFunction};
+use sluice_sdk::abi::{FunctionInfo, NativeFunction};
 
-pub use error::{CallError, ErrorClass, LoadError, StartError};
+pub use error::{CallError, ErrorClass, LoadClass, LoadError, ModulePart, StartError};
+pub use load::{DEFAULT_VALIDATE_TIMEOUT, MAX_EXPORTS, MAX_PLUGIN_BYTES};
 pub use version::{Implementation, PluginVersion};
 
 /// How often the epoch advances; the granularity of call deadlines.
@@ -55,6 +57,8 @@ pub struct PluginRuntime {
     engine: wasmtime::Engine,
     linker: Arc<wasmtime::Linker<instance::StoreState>>,
     limits: Limits,
+    /// Budget for instantiating a plugin being loaded and asking it to describe itself.
+    validate_timeout: Duration,
     cache_dir: Option<PathBuf>,
 }
 
@@ -62,6 +66,7 @@ impl std::fmt::Debug for PluginRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginRuntime")
             .field("limits", &self.limits)
+            .field("validate_timeout", &self.validate_timeout)
             .field("cache_dir", &self.cache_dir)
             .finish_non_exhaustive()
     }
@@ -86,75 +91,19 @@ impl PluginRuntime {
                 }
             })
             .map_err(|err| StartError(err.to_string()))?;
-        Ok(Self { engine, linker: Arc::new(linker), limits, cache_dir })
+        Ok(Self { engine, linker: Arc::new(linker), limits, validate_timeout: DEFAULT_VALIDATE_TIMEOUT, cache_dir })
+    }
+
+    /// The same runtime, loading plugins within `timeout` (instantiation, ABI version and every
+    /// describe call together; see `runtime/load.rs`).
+    pub fn with_validate_timeout(mut self, timeout: Duration) -> Self {
+        self.validate_timeout = timeout;
+        self
     }
 
     /// The limits every call runs under.
     pub fn limits(&self) -> Limits {
         self.limits
-    }
-
-    /// Reads, compiles and validates the plugin at `path`: ABI version, exports, function
-    /// descriptions. Instantiates it once to ask; nothing is swapped in.
-    pub fn load(&self, name: &str, path: &Path) -> Result<PluginVersion, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
-        self.load_bytes(name, path, &bytes)
-    }
-
-    /// As [`PluginRuntime::load`], from bytes already read (`path` names them in messages).
-    pub fn load_bytes(&self, name: &str, path: &Path, bytes: &[u8]) -> Result<PluginVersion, LoadError> {
-        let invalid = |reason: String| LoadError::Invalid { path: path.to_path_buf(), reason };
-        if !bytes.starts_with(b"\0asm") {
-            return Err(LoadError::NotWasm {
-                path: path.to_path_buf(),
-                found: bytes.iter().take(4).copied().collect(),
-            });
-        }
-        let hash = hex(&Sha256::digest(bytes));
-        let module = self.compile(bytes, &hash).map_err(|err| invalid(format!("it does not compile: {err:#}")))?;
-        let pre = self.linker.instantiate_pre(&module).map_err(|err| invalid(format!("{err:#}")))?;
-        let mut probe =
-            instance::Instance::new(&self.engine, &pre, self.limits, name).map_err(|err| invalid(format!("{err}")))?;
-        let version = probe.abi_version().map_err(|err| invalid(format!("{err}")))?;
-        if version != ABI_VERSION {
-            return Err(LoadError::AbiVersion { path: path.to_path_buf(), found: version, expected: ABI_VERSION });
-        }
-        let mut functions = Vec::new();
-        for export in module.exports() {
-            if let Some(function) = export.name().strip_prefix(abi::EXPORT_DESCRIBE_PREFIX) {
-                let info =
-                    probe.describe(export.name()).map_err(|err| invalid(format!("describing `{function}`: {err}")))?;
-                if info.name != function {
-                    return Err(invalid(format!(
-                        "export `{}` describes a function named `{}`",
-                        export.name(),
-                        info.name
-                    )));
-                }
-                if info.abi_version != ABI_VERSION {
-                    return Err(LoadError::AbiVersion {
-                        path: path.to_path_buf(),
-                        found: info.abi_version,
-                        expected: ABI_VERSION,
-                    });
-                }
-                let call = format!("{}{function}", abi::EXPORT_CALL_PREFIX);
-                if module.get_export(&call).is_none() {
-                    return Err(invalid(format!("function `{function}` has no `{call}` export")));
-                }
-                functions.push(info);
-            }
-        }
-        if functions.is_empty() {
-            return Err(invalid("it exports no Sluice functions (sluice_describe_*)".into()));
-        }
-        Ok(PluginVersion::new(
-            name,
-            path,
-            hash,
-            functions,
-            Implementation::Wasm { engine: self.engine.clone(), pre, limits: self.limits },
-        ))
     }
 
     /// A version whose functions run natively in this process: the native twin of a plugin,
@@ -171,7 +120,7 @@ impl PluginRuntime {
         let Some(dir) = &self.cache_dir else {
             return wasmtime::Module::new(&self.engine, bytes);
         };
-        let cached = dir.join(format!("{hash}-wasmtime{}.cwasm", wasmtime_version()));
+        let cached = dir.join(format!("{hash}-{}.cwasm", engine_fingerprint(&self.engine)));
         if cached.is_file() {
             // SAFETY: the cache holds only artifacts this engine wrote (below), named by the
             // content hash of their source and the wasmtime version; wasmtime also checks that
@@ -198,11 +147,11 @@ impl PluginRuntime {
     }
 }
 
-/// The wasmtime version compiled in, part of the cache key.
-fn wasmtime_version() -> &'static str {
-    "48"
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// What a precompiled artifact must match to be loaded by `engine` (wasmtime's own version and
+/// compile settings, as wasmtime hashes them), as hex: part of the cache key.
+fn engine_fingerprint(engine: &wasmtime::Engine) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("wasmtime-{:016x}", hasher.finish())
 }

@@ -1,10 +1,10 @@
-//! Hot swap from the file system: watch every plugin file, and when one changes, load and
-//! validate the new content off the hot path, then install it for the next batch.
+//! Hot swap from the file system: watch every plugin file, and when one changes, hand its new
+//! content to that plugin's deploy lane (`runtime/deploy.rs`), which loads, validates and
+//! installs it for the next batch.
 //!
 //! The watcher watches each plugin's directory (so a file replaced by rename is seen too) and
 //! waits for [`QUIET`] without events before reading, so a file being copied is read once, whole.
-//! A file whose content hash equals the serving version's is ignored. A file that fails to load
-//! or validate is rejected with a log line and the serving version stays.
+//! It never loads a plugin itself: a hostile file holds its own lane, not the watcher.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use rustc_hash::FxHashSet;
 
-use super::PluginRuntime;
+use super::deploy::Deployer;
 use super::registry::PluginRegistry;
 
 /// How long a plugin file must stay unchanged before it is read.
@@ -31,8 +31,8 @@ impl std::fmt::Debug for PluginWatcher {
     }
 }
 
-/// Starts watching every plugin file of `registry`.
-pub fn watch(runtime: PluginRuntime, registry: Arc<PluginRegistry>) -> notify::Result<PluginWatcher> {
+/// Starts watching every plugin file of `registry`, deploying new content through `deployer`.
+pub fn watch(registry: Arc<PluginRegistry>, deployer: Arc<Deployer>) -> notify::Result<PluginWatcher> {
     let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
     let mut watcher = notify::recommended_watcher(tx)?;
     let mut files: Vec<(usize, PathBuf)> = Vec::new();
@@ -61,7 +61,9 @@ pub fn watch(runtime: PluginRuntime, registry: Arc<PluginRegistry>) -> notify::R
                     }
                 }
                 for index in changed {
-                    reload(&runtime, &registry, index);
+                    if let Some((_, path)) = files.iter().find(|(i, _)| *i == index) {
+                        reload(&registry, &deployer, index, path);
+                    }
                 }
             }
         })
@@ -87,84 +89,17 @@ fn collect(files: &[(usize, PathBuf)], event: notify::Result<notify::Event>, cha
     }
 }
 
-/// Loads the file of plugin `index` and installs it if it is new and valid.
-pub fn reload(runtime: &PluginRuntime, registry: &PluginRegistry, index: usize) {
+/// Reads the file of plugin `index` (its path in the pipeline file, whatever the serving
+/// version came from: an upload has no file) and hands it to the plugin's deploy lane.
+fn reload(registry: &PluginRegistry, deployer: &Deployer, index: usize, path: &Path) {
     let current = registry.current(index);
-    let name = current.plugin.clone();
-    let path = current.path.clone();
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
+    match std::fs::read(path) {
+        Ok(bytes) => deployer.submit_detached(index, path.to_path_buf(), bytes),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            tracing::warn!(plugin = %name, path = %path.display(), serving = %current.short_hash(), "plugin file removed; the serving version stays");
-            return;
+            tracing::warn!(plugin = %current.plugin, path = %path.display(), serving = %current.short_hash(), "plugin file removed; the serving version stays");
         }
         Err(err) => {
-            tracing::warn!(plugin = %name, path = %path.display(), %err, "cannot read the plugin file; the serving version stays");
-            return;
+            tracing::warn!(plugin = %current.plugin, path = %path.display(), %err, "cannot read the plugin file; the serving version stays");
         }
-    };
-    // The outcome is logged by `deploy`.
-    let _ = deploy(runtime, registry, index, &path, &bytes);
-}
-
-/// What a deploy did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Deployed {
-    /// The new version serves from the next batch; its short hash.
-    Installed(String),
-    /// The content equals the serving version's: nothing to do.
-    Unchanged(String),
-}
-
-/// Loads `bytes` as a new version of plugin `index` (`origin` names it in messages), validates
-/// it against what the pipeline uses, and installs it for the next batch. A rejection is logged
-/// and returned; the serving version stays. Shared by the file watcher and the admin API.
-pub fn deploy(
-    runtime: &PluginRuntime,
-    registry: &PluginRegistry,
-    index: usize,
-    origin: &Path,
-    bytes: &[u8],
-) -> Result<Deployed, String> {
-    let current = registry.current(index);
-    let name = current.plugin.clone();
-    let started = std::time::Instant::now();
-    let candidate = match runtime.load_bytes(&name, origin, bytes) {
-        Ok(candidate) => candidate,
-        Err(err) => {
-            tracing::error!(plugin = %name, serving = %current.short_hash(), "rejected new plugin version: {err}");
-            registry.note(&name, "rejected", Some(current.short_hash()), None, err.to_string());
-            return Err(err.to_string());
-        }
-    };
-    if candidate.hash == current.hash {
-        return Ok(Deployed::Unchanged(candidate.short_hash().to_string()));
     }
-    if let Err(reason) = registry.validate(index, &candidate) {
-        tracing::error!(
-            plugin = %name,
-            new = %candidate.short_hash(),
-            serving = %current.short_hash(),
-            "rejected new plugin version: {reason}"
-        );
-        registry.note(&name, "rejected", Some(current.short_hash()), Some(candidate.short_hash()), reason.clone());
-        return Err(reason);
-    }
-    let hash = candidate.short_hash().to_string();
-    registry.install(index, candidate);
-    registry.note(
-        &name,
-        "deployed",
-        Some(current.short_hash()),
-        Some(&hash),
-        format!("validated from {}; serves from the next batch", origin.display()),
-    );
-    tracing::info!(
-        plugin = %name,
-        new = %hash,
-        serving = %current.short_hash(),
-        load_ms = started.elapsed().as_millis() as u64,
-        "new plugin version validated; it serves from the next batch"
-    );
-    Ok(Deployed::Installed(hash))
 }

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use sluice_sdk::TypeDesc;
 
-use super::SinkError;
 use super::render::render;
+use super::{BatchRef, Sink, SinkError};
 use crate::graph::{Partition, records};
 use crate::metrics::events::{Events, Results};
 
@@ -48,9 +48,8 @@ pub enum Sort {
 pub struct DashboardSinkConfig {
     /// Unique name; the page's panel title.
     pub name: String,
-    /// The stream to show.
-    #[serde(default)]
-    pub input: String,
+    /// The stream to show (none for a stage's dead-letter sink).
+    pub input: Option<String>,
     /// `table` (default) or `bar`.
     #[serde(default)]
     pub chart: Chart,
@@ -85,9 +84,10 @@ fn measure(row: &[Value]) -> Option<f64> {
     row.iter().rev().find_map(Value::as_f64)
 }
 
-impl DashboardSink {
+impl Sink for DashboardSink {
     /// Publishes the batch's first `limit` rows (after sorting).
-    pub fn write(&mut self, batch_time_ms: u64, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError> {
+    fn write(&mut self, batch: BatchRef, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError> {
+        let batch_time_ms = batch.time_ms;
         let total: u64 = partitions.iter().map(|p| p.records).sum();
         let columns: Vec<String> = match ty {
             TypeDesc::Tuple(items) if items.len() == 2 => vec!["key".into(), "value".into()],
@@ -171,8 +171,9 @@ mod tests {
         }
         let events = Arc::new(Events::default());
         let config =
-            DashboardSinkConfig { name: "w".into(), input: "x".into(), chart: Chart::Bar, limit: 2, sort: None };
-        let shown = config.build(events.clone()).write(1000, &ty, &[part]).unwrap();
+            DashboardSinkConfig { name: "w".into(), input: Some("x".into()), chart: Chart::Bar, limit: 2, sort: None };
+        let batch = BatchRef { time_ms: 1000, replayed: false };
+        let shown = config.build(events.clone()).write(batch, &ty, &[part]).unwrap();
         assert_eq!(shown, 2);
         let results = &events.history().results["w"];
         assert_eq!(results.columns, ["word", "count", "avg_len"]);

@@ -1,6 +1,7 @@
 //! The file sink: one file per batch that has output, `<path>/batch-<batch time in ms>.jsonl`,
-//! one JSON value per line, written to a temporary file and renamed into place so a reader never
-//! sees half a batch. Re-running a batch rewrites the same file.
+//! one JSON value per line. `write` fills and syncs a temporary file; `commit` renames it into
+//! place and syncs the directory, so a reader never sees half a batch. Idempotent: a replayed
+//! batch rewrites the same file with the same records.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,8 +9,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use sluice_sdk::TypeDesc;
 
-use super::SinkError;
 use super::render::render;
+use super::{BatchRef, Sink, SinkError};
 use crate::graph::{Partition, records};
 
 /// `type = "file"`.
@@ -18,9 +19,8 @@ use crate::graph::{Partition, records};
 pub struct FileSinkConfig {
     /// Unique name.
     pub name: String,
-    /// The stream to write (empty for a stage's dead-letter sink).
-    #[serde(default)]
-    pub input: String,
+    /// The stream to write (none for a stage's dead-letter sink).
+    pub input: Option<String>,
     /// Directory for the batch files (created if missing), relative to the pipeline file.
     pub path: PathBuf,
 }
@@ -28,7 +28,7 @@ pub struct FileSinkConfig {
 impl FileSinkConfig {
     /// The sink, writing into `dir` (the resolved `path`).
     pub fn build(&self, dir: PathBuf) -> FileSink {
-        FileSink { dir }
+        FileSink { dir, staged: None }
     }
 }
 
@@ -36,18 +36,35 @@ impl FileSinkConfig {
 #[derive(Debug)]
 pub struct FileSink {
     dir: PathBuf,
+    /// The batch written and not yet committed, staged in its temporary file.
+    staged: Option<u64>,
 }
 
 impl FileSink {
-    /// Writes the batch's records, if any, to `batch-<ms>.jsonl`.
-    pub fn write(&mut self, batch_time_ms: u64, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError> {
+    fn target(&self, time: u64) -> PathBuf {
+        self.dir.join(format!("batch-{time}.jsonl"))
+    }
+
+    fn temporary(&self, time: u64) -> PathBuf {
+        self.dir.join(format!(".batch-{time}.jsonl.tmp"))
+    }
+}
+
+impl Sink for FileSink {
+    fn open(&mut self) -> Result<(), SinkError> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|source| SinkError::Io { path: self.dir.display().to_string(), source })
+    }
+
+    /// Writes the batch's records, if any, to a synced temporary file.
+    fn write(&mut self, batch: BatchRef, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError> {
+        self.staged = None;
         let total: u64 = partitions.iter().map(|p| p.records).sum();
         if total == 0 {
             return Ok(0);
         }
-        let target = self.dir.join(format!("batch-{batch_time_ms}.jsonl"));
-        let tmp = self.dir.join(format!(".batch-{batch_time_ms}.jsonl.tmp"));
-        let io = |source| SinkError::Io { path: target.display().to_string(), source };
+        let tmp = self.temporary(batch.time_ms);
+        let io = |source| SinkError::Io { path: tmp.display().to_string(), source };
         std::fs::create_dir_all(&self.dir).map_err(io)?;
         let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).map_err(io)?);
         let mut line = String::new();
@@ -59,10 +76,21 @@ impl FileSink {
         }
         let file = file.into_inner().map_err(|err| io(err.into_error()))?;
         file.sync_data().map_err(io)?;
-        drop(file);
-        std::fs::rename(&tmp, &target).map_err(io)?;
+        self.staged = Some(batch.time_ms);
+        Ok(total)
+    }
+
+    /// Renames the staged file to `batch-<ms>.jsonl` and syncs the directory.
+    fn commit(&mut self, batch: BatchRef) -> Result<(), SinkError> {
+        if self.staged != Some(batch.time_ms) {
+            return Ok(()); // nothing to write for this batch
+        }
+        let target = self.target(batch.time_ms);
+        let io = |source| SinkError::Io { path: target.display().to_string(), source };
+        std::fs::rename(self.temporary(batch.time_ms), &target).map_err(io)?;
         // The rename itself survives a power loss only once the directory is synced.
         std::fs::File::open(&self.dir).and_then(|dir| dir.sync_all()).map_err(io)?;
-        Ok(total)
+        self.staged = None;
+        Ok(())
     }
 }

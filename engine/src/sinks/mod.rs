@@ -1,10 +1,28 @@
-//! Sinks: where a stream's records go after each batch. Records are rendered as JSON from their
-//! [`TypeDesc`] (see [`render`]); a keyed record `(K, V)` is `[key, value]`.
+//! Sinks: where a stream's records go after each batch. Every sink has one shape, [`Sink`]:
+//!
+//! 1. [`Sink::open`] once, before the first batch (create a directory, connect);
+//! 2. per batch, [`Sink::write`] the batch's records, knowing its batch time and whether it is
+//!    a replay (so a sink can recognise a batch it has seen), then [`Sink::commit`] it once every
+//!    sink has written — only then is the batch's output final (a file renamed into place,
+//!    later a transaction committed); the checkpoint follows.
+//!
+//! Each sink's config declares its [`SinkGuarantee`] — what a batch written again after a crash
+//! does — and the [`Resource`]s it writes, so clashes are found generically at validation and
+//! `sluice check` can print each source → sink path's end-to-end guarantee
+//! ([`crate::sources::end_to_end`]). Records are rendered as JSON from their [`TypeDesc`] (see
+//! [`render`]); a keyed record `(K, V)` is `[key, value]`. A sink without an `input` is a
+//! stage's dead-letter sink.
+//!
+//! The scheduler retries a failing write or commit, then stops the run without a checkpoint, so
+//! a restart (with `checkpoint_dir`) replays the batch: a sink never drops a batch silently.
 
 pub mod dashboard;
 pub mod file;
 pub mod print;
 pub mod render;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use sluice_sdk::TypeDesc;
@@ -14,6 +32,7 @@ pub use file::{FileSink, FileSinkConfig};
 pub use print::{PrintSink, PrintSinkConfig};
 
 use crate::graph::Partition;
+use crate::metrics::events::Events;
 
 /// `[[sinks]]`, tagged by `type`.
 #[derive(Clone, Debug, Deserialize)]
@@ -27,41 +46,46 @@ pub enum SinkConfig {
     Dashboard(DashboardSinkConfig),
 }
 
-impl SinkConfig {
-    /// The sink's name.
-    pub fn name(&self) -> &str {
-        match self {
-            Self::Print(c) => &c.name,
-            Self::File(c) => &c.name,
-            Self::Dashboard(c) => &c.name,
-        }
-    }
+/// What writing a batch again (a replay after a crash) does to a sink's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SinkGuarantee {
+    /// The same batch writes the same output in the same place: a replay replaces it.
+    Idempotent,
+    /// A batch's output becomes visible at once, at commit, and a replayed batch is
+    /// recognised and not made visible twice.
+    Transactional,
+    /// A replayed batch's output appears again.
+    AtLeastOnce,
+}
 
-    /// The stream it writes.
-    pub fn input(&self) -> &str {
+impl SinkGuarantee {
+    /// The name `sluice check` prints.
+    pub const fn name(self) -> &'static str {
         match self {
-            Self::Print(c) => &c.input,
-            Self::File(c) => &c.input,
-            Self::Dashboard(c) => &c.input,
-        }
-    }
-
-    /// Builds the sink; relative paths resolve with `resolve`; dashboard sinks publish to
-    /// `events`.
-    pub fn build(
-        &self,
-        resolve: impl Fn(&std::path::Path) -> std::path::PathBuf,
-        events: &std::sync::Arc<crate::metrics::events::Events>,
-    ) -> Sink {
-        match self {
-            Self::Print(c) => Sink::Print(c.build()),
-            Self::File(c) => Sink::File(c.build(resolve(&c.path))),
-            Self::Dashboard(c) => Sink::Dashboard(c.build(events.clone())),
+            Self::Idempotent => "idempotent",
+            Self::Transactional => "transactional",
+            Self::AtLeastOnce => "at_least_once",
         }
     }
 }
 
-/// A sink failed to write a batch.
+/// Something outside the engine that one component writes; two may not write the same one.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Resource {
+    /// A directory, resolved against the pipeline file.
+    Directory(PathBuf),
+}
+
+/// One batch as a sink sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchRef {
+    /// The batch time, ms since the Unix epoch: the same on a replay.
+    pub time_ms: u64,
+    /// Written again after a restart.
+    pub replayed: bool,
+}
+
+/// A sink failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// Writing failed.
@@ -74,24 +98,76 @@ pub enum SinkError {
     },
 }
 
-/// A built sink.
-#[derive(Debug)]
-pub enum Sink {
-    /// See [`PrintSink`].
-    Print(PrintSink),
-    /// See [`FileSink`].
-    File(FileSink),
-    /// See [`DashboardSink`].
-    Dashboard(DashboardSink),
+/// The shape of every sink; see the module docs.
+pub trait Sink: Send + std::fmt::Debug {
+    /// Prepares to write; called once before the first batch.
+    fn open(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Writes one batch's records of a stream of type `ty`; returns how many it wrote. Until
+    /// [`Sink::commit`], the output need not be visible. Called again for the same batch after
+    /// a failure.
+    fn write(&mut self, batch: BatchRef, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError>;
+
+    /// Makes the written batch final. Called again after a failure.
+    fn commit(&mut self, _batch: BatchRef) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
-impl Sink {
-    /// Writes one batch's records of a stream of type `ty`. Returns how many records it wrote.
-    pub fn write(&mut self, batch_time_ms: u64, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError> {
+impl SinkConfig {
+    /// The sink's name.
+    pub fn name(&self) -> &str {
         match self {
-            Self::Print(sink) => sink.write(batch_time_ms, ty, partitions),
-            Self::File(sink) => sink.write(batch_time_ms, ty, partitions),
-            Self::Dashboard(sink) => sink.write(batch_time_ms, ty, partitions),
+            Self::Print(c) => &c.name,
+            Self::File(c) => &c.name,
+            Self::Dashboard(c) => &c.name,
+        }
+    }
+
+    /// The stream it writes; `None` for a dead-letter sink.
+    pub fn input(&self) -> Option<&str> {
+        match self {
+            Self::Print(c) => c.input.as_deref(),
+            Self::File(c) => c.input.as_deref(),
+            Self::Dashboard(c) => c.input.as_deref(),
+        }
+    }
+
+    /// The kind, as written after `type =`.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::Print(_) => "print",
+            Self::File(_) => "file",
+            Self::Dashboard(_) => "dashboard",
+        }
+    }
+
+    /// What a replayed batch does to its output.
+    pub const fn guarantee(&self) -> SinkGuarantee {
+        match self {
+            Self::File(_) => SinkGuarantee::Idempotent,
+            // A replay prints again; a dashboard shows the latest rows again.
+            Self::Print(_) | Self::Dashboard(_) => SinkGuarantee::AtLeastOnce,
+        }
+    }
+
+    /// What it writes, with the field that names it; relative paths resolve with `resolve`.
+    pub fn resources(&self, resolve: impl Fn(&Path) -> PathBuf) -> Vec<(&'static str, Resource)> {
+        match self {
+            Self::File(c) => vec![("path", Resource::Directory(resolve(&c.path)))],
+            Self::Print(_) | Self::Dashboard(_) => Vec::new(),
+        }
+    }
+
+    /// Builds the sink; relative paths resolve with `resolve`; dashboard sinks publish to
+    /// `events`.
+    pub fn build(&self, resolve: impl Fn(&Path) -> PathBuf, events: &Arc<Events>) -> Box<dyn Sink> {
+        match self {
+            Self::Print(c) => Box::new(c.build()),
+            Self::File(c) => Box::new(c.build(resolve(&c.path))),
+            Self::Dashboard(c) => Box::new(c.build(events.clone())),
         }
     }
 }

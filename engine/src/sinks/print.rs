@@ -6,8 +6,8 @@ use std::io::Write;
 use serde::Deserialize;
 use sluice_sdk::TypeDesc;
 
-use super::SinkError;
 use super::render::render;
+use super::{BatchRef, Sink, SinkError};
 use crate::graph::{Partition, records};
 
 /// `type = "print"`.
@@ -16,9 +16,8 @@ use crate::graph::{Partition, records};
 pub struct PrintSinkConfig {
     /// Unique name.
     pub name: String,
-    /// The stream to print (empty for a stage's dead-letter sink).
-    #[serde(default)]
-    pub input: String,
+    /// The stream to print (none for a stage's dead-letter sink).
+    pub input: Option<String>,
     /// How many records of each batch to print (default 10).
     #[serde(default = "default_num")]
     pub num: usize,
@@ -41,9 +40,10 @@ pub struct PrintSink {
     num: usize,
 }
 
-impl PrintSink {
+impl Sink for PrintSink {
     /// Prints the batch header and up to `num` records, then `...` if there were more.
-    pub fn write(&mut self, batch_time_ms: u64, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError> {
+    fn write(&mut self, batch: BatchRef, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError> {
+        let batch_time_ms = batch.time_ms;
         let mut text = format!(
             "-------------------------------------------\nTime: {batch_time_ms} ms\n-------------------------------------------\n"
         );

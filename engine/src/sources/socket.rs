@@ -6,6 +6,10 @@
 //! - The peer closing the connection ends the source: it is finished.
 //! - A read error after connecting (a reset) reconnects.
 //! - Lines end at `\n` (a preceding `\r` is dropped); a last line without `\n` still counts.
+//! - With `wal = true`, each cut's blocks are written to the batch log before they count, and
+//!   with `ack = true` the server is told how many lines are durable: nothing acknowledged is
+//!   lost (at least once; a server resending what was not acknowledged may send a line twice).
+//!   Without `wal`, lines in memory at a crash are lost (best effort).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +20,9 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
 
+use super::{Cut, Position, Source, SourceContext};
+use crate::block::Block;
+use crate::checkpoint::pending::{BatchLog, LoggedInput};
 use crate::receiver::rate::Throttle;
 use crate::receiver::{LineFramer, Receiver};
 
@@ -48,24 +55,99 @@ pub struct SocketSourceConfig {
     pub max_rate: Option<u64>,
 }
 
-/// A running socket source.
+/// A socket source: a task that reads into its receiver, and the cuts that take the blocks
+/// (logging them first with `wal`).
 #[derive(Debug)]
 pub struct SocketSource {
+    config: SocketSourceConfig,
+    /// Set by `start`.
+    started: Option<Started>,
+}
+
+#[derive(Debug)]
+struct Started {
+    receiver: Arc<Receiver>,
+    /// With `wal`: the log each cut's blocks go to before they count.
+    wal: Option<BatchLog>,
+}
+
+impl SocketSourceConfig {
+    /// The source; it connects when started.
+    pub fn build(&self) -> SocketSource {
+        SocketSource { config: self.clone(), started: None }
+    }
+}
+
+impl Source for SocketSource {
+    fn resume(&mut self, _position: Option<Position>, _logged: &[(u64, &LoggedInput)]) {
+        // Nothing to take up: what the last run received and logged is replayed from the log.
+    }
+
+    fn start(&mut self, context: SourceContext) -> std::io::Result<()> {
+        let receiver = context.receiver.clone();
+        receiver.set_rate(self.config.max_rate.map(|r| r as f64));
+        let reader = Reader { config: self.config.clone(), receiver: receiver.clone() };
+        context.io.spawn(reader.run(context.stop));
+        let wal = if self.config.wal { context.log } else { None };
+        self.started = Some(Started { receiver, wal });
+        Ok(())
+    }
+
+    fn finished(&mut self, _stopping: bool) -> bool {
+        // The reader finishes on a stop by itself.
+        self.started.as_ref().is_none_or(|s| s.receiver.is_finished())
+    }
+
+    fn cut(&mut self, cut: Cut) -> Vec<Block> {
+        let Some(started) = &self.started else { return Vec::new() };
+        let blocks = started.receiver.cut(cut.seq);
+        if let Some(log) = &started.wal {
+            log_blocks(log, cut.batch, &started.receiver, &blocks);
+        }
+        blocks
+    }
+
+    fn position(&self, _through: u64) -> Position {
+        Position::Nothing
+    }
+
+    fn commit(&mut self, _through: u64) {
+        // Acknowledgements follow the write-ahead log, which is durable before the checkpoint.
+    }
+
+    fn replay(&mut self, _time: u64, logged: LoggedInput) -> Vec<Block> {
+        logged.blocks
+    }
+}
+
+/// Writes a cut's blocks to the write-ahead log, then lets the reader acknowledge them.
+fn log_blocks(log: &BatchLog, batch: u64, receiver: &Receiver, blocks: &[Block]) {
+    let mut lines = 0;
+    for (n, block) in blocks.iter().enumerate() {
+        if let Err(err) = log.write_block(batch, n, block) {
+            tracing::error!(source = %receiver.name, "cannot write the write-ahead log in {}: {err}; no more acknowledgements", log.root().display());
+            receiver.set_error(format!("write-ahead log: {err}"));
+            receiver.wal_write_failed();
+            return;
+        }
+        lines += block.records + block.invalid;
+    }
+    if lines > 0 {
+        receiver.made_durable(lines);
+    }
+}
+
+/// The task that reads the connection into the receiver.
+#[derive(Debug)]
+struct Reader {
     config: SocketSourceConfig,
     receiver: Arc<Receiver>,
 }
 
-impl SocketSourceConfig {
-    /// The source, feeding `receiver`.
-    pub fn build(&self, receiver: Arc<Receiver>) -> SocketSource {
-        SocketSource { config: self.clone(), receiver }
-    }
-}
-
-impl SocketSource {
+impl Reader {
     /// Reads until the peer closes the connection or `stop` turns true, then marks the receiver
     /// finished.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
         let name = &self.config.name;
         let address = &self.config.address;
         let mut delay = RETRY_MIN;

@@ -1,0 +1,218 @@
+//! The running topology of one pipeline: builds every component from a loaded [`Pipeline`] —
+//! worker pool, I/O runtime, receivers and sources, sinks, plugin deploy lanes and file watcher,
+//! the admin server, checkpoint resume — then runs the clock on its own thread and the scheduler
+//! on the caller's, and tears everything down when the scheduler returns.
+//!
+//! It owns wiring and life-cycle only: what a source, sink, stage or checkpoint does is in its
+//! own folder. Nothing here looks at a source's or sink's kind.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::batch::scheduler::{Checkpointing, RunReport, Scheduler};
+use crate::batch::{self, Batch, Clock};
+use crate::checkpoint::pending::BatchLog;
+use crate::checkpoint::resume::{self, Expected, Resumed};
+use crate::graph::GraphState;
+use crate::metrics::{Metrics, server};
+use crate::pipeline::{Pipeline, RunOptions};
+use crate::receiver::Receiver;
+use crate::receiver::rate::PidEstimator;
+use crate::runtime::deploy::Deployer;
+use crate::runtime::watch as plugin_watch;
+use crate::sinks::{Sink, SinkConfig};
+use crate::sources::{SourceConfig, SourceContext, Sources};
+
+/// Runs `pipeline` until every source has finished or `stop` turns true, then finishes the
+/// batches already received, flushes the sinks and returns. Blocks the calling thread.
+pub(crate) fn run(
+    pipeline: &Pipeline,
+    options: &RunOptions,
+    stop: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<RunReport> {
+    let config = &pipeline.file.config;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(options.workers.max(1))
+        .thread_name(|i| format!("sluice-worker-{i}"))
+        .build()
+        .map_err(std::io::Error::other)?;
+    let checkpoint_dir = config.pipeline.checkpoint_dir.as_ref().map(|d| pipeline.file.resolve(d));
+    let resumed = match &checkpoint_dir {
+        Some(dir) => {
+            let names: Vec<&str> = config.sources.iter().map(SourceConfig::name).collect();
+            let expected = Expected {
+                pipeline: &config.pipeline.name,
+                batch_interval_ms: config.pipeline.batch_interval.as_millis() as u64,
+                sources: &names,
+            };
+            resume::resume(dir, &expected, options.fresh).map_err(std::io::Error::other)?
+        }
+        None => Resumed::default(),
+    };
+    let state = GraphState::import(&pipeline.graph, resumed.stages.clone())
+        .map_err(|problems| incompatible_state(&resumed, problems))?;
+    let deployer = match &pipeline.runtime {
+        Some(runtime) => Some(Arc::new(Deployer::start(runtime.clone(), pipeline.registry.clone())?)),
+        None => None,
+    };
+    let _watcher = match (&deployer, options.watch_plugins) {
+        (Some(deployer), true) => {
+            Some(plugin_watch::watch(pipeline.registry.clone(), deployer.clone()).map_err(std::io::Error::other)?)
+        }
+        _ => None,
+    };
+    let events = &metrics.events;
+    // A sink that cannot open yet (a directory in the way, a database still starting) is not
+    // fatal here: its writes retry, and what still fails then stops the run.
+    let open = |config: &SinkConfig| {
+        let mut sink = config.build(|p| pipeline.file.resolve(p), events);
+        if let Err(err) = sink.open() {
+            tracing::warn!(sink = %config.name(), "cannot open the sink yet: {err}; its writes will retry");
+        }
+        sink
+    };
+    let sinks: Vec<Box<dyn Sink>> = pipeline.graph.sinks.iter().map(|node| open(&node.config)).collect();
+    let dead_letters: Vec<Box<dyn Sink>> = pipeline.graph.dead_letters.iter().map(open).collect();
+    let io =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("sluice-io").enable_all().build()?;
+    let receivers: Vec<Arc<Receiver>> =
+        config.sources.iter().enumerate().map(|(index, s)| Arc::new(Receiver::new(index, s.name()))).collect();
+    let sources = start_sources(pipeline, &resumed, &receivers, &io, &stop, &metrics, checkpoint_dir.as_ref())?;
+    let mut backpressure = BTreeMap::new();
+    if config.pipeline.backpressure {
+        for (index, source) in config.sources.iter().enumerate() {
+            if source.adapts_rate() {
+                backpressure.insert(index, (PidEstimator::new(config.pipeline.batch_interval), source.max_rate()));
+            }
+        }
+    }
+    metrics.watch_receivers(&receivers);
+    pipeline.registry.report_to(metrics.events.clone());
+    if let Some(addr) = options.admin_addr {
+        serve_admin(pipeline, options, addr, &metrics, deployer.clone(), &receivers, &io)?;
+    }
+    let (batches_tx, batches_rx) = std::sync::mpsc::channel::<Batch>();
+    // Batches a crash left unfinished run first, with their own times; their input is
+    // replayed by their sources when they run.
+    for pending in resumed.pending {
+        let _ = batches_tx.send(Batch { time_ms: pending.time, logged: Some(pending.inputs), ..Batch::default() });
+    }
+    let clock = Clock {
+        sources: sources.clone(),
+        receivers: receivers.clone(),
+        block_interval: config.pipeline.block_interval,
+        batch_interval: config.pipeline.batch_interval,
+        checkpointed: checkpoint_dir.is_some(),
+        after: resumed.after,
+        backlog: metrics.backlog.clone(),
+        events: metrics.events.clone(),
+        stop: stop.clone(),
+        hold_bytes: config.pipeline.backpressure.then_some(batch::BACKPRESSURE_BATCH_BYTES),
+    };
+    std::thread::Builder::new().name("sluice-clock".into()).spawn(move || batch::generate(clock, batches_tx))?;
+    tracing::info!(
+        pipeline = %config.pipeline.name,
+        sources = receivers.len(),
+        stages = pipeline.graph.stages.len(),
+        sinks = sinks.len(),
+        workers = pool.current_num_threads(),
+        checkpoints = %checkpoint_dir.as_ref().map_or("off".to_string(), |d| d.display().to_string()),
+        "pipeline running"
+    );
+    let checkpointing = checkpoint_dir.map(|dir| Checkpointing {
+        dir,
+        pipeline: config.pipeline.name.clone(),
+        batch_interval_ms: config.pipeline.batch_interval.as_millis() as u64,
+        last_good: resumed.stages,
+        every: config.pipeline.checkpoint_every,
+        since: 0,
+    });
+    let scheduler = Scheduler {
+        graph: &pipeline.graph,
+        registry: &pipeline.registry,
+        sinks,
+        dead_letters,
+        pool: &pool,
+        metrics: &metrics,
+        sources,
+        receivers,
+        backlog: metrics.backlog.clone(),
+        checkpointing,
+        backpressure,
+        rollback_after: config.pipeline.rollback_after,
+    };
+    let report = scheduler.run(state, batches_rx);
+    io.shutdown_background();
+    Ok(report)
+}
+
+fn incompatible_state(resumed: &Resumed, problems: Vec<String>) -> std::io::Error {
+    let path = resumed.checkpoint.as_ref().map(|(p, _)| p.clone()).unwrap_or_default();
+    std::io::Error::other(crate::checkpoint::CheckpointError::Incompatible { path, reason: problems.join("; ") })
+}
+
+/// Builds every source, resumes it from the checkpoint and the logged batches, and starts it.
+fn start_sources(
+    pipeline: &Pipeline,
+    resumed: &Resumed,
+    receivers: &[Arc<Receiver>],
+    io: &tokio::runtime::Runtime,
+    stop: &watch::Receiver<bool>,
+    metrics: &Metrics,
+    checkpoint_dir: Option<&std::path::PathBuf>,
+) -> std::io::Result<Arc<Sources>> {
+    let config = &pipeline.file.config;
+    let mut built = Vec::new();
+    for (index, source_config) in config.sources.iter().enumerate() {
+        let mut source = source_config.build(|p| pipeline.file.resolve(p));
+        let logged: Vec<_> = resumed.pending.iter().filter_map(|b| Some((b.time, b.inputs.get(&index)?))).collect();
+        source.resume(resumed.positions.get(index).cloned().flatten(), &logged);
+        let _guard = io.enter();
+        source.start(SourceContext {
+            receiver: receivers[index].clone(),
+            stop: stop.clone(),
+            io: io.handle().clone(),
+            log: checkpoint_dir.map(|dir| BatchLog::new(dir.clone())),
+            backlog: metrics.backlog.clone(),
+        })?;
+        built.push(source);
+    }
+    let names = config.sources.iter().map(|s| s.name().to_string()).collect();
+    Ok(Arc::new(Sources::new(names, built)))
+}
+
+/// Serves metrics, the dashboard and the admin API at `addr` on the I/O runtime.
+fn serve_admin(
+    pipeline: &Pipeline,
+    options: &RunOptions,
+    addr: std::net::SocketAddr,
+    metrics: &Arc<Metrics>,
+    deployer: Option<Arc<Deployer>>,
+    receivers: &[Arc<Receiver>],
+    io: &tokio::runtime::Runtime,
+) -> std::io::Result<()> {
+    let config = &pipeline.file.config;
+    let listener = server::bind(addr, options.admin_token.as_deref()).map_err(std::io::Error::other)?;
+    let bound = listener.local_addr()?;
+    let admin = Arc::new(server::Admin {
+        pipeline: config.pipeline.name.clone(),
+        metrics: metrics.clone(),
+        registry: pipeline.registry.clone(),
+        deployer,
+        receivers: receivers.to_vec(),
+        token: options.admin_token.clone(),
+        batch_interval_ms: config.pipeline.batch_interval.as_millis() as u64,
+        stages: server::StageRow::of(&pipeline.graph, config),
+    });
+    tracing::info!(address = %format!("http://{bound}"), "dashboard at /, metrics at /metrics, admin API at /api");
+    let _guard = io.enter();
+    io.spawn(async move {
+        if let Err(err) = server::serve(listener, admin).await {
+            tracing::error!("admin server stopped: {err}");
+        }
+    });
+    Ok(())
+}
