@@ -64,8 +64,22 @@ impl Pipeline {
     /// Parses and validates `path`, loads every plugin and checks every stage against it.
     /// Returns every problem found, each naming the file and field.
     pub fn load(path: &Path, runtime: &PluginRuntime) -> Result<Self, ConfigErrors> {
+        Self::load_with(path, runtime, false)
+    }
+
+    /// What `sluice check` runs: [`Pipeline::load`], and also whether every directory a run
+    /// writes can be created and written ([`PipelineFile::check_directories`]). A run does not
+    /// ask: a sink that cannot write fails its batch, which a restart replays.
+    pub fn check(path: &Path, runtime: &PluginRuntime) -> Result<Self, ConfigErrors> {
+        Self::load_with(path, runtime, true)
+    }
+
+    fn load_with(path: &Path, runtime: &PluginRuntime, directories: bool) -> Result<Self, ConfigErrors> {
         let file = PipelineFile::load(path)?;
         let mut errors = file.validate();
+        if directories {
+            errors.extend(file.check_directories());
+        }
         let mut versions = Vec::new();
         for (name, plugin_path) in &file.config.plugins {
             let resolved = file.resolve(plugin_path);
@@ -212,7 +226,7 @@ impl Pipeline {
                 runtime: self.runtime.clone(),
                 receivers: receivers.clone(),
                 token: options.admin_token.clone(),
-                batch_interval_ms: config.pipeline.batch_interval.as_millis() as u64,
+                batch_interval_ms: crate::config::millis(config.pipeline.batch_interval),
                 stages: self
                     .graph
                     .stages
@@ -304,7 +318,7 @@ impl Pipeline {
         {
             tracing::warn!(checkpoint = %dir.display(), moved_to = %aside.display(), "starting fresh: the old checkpoint was set aside");
         }
-        let batch_interval_ms = config.pipeline.batch_interval.as_millis() as u64;
+        let batch_interval_ms = crate::config::millis(config.pipeline.batch_interval);
         let mut positions: Vec<SourcePosition> = config
             .sources
             .iter()

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::block::Block;
 use crate::checkpoint::pending;
+use crate::config::{millis, next_multiple};
 use crate::metrics::Metrics;
 use crate::receiver::Receiver;
 use crate::sources::directory;
@@ -42,7 +43,7 @@ pub struct Batch {
 
 /// Wall-clock now in ms since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(millis).unwrap_or(0)
 }
 
 /// A directory source as the clock sees it.
@@ -88,20 +89,21 @@ pub const BACKPRESSURE_BATCH_BYTES: usize = 64 << 20;
 /// Cuts blocks and emits batches until every receiver has finished (or the scheduler is gone).
 /// Blocks the calling thread: run it on its own.
 pub fn generate(mut clock: Clock, batches: Sender<Batch>) {
-    let block_ms = (clock.block_interval.as_millis() as u64).max(1);
-    let batch_ms = (clock.batch_interval.as_millis() as u64).max(block_ms);
+    let block_ms = millis(clock.block_interval).max(1);
+    let batch_ms = millis(clock.batch_interval).max(block_ms);
     let mut pending: Vec<Block> = Vec::new();
     let mut seq = 0u64;
     let mut ending = false;
     // The batch the next cut joins: strictly increasing, after the last run's batches, whatever
     // the wall clock does (a step back never reuses a batch time; a late pass never skips one:
     // blocks are logged under the batch they are then emitted in).
-    let first = (now_ms() / batch_ms + 1) * batch_ms;
-    let mut boundary = first.max((clock.after / batch_ms + 1) * batch_ms);
+    // Saturating: `after` comes from a checkpoint file, whatever it holds.
+    let first = next_multiple(now_ms(), batch_ms);
+    let mut boundary = first.max(next_multiple(clock.after, batch_ms));
     loop {
         let now = now_ms();
-        let tick = (now / block_ms + 1) * block_ms;
-        std::thread::sleep(Duration::from_millis(tick - now));
+        let tick = next_multiple(now, block_ms);
+        std::thread::sleep(Duration::from_millis(tick.saturating_sub(now)));
         let stopping = *clock.stop.borrow();
         if stopping {
             for dir in &clock.directories {
@@ -128,7 +130,7 @@ pub fn generate(mut clock: Clock, batches: Sender<Batch>) {
         }
         seq += 1;
         if tick >= boundary {
-            boundary = (tick / batch_ms + 1) * batch_ms;
+            boundary = next_multiple(tick, batch_ms);
             let files = take_files(&mut clock, batch_time);
             let batch = Batch {
                 time_ms: batch_time,

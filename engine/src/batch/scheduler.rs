@@ -227,7 +227,7 @@ impl Scheduler<'_> {
                 report.fatal = Some(failure);
                 break;
             }
-            let processing = started.elapsed().as_millis() as u64;
+            let processing = crate::config::millis(started.elapsed());
             self.metrics.batch(BatchFigures {
                 time_ms: time,
                 records,

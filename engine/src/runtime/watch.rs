@@ -163,7 +163,7 @@ pub fn deploy(
         plugin = %name,
         new = %hash,
         serving = %current.short_hash(),
-        load_ms = started.elapsed().as_millis() as u64,
+        load_ms = crate::config::millis(started.elapsed()),
         "new plugin version validated; it serves from the next batch"
     );
     Ok(Deployed::Installed(hash))

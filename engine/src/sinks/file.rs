@@ -1,9 +1,13 @@
 //! The file sink: one file per batch that has output, `<path>/batch-<batch time in ms>.jsonl`,
 //! one JSON value per line, written to a temporary file and renamed into place so a reader never
 //! sees half a batch. Re-running a batch rewrites the same file.
+//!
+//! `sluice check` makes sure the directory can be created and written
+//! ([`FileSinkConfig::check_writable`]); a run finds out at its first batch with output (then the
+//! batch fails and the pipeline stops without checkpointing it, so a restart replays it).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sluice_sdk::TypeDesc;
@@ -21,11 +25,21 @@ pub struct FileSinkConfig {
     /// The stream to write (empty for a stage's dead-letter sink).
     #[serde(default)]
     pub input: String,
-    /// Directory for the batch files (created if missing), relative to the pipeline file.
+    /// Directory for the batch files (created if missing), relative to the pipeline file;
+    /// `sluice check` makes sure it can be created and written.
     pub path: PathBuf,
 }
 
 impl FileSinkConfig {
+    /// Whether the sink can write its batch files into `resolved` (its `path`, resolved): the
+    /// directory exists or can be created, and files can be created in it. Made directories and
+    /// the probe file are removed again. Else what stands in the way, naming the path.
+    pub fn check_writable(&self, resolved: &Path) -> Result<(), String> {
+        crate::config::writable_dir(resolved).map_err(|problem| {
+            format!("{problem}; expected a directory sink `{}` can create and write its batch files in", self.name)
+        })
+    }
+
     /// The sink, writing into `dir` (the resolved `path`).
     pub fn build(&self, dir: PathBuf) -> FileSink {
         FileSink { dir }
