@@ -60,8 +60,22 @@ impl Pipeline {
     /// Parses and validates `path`, loads every plugin and checks every stage against it.
     /// Returns every problem found, each naming the file and field.
     pub fn load(path: &Path, runtime: &PluginRuntime) -> Result<Self, ConfigErrors> {
+        Self::load_with(path, runtime, false)
+    }
+
+    /// What `sluice check` runs: [`Pipeline::load`], and also whether every directory a run
+    /// writes can be created and written ([`PipelineFile::check_directories`]). A run does not
+    /// ask: a sink that cannot write fails its batch, which a restart replays.
+    pub fn check(path: &Path, runtime: &PluginRuntime) -> Result<Self, ConfigErrors> {
+        Self::load_with(path, runtime, true)
+    }
+
+    fn load_with(path: &Path, runtime: &PluginRuntime, directories: bool) -> Result<Self, ConfigErrors> {
         let file = PipelineFile::load(path)?;
         let mut errors = file.validate();
+        if directories {
+            errors.extend(file.check_directories());
+        }
         let mut versions = Vec::new();
         for (name, plugin_path) in &file.config.plugins {
             let resolved = file.resolve(plugin_path);

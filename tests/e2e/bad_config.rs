@@ -1,6 +1,8 @@
 //! Every kind of bad pipeline file gets one clear message naming the file and the field, and a
 //! non-zero exit, from `sluice check` and from `sluice run`; never a panic or a backtrace.
 
+use std::time::Duration;
+
 use crate::support::*;
 
 /// Writes `pipeline.toml` (with `{wordcount}` replaced by the built plugin's path) and runs
@@ -219,4 +221,236 @@ fn late_records_feed_stages_as_well_as_sinks() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("1 sink"), "the sink on the late stream's stage is kept: {stdout}");
     assert!(stdout.contains("stage late_count: u64"), "{stdout}");
+}
+
+#[test]
+fn a_socket_address_that_cannot_be_connected_to_is_refused_with_what_was_expected() {
+    let stderr = check_fails(&good().replace("127.0.0.1:9\"", "not an address\""));
+    assert!(
+        stderr.contains(
+            "pipeline.toml: sources `lines`.address: expected \"host:port\" (an IP address or hostname, then a port from 1 to 65535"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("found \"not an address\": no `:port`"), "{stderr}");
+    let stderr = check_fails(&good().replace("127.0.0.1:9\"", "127.0.0.1:99999\""));
+    assert!(stderr.contains("sources `lines`.address: expected \"host:port\""), "{stderr}");
+    assert!(stderr.contains("found \"127.0.0.1:99999\": port 99999 is out of range"), "{stderr}");
+    let stderr = check_fails(&good().replace("127.0.0.1:9\"", "::1:9\""));
+    assert!(stderr.contains("an IPv6 address goes in brackets: \"[::1]:9\""), "{stderr}");
+
+    // Hostnames are fine as they are: check does not ask DNS.
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    for address in ["localhost:9999", "kafka.internal:9092", "[::1]:9"] {
+        work.write("pipeline.toml", &good().replace("127.0.0.1:9\"", &format!("{address}\"")));
+        let out = work.sluice(&["check", "pipeline.toml"]);
+        assert!(out.status.success(), "{address}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // And run refuses a bad one up front instead of retrying forever.
+    work.write("pipeline.toml", &good().replace("127.0.0.1:9\"", "127.0.0.1:99999\""));
+    let out = work.sluice(&["run", "pipeline.toml", "--no-ui"]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("sources `lines`.address: expected \"host:port\""), "{stderr}");
+}
+
+#[test]
+fn a_sink_or_checkpoint_directory_that_cannot_be_written_is_named() {
+    let stderr = check_fails(&good().replace("path = \"out\"", "path = \"/proc/forbidden\""));
+    assert!(
+        stderr.contains("pipeline.toml: sinks `files`.path: cannot create the directory /proc/forbidden: "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("expected a directory sink `files` can create and write its batch files in"), "{stderr}");
+
+    let checkpointed = good().replace(
+        "name = \"wordcount-test\"\n",
+        "name = \"wordcount-test\"\ncheckpoint_dir = \"/proc/forbidden/ckpt\"\n",
+    );
+    let stderr = check_fails(&checkpointed);
+    assert!(
+        stderr.contains("pipeline.toml: pipeline.checkpoint_dir: cannot create the directory /proc/forbidden/ckpt: /proc/forbidden: "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("expected a directory the checkpoints can be written to"), "{stderr}");
+
+    // A file where the directory should be.
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    work.write("out", "in the way");
+    work.write("pipeline.toml", &good());
+    let out = work.sluice(&["check", "pipeline.toml"]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("pipeline.toml: sinks `files`.path: out is not a directory; expected a directory sink `files`"),
+        "{stderr}"
+    );
+
+    // A directory that can be made passes, and the check leaves nothing behind.
+    std::fs::remove_file(work.path("out")).unwrap();
+    work.write(
+        "pipeline.toml",
+        &good()
+            .replace("path = \"out\"", "path = \"out/deeper\"")
+            .replace("name = \"wordcount-test\"\n", "name = \"wordcount-test\"\ncheckpoint_dir = \"ckpt\"\n"),
+    );
+    let out = work.sluice(&["check", "pipeline.toml"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!work.path("out").exists() && !work.path("ckpt").exists(), "check creates nothing");
+}
+
+#[test]
+fn durations_out_of_bounds_are_refused_with_the_bounds() {
+    let stderr = check_fails(&good().replace("batch_interval = \"1s\"", "batch_interval = \"100000h\""));
+    assert!(stderr.contains("pipeline.toml: pipeline.batch_interval: must be at most 24h, found 11years"), "{stderr}");
+    let stderr = check_fails(&good().replace("block_interval = \"200ms\"", "block_interval = \"25h\""));
+    assert!(stderr.contains("pipeline.block_interval: must be at most 24h, found 1day 1h"), "{stderr}");
+
+    let stages =
+        good().replace("function = \"split_words\"\n", "function = \"split_words\"\ntimeout = \"48h\"\n").replace(
+            "op = \"reduce_by_key\"\nplugin = \"wordcount\"\nfunction = \"sum\"",
+            "op = \"event_window\"\ngap = \"1000days\"\nallowed_lateness = \"400days\"",
+        );
+    let stderr = check_fails(&stages);
+    assert!(stderr.contains("stages `words`.timeout: must be at most 24h, found 2days"), "{stderr}");
+    assert!(stderr.contains("stages `counts`.gap: must be at most 365d, found 2years"), "{stderr}");
+    assert!(stderr.contains("stages `counts`.allowed_lateness: must be at most 365d, found 1year"), "{stderr}");
+
+    let windowed = good().replace(
+        "op = \"reduce_by_key\"\nplugin = \"wordcount\"\nfunction = \"sum\"",
+        "op = \"reduce_by_key_and_window\"\nplugin = \"wordcount\"\nfunction = \"sum\"\nwindow = \"400days\"",
+    );
+    let stderr = check_fails(&windowed);
+    assert!(stderr.contains("stages `counts`.window: must be at most 365d, found 1year"), "{stderr}");
+
+    // The bounds themselves pass.
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    work.write("pipeline.toml", &good().replace("batch_interval = \"1s\"", "batch_interval = \"24h\""));
+    let out = work.sluice(&["check", "pipeline.toml"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // So does the flag's.
+    let out = work.sluice(&["check", "pipeline.toml", "--call-timeout", "100000h"]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--call-timeout") && stderr.contains("must be at most 24h"), "{stderr}");
+}
+
+/// A 2 MB pipeline file whose third line is one long array with a bad value in its middle.
+fn two_megabytes_malformed() -> String {
+    let half = "1, ".repeat(350_000);
+    format!("[pipeline]\nname = \"big\"\nbatch_interval = [{half}?, {half}]\n")
+}
+
+#[test]
+fn a_long_toml_error_is_cut_around_its_column() {
+    let stderr = check_fails(&two_megabytes_malformed());
+    assert!(stderr.len() < 2_000, "{} bytes:\n{stderr}", stderr.len());
+    assert!(stderr.starts_with("pipeline.toml: TOML parse error at line 3, column 1050019\n"), "{stderr}");
+    let excerpt = stderr.lines().find(|l| l.starts_with("3 | ")).expect("the line is shown");
+    assert!(
+        excerpt.starts_with("3 | …") && excerpt.ends_with("1…") && excerpt.contains(" 1, 1, ?, 1, 1, "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("has 1 problem"), "{stderr}");
+}
+
+#[test]
+fn check_treats_a_closed_output_as_the_end_of_it() {
+    let work = Workdir::new();
+    work.write("pipeline.toml", &two_megabytes_malformed());
+    // `sluice check big.toml 2>&1 | head -c 100`: the reader is gone before the error is written.
+    let (code, _, _) = work.sluice_into_closed_pipes(&["check", "pipeline.toml"], 0, 0, Duration::from_secs(30));
+    assert_eq!(code, Some(1), "the exit status of a bad file, not a panic's 101");
+    let (code, _, stderr) = work.sluice_into_closed_pipes(&["check", "pipeline.toml"], 0, 100, Duration::from_secs(30));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.starts_with("pipeline.toml: TOML parse error at line 3"), "{stderr}");
+    // A good pipeline's listing into a closed pipe: still success.
+    work.add_plugin("wordcount", "wordcount");
+    work.write("pipeline.toml", &good());
+    let (code, _, stderr) =
+        work.sluice_into_closed_pipes(&["check", "pipeline.toml"], 0, 10_000, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn status_treats_a_closed_output_as_the_end_of_it() {
+    let work = Workdir::new();
+    // Nothing serving there: the error goes to a closed stderr; the status stays 1.
+    let nowhere = format!("127.0.0.1:{}", crate::admin::free_port());
+    let (code, _, _) = work.sluice_into_closed_pipes(&["status", "--ui", &nowhere], 0, 0, Duration::from_secs(30));
+    assert_eq!(code, Some(1));
+
+    work.add_plugin("wordcount", "wordcount");
+    let server = LineServer::start(Feed::HoldOpen(join_lines(&corpus(100, 5, 3))));
+    work.write("pipeline.toml", &wordcount_pipeline(&server.address, "wordcount.wasm", "200ms", "100ms"));
+    let ui = format!("127.0.0.1:{}", crate::admin::free_port());
+    let running = work.spawn(&["pipeline.toml", "--ui", &ui]);
+    running.wait_for("records out", Duration::from_secs(30));
+    let (code, _, stderr) = work.sluice_into_closed_pipes(&["status", "--ui", &ui], 0, 10_000, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let (code, stdout, _) = work.sluice_into_closed_pipes(&["status", "--ui", &ui], 100, 0, Duration::from_secs(30));
+    assert_eq!(code, Some(0));
+    assert!(stdout.starts_with("{\n  \""), "{stdout}");
+    running.signal("TERM");
+    let (code, log) = running.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "log:\n{log}");
+    server.join();
+}
+
+#[test]
+fn run_treats_a_closed_output_as_the_end_of_it_and_finishes_every_batch() {
+    let lines = corpus(3_000, 8, 17);
+    let expected = count_words(&lines);
+
+    // `--quiet`, both streams closed from the start: the log goes nowhere, the run goes on.
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    let server = LineServer::lines(&lines);
+    work.write("pipeline.toml", &wordcount_pipeline(&server.address, "wordcount.wasm", "200ms", "100ms"));
+    let (code, _, _) =
+        work.sluice_into_closed_pipes(&["run", "pipeline.toml", "--no-ui", "--quiet"], 0, 0, Duration::from_secs(60));
+    assert_eq!(code, Some(0));
+    assert_eq!(work.ledger("out"), expected);
+    server.join();
+
+    // Per-batch output: a print sink on stdout, the batch lines on stderr. Each stream in turn
+    // goes into `| head -c 100` while later batches keep printing into it.
+    let paced = || {
+        let feed = lines.chunks(300).map(join_lines).collect();
+        LineServer::start(Feed::Paced(feed, Duration::from_millis(150)))
+    };
+    let printing = |server: &LineServer| {
+        wordcount_pipeline(&server.address, "wordcount.wasm", "200ms", "100ms")
+            + "\n[[sinks]]\nname = \"shown\"\ninput = \"words\"\ntype = \"print\"\n"
+    };
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    let server = paced();
+    work.write("pipeline.toml", &printing(&server));
+    let (code, stdout, stderr) =
+        work.sluice_into_closed_pipes(&["run", "pipeline.toml", "--no-ui"], 100, 1 << 20, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "stderr:\n{stderr}");
+    assert!(stdout.starts_with("-----"), "{stdout}");
+    // The end of the output, not a failing sink retried at every batch.
+    assert!(stderr.contains("standard output is closed: nothing more is printed"), "{stderr}");
+    assert!(!stderr.contains("write failed") && !stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.matches("records out").count() >= 3, "batches went on:\n{stderr}");
+    assert_eq!(work.ledger("out"), expected, "every batch ran and was written");
+    server.join();
+
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    let server = paced();
+    work.write("pipeline.toml", &printing(&server));
+    let (code, stdout, stderr) =
+        work.sluice_into_closed_pipes(&["run", "pipeline.toml", "--no-ui"], 1 << 20, 100, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "stderr:\n{stderr}");
+    assert!(stdout.matches("Time: ").count() >= 3, "the print sink went on:\n{stdout}");
+    assert_eq!(work.ledger("out"), expected, "every batch ran and was written");
+    server.join();
 }

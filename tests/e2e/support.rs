@@ -163,6 +163,56 @@ impl Workdir {
             .unwrap()
     }
 
+    /// Runs `sluice <args>` as `sluice <args> | head -c <n>` would, for standard output and
+    /// error each: a reader takes at most `stdout` (`stderr`) bytes, then closes its end of the
+    /// pipe; 0 closes it before sluice starts, so its first write already fails. Returns the exit
+    /// code (None: killed by a signal) and what the readers took; panics after `timeout`.
+    pub fn sluice_into_closed_pipes(
+        &self,
+        args: &[&str],
+        stdout: usize,
+        stderr: usize,
+        timeout: Duration,
+    ) -> (Option<i32>, String, String) {
+        let (out_read, out_write) = std::io::pipe().unwrap();
+        let (err_read, err_write) = std::io::pipe().unwrap();
+        let head = |pipe: std::io::PipeReader, keep: usize| {
+            let pipe = (keep > 0).then_some(pipe); // dropped now: closed before sluice starts
+            std::thread::spawn(move || {
+                let mut taken = Vec::new();
+                if let Some(pipe) = pipe {
+                    let _ = pipe.take(keep as u64).read_to_end(&mut taken);
+                }
+                String::from_utf8_lossy(&taken).into_owned()
+            })
+        };
+        let (out_head, err_head) = (head(out_read, stdout), head(err_read, stderr));
+        // The command (holding our copies of the write ends) is dropped once spawned.
+        let mut child = Command::new(SLUICE)
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("SLUICE_CACHE_DIR", self.path("cache"))
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out_write)
+            .stderr(err_write)
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > timeout {
+                let _ = child.kill();
+                panic!("sluice {args:?} did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (status.code(), out_head.join().unwrap(), err_head.join().unwrap())
+    }
+
     /// Starts `sluice run <args>`, collecting its stderr.
     pub fn spawn(&self, args: &[&str]) -> Running {
         let mut child = Command::new(SLUICE)

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::block::Block;
 use crate::checkpoint::pending::LoggedInput;
+use crate::config::{millis, next_multiple};
 use crate::metrics::events::Events;
 use crate::receiver::Receiver;
 use crate::sources::{Cut, Sources};
@@ -69,7 +70,7 @@ impl Backlog {
 
 /// Wall-clock now in ms since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(millis).unwrap_or(0)
 }
 
 /// What the clock works with.
@@ -104,20 +105,21 @@ pub const BACKPRESSURE_BATCH_BYTES: usize = 64 << 20;
 /// Cuts blocks and emits batches until every source has finished (or the scheduler is gone).
 /// Blocks the calling thread: run it on its own.
 pub fn generate(clock: Clock, batches: Sender<Batch>) {
-    let block_ms = (clock.block_interval.as_millis() as u64).max(1);
-    let batch_ms = (clock.batch_interval.as_millis() as u64).max(block_ms);
+    let block_ms = millis(clock.block_interval).max(1);
+    let batch_ms = millis(clock.batch_interval).max(block_ms);
     let mut pending: Vec<Block> = Vec::new();
     let mut seq = 0u64;
     let mut ending = false;
     // The batch the next cut joins: strictly increasing, after the last run's batches, whatever
     // the wall clock does (a step back never reuses a batch time; a late pass never skips one:
     // sources log what they cut under the batch it is then emitted in).
-    let first = (now_ms() / batch_ms).saturating_add(1).saturating_mul(batch_ms);
-    let mut boundary = first.max((clock.after / batch_ms).saturating_add(1).saturating_mul(batch_ms));
+    // Saturating: `after` comes from a checkpoint file, whatever it holds.
+    let first = next_multiple(now_ms(), batch_ms);
+    let mut boundary = first.max(next_multiple(clock.after, batch_ms));
     loop {
         let now = now_ms();
-        let tick = (now / block_ms + 1) * block_ms;
-        std::thread::sleep(Duration::from_millis(tick - now));
+        let tick = next_multiple(now, block_ms);
+        std::thread::sleep(Duration::from_millis(tick.saturating_sub(now)));
         let stopping = *clock.stop.borrow();
         // Read the flags before cutting: a source finished before the cut has all of its
         // records in this cut.
@@ -139,7 +141,7 @@ pub fn generate(clock: Clock, batches: Sender<Batch>) {
         }
         seq += 1;
         if cut.closes_batch {
-            boundary = (tick / batch_ms).saturating_add(1).saturating_mul(batch_ms);
+            boundary = next_multiple(tick, batch_ms);
             let batch = Batch {
                 time_ms: cut.batch,
                 blocks: std::mem::take(&mut pending),

@@ -1,6 +1,8 @@
-//! The `sluice` command line.
+//! The `sluice` command line. What it prints goes through `output`: a closed standard output
+//! or error (`sluice ... | head`) ends that output; the command still exits with its own status.
 
-use std::io::Write as _;
+mod output;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,9 +11,20 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
+use crate::config::{MAX_INTERVAL, MAX_INTERVAL_TEXT};
 use crate::pipeline::{Pipeline, RunOptions};
 use crate::runtime::{self, Limits, PluginRuntime};
 use crate::sources;
+
+/// A line on standard output; see `output`.
+macro_rules! outln {
+    ($($arg:tt)*) => { output::out(format_args!($($arg)*)) };
+}
+
+/// A line on standard error; see `output`.
+macro_rules! errln {
+    ($($arg:tt)*) => { output::err(format_args!($($arg)*)) };
+}
 
 /// Sluice: a micro-batch stream engine whose user logic runs as hot-swappable WebAssembly plugins.
 ///
@@ -126,8 +139,8 @@ struct RemoteArgs {
 
 #[derive(Debug, clap::Args)]
 struct PluginArgs {
-    /// Deadline of one plugin call (one partition).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    /// Deadline of one plugin call (one partition); at least 10ms, at most 24h.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_call_timeout)]
     call_timeout: Duration,
     /// Budget for loading a plugin: instantiating it (its start function), asking its ABI
     /// version and every function's description, together. A module that takes longer is
@@ -154,6 +167,18 @@ impl PluginArgs {
             .map_err(|err| err.to_string())?
             .with_validate_timeout(self.validate_timeout))
     }
+}
+
+/// `--call-timeout`: a human duration within the bounds a stage's `timeout` has.
+fn parse_call_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text).map_err(|err| err.to_string())?;
+    if timeout < Duration::from_millis(10) {
+        return Err("must be at least 10ms (deadlines are checked every 10ms)".into());
+    }
+    if timeout > MAX_INTERVAL {
+        return Err(format!("must be at most {MAX_INTERVAL_TEXT}"));
+    }
+    Ok(timeout)
 }
 
 fn default_cache_dir() -> Option<PathBuf> {
@@ -186,7 +211,7 @@ pub fn main() -> ExitCode {
             }
             Ok(bytes) => remote_call(&remote, &format!("/api/plugins/{plugin}/deploy"), Some(bytes)),
             Err(err) => {
-                eprintln!("error: cannot read {}: {err}", file.display());
+                errln!("error: cannot read {}: {err}", file.display());
                 ExitCode::FAILURE
             }
         },
@@ -228,35 +253,44 @@ fn init_logging(filter: Option<&str>, quiet: bool) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(output::LogWriter)
+        .log_internal_errors(false)
         .with_target(false)
         .with_ansi(ansi)
         .init();
 }
 
-fn load(path: &Path, plugins: &PluginArgs) -> Result<Pipeline, ExitCode> {
+/// What to load a pipeline for: `check` also proves the directories a run writes writable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    Check,
+    Run,
+}
+
+fn load(path: &Path, plugins: &PluginArgs, purpose: Purpose) -> Result<Pipeline, ExitCode> {
     let runtime = plugins.runtime().map_err(|err| {
-        eprintln!("error: {err}");
+        errln!("error: {err}");
         ExitCode::FAILURE
     })?;
-    Pipeline::load(path, &runtime).map_err(|errors| {
+    let loaded = match purpose {
+        Purpose::Check => Pipeline::check(path, &runtime),
+        Purpose::Run => Pipeline::load(path, &runtime),
+    };
+    loaded.map_err(|errors| {
         let n = errors.errors.len();
-        eprintln!("{errors}");
-        eprintln!("error: {} has {n} problem{}", path.display(), if n == 1 { "" } else { "s" });
+        errln!("{errors}");
+        errln!("error: {} has {n} problem{}", path.display(), if n == 1 { "" } else { "s" });
         ExitCode::FAILURE
     })
 }
 
 fn check(path: &Path, plugins: &PluginArgs) -> ExitCode {
-    let pipeline = match load(path, plugins) {
+    let pipeline = match load(path, plugins, Purpose::Check) {
         Ok(pipeline) => pipeline,
         Err(code) => return code,
     };
     let graph = &pipeline.graph;
-    let mut out = std::io::stdout().lock();
-    // A closed pipe (`| head`) is not an error worth a panic: stop printing.
-    let _ = writeln!(
-        out,
+    outln!(
         "{}: ok: {}, {}, {}",
         path.display(),
         plural(graph.sources, "source"),
@@ -270,19 +304,13 @@ fn check(path: &Path, plugins: &PluginArgs) -> ExitCode {
     );
     for (index, name, file) in pipeline.registry.plugins() {
         let version = pipeline.registry.current(index);
-        let _ = writeln!(
-            out,
-            "  plugin {name}: {} (sha256 {}): {}",
-            file.display(),
-            version.short_hash(),
-            version.function_list()
-        );
+        outln!("  plugin {name}: {} (sha256 {}): {}", file.display(), version.short_hash(), version.function_list());
     }
     for stream in &graph.streams[graph.sources..] {
-        let _ = writeln!(out, "  stage {}: {}", stream.name, stream.ty);
+        outln!("  stage {}: {}", stream.name, stream.ty);
     }
     for line in guarantees(&pipeline) {
-        let _ = writeln!(out, "  {line}");
+        outln!("  {line}");
     }
     ExitCode::SUCCESS
 }
@@ -335,7 +363,7 @@ fn remote_call(remote: &RemoteArgs, path: &str, body: Option<Vec<u8>>) -> ExitCo
             let pretty = serde_json::from_str::<serde_json::Value>(&text)
                 .and_then(|v| serde_json::to_string_pretty(&v))
                 .unwrap_or(text);
-            let _ = writeln!(std::io::stdout().lock(), "{pretty}");
+            outln!("{pretty}");
             ExitCode::SUCCESS
         }
         Err(ureq::Error::Status(code, response)) => {
@@ -344,11 +372,11 @@ fn remote_call(remote: &RemoteArgs, path: &str, body: Option<Vec<u8>>) -> ExitCo
                 .ok()
                 .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
                 .unwrap_or(text);
-            eprintln!("error: {url}: {code}: {message}");
+            errln!("error: {url}: {code}: {message}");
             ExitCode::FAILURE
         }
         Err(err) => {
-            eprintln!(
+            errln!(
                 "error: cannot reach a running sluice at {} ({err}); is `sluice run` serving there (--ui)?",
                 remote.ui
             );
@@ -362,13 +390,13 @@ fn plural(n: usize, noun: &str) -> String {
 }
 
 fn run(path: &Path, plugins: &PluginArgs, options: &RunOptions) -> ExitCode {
-    let pipeline = match load(path, plugins) {
+    let pipeline = match load(path, plugins, Purpose::Run) {
         Ok(pipeline) => pipeline,
         Err(code) => return code,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     if let Err(err) = handle_signals(stop_tx) {
-        eprintln!("error: cannot install signal handlers: {err}");
+        errln!("error: cannot install signal handlers: {err}");
         return ExitCode::FAILURE;
     }
     match pipeline.run(options, stop_rx) {
@@ -387,9 +415,9 @@ fn run(path: &Path, plugins: &PluginArgs, options: &RunOptions) -> ExitCode {
             );
             if let Some(fatal) = report.fatal {
                 if pipeline.file.config.pipeline.checkpoint_dir.is_some() {
-                    eprintln!("error: {fatal}; stopped without checkpointing it: `sluice run` again replays it");
+                    errln!("error: {fatal}; stopped without checkpointing it: `sluice run` again replays it");
                 } else {
-                    eprintln!(
+                    errln!(
                         "error: {fatal}; stopped: without checkpoint_dir this batch's output is lost (set checkpoint_dir so a restart replays it)"
                     );
                 }
@@ -398,7 +426,7 @@ fn run(path: &Path, plugins: &PluginArgs, options: &RunOptions) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("error: {err}");
+            errln!("error: {err}");
             ExitCode::FAILURE
         }
     }

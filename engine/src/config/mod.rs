@@ -31,6 +31,7 @@
 mod duration;
 mod error;
 mod size;
+mod writable;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,7 +40,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use sluice_sdk::abi::FunctionKind;
 
-pub use error::{ConfigError, ConfigErrors};
+pub use duration::{MAX_INTERVAL, MAX_INTERVAL_TEXT, MAX_SPAN, MAX_SPAN_TEXT};
+pub(crate) use duration::{millis, next_multiple};
+pub(crate) use error::shorten;
+pub use error::{ConfigError, ConfigErrors, EXCERPT_CHARS};
+pub(crate) use writable::writable_dir;
 
 use crate::sinks::{Resource, SinkConfig};
 use crate::sources::SourceConfig;
@@ -70,15 +75,17 @@ pub struct PipelineConfig {
 pub struct PipelineSection {
     /// Shown in logs.
     pub name: String,
-    /// Every `batch_interval` the blocks received become one batch ("1s", "500ms").
+    /// Every `batch_interval` the blocks received become one batch ("1s", "500ms"; longer than 0,
+    /// at most 24h).
     #[serde(default = "default_batch_interval", with = "duration")]
     pub batch_interval: Duration,
     /// Every `block_interval` a receiver's records are cut into a block, one partition of the
-    /// batch. Must divide `batch_interval`.
+    /// batch. Must divide `batch_interval` (so at most 24h).
     #[serde(default = "default_block_interval", with = "duration")]
     pub block_interval: Duration,
     /// Turns checkpoints on: after every batch, source positions and all operator state are
-    /// written here (relative to the pipeline file); a restart resumes from them.
+    /// written here (relative to the pipeline file); a restart resumes from them. `sluice check`
+    /// makes sure the directory can be created and written.
     pub checkpoint_dir: Option<PathBuf>,
     /// Write a checkpoint every this many batches (default 1; and always at a graceful stop).
     /// Between two, the batches' inputs stay logged; a restart replays all of them.
@@ -311,11 +318,11 @@ pub struct StageConfig {
     /// `reduce_by_key_and_window`: the inverse of `function` (`inverse(reduce(a, b), b) == a`),
     /// so each slide only adds the batches entering the window and removes those leaving it.
     pub inverse: Option<String>,
-    /// Windowed ops: the window length ("30s"), a multiple of `batch_interval`.
+    /// Windowed ops: the window length ("30s"), a multiple of `batch_interval`; at most 365d.
     #[serde(default, with = "duration::option")]
     pub window: Option<Duration>,
     /// Windowed ops: how often the window is computed ("10s"), a multiple of `batch_interval`;
-    /// default `batch_interval`.
+    /// default `batch_interval`; at most 365d.
     #[serde(default, with = "duration::option")]
     pub slide: Option<Duration>,
     /// `join`: `inner` (default), `left`, `right` or `full`.
@@ -325,18 +332,21 @@ pub struct StageConfig {
     /// `event_window`: a `timestamp` function of the plugin giving each record's event time (ms
     /// since the Unix epoch). Without it, a record's event time is its batch time.
     pub timestamp: Option<String>,
-    /// `event_window`: session windows that close after this long without an event for the key.
+    /// `event_window`: session windows that close after this long without an event for the key
+    /// (at most 365d).
     #[serde(default, with = "duration::option")]
     pub gap: Option<Duration>,
     /// `event_window`: how far behind the largest event time seen the watermark trails
-    /// (default 0). A record whose windows the watermark has already closed is late.
+    /// (default 0, at most 365d). A record whose windows the watermark has already closed is late.
     #[serde(default, with = "duration::option")]
     pub allowed_lateness: Option<Duration>,
     /// `map_with_state`: a key whose state has seen no new value for this long (in batch time)
     /// times out: the function is called once more with no values, then the state is dropped.
+    /// At least 1ms, at most 365d.
     #[serde(default, with = "duration::option")]
     pub state_timeout: Option<Duration>,
-    /// Deadline of each plugin call of this stage (default: `--call-timeout`).
+    /// Deadline of each plugin call of this stage (default: `--call-timeout`); at least 10ms, at
+    /// most 24h.
     #[serde(default, with = "duration::option")]
     pub timeout: Option<Duration>,
     /// Memory cap of the plugin's instance while it serves this stage ("64MiB"; default:
@@ -387,13 +397,13 @@ pub struct PipelineFile {
 
 impl PipelineFile {
     /// Reads and parses `path`. A syntax error or an unknown field is one error naming the
-    /// file, line and field.
+    /// file, line and field (with at most [`EXCERPT_CHARS`] characters of the line).
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|err| {
             ConfigErrors::one(path, ConfigError::new("", format!("cannot read the pipeline file: {err}")))
         })?;
         let config: PipelineConfig = toml::from_str(&text)
-            .map_err(|err| ConfigErrors::one(path, ConfigError::new("", err.to_string().trim_end().to_string())))?;
+            .map_err(|err| ConfigErrors::one(path, ConfigError::new("", error::toml_error(&text, &err))))?;
         Ok(Self { path: path.to_path_buf(), config })
     }
 
@@ -413,9 +423,13 @@ impl PipelineFile {
         let (batch, block) = (c.pipeline.batch_interval, c.pipeline.block_interval);
         if batch.is_zero() {
             errors.push(ConfigError::new("pipeline.batch_interval", "must be longer than 0"));
+        } else if batch > MAX_INTERVAL {
+            errors.push(ConfigError::new("pipeline.batch_interval", too_long(batch, MAX_INTERVAL_TEXT)));
         }
         if block.is_zero() {
             errors.push(ConfigError::new("pipeline.block_interval", "must be longer than 0"));
+        } else if block > MAX_INTERVAL {
+            errors.push(ConfigError::new("pipeline.block_interval", too_long(block, MAX_INTERVAL_TEXT)));
         } else if !batch.is_zero() && (block > batch || batch.as_nanos() % block.as_nanos() != 0) {
             errors.push(ConfigError::new(
                 "pipeline.block_interval",
@@ -505,22 +519,30 @@ impl PipelineFile {
         }
         for source in &c.sources {
             if let SourceConfig::Socket(socket) = source {
-                let at = format!("sources `{}`", socket.name);
-                if socket.wal && !checkpointed {
-                    errors.push(ConfigError::new(
-                        format!("{at}.wal"),
-                        "the write-ahead log lives in the checkpoint: set [pipeline] checkpoint_dir",
-                    ));
-                }
-                if socket.ack && !socket.wal {
-                    errors.push(ConfigError::new(
-                        format!("{at}.ack"),
-                        "acknowledgements report records made durable: needs `wal = true`",
-                    ));
-                }
-                if socket.max_rate == Some(0) {
-                    errors.push(ConfigError::new(format!("{at}.max_rate"), "must be at least 1 record/s"));
-                }
+                errors.extend(socket.validate(checkpointed));
+            }
+        }
+        errors
+    }
+
+    /// What `sluice check` adds to [`PipelineFile::validate`]: every directory a run writes (each
+    /// file sink's `path`, `checkpoint_dir`) can be created and written. Nothing is left behind:
+    /// a directory made to prove it can be is removed again (the run creates it when it needs it).
+    pub fn check_directories(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if let Some(dir) = &self.config.pipeline.checkpoint_dir
+            && let Err(problem) = writable_dir(&self.resolve(dir))
+        {
+            errors.push(ConfigError::new(
+                "pipeline.checkpoint_dir",
+                format!("{problem}; expected a directory the checkpoints can be written to"),
+            ));
+        }
+        for sink in &self.config.sinks {
+            if let crate::sinks::SinkConfig::File(file) = sink
+                && let Err(problem) = file.check_writable(&self.resolve(&file.path))
+            {
+                errors.push(ConfigError::new(format!("sinks `{}`.path", file.name), problem));
             }
         }
         errors
@@ -658,6 +680,18 @@ impl PipelineFile {
         if stage.timeout.is_some_and(|t| t.as_millis() < 10) {
             error("timeout", "must be at least 10ms (deadlines are checked every 10ms)".into());
         }
+        for (field, value, max, text) in [
+            ("window", stage.window, MAX_SPAN, MAX_SPAN_TEXT),
+            ("slide", stage.slide, MAX_SPAN, MAX_SPAN_TEXT),
+            ("gap", stage.gap, MAX_SPAN, MAX_SPAN_TEXT),
+            ("allowed_lateness", stage.allowed_lateness, MAX_SPAN, MAX_SPAN_TEXT),
+            ("state_timeout", stage.state_timeout, MAX_SPAN, MAX_SPAN_TEXT),
+            ("timeout", stage.timeout, MAX_INTERVAL, MAX_INTERVAL_TEXT),
+        ] {
+            if let Some(value) = value.filter(|v| *v > max) {
+                error(field, too_long(value, text));
+            }
+        }
         if stage.memory_limit.is_some_and(|m| m < 1 << 16) {
             error("memory_limit", "must be at least 64KiB (one WebAssembly page)".into());
         }
@@ -763,4 +797,9 @@ impl PipelineFile {
             }
         }
     }
+}
+
+/// "must be at most <bound>, found <duration>".
+fn too_long(duration: Duration, bound: &str) -> String {
+    format!("must be at most {bound}, found {}", humantime::format_duration(duration))
 }

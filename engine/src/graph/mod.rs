@@ -244,7 +244,7 @@ impl Graph {
         plugins: &BTreeMap<String, (usize, &PluginVersion)>,
     ) -> Result<Self, Vec<ConfigError>> {
         let config = &file.config;
-        let batch_ms = config.pipeline.batch_interval.as_millis() as u64;
+        let batch_ms = crate::config::millis(config.pipeline.batch_interval);
         let mut errors = Vec::new();
         let mut streams: Vec<Stream> = config
             .sources
@@ -616,8 +616,8 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
             }
         }
         Op::Window | Op::CountByWindow | Op::ReduceByWindow | Op::ReduceByKeyAndWindow | Op::CountByValueAndWindow => {
-            let window_ms = stage.window?.as_millis() as u64;
-            let slide_ms = stage.slide.map_or(batch_ms, |s| s.as_millis() as u64);
+            let window_ms = crate::config::millis(stage.window?);
+            let slide_ms = stage.slide.map_or(batch_ms, crate::config::millis);
             let (kind, ty) = match op {
                 Op::Window => (WindowKind::Records, input.ty.clone()),
                 Op::CountByWindow => (WindowKind::Count, u64_ty),
@@ -664,7 +664,7 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
             let (key, _) = cx.keyed(input)?;
             let (reference, info) = function(cx)?;
             cx.expect_input(&info, &input.ty, &carries)?;
-            let timeout_ms = stage.state_timeout.map(|t| t.as_millis() as u64);
+            let timeout_ms = stage.state_timeout.map(crate::config::millis);
             (Operator::MapWithState { function: reference, key: key.clone(), timeout_ms }, info.output.clone())
         }
         Op::EventWindow => {
@@ -685,7 +685,7 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
                     (Some(reference), info.output.clone())
                 }
             };
-            let ms = |d: std::time::Duration| d.as_millis() as u64;
+            let ms = crate::config::millis;
             let assigner = match (stage.window, stage.slide, stage.gap) {
                 (_, _, Some(gap)) => Assigner::Session(ms(gap).max(1)),
                 (Some(window), Some(slide), None) if slide != window => Assigner::Sliding(ms(window), ms(slide).max(1)),

@@ -183,7 +183,7 @@ async fn metrics(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Respons
 }
 
 fn millis(time: std::time::SystemTime) -> u64 {
-    time.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    time.duration_since(std::time::UNIX_EPOCH).map(crate::config::millis).unwrap_or(0)
 }
 
 async fn status(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {

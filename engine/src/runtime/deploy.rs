@@ -212,7 +212,7 @@ fn deploy(runtime: &PluginRuntime, registry: &PluginRegistry, index: usize, lane
         plugin = %name,
         new = %hash,
         serving = %current.short_hash(),
-        load_ms = started.elapsed().as_millis() as u64,
+        load_ms = crate::config::millis(started.elapsed()),
         "new plugin version validated; it serves from the next batch"
     );
     Ok(Deployed::Installed(hash))

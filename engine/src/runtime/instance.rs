@@ -179,8 +179,11 @@ fn typed<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
         .map_err(|err| CallError::BadOutput { message: format!("export `{name}`: {err}") })
 }
 
+/// The deadline in epoch ticks. wasmtime adds it to the current epoch unchecked: capped far
+/// below `u64::MAX` (the configured timeouts are at most 24h, 8.64 M ticks, anyway).
 fn ticks(limits: Limits) -> u64 {
-    (limits.timeout.as_millis() / super::EPOCH_TICK.as_millis()).max(1) as u64
+    let ticks = (limits.timeout.as_millis() / super::EPOCH_TICK.as_millis()).max(1);
+    u64::try_from(ticks).unwrap_or(u64::MAX).min(u64::MAX / 2)
 }
 
 /// Tells a deadline from a memory-limit failure from any other trap.

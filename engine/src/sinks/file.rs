@@ -2,9 +2,13 @@
 //! one JSON value per line. `write` fills and syncs a temporary file; `commit` renames it into
 //! place and syncs the directory, so a reader never sees half a batch. Idempotent: a replayed
 //! batch rewrites the same file with the same records.
+//!
+//! `sluice check` makes sure the directory can be created and written
+//! ([`FileSinkConfig::check_writable`]); a run finds out at its first batch with output (then the
+//! pipeline stops without checkpointing the batch, so a restart with checkpoints replays it).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sluice_sdk::TypeDesc;
@@ -21,11 +25,21 @@ pub struct FileSinkConfig {
     pub name: String,
     /// The stream to write (none for a stage's dead-letter sink).
     pub input: Option<String>,
-    /// Directory for the batch files (created if missing), relative to the pipeline file.
+    /// Directory for the batch files (created if missing), relative to the pipeline file;
+    /// `sluice check` makes sure it can be created and written.
     pub path: PathBuf,
 }
 
 impl FileSinkConfig {
+    /// Whether the sink can write its batch files into `resolved` (its `path`, resolved): the
+    /// directory exists or can be created, and files can be created in it. Made directories and
+    /// the probe file are removed again. Else what stands in the way, naming the path.
+    pub fn check_writable(&self, resolved: &Path) -> Result<(), String> {
+        crate::config::writable_dir(resolved).map_err(|problem| {
+            format!("{problem}; expected a directory sink `{}` can create and write its batch files in", self.name)
+        })
+    }
+
     /// The sink, writing into `dir` (the resolved `path`).
     pub fn build(&self, dir: PathBuf) -> FileSink {
         FileSink { dir, staged: None }

@@ -1,7 +1,11 @@
 //! The print sink: the first `num` records of each batch on standard output, in the layout of
 //! Spark's `DStream.print()`.
+//!
+//! A closed standard output (`sluice run p.toml | head`) is the end of the output, as for any
+//! command-line tool: the sink says so once in the log and prints nothing more; batches go on.
+//! Any other write error fails the batch.
 
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 
 use serde::Deserialize;
 use sluice_sdk::TypeDesc;
@@ -30,19 +34,26 @@ fn default_num() -> usize {
 impl PrintSinkConfig {
     /// The sink.
     pub fn build(&self) -> PrintSink {
-        PrintSink { num: self.num }
+        PrintSink { name: self.name.clone(), num: self.num, closed: false }
     }
 }
 
 /// See the module docs.
 #[derive(Debug)]
 pub struct PrintSink {
+    name: String,
     num: usize,
+    /// Standard output was closed: nothing more is printed.
+    closed: bool,
 }
 
 impl Sink for PrintSink {
-    /// Prints the batch header and up to `num` records, then `...` if there were more.
+    /// Prints the batch header and up to `num` records, then `...` if there were more. Returns
+    /// how many records it printed (none once standard output is closed).
     fn write(&mut self, batch: BatchRef, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError> {
+        if self.closed {
+            return Ok(0);
+        }
         let batch_time_ms = batch.time_ms;
         let mut text = format!(
             "-------------------------------------------\nTime: {batch_time_ms} ms\n-------------------------------------------\n"
@@ -57,10 +68,14 @@ impl Sink for PrintSink {
         }
         text.push('\n');
         let mut stdout = std::io::stdout().lock();
-        stdout
-            .write_all(text.as_bytes())
-            .and_then(|()| stdout.flush())
-            .map_err(|source| SinkError::Io { path: "standard output".into(), source })?;
-        Ok(total.min(self.num as u64))
+        match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+            Ok(()) => Ok(total.min(self.num as u64)),
+            Err(err) if err.kind() == ErrorKind::BrokenPipe => {
+                self.closed = true;
+                tracing::info!(sink = %self.name, "standard output is closed: nothing more is printed");
+                Ok(0)
+            }
+            Err(source) => Err(SinkError::Io { path: "standard output".into(), source }),
+        }
     }
 }

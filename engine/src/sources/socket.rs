@@ -10,7 +10,13 @@
 //!   with `ack = true` the server is told how many lines are durable: nothing acknowledged is
 //!   lost (at least once; a server resending what was not acknowledged may send a line twice).
 //!   Without `wal`, lines in memory at a crash are lost (best effort).
+//!
+//! Checked at load ([`SocketSourceConfig::validate`]): `address` is `host:port` — an IPv4
+//! address, an IPv6 address in brackets or a hostname (not resolved: DNS may answer differently
+//! when the run connects), and a port from 1 to 65535; `wal` needs `checkpoint_dir`, `ack` needs
+//! `wal`, `max_rate` is at least 1.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +29,7 @@ use tokio::sync::watch;
 use super::{Cut, Position, Source, SourceContext};
 use crate::block::Block;
 use crate::checkpoint::pending::{BatchLog, LoggedInput};
+use crate::config::ConfigError;
 use crate::receiver::rate::Throttle;
 use crate::receiver::{LineFramer, Receiver};
 
@@ -40,7 +47,8 @@ pub const FINAL_ACK_WAIT: Duration = Duration::from_secs(10);
 pub struct SocketSourceConfig {
     /// Unique name; stages and sinks read it by this name.
     pub name: String,
-    /// `host:port` of the server to read lines from.
+    /// `host:port` of the server to read lines from: an IPv4 address, an IPv6 address in brackets
+    /// (`[::1]:9999`) or a hostname, and a port from 1 to 65535.
     pub address: String,
     /// Write every block to the write-ahead log in `checkpoint_dir` before it counts as
     /// received; after a crash, blocks of unfinished batches are replayed.
@@ -53,6 +61,57 @@ pub struct SocketSourceConfig {
     pub ack: bool,
     /// Read at most this many records per second (the server is then held back by TCP).
     pub max_rate: Option<u64>,
+}
+
+/// Whether `address` is `host:port` as [`TcpStream::connect`] takes it, without resolving the
+/// host; else what is wrong with it.
+fn check_address(address: &str) -> Result<(), String> {
+    let Some((host, port)) = address.rsplit_once(':').filter(|_| !address.ends_with(']')) else {
+        return Err("no `:port`".into());
+    };
+    if host.contains(':') && !host.starts_with('[') {
+        return Err(format!("an IPv6 address goes in brackets: \"[{host}]:{port}\""));
+    }
+    if port.is_empty() {
+        return Err("no port after `:`".into());
+    }
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("port `{}` is not a number", crate::config::shorten(port, 20)));
+    }
+    if !port.parse::<u32>().is_ok_and(|port| (1..=65535).contains(&port)) {
+        return Err(format!("port {} is out of range", crate::config::shorten(port, 20)));
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        return match inner.strip_suffix(']').map(str::parse::<Ipv6Addr>) {
+            Some(Ok(_)) => Ok(()),
+            _ => Err(format!("`{}` is not an IPv6 address in brackets", crate::config::shorten(host, 50))),
+        };
+    }
+    if host.is_empty() {
+        return Err("no host before `:`".into());
+    }
+    // A last label of digits only is an IPv4 address or nothing (RFC 1123: `256.1.1.1` is no name).
+    let last_label = host.trim_end_matches('.').rsplit('.').next().unwrap_or_default();
+    let numeric = !last_label.is_empty() && last_label.bytes().all(|b| b.is_ascii_digit());
+    if numeric {
+        return match host.parse::<Ipv4Addr>() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!("`{}` is not an IPv4 address", crate::config::shorten(host, 50))),
+        };
+    }
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if host.len() > 253 || !host.trim_end_matches('.').split('.').all(label_ok) {
+        return Err(format!(
+            "`{}` is not an IP address or a hostname (letters, digits and `-` in labels separated by `.`)",
+            crate::config::shorten(host, 50)
+        ));
+    }
+    Ok(())
 }
 
 /// A socket source: a task that reads into its receiver, and the cuts that take the blocks
@@ -144,6 +203,39 @@ struct Reader {
     receiver: Arc<Receiver>,
 }
 
+impl SocketSourceConfig {
+    /// Every problem of this source's fields, each at ``sources `<name>`.<field>``; `checkpointed`:
+    /// the pipeline has a `checkpoint_dir` (where the write-ahead log lives).
+    pub fn validate(&self, checkpointed: bool) -> Vec<ConfigError> {
+        let at = |field: &str| format!("sources `{}`.{field}", self.name);
+        let mut errors = Vec::new();
+        if let Err(problem) = check_address(&self.address) {
+            errors.push(ConfigError::new(
+                at("address"),
+                format!(
+                    "expected \"host:port\" (an IP address or hostname, then a port from 1 to 65535, e.g. \
+                     \"127.0.0.1:9999\" or \"localhost:9999\"), found \"{}\": {problem}",
+                    crate::config::shorten(&self.address, 100)
+                ),
+            ));
+        }
+        if self.wal && !checkpointed {
+            errors.push(ConfigError::new(
+                at("wal"),
+                "the write-ahead log lives in the checkpoint: set [pipeline] checkpoint_dir",
+            ));
+        }
+        if self.ack && !self.wal {
+            errors
+                .push(ConfigError::new(at("ack"), "acknowledgements report records made durable: needs `wal = true`"));
+        }
+        if self.max_rate == Some(0) {
+            errors.push(ConfigError::new(at("max_rate"), "must be at least 1 record/s"));
+        }
+        errors
+    }
+}
+
 impl Reader {
     /// Reads until the peer closes the connection or `stop` turns true, then marks the receiver
     /// finished.
@@ -164,7 +256,7 @@ impl Reader {
             let stream = match connected {
                 Ok(stream) => stream,
                 Err(err) => {
-                    tracing::warn!(source = %name, %address, attempt, retry_in_ms = delay.as_millis() as u64, "cannot connect: {err}");
+                    tracing::warn!(source = %name, %address, attempt, retry_in_ms = crate::config::millis(delay), "cannot connect: {err}");
                     self.receiver.set_error(format!("cannot connect to {address}: {err}"));
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -306,5 +398,54 @@ impl Reader {
         }
         self.acknowledge(writer, base, acked).await;
         let _ = writer.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_host_and_port_without_resolving_the_host() {
+        for good in ["127.0.0.1:9999", "localhost:9", "kafka.internal:9092", "[::1]:1", "a-b.c:65535", "x.:80"] {
+            assert_eq!(check_address(good), Ok(()), "{good}");
+        }
+        for (bad, problem) in [
+            ("not an address", "no `:port`"),
+            ("127.0.0.1:99999", "port 99999 is out of range"),
+            ("127.0.0.1:0", "port 0 is out of range"),
+            ("127.0.0.1:http", "port `http` is not a number"),
+            ("127.0.0.1:", "no port after `:`"),
+            (":9999", "no host before `:`"),
+            ("::1:9999", "an IPv6 address goes in brackets: \"[::1]:9999\""),
+            ("[127.0.0.1]:9999", "`[127.0.0.1]` is not an IPv6 address in brackets"),
+            ("[::1]", "no `:port`"),
+            ("127.0.0.1:+80", "port `+80` is not a number"),
+            ("256.1.1.1:80", "`256.1.1.1` is not an IPv4 address"),
+            ("not an:80", "`not an` is not an IP address or a hostname"),
+            ("-bad.host:80", "`-bad.host` is not an IP address or a hostname"),
+            (".:80", "`.` is not an IP address or a hostname"),
+        ] {
+            let found = check_address(bad).unwrap_err();
+            assert!(found.starts_with(problem), "{bad}: {found}");
+        }
+    }
+
+    #[test]
+    fn validate_names_the_source_and_field() {
+        let config = SocketSourceConfig {
+            name: "lines".into(),
+            address: "127.0.0.1:99999".into(),
+            wal: false,
+            ack: true,
+            max_rate: Some(0),
+        };
+        let errors = config.validate(false);
+        let locations: Vec<&str> = errors.iter().map(|e| e.location.as_str()).collect();
+        assert_eq!(locations, ["sources `lines`.address", "sources `lines`.ack", "sources `lines`.max_rate"]);
+        assert!(errors[0].message.contains("found \"127.0.0.1:99999\": port 99999 is out of range"), "{errors:?}");
+        let durable = SocketSourceConfig { address: "localhost:9".into(), wal: true, max_rate: None, ..config };
+        assert_eq!(durable.validate(true), []);
+        assert_eq!(durable.validate(false)[0].location, "sources `lines`.wal");
     }
 }

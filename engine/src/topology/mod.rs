@@ -45,7 +45,7 @@ pub(crate) fn run(
             let names: Vec<&str> = config.sources.iter().map(SourceConfig::name).collect();
             let expected = Expected {
                 pipeline: &config.pipeline.name,
-                batch_interval_ms: config.pipeline.batch_interval.as_millis() as u64,
+                batch_interval_ms: crate::config::millis(config.pipeline.batch_interval),
                 sources: &names,
             };
             resume::resume(dir, &expected, options.fresh).map_err(std::io::Error::other)?
@@ -125,7 +125,7 @@ pub(crate) fn run(
     let checkpointing = checkpoint_dir.map(|dir| Checkpointing {
         dir,
         pipeline: config.pipeline.name.clone(),
-        batch_interval_ms: config.pipeline.batch_interval.as_millis() as u64,
+        batch_interval_ms: crate::config::millis(config.pipeline.batch_interval),
         last_good: resumed.stages,
         every: config.pipeline.checkpoint_every,
         since: 0,
@@ -204,7 +204,7 @@ fn serve_admin(
         deployer,
         receivers: receivers.to_vec(),
         token: options.admin_token.clone(),
-        batch_interval_ms: config.pipeline.batch_interval.as_millis() as u64,
+        batch_interval_ms: crate::config::millis(config.pipeline.batch_interval),
         stages: server::StageRow::of(&pipeline.graph, config),
     });
     tracing::info!(address = %format!("http://{bound}"), "dashboard at /, metrics at /metrics, admin API at /api");
