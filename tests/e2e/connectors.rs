@@ -113,3 +113,28 @@ fn without_checkpoints_a_sink_that_cannot_write_stops_the_run_too() {
     assert!(log.contains("sink `out` cannot write batch"), "log:\n{log}");
     assert!(log.contains("without checkpoint_dir this batch's output is lost"), "log:\n{log}");
 }
+
+#[test]
+fn a_directory_read_and_written_or_shared_with_the_checkpoint_is_refused_by_name() {
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    work.write(
+        "pipeline.toml",
+        "[pipeline]\nname = \"p\"\ncheckpoint_dir = \"state\"\n[plugins]\nwordcount = \"wordcount.wasm\"\n\
+         [[sources]]\nname = \"files\"\ntype = \"directory\"\npath = \"in\"\n\
+         [[stages]]\nname = \"words\"\ninput = \"files\"\nop = \"flat_map\"\nplugin = \"wordcount\"\nfunction = \"split_words\"\n\
+         [[sinks]]\nname = \"loop\"\ninput = \"words\"\ntype = \"file\"\npath = \"./in\"\n\
+         [[sinks]]\nname = \"clash\"\ninput = \"words\"\ntype = \"file\"\npath = \"state\"\n",
+    );
+    let out = work.sluice(&["check", "pipeline.toml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("sinks `loop`.path: source `files` reads the same directory; a pipeline must not read"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("sinks `clash`.path: the checkpoint (pipeline.checkpoint_dir) lives in the same directory"),
+        "{stderr}"
+    );
+}

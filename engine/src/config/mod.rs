@@ -550,21 +550,34 @@ impl PipelineFile {
 
     /// Two components may not write the same resource (a directory, later a table or topic).
     fn validate_resources(&self, errors: &mut Vec<ConfigError>) {
-        let mut owners: BTreeMap<Resource, String> = BTreeMap::new();
+        // What holds each resource first, and what to say to the next that wants it.
+        let mut owners: BTreeMap<Resource, (String, &str)> = BTreeMap::new();
+        let resolve = |p: &Path| {
+            let path = self.resolve(p);
+            std::path::absolute(&path).unwrap_or(path)
+        };
         if let Some(dir) = &self.config.pipeline.checkpoint_dir {
-            owners.insert(Resource::Directory(self.resolve(dir)), "the checkpoint (pipeline.checkpoint_dir)".into());
+            owners.insert(
+                Resource::Directory(resolve(dir)),
+                ("the checkpoint (pipeline.checkpoint_dir)".into(), "lives in the same directory; choose another"),
+            );
         }
-        for sink in &self.config.sinks {
-            for (field, resource) in sink.resources(|p| self.resolve(p)) {
-                let owner = format!("sink `{}`", sink.name());
-                if let Some(first) = owners.get(&resource) {
-                    let what = match &resource {
-                        Resource::Directory(_) => "writes to the same directory; each file sink needs its own",
-                    };
-                    errors
-                        .push(ConfigError::new(format!("sinks `{}`.{field}", sink.name()), format!("{first} {what}")));
-                } else {
-                    owners.insert(resource, owner);
+        let sources = self.config.sources.iter().map(|s| ("sources", s.name(), s.resources(resolve), "source"));
+        let sinks = self.config.sinks.iter().map(|s| ("sinks", s.name(), s.resources(resolve), "sink"));
+        for (section, name, resources, kind) in sources.chain(sinks) {
+            for (field, resource) in resources {
+                match owners.get(&resource) {
+                    Some((first, what)) => {
+                        errors.push(ConfigError::new(format!("{section} `{name}`.{field}"), format!("{first} {what}")))
+                    }
+                    None => {
+                        let what = if kind == "sink" {
+                            "writes to the same directory; each file sink needs its own"
+                        } else {
+                            "reads the same directory; a pipeline must not read a directory twice or read what it writes"
+                        };
+                        owners.insert(resource, (format!("{kind} `{name}`"), what));
+                    }
                 }
             }
         }

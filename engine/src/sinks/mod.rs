@@ -69,7 +69,8 @@ impl SinkGuarantee {
     }
 }
 
-/// Something outside the engine that one component writes; two may not write the same one.
+/// Something outside the engine that one component holds (a sink writes it, a source reads it);
+/// no two components may hold the same one.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Resource {
     /// A directory, resolved against the pipeline file.

@@ -65,6 +65,19 @@ impl SourceConfig {
         }
     }
 
+    /// What it holds, with the field that names it; relative paths resolve with `resolve`. No
+    /// other component may hold the same (a directory read twice, or read and written).
+    pub fn resources(
+        &self,
+        resolve: impl Fn(&std::path::Path) -> std::path::PathBuf,
+    ) -> Vec<(&'static str, crate::sinks::Resource)> {
+        match self {
+            Self::Directory(config) => vec![("path", crate::sinks::Resource::Directory(resolve(&config.path)))],
+            // A server may serve several clients; later a listening source holds its address.
+            Self::Socket(_) => Vec::new(),
+        }
+    }
+
     /// Builds the source; relative paths resolve with `resolve`.
     pub fn build(&self, resolve: impl Fn(&std::path::Path) -> std::path::PathBuf) -> Box<dyn Source> {
         match self {
