@@ -9,7 +9,6 @@
 
 mod event;
 mod keyed;
-mod keys;
 mod ops;
 mod run;
 mod state;
@@ -25,8 +24,6 @@ use crate::runtime::PluginVersion;
 use crate::sinks::SinkConfig;
 
 pub use event::Assigner;
-pub use keys::skip_value;
-pub(crate) use keys::varint as keys_varint;
 pub use run::{BatchOutcome, BatchOutput, DeadLetter, Handled, StageError, records, run_batch};
 pub use state::{GraphState, StageCheckpoint};
 

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sluice_sdk::TypeDesc;
 
-use super::render::render;
 use super::{BatchRef, Sink, SinkError};
+use crate::codec::render;
 use crate::graph::{Partition, records};
 
 /// `type = "file"`.

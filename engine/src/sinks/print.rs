@@ -10,8 +10,8 @@ use std::io::{ErrorKind, Write};
 use serde::Deserialize;
 use sluice_sdk::TypeDesc;
 
-use super::render::render;
 use super::{BatchRef, Sink, SinkError};
+use crate::codec::render;
 use crate::graph::{Partition, records};
 
 /// `type = "print"`.
