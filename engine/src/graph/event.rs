@@ -18,9 +18,10 @@ use rustc_hash::FxHashMap;
 use sluice_sdk::TypeDesc;
 use sluice_sdk::abi::Frames;
 
-use super::Partition;
-use super::keyed::{fold_counts, frames};
+use super::keyed::fold_counts;
 use super::ops::{self, split};
+use crate::block::Partition;
+use crate::block::records as frames;
 use crate::codec::{self, read_varint, write_varint};
 use crate::runtime::{CallError, PluginVersion};
 

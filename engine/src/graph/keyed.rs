@@ -6,10 +6,9 @@
 
 use rustc_hash::FxHashMap;
 use sluice_sdk::TypeDesc;
-use sluice_sdk::abi::Frames;
 
-use super::Partition;
 use super::ops::split;
+use crate::block::{Partition, records as frames};
 use crate::codec::{self, push_seq, read_varint, write_varint};
 use crate::config::JoinHow;
 use crate::runtime::CallError;
@@ -21,11 +20,6 @@ pub(super) fn fold_counts(counts: &[&[u8]], f: fn(u64, u64) -> u64) -> Vec<u8> {
     let mut out = Vec::new();
     write_varint(&mut out, total);
     out
-}
-
-/// Records of several partitions, in order.
-pub(super) fn frames(parts: &[Partition]) -> impl Iterator<Item = &[u8]> {
-    parts.iter().flat_map(|p| Frames::new(&p.data))
 }
 
 /// Keys in first-seen order, each with its values.
@@ -204,6 +198,7 @@ pub(super) fn concat(parts: &[Partition]) -> Partition {
 mod tests {
     use super::*;
     use serde::Serialize;
+    use sluice_sdk::abi::Frames;
 
     fn part<T: Serialize>(records: &[T]) -> Partition {
         let mut p = Partition::default();

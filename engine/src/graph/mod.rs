@@ -24,17 +24,8 @@ use crate::runtime::PluginVersion;
 use crate::sinks::SinkConfig;
 
 pub use event::Assigner;
-pub use run::{BatchOutcome, BatchOutput, DeadLetter, Handled, StageError, records, run_batch};
+pub use run::{BatchOutcome, BatchOutput, DeadLetter, Handled, StageError, run_batch};
 pub use state::{GraphState, StageCheckpoint};
-
-/// One partition of a stream in one batch: frames of records.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct Partition {
-    /// The records as frames.
-    pub data: Vec<u8>,
-    /// How many.
-    pub records: u64,
-}
 
 /// A named stream: a source's records or a stage's output.
 #[derive(Clone, Debug)]

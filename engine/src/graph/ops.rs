@@ -12,7 +12,7 @@ use rustc_hash::FxHasher;
 use sluice_sdk::TypeDesc;
 use sluice_sdk::abi::{FRAME_HEADER, Frames, FunctionKind};
 
-use super::Partition;
+use crate::block::Partition;
 use crate::codec::{self, skip_value};
 use crate::runtime::{CallError, PluginVersion, instance};
 

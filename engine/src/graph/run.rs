@@ -9,8 +9,9 @@ use std::sync::Arc;
 use sluice_sdk::TypeDesc;
 
 use super::state::GraphState;
-use super::{FunctionRef, Graph, Operator, Partition, Stage, keyed, ops};
+use super::{FunctionRef, Graph, Operator, Stage, keyed, ops};
 use crate::block::Block;
+use crate::block::Partition;
 use crate::codec;
 use crate::config::OnError;
 use crate::metrics::events::StageFigures;
@@ -535,9 +536,4 @@ fn host_error(stage: &Stage, error: CallError) -> Box<StageError> {
         function: "-".into(),
         error,
     })
-}
-
-/// Frames of a stream's partitions in order, for sinks.
-pub fn records(partitions: &[Partition]) -> impl Iterator<Item = &[u8]> {
-    partitions.iter().flat_map(|p| abi::Frames::new(&p.data))
 }

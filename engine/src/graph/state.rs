@@ -7,11 +7,12 @@ use rustc_hash::FxHashMap;
 use sluice_sdk::TypeDesc;
 use sluice_sdk::abi::Frames;
 
+use super::Graph;
 use super::event::EventWindowState;
-use super::keyed::frames;
 use super::ops::{partition_of, split};
 use super::window::WindowState;
-use super::{Graph, Partition};
+use crate::block::Partition;
+use crate::block::records as frames;
 use crate::codec;
 use crate::runtime::{CallError, PluginVersion, instance};
 

@@ -16,9 +16,10 @@ use rustc_hash::FxHashMap;
 use sluice_sdk::TypeDesc;
 use sluice_sdk::abi::Frames;
 
+use super::WindowKind;
 use super::keyed::{count_by_value, fold_counts};
 use super::ops::{self, split};
-use super::{Partition, WindowKind};
+use crate::block::Partition;
 use crate::codec;
 use crate::runtime::CallError;
 use crate::runtime::registry::Snapshot;

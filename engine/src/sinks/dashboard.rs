@@ -15,8 +15,8 @@ use serde_json::Value;
 use sluice_sdk::TypeDesc;
 
 use super::{BatchRef, Sink, SinkError};
+use crate::block::{Partition, records};
 use crate::codec::render;
-use crate::graph::{Partition, records};
 use crate::metrics::events::{Events, Results};
 
 /// `chart`.

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use sluice_sdk::TypeDesc;
 
 use super::{BatchRef, Sink, SinkError};
+use crate::block::{Partition, records};
 use crate::codec::render;
-use crate::graph::{Partition, records};
 
 /// `type = "file"`.
 #[derive(Clone, Debug, Deserialize)]

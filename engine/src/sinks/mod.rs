@@ -30,7 +30,7 @@ pub use dashboard::{DashboardSink, DashboardSinkConfig};
 pub use file::{FileSink, FileSinkConfig};
 pub use print::{PrintSink, PrintSinkConfig};
 
-use crate::graph::Partition;
+use crate::block::Partition;
 use crate::metrics::events::Events;
 
 /// `[[sinks]]`, tagged by `type`.
