@@ -30,7 +30,7 @@ fn corpus() -> Vec<u8> {
             })
             .collect();
         let line = line.join(" ");
-        sluice_sdk::__private::write_frame(&mut buf, line.as_str()).unwrap();
+        sluice::codec::write_frame(&mut buf, line.as_str()).unwrap();
     }
     buf
 }

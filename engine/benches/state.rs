@@ -55,7 +55,7 @@ fn block(lines: usize, vocab: u64, seed: u64) -> Block {
                 format!("w{}", state % vocab)
             })
             .collect();
-        sluice_sdk::__private::write_frame(&mut data, words.join(" ").as_str()).unwrap();
+        sluice::codec::write_frame(&mut data, words.join(" ").as_str()).unwrap();
     }
     Block { source: 0, seq: seed, records: lines as u64, invalid: 0, data }
 }
@@ -102,7 +102,7 @@ fn state_bench(runtime: &PluginRuntime, workers: usize, keys: u64) -> f64 {
     let mut filled = 0;
     for k in 0..keys {
         let line = format!("k{k}");
-        sluice_sdk::__private::write_frame(&mut data, line.as_str()).unwrap();
+        sluice::codec::write_frame(&mut data, line.as_str()).unwrap();
         filled += 1;
     }
     let fill = Block { source: 0, seq: 0, records: filled, invalid: 0, data };

@@ -4,6 +4,7 @@ pub mod batch;
 pub mod block;
 pub mod checkpoint;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod graph;
 pub mod metrics;

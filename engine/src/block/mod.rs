@@ -5,6 +5,12 @@
 //! (wall clock, aligned to the Unix epoch, as Spark aligns batch times); a receiver with nothing
 //! new yields no block. A receiver seals a block early when it reaches
 //! [`MAX_BLOCK_BYTES`](crate::receiver::MAX_BLOCK_BYTES), so a burst still spreads over cores.
+//!
+//! Past the sources, records travel as [`Partition`]s: frames (see [`crate::codec`]) and their
+//! count. A block becomes one partition of its source's stream; each stage turns partitions into
+//! partitions; sinks read them with [`records`].
+
+use sluice_sdk::abi::Frames;
 
 /// One receiver's records from one block interval.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,4 +25,18 @@ pub struct Block {
     pub invalid: u64,
     /// The records as frames.
     pub data: Vec<u8>,
+}
+
+/// One partition of a stream in one batch: frames of records.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Partition {
+    /// The records as frames.
+    pub data: Vec<u8>,
+    /// How many.
+    pub records: u64,
+}
+
+/// The records (frames) of several partitions, in order.
+pub fn records(partitions: &[Partition]) -> impl Iterator<Item = &[u8]> {
+    partitions.iter().flat_map(|p| Frames::new(&p.data))
 }

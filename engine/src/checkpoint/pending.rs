@@ -200,7 +200,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let block = |source, seq, text: &str| {
             let mut data = Vec::new();
-            sluice_sdk::__private::write_frame(&mut data, &text.to_string()).unwrap();
+            crate::codec::write_frame(&mut data, &text.to_string()).unwrap();
             Block { source, seq, records: 1, invalid: 0, data }
         };
         let log = BatchLog::new(root.path().to_path_buf());

@@ -16,12 +16,13 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 use sluice_sdk::TypeDesc;
-use sluice_sdk::abi::{self, Frames};
+use sluice_sdk::abi::Frames;
 
-use super::Partition;
-use super::keyed::{fold_counts, frames, write_varint};
-use super::keys::varint;
+use super::keyed::fold_counts;
 use super::ops::{self, split};
+use crate::block::Partition;
+use crate::block::records as frames;
+use crate::codec::{self, read_varint, write_varint};
 use crate::runtime::{CallError, PluginVersion};
 
 /// How records are assigned to windows, in ms.
@@ -137,7 +138,7 @@ impl EventWindowState {
         let mut added = Added::new();
         for (record, &ts) in frames(input).zip(event_times) {
             if watermark.is_some_and(|w| assigner.last_end(ts) <= w) {
-                abi::push_frame(&mut late.data, record);
+                codec::push_frame(&mut late.data, record);
                 late.records += 1;
                 continue;
             }
@@ -174,7 +175,7 @@ impl EventWindowState {
             write_varint(&mut record, start);
             write_varint(&mut record, window.end);
             record.extend_from_slice(&window.value);
-            abi::push_frame(&mut out.data, &record);
+            codec::push_frame(&mut out.data, &record);
             out.records += 1;
         }
         Ok((vec![out], vec![late]))
@@ -244,7 +245,7 @@ impl EventWindowState {
 /// Event times of records from a `timestamp` function's output: one `u64` frame per record.
 pub(super) fn event_times(output: &[u8], records: u64) -> Result<Vec<u64>, CallError> {
     let mut frames = Frames::new(output);
-    let times: Vec<u64> = frames.by_ref().map(|f| varint(f, &mut 0).unwrap_or(0) as u64).collect();
+    let times: Vec<u64> = frames.by_ref().map(|f| read_varint(f, &mut 0).unwrap_or(0) as u64).collect();
     if times.len() as u64 != records || !frames.rest().is_empty() {
         return Err(CallError::BadOutput {
             message: format!("timestamp returned {} times for {records} records", times.len()),
@@ -260,7 +261,7 @@ mod tests {
     fn batch(events: &[(&str, u64)]) -> (Vec<Partition>, Vec<u64>) {
         let mut part = Partition::default();
         for (user, _) in events {
-            sluice_sdk::__private::write_frame(&mut part.data, &(*user, 1u64)).unwrap();
+            crate::codec::write_frame(&mut part.data, &(*user, 1u64)).unwrap();
             part.records += 1;
         }
         (vec![part], events.iter().map(|(_, ts)| *ts).collect())

@@ -1,53 +1,25 @@
 //! Host-only operators: no plugin call, nothing decoded but keys. Records keep their bytes;
-//! the host only builds new tuples around them (postcard tuples are concatenations, `Vec`s a
-//! varint count then the elements, `Option`s a tag byte).
+//! the host only builds new tuples around them, in the formats of [`crate::codec`].
 //!
 //! They produce one partition per batch (their input is already combined or small); what follows
 //! them runs on that partition. Output order is deterministic: keys in first-seen order.
 
 use rustc_hash::FxHashMap;
 use sluice_sdk::TypeDesc;
-use sluice_sdk::abi::{self, Frames};
 
-use super::Partition;
 use super::ops::split;
+use crate::block::{Partition, records as frames};
+use crate::codec::{self, push_seq, read_varint, write_varint};
 use crate::config::JoinHow;
 use crate::runtime::CallError;
 
-/// Appends `value` as a postcard varint.
-pub(super) fn write_varint(out: &mut Vec<u8>, mut value: u64) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// Appends the postcard encoding of a `Vec` whose elements are already encoded: the count,
-/// then the elements back to back.
-fn push_seq(out: &mut Vec<u8>, values: &[&[u8]]) {
-    write_varint(out, values.len() as u64);
-    for value in values {
-        out.extend_from_slice(value);
-    }
-}
-
 /// Folds postcard `u64` counts with `f` (left to right) into one encoded count.
 pub(super) fn fold_counts(counts: &[&[u8]], f: fn(u64, u64) -> u64) -> Vec<u8> {
-    let count = |v: &[u8]| super::keys::varint(v, &mut 0).unwrap_or(0) as u64;
+    let count = |v: &[u8]| read_varint(v, &mut 0).unwrap_or(0) as u64;
     let total = counts.iter().skip(1).fold(counts.first().map_or(0, |v| count(v)), |acc, v| f(acc, count(v)));
     let mut out = Vec::new();
     write_varint(&mut out, total);
     out
-}
-
-/// Records of several partitions, in order.
-pub(super) fn frames(parts: &[Partition]) -> impl Iterator<Item = &[u8]> {
-    parts.iter().flat_map(|p| Frames::new(&p.data))
 }
 
 /// Keys in first-seen order, each with its values.
@@ -87,7 +59,7 @@ pub(super) fn count_by_value(parts: &[Partition]) -> Partition {
     for (record, n) in order {
         count.clear();
         write_varint(&mut count, n);
-        abi::push_frame_parts(&mut out.data, record, &count);
+        codec::push_frame_parts(&mut out.data, record, &count);
         out.records += 1;
     }
     out
@@ -106,7 +78,7 @@ pub(super) fn group_by_key(key_ty: &TypeDesc, parts: &[Partition]) -> Result<Par
         record.clear();
         record.extend_from_slice(key);
         push_seq(&mut record, values);
-        abi::push_frame(&mut out.data, &record);
+        codec::push_frame(&mut out.data, &record);
         out.records += 1;
     }
     Ok(out)
@@ -165,7 +137,7 @@ pub(super) fn join(
                 (None, _) => record.push(0),
             }
         }
-        abi::push_frame(&mut out.data, &record);
+        codec::push_frame(&mut out.data, &record);
         out.records += 1;
     };
     for (key, lefts, rights) in sides(key_ty, left, right)? {
@@ -194,7 +166,7 @@ pub(super) fn cogroup(key_ty: &TypeDesc, left: &[Partition], right: &[Partition]
         record.extend_from_slice(key);
         push_seq(&mut record, &lefts);
         push_seq(&mut record, &rights);
-        abi::push_frame(&mut out.data, &record);
+        codec::push_frame(&mut out.data, &record);
         out.records += 1;
     }
     Ok(out)
@@ -205,7 +177,7 @@ pub(super) fn repartition(parts: &[Partition], n: usize) -> Vec<Partition> {
     let mut out = vec![Partition::default(); n];
     for (i, record) in frames(parts).enumerate() {
         let part = &mut out[i % n];
-        abi::push_frame(&mut part.data, record);
+        codec::push_frame(&mut part.data, record);
         part.records += 1;
     }
     out
@@ -226,11 +198,12 @@ pub(super) fn concat(parts: &[Partition]) -> Partition {
 mod tests {
     use super::*;
     use serde::Serialize;
+    use sluice_sdk::abi::Frames;
 
     fn part<T: Serialize>(records: &[T]) -> Partition {
         let mut p = Partition::default();
         for r in records {
-            sluice_sdk::__private::write_frame(&mut p.data, r).unwrap();
+            crate::codec::write_frame(&mut p.data, r).unwrap();
             p.records += 1;
         }
         p

@@ -9,7 +9,6 @@
 
 mod event;
 mod keyed;
-mod keys;
 mod ops;
 mod run;
 mod state;
@@ -25,19 +24,8 @@ use crate::runtime::PluginVersion;
 use crate::sinks::SinkConfig;
 
 pub use event::Assigner;
-pub use keys::skip_value;
-pub(crate) use keys::varint as keys_varint;
-pub use run::{BatchOutcome, BatchOutput, DeadLetter, Handled, StageError, records, run_batch};
+pub use run::{BatchOutcome, BatchOutput, DeadLetter, Handled, StageError, run_batch};
 pub use state::{GraphState, StageCheckpoint};
-
-/// One partition of a stream in one batch: frames of records.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct Partition {
-    /// The records as frames.
-    pub data: Vec<u8>,
-    /// How many.
-    pub records: u64,
-}
 
 /// A named stream: a source's records or a stage's output.
 #[derive(Clone, Debug)]

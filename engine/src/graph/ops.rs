@@ -10,10 +10,10 @@ use std::hash::Hasher;
 use hashbrown::HashTable;
 use rustc_hash::FxHasher;
 use sluice_sdk::TypeDesc;
-use sluice_sdk::abi::{self, FRAME_HEADER, Frames, FunctionKind};
+use sluice_sdk::abi::{FRAME_HEADER, Frames, FunctionKind};
 
-use super::Partition;
-use super::keys::skip_value;
+use crate::block::Partition;
+use crate::codec::{self, skip_value};
 use crate::runtime::{CallError, PluginVersion, instance};
 
 fn bad_output(message: String) -> CallError {
@@ -49,7 +49,7 @@ pub(super) fn plugin_into(
         let mut records = 0;
         for (&decision, frame) in keep.iter().zip(Frames::new(&input.data)) {
             if decision != 0 {
-                abi::push_frame(out, frame);
+                codec::push_frame(out, frame);
                 records += 1;
             }
         }
@@ -233,7 +233,7 @@ pub(super) fn combine_and_route(
     let mut out = vec![Partition::default(); buckets];
     combine_by_key(version, function, key_ty, &[input], |key, value, _| {
         let bucket = &mut out[partition_of(key, buckets)];
-        abi::push_frame_parts(&mut bucket.data, key, value);
+        codec::push_frame_parts(&mut bucket.data, key, value);
         bucket.records += 1;
     })?;
     Ok(out)
@@ -248,7 +248,7 @@ pub(super) fn combine(
 ) -> Result<Partition, CallError> {
     let mut out = Partition::default();
     combine_by_key(version, function, key_ty, inputs, |key, value, _| {
-        abi::push_frame_parts(&mut out.data, key, value);
+        codec::push_frame_parts(&mut out.data, key, value);
         out.records += 1;
     })?;
     Ok(out)
@@ -297,7 +297,7 @@ pub(super) fn reduce_groups(
     for group in groups.iter().filter(|g| g.len() > 1) {
         input.extend_from_slice(&(group.len() as u32).to_le_bytes());
         for value in group {
-            abi::push_frame(&mut input, value);
+            codec::push_frame(&mut input, value);
         }
         several += 1;
     }

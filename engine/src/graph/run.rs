@@ -9,8 +9,10 @@ use std::sync::Arc;
 use sluice_sdk::TypeDesc;
 
 use super::state::GraphState;
-use super::{FunctionRef, Graph, Operator, Partition, Stage, keyed, ops};
+use super::{FunctionRef, Graph, Operator, Stage, keyed, ops};
 use crate::block::Block;
+use crate::block::Partition;
+use crate::codec;
 use crate::config::OnError;
 use crate::metrics::events::StageFigures;
 use crate::runtime::CallError;
@@ -273,7 +275,7 @@ fn absorb(
         let mut json = String::new();
         for record in failed.iter().flat_map(|p| abi::Frames::new(&p.data)) {
             json.clear();
-            crate::sinks::render::render(ty, record, &mut json);
+            crate::codec::render(ty, record, &mut json);
             if *ty == TypeDesc::String
                 && let Ok(line) = serde_json::from_str::<String>(&json)
             {
@@ -289,7 +291,7 @@ fn absorb(
                 error: error.error.to_string(),
                 record: json.clone(),
             };
-            sluice_sdk::__private::write_frame(&mut out.data, &letter).expect("a dead letter always encodes");
+            crate::codec::write_frame(&mut out.data, &letter).expect("a dead letter always encodes");
             out.records += 1;
         }
         dead_letters.push((sink, out));
@@ -318,7 +320,7 @@ fn run_stage(
         Operator::Count => {
             let count: u64 = input.iter().map(|p| p.records).sum();
             let mut data = Vec::new();
-            sluice_sdk::__private::write_frame(&mut data, &count).expect("a u64 always encodes");
+            crate::codec::write_frame(&mut data, &count).expect("a u64 always encodes");
             vec![Partition { data, records: 1 }]
         }
         Operator::Plugin { plugin, function, kind } => {
@@ -351,7 +353,7 @@ fn run_stage(
             } else {
                 let value = ops::reduce_values(version, &f.function, &partials).map_err(|e| call(f, e))?;
                 let mut out = Partition { data: Vec::new(), records: 1 };
-                abi::push_frame(&mut out.data, &value);
+                codec::push_frame(&mut out.data, &value);
                 vec![out]
             }
         }
@@ -456,7 +458,7 @@ fn key_by(version: &crate::runtime::PluginVersion, function: &str, input: &Parti
     }
     let mut out = Partition { data: Vec::with_capacity(keys.data.len() + input.data.len()), records: 0 };
     for (key, record) in abi::Frames::new(&keys.data).zip(abi::Frames::new(&input.data)) {
-        abi::push_frame_parts(&mut out.data, key, record);
+        codec::push_frame_parts(&mut out.data, key, record);
         out.records += 1;
     }
     Ok(out)
@@ -534,9 +536,4 @@ fn host_error(stage: &Stage, error: CallError) -> Box<StageError> {
         function: "-".into(),
         error,
     })
-}
-
-/// Frames of a stream's partitions in order, for sinks.
-pub fn records(partitions: &[Partition]) -> impl Iterator<Item = &[u8]> {
-    partitions.iter().flat_map(|p| abi::Frames::new(&p.data))
 }

@@ -5,13 +5,15 @@
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use sluice_sdk::TypeDesc;
-use sluice_sdk::abi::{self, Frames};
+use sluice_sdk::abi::Frames;
 
+use super::Graph;
 use super::event::EventWindowState;
-use super::keyed::frames;
 use super::ops::{partition_of, split};
 use super::window::WindowState;
-use super::{Graph, Partition};
+use crate::block::Partition;
+use crate::block::records as frames;
+use crate::codec;
 use crate::runtime::{CallError, PluginVersion, instance};
 
 /// One stage's state: what a checkpoint holds for it (keys, values and states as the postcard
@@ -202,11 +204,11 @@ fn update_bucket(
     let mut add = |values: &[&[u8]], state: Option<&[u8]>| {
         call_input.extend_from_slice(&(values.len() as u32).to_le_bytes());
         for value in values {
-            abi::push_frame(&mut call_input, value);
+            codec::push_frame(&mut call_input, value);
         }
         match state {
-            Some(state) => abi::push_frame_parts(&mut call_input, &[1], state),
-            None => abi::push_frame(&mut call_input, &[0]),
+            Some(state) => codec::push_frame_parts(&mut call_input, &[1], state),
+            None => codec::push_frame(&mut call_input, &[0]),
         }
     };
     // Keys with state first (in the map's order), then new keys: the output follows this order.
@@ -237,7 +239,7 @@ fn update_bucket(
             Some(new_state) => {
                 state.clear();
                 state.extend_from_slice(new_state);
-                abi::push_frame_parts(&mut emitted.data, key, state);
+                codec::push_frame_parts(&mut emitted.data, key, state);
                 emitted.records += 1;
             }
             None => deleted.push(key.clone()),
@@ -248,7 +250,7 @@ fn update_bucket(
     }
     for key in new_keys {
         if let Some(state) = next_state()? {
-            abi::push_frame_parts(&mut emitted.data, key, state);
+            codec::push_frame_parts(&mut emitted.data, key, state);
             emitted.records += 1;
             states.insert(key.to_vec(), state.to_vec());
         }
@@ -312,15 +314,15 @@ impl MapStateStore {
                 .map(|keys| {
                     let mut call_input = Vec::new();
                     for key in keys {
-                        abi::push_frame(&mut call_input, key);
+                        codec::push_frame(&mut call_input, key);
                         let values = new_values.get(key).map(Vec::as_slice).unwrap_or_default();
                         call_input.extend_from_slice(&(values.len() as u32).to_le_bytes());
                         for value in values {
-                            abi::push_frame(&mut call_input, value);
+                            codec::push_frame(&mut call_input, value);
                         }
                         match states.get(*key) {
-                            Some((state, _)) => abi::push_frame_parts(&mut call_input, &[1], state),
-                            None => abi::push_frame(&mut call_input, &[0]),
+                            Some((state, _)) => codec::push_frame_parts(&mut call_input, &[1], state),
+                            None => codec::push_frame(&mut call_input, &[0]),
                         }
                     }
                     let mut out = Vec::new();
@@ -340,7 +342,7 @@ impl MapStateStore {
                         let count = frames.read_u32().ok_or_else(|| bad("returned no record count"))?;
                         for _ in 0..count {
                             let record = frames.next().ok_or_else(|| bad("returned fewer records than it counted"))?;
-                            abi::push_frame(&mut emitted.data, record);
+                            codec::push_frame(&mut emitted.data, record);
                             emitted.records += 1;
                         }
                         let timed_out = !new_values.contains_key(key);
@@ -381,7 +383,7 @@ mod tests {
     fn clicks(users: &[&str]) -> Vec<Partition> {
         let mut part = Partition::default();
         for user in users {
-            sluice_sdk::__private::write_frame(&mut part.data, &(user.to_string(), 7u64)).unwrap();
+            crate::codec::write_frame(&mut part.data, &(user.to_string(), 7u64)).unwrap();
             part.records += 1;
         }
         vec![part]
@@ -422,7 +424,7 @@ mod tests {
         let batch = |pairs: &[(&str, u64)]| {
             let mut part = Partition::default();
             for pair in pairs {
-                sluice_sdk::__private::write_frame(&mut part.data, pair).unwrap();
+                crate::codec::write_frame(&mut part.data, pair).unwrap();
                 part.records += 1;
             }
             vec![part]

@@ -14,11 +14,13 @@ use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
 use sluice_sdk::TypeDesc;
-use sluice_sdk::abi::{self, Frames};
+use sluice_sdk::abi::Frames;
 
+use super::WindowKind;
 use super::keyed::{count_by_value, fold_counts};
 use super::ops::{self, split};
-use super::{Partition, WindowKind};
+use crate::block::Partition;
+use crate::codec;
 use crate::runtime::CallError;
 use crate::runtime::registry::Snapshot;
 
@@ -134,7 +136,7 @@ impl WindowState {
                 let count: u64 =
                     self.in_window(start).map(|c| if let Contribution::Count(n) = c { *n } else { 0 }).sum();
                 let mut out = Partition { data: Vec::new(), records: 1 };
-                sluice_sdk::__private::write_frame(&mut out.data, &count).expect("a u64 encodes");
+                crate::codec::write_frame(&mut out.data, &count).expect("a u64 encodes");
                 vec![out]
             }
             WindowKind::Reduce(f) => {
@@ -147,7 +149,7 @@ impl WindowState {
                 } else {
                     let value = ops::reduce_values(&snapshot[f.plugin], &f.function, &values)?;
                     let mut out = Partition { data: Vec::new(), records: 1 };
-                    abi::push_frame(&mut out.data, &value);
+                    codec::push_frame(&mut out.data, &value);
                     vec![out]
                 }
             }
@@ -265,7 +267,7 @@ impl WindowState {
         keys.sort_unstable();
         let mut out = Partition::default();
         for (key, value) in keys {
-            abi::push_frame_parts(&mut out.data, key, value);
+            codec::push_frame_parts(&mut out.data, key, value);
             out.records += 1;
         }
         out
@@ -324,7 +326,7 @@ mod tests {
     fn batch(words: &[u8]) -> Vec<Partition> {
         let mut part = Partition::default();
         for w in words {
-            sluice_sdk::__private::write_frame(&mut part.data, &(format!("k{w}"), 1u64)).unwrap();
+            crate::codec::write_frame(&mut part.data, &(format!("k{w}"), 1u64)).unwrap();
             part.records += 1;
         }
         vec![part]

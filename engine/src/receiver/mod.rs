@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::block::Block;
+use crate::codec;
 
 /// A block seals when its frames reach this size, even before the block interval ends.
 pub const MAX_BLOCK_BYTES: usize = 8 << 20;
@@ -278,21 +279,9 @@ fn push_line(line: &[u8], block: &mut PendingBlock) {
         block.invalid += 1;
         return;
     }
-    let mut varint = [0u8; 10];
-    let mut n = 0;
-    let mut len = line.len() as u64;
-    loop {
-        let byte = (len & 0x7f) as u8;
-        len >>= 7;
-        if len == 0 {
-            varint[n] = byte;
-            n += 1;
-            break;
-        }
-        varint[n] = byte | 0x80;
-        n += 1;
-    }
-    sluice_sdk::abi::push_frame_parts(&mut block.data, &varint[..n], line);
+    let mut len = [0; codec::MAX_VARINT_U64];
+    let len = codec::encode_varint(&mut len, line.len() as u64);
+    codec::push_frame_parts(&mut block.data, len, line);
     block.records += 1;
 }
 

@@ -14,9 +14,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use sluice_sdk::TypeDesc;
 
-use super::render::render;
 use super::{BatchRef, Sink, SinkError};
-use crate::graph::{Partition, records};
+use crate::block::{Partition, records};
+use crate::codec::render;
 use crate::metrics::events::{Events, Results};
 
 /// `chart`.
@@ -166,7 +166,7 @@ mod tests {
         let mut part = Partition::default();
         for (word, count, avg_len) in [("b", 2, 1.5), ("a", 9, 0.5), ("c", 5, 3.5)] {
             let record = Word { word: word.into(), count, avg_len };
-            sluice_sdk::__private::write_frame(&mut part.data, &record).unwrap();
+            crate::codec::write_frame(&mut part.data, &record).unwrap();
             part.records += 1;
         }
         let events = Arc::new(Events::default());

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sluice_sdk::TypeDesc;
 
-use super::render::render;
 use super::{BatchRef, Sink, SinkError};
-use crate::graph::{Partition, records};
+use crate::block::{Partition, records};
+use crate::codec::render;
 
 /// `type = "file"`.
 #[derive(Clone, Debug, Deserialize)]

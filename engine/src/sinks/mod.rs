@@ -10,7 +10,7 @@
 //! does — and the [`Resource`]s it writes, so clashes are found generically at validation and
 //! `sluice check` can print each source → sink path's end-to-end guarantee
 //! ([`crate::sources::end_to_end`]). Records are rendered as JSON from their [`TypeDesc`] (see
-//! [`render`]); a keyed record `(K, V)` is `[key, value]`. A sink without an `input` is a
+//! [`render`](crate::codec::render)); a keyed record `(K, V)` is `[key, value]`. A sink without an `input` is a
 //! stage's dead-letter sink.
 //!
 //! The scheduler retries a failing write or commit, then stops the run without a checkpoint, so
@@ -19,7 +19,6 @@
 pub mod dashboard;
 pub mod file;
 pub mod print;
-pub mod render;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,7 +30,7 @@ pub use dashboard::{DashboardSink, DashboardSinkConfig};
 pub use file::{FileSink, FileSinkConfig};
 pub use print::{PrintSink, PrintSinkConfig};
 
-use crate::graph::Partition;
+use crate::block::Partition;
 use crate::metrics::events::Events;
 
 /// `[[sinks]]`, tagged by `type`.

@@ -10,9 +10,9 @@ use std::io::{ErrorKind, Write};
 use serde::Deserialize;
 use sluice_sdk::TypeDesc;
 
-use super::render::render;
 use super::{BatchRef, Sink, SinkError};
-use crate::graph::{Partition, records};
+use crate::block::{Partition, records};
+use crate::codec::render;
 
 /// `type = "print"`.
 #[derive(Clone, Debug, Deserialize)]

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use sluice_sdk::TypeDesc;
 
-use crate::graph::keys_varint as varint;
+use super::varint::read_varint;
 
 /// Appends the JSON of the value of type `ty` encoded in `record`. A record that does not match
 /// its type (a plugin bug) renders as `{"undecodable": "<hex>"}` rather than failing the sink.
@@ -44,9 +44,9 @@ fn value(ty: &TypeDesc, buf: &[u8], pos: &mut usize, out: &mut String) -> Option
         },
         TypeDesc::Unsigned(8) => write!(out, "{}", take(buf, pos, 1)?[0]).ok()?,
         TypeDesc::Signed(8) => write!(out, "{}", take(buf, pos, 1)?[0] as i8).ok()?,
-        TypeDesc::Unsigned(_) => write!(out, "{}", varint(buf, pos)?).ok()?,
+        TypeDesc::Unsigned(_) => write!(out, "{}", read_varint(buf, pos)?).ok()?,
         TypeDesc::Signed(_) => {
-            let raw = varint(buf, pos)?;
+            let raw = read_varint(buf, pos)?;
             let decoded = (raw >> 1) as i128 ^ -((raw & 1) as i128);
             write!(out, "{decoded}").ok()?
         }
@@ -56,11 +56,11 @@ fn value(ty: &TypeDesc, buf: &[u8], pos: &mut usize, out: &mut String) -> Option
         }
         TypeDesc::F64 => float(f64::from_le_bytes(take(buf, pos, 8)?.try_into().ok()?), out),
         TypeDesc::Char | TypeDesc::String => {
-            let len = usize::try_from(varint(buf, pos)?).ok()?;
+            let len = usize::try_from(read_varint(buf, pos)?).ok()?;
             string(std::str::from_utf8(take(buf, pos, len)?).ok()?, out);
         }
         TypeDesc::Bytes => {
-            let len = usize::try_from(varint(buf, pos)?).ok()?;
+            let len = usize::try_from(read_varint(buf, pos)?).ok()?;
             let bytes = take(buf, pos, len)?;
             out.push('[');
             for (i, b) in bytes.iter().enumerate() {
@@ -77,7 +77,7 @@ fn value(ty: &TypeDesc, buf: &[u8], pos: &mut usize, out: &mut String) -> Option
             _ => return None,
         },
         TypeDesc::Seq(inner) => {
-            let count = varint(buf, pos)?;
+            let count = read_varint(buf, pos)?;
             out.push('[');
             for i in 0..count {
                 if i > 0 {

@@ -1,7 +1,9 @@
 //! Finding the end of a postcard value without decoding it: how the host slices the key out of
-//! a keyed record `(K, V)`. Follows postcard's wire format 1.0.
+//! a keyed record `(K, V)`.
 
 use sluice_sdk::TypeDesc;
+
+use super::varint::read_varint;
 
 /// Bytes taken by one value of type `ty` at the start of `buf`, or None if `buf` is too short
 /// or malformed.
@@ -16,12 +18,12 @@ fn skip(ty: &TypeDesc, buf: &[u8], pos: &mut usize) -> Option<()> {
         TypeDesc::Unit => {}
         TypeDesc::Bool | TypeDesc::Unsigned(8) | TypeDesc::Signed(8) => advance(buf, pos, 1)?,
         TypeDesc::Unsigned(_) | TypeDesc::Signed(_) => {
-            varint(buf, pos)?;
+            read_varint(buf, pos)?;
         }
         TypeDesc::F32 => advance(buf, pos, 4)?,
         TypeDesc::F64 => advance(buf, pos, 8)?,
         TypeDesc::Char | TypeDesc::String | TypeDesc::Bytes => {
-            let len = varint(buf, pos)?;
+            let len = read_varint(buf, pos)?;
             advance(buf, pos, usize::try_from(len).ok()?)?;
         }
         TypeDesc::Option(inner) => {
@@ -34,7 +36,7 @@ fn skip(ty: &TypeDesc, buf: &[u8], pos: &mut usize) -> Option<()> {
             }
         }
         TypeDesc::Seq(inner) => {
-            let count = varint(buf, pos)?;
+            let count = read_varint(buf, pos)?;
             for _ in 0..count {
                 skip(inner, buf, pos)?;
             }
@@ -60,20 +62,6 @@ fn advance(buf: &[u8], pos: &mut usize, n: usize) -> Option<()> {
     }
     *pos = end;
     Some(())
-}
-
-/// Reads a LEB128 varint (at most 19 bytes, for u128).
-pub(crate) fn varint(buf: &[u8], pos: &mut usize) -> Option<u128> {
-    let mut value: u128 = 0;
-    for shift in (0..19 * 7).step_by(7) {
-        let byte = *buf.get(*pos)?;
-        *pos += 1;
-        value |= u128::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
 }
 
 #[cfg(test)]
