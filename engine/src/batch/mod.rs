@@ -9,13 +9,12 @@ pub mod scheduler;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::block::Block;
+use crate::block::{Backlog, Block, now_ms};
 use crate::checkpoint::pending::LoggedInput;
 use crate::config::{millis, next_multiple};
 use crate::metrics::events::Events;
@@ -44,33 +43,6 @@ impl Batch {
     pub fn replayed(&self) -> bool {
         self.logged.is_some()
     }
-}
-
-/// Batches emitted by the clock and not yet started by the scheduler: the backlog that
-/// backpressure and pull sources (a directory takes no new files while more than one waits)
-/// read.
-#[derive(Clone, Debug, Default)]
-pub struct Backlog(Arc<AtomicUsize>);
-
-impl Backlog {
-    /// Batches waiting.
-    pub fn waiting(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    fn queued(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The scheduler took a batch.
-    pub fn started(&self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Wall-clock now in ms since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(millis).unwrap_or(0)
 }
 
 /// What the clock works with.

@@ -26,7 +26,8 @@ use crate::runtime::registry::{PluginRegistry, Snapshot};
 use crate::sinks::{BatchRef, Sink};
 use crate::sources::Sources;
 
-use super::{Backlog, Batch, now_ms};
+use super::Batch;
+use crate::block::{Backlog, now_ms};
 
 /// Totals over a run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

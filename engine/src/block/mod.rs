@@ -9,6 +9,13 @@
 //! Past the sources, records travel as [`Partition`]s: frames (see [`crate::codec`]) and their
 //! count. A block becomes one partition of its source's stream; each stage turns partitions into
 //! partitions; sinks read them with [`records`].
+//!
+//! This is the lowest layer: the stages above share its types ([`Block`], [`Partition`], the
+//! [`Backlog`] of batches waiting, the wall clock [`now_ms`]) and it imports none of them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_sdk::abi::Frames;
 
@@ -39,4 +46,34 @@ pub struct Partition {
 /// The records (frames) of several partitions, in order.
 pub fn records(partitions: &[Partition]) -> impl Iterator<Item = &[u8]> {
     partitions.iter().flat_map(|p| Frames::new(&p.data))
+}
+
+/// Batches emitted by the clock and not yet started by the scheduler: the backlog that
+/// backpressure and pull sources (a directory takes no new files while more than one waits)
+/// read.
+#[derive(Clone, Debug, Default)]
+pub struct Backlog(Arc<AtomicUsize>);
+
+impl Backlog {
+    /// Batches waiting.
+    pub fn waiting(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// The clock emitted a batch.
+    pub(crate) fn queued(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The scheduler took a batch.
+    pub fn started(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Wall-clock now in ms since the Unix epoch: the time base of blocks, batches, checkpoints and
+/// events.
+pub fn now_ms() -> u64 {
+    // `config::millis`, spelled out: this layer sits below `config`.
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -282,7 +282,7 @@ pub fn discard(dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
         return Ok(None);
     }
     let mut aside = dir.as_os_str().to_owned();
-    aside.push(format!(".discarded-{}", crate::batch::now_ms()));
+    aside.push(format!(".discarded-{}", crate::block::now_ms()));
     let aside = PathBuf::from(aside);
     std::fs::rename(dir, &aside).map_err(io(dir))?;
     Ok(Some(aside))

@@ -24,7 +24,7 @@ use crate::runtime::PluginVersion;
 use crate::sinks::SinkConfig;
 
 pub use event::Assigner;
-pub use run::{BatchOutcome, BatchOutput, DeadLetter, Handled, StageError, run_batch};
+pub use run::{BatchOutcome, BatchOutput, DeadLetter, Handled, StageError, StageFigures, run_batch};
 pub use state::{GraphState, StageCheckpoint};
 
 /// A named stream: a source's records or a stage's output.

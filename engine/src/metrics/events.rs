@@ -14,25 +14,13 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+use crate::graph::StageFigures;
+use crate::runtime::registry::PluginEvents;
+
 /// Completed batches kept for the batch table and the charts.
 pub const KEEP_BATCHES: usize = 600;
 /// Plugin events kept for the swap history.
 pub const KEEP_PLUGIN_EVENTS: usize = 200;
-
-/// One stage's figures in one batch.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct StageFigures {
-    /// The stage.
-    pub name: String,
-    /// Records it read.
-    pub records_in: u64,
-    /// Records it produced.
-    pub records_out: u64,
-    /// Plugin calls (one per partition, or one per batch).
-    pub calls: u64,
-    /// Time it took, µs.
-    pub micros: u64,
-}
 
 /// A finished batch, as the batch table shows it.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -193,7 +181,7 @@ impl Events {
         {
             let mut state = self.state.lock().expect("events lock");
             state.waiting.remove(&time_ms);
-            state.running = Some((time_ms, records, crate::batch::now_ms()));
+            state.running = Some((time_ms, records, crate::block::now_ms()));
         }
         self.send(Event::BatchStarted { time_ms, records, scheduling_delay_ms });
     }
@@ -234,7 +222,7 @@ impl Events {
     /// Something happened to a plugin.
     pub fn plugin(&self, plugin: &str, action: &str, from: Option<&str>, to: Option<&str>, detail: String) {
         let event = PluginEvent {
-            at_ms: crate::batch::now_ms(),
+            at_ms: crate::block::now_ms(),
             plugin: plugin.to_string(),
             action: action.to_string(),
             from: from.map(str::to_string),
@@ -260,5 +248,11 @@ impl Events {
     pub fn results(&self, results: Results) {
         self.state.lock().expect("events lock").results.insert(results.sink.clone(), results.clone());
         self.send(Event::Results(results));
+    }
+}
+
+impl PluginEvents for Events {
+    fn plugin(&self, plugin: &str, action: &str, from: Option<&str>, to: Option<&str>, detail: String) {
+        Events::plugin(self, plugin, action, from, to, detail);
     }
 }

@@ -88,7 +88,7 @@ pub struct Metrics {
     checkpoints: AtomicU64,
     last_checkpoint_us: AtomicU64,
     /// Batches received and not started (the clock's and scheduler's backlog).
-    pub backlog: crate::batch::Backlog,
+    pub backlog: crate::block::Backlog,
     diverted: LabelledCounts,
     /// Events and recent history for the dashboard and tools.
     pub events: Arc<events::Events>,

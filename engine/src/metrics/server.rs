@@ -428,7 +428,7 @@ async fn dashboard(
     axum::Json(json!({
         "pipeline": admin.pipeline,
         "batch_interval_ms": admin.batch_interval_ms,
-        "now_ms": crate::batch::now_ms(),
+        "now_ms": crate::block::now_ms(),
         "sources": sources(&admin),
         "stages": stages,
         "plugins": plugins(&admin),

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::PluginVersion;
-use crate::metrics::events::Events;
 
 /// How many earlier versions of a plugin are kept for rollbacks.
 pub const MAX_HISTORY: usize = 8;
@@ -26,11 +25,18 @@ struct Slot {
     previous: Mutex<Vec<Arc<PluginVersion>>>,
 }
 
+/// Where a registry reports what happened to a plugin (deployed, rejected, swapped, rolled back):
+/// the pipeline's event stream once it runs. A trait, so the runtime does not depend on metrics.
+pub trait PluginEvents: Send + Sync {
+    /// Something happened to `plugin`: `action`, from version `from` to `to`.
+    fn plugin(&self, plugin: &str, action: &str, from: Option<&str>, to: Option<&str>, detail: String);
+}
+
 /// The plugins of a pipeline and their current versions.
 pub struct PluginRegistry {
     slots: Vec<Slot>,
     /// Where deploys, rejections and rollbacks are reported (the dashboard), once running.
-    events: std::sync::OnceLock<Arc<Events>>,
+    events: std::sync::OnceLock<Arc<dyn PluginEvents>>,
 }
 
 impl std::fmt::Debug for PluginRegistry {
@@ -56,7 +62,7 @@ impl PluginRegistry {
     }
 
     /// Reports plugin events to `events` from now on.
-    pub fn report_to(&self, events: Arc<Events>) {
+    pub fn report_to(&self, events: Arc<dyn PluginEvents>) {
         let _ = self.events.set(events);
     }
 

@@ -69,7 +69,7 @@ struct Started {
     receiver: Arc<Receiver>,
     /// With checkpoints: where each batch's files are logged before they are read.
     log: Option<BatchLog>,
-    backlog: crate::batch::Backlog,
+    backlog: crate::block::Backlog,
 }
 
 /// A batch's record: the names it took, one per line.

@@ -109,7 +109,7 @@ pub struct SourceContext {
     /// The checkpoint directory's batch log, when checkpoints are on.
     pub log: Option<BatchLog>,
     /// Batches emitted and not yet started: the backlog.
-    pub backlog: crate::batch::Backlog,
+    pub backlog: crate::block::Backlog,
 }
 
 /// One block cut, as a source sees it.
