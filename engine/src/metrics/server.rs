@@ -30,7 +30,9 @@ use serde_json::{Value, json};
 
 use super::Metrics;
 use crate::receiver::Receiver;
+use crate::runtime::PluginVersion;
 use crate::runtime::deploy::{DeployError, Deployed, Deployer};
+use crate::runtime::event::PluginEvent;
 use crate::runtime::registry::PluginRegistry;
 
 /// Largest plugin an upload may carry: the largest plugin the runtime loads.
@@ -304,14 +306,7 @@ async fn rollback_plugin(
     if let Some(hash) = query.to {
         return match admin.registry.rollback_to(index, &hash) {
             Ok((from, to)) => {
-                tracing::info!(plugin = %name, from = %from.short_hash(), to = %to.short_hash(), "rollback requested; that version serves from the next batch");
-                admin.registry.note(
-                    &name,
-                    "rolled_back",
-                    Some(from.short_hash()),
-                    Some(to.short_hash()),
-                    "requested through the admin API; serves from the next batch".into(),
-                );
+                rolled_back(&admin, &name, &from, &to, true);
                 axum::Json(json!({ "plugin": name, "from": from.short_hash(), "to": to.short_hash() })).into_response()
             }
             Err(reason) => error(StatusCode::CONFLICT, &reason),
@@ -319,18 +314,21 @@ async fn rollback_plugin(
     }
     match admin.registry.rollback(index) {
         Some((from, to)) => {
-            admin.registry.note(
-                &name,
-                "rolled_back",
-                Some(from.short_hash()),
-                Some(to.short_hash()),
-                "requested through the admin API; serves from the next batch".into(),
-            );
-            tracing::info!(plugin = %name, from = %from.short_hash(), to = %to.short_hash(), "rollback requested; the previous version serves from the next batch");
+            rolled_back(&admin, &name, &from, &to, false);
             axum::Json(json!({ "plugin": name, "from": from.short_hash(), "to": to.short_hash() })).into_response()
         }
         None => error(StatusCode::CONFLICT, &format!("plugin `{name}` has no earlier version to roll back to")),
     }
+}
+
+/// Emits a requested rollback (`chosen`: to the version `?to=` named).
+fn rolled_back(admin: &Admin, name: &str, from: &PluginVersion, to: &PluginVersion, chosen: bool) {
+    admin.registry.emit(PluginEvent::RolledBack {
+        plugin: name.to_string(),
+        from: from.short_hash().to_string(),
+        to: to.short_hash().to_string(),
+        chosen,
+    });
 }
 
 async fn pause_source(State(admin): State<Arc<Admin>>, Path(name): Path<String>, headers: HeaderMap) -> Response {

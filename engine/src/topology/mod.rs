@@ -90,7 +90,7 @@ pub(crate) fn run(
         }
     }
     metrics.watch_receivers(&receivers);
-    pipeline.registry.report_to(metrics.events.clone());
+    pipeline.registry.report_to(metrics.clone());
     if let Some(addr) = options.admin_addr {
         serve_admin(pipeline, options, addr, &metrics, deployer.clone(), &receivers, &io)?;
     }
