@@ -1,11 +1,10 @@
 //! Metrics: what the engine counts per batch, receiver and plugin, rendered in the Prometheus
-//! text format by [`Metrics::prometheus`] (`GET /metrics` on the admin address, see [`server`]).
+//! text format by [`Metrics::prometheus`] (`GET /metrics` on the admin address, see [`crate::admin`]).
 //!
 //! Names follow Prometheus conventions: `sluice_` prefix, `_total` for counters, units in the
 //! name (`_seconds`). Everything is updated once per batch or per event, never per record.
 
 pub mod events;
-pub mod server;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
