@@ -1,5 +1,6 @@
 #![doc = include_str!("../../docs/ENGINE.md")]
 
+pub mod admin;
 pub mod batch;
 pub mod block;
 pub mod checkpoint;

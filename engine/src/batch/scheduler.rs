@@ -22,6 +22,7 @@ use crate::metrics::events::BatchInfo;
 use crate::metrics::{BatchFigures, Metrics};
 use crate::receiver::Receiver;
 use crate::receiver::rate::PidEstimator;
+use crate::runtime::event::PluginEvent;
 use crate::runtime::registry::{PluginRegistry, Snapshot};
 use crate::sinks::{BatchRef, Sink};
 use crate::sources::Sources;
@@ -182,23 +183,14 @@ impl Scheduler<'_> {
         for (index, (old, new)) in run.serving.iter().zip(snapshot.iter()).enumerate() {
             if old.id != new.id {
                 run.report.swaps += 1;
-                self.metrics.swap();
                 run.probation[index] =
                     (run.restored[index] != Some(new.id)).then_some(Probation { version: new.id, failures: 0 });
-                self.registry.note(
-                    &new.plugin,
-                    "swapped",
-                    Some(old.short_hash()),
-                    Some(new.short_hash()),
-                    format!("first batch {}", batch.time_ms),
-                );
-                tracing::info!(
-                    plugin = %new.plugin,
-                    from = %old.short_hash(),
-                    to = %new.short_hash(),
-                    first_batch = batch.time_ms,
-                    "plugin swapped"
-                );
+                self.registry.emit(PluginEvent::Swapped {
+                    plugin: new.plugin.clone(),
+                    from: old.short_hash().to_string(),
+                    to: new.short_hash().to_string(),
+                    first_batch: batch.time_ms,
+                });
             }
         }
         run.serving = snapshot;
@@ -444,23 +436,13 @@ impl Scheduler<'_> {
             }
             if let Some((from, to)) = self.registry.rollback(index) {
                 rolled_back += 1;
-                self.registry.note(
-                    &from.plugin,
-                    "auto_rolled_back",
-                    Some(from.short_hash()),
-                    Some(to.short_hash()),
-                    format!("failed {} batches in a row, the last {time}", trial.failures),
-                );
-                self.metrics.auto_rollback();
-                tracing::warn!(
-                    plugin = %from.plugin,
-                    from = %from.short_hash(),
-                    to = %to.short_hash(),
-                    failed_batches = trial.failures,
-                    last_failed_batch = time,
-                    "plugin rolled back automatically: the new version failed {} batches in a row; deploy a fixed version to go forward (a watched file that held the failing version still does)",
-                    trial.failures
-                );
+                self.registry.emit(PluginEvent::AutoRolledBack {
+                    plugin: from.plugin.clone(),
+                    from: from.short_hash().to_string(),
+                    to: to.short_hash().to_string(),
+                    failed_batches: trial.failures,
+                    last_failed_batch: time,
+                });
                 *slot = None;
                 run.restored[index] = Some(to.id);
             }

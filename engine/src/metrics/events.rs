@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use crate::graph::StageFigures;
-use crate::runtime::registry::PluginEvents;
+use crate::runtime::event::{PluginAction, PluginRecord};
 
 /// Completed batches kept for the batch table and the charts.
 pub const KEEP_BATCHES: usize = 600;
@@ -57,7 +57,7 @@ pub struct PluginEvent {
     /// The plugin.
     pub plugin: String,
     /// `deployed`, `swapped`, `rejected`, `rolled_back`, `auto_rolled_back`.
-    pub action: String,
+    pub action: PluginAction,
     /// The version before (short hash), if any.
     pub from: Option<String>,
     /// The version after (short hash), if any.
@@ -219,15 +219,15 @@ impl Events {
             .or_default() += 1;
     }
 
-    /// Something happened to a plugin.
-    pub fn plugin(&self, plugin: &str, action: &str, from: Option<&str>, to: Option<&str>, detail: String) {
+    /// Something happened to a plugin (see `runtime/event.rs`, which emits it).
+    pub fn plugin(&self, record: PluginRecord<'_>) {
         let event = PluginEvent {
             at_ms: crate::block::now_ms(),
-            plugin: plugin.to_string(),
-            action: action.to_string(),
-            from: from.map(str::to_string),
-            to: to.map(str::to_string),
-            detail,
+            plugin: record.plugin.to_string(),
+            action: record.action,
+            from: record.from.map(str::to_string),
+            to: record.to.map(str::to_string),
+            detail: record.detail,
         };
         {
             let mut state = self.state.lock().expect("events lock");
@@ -248,11 +248,5 @@ impl Events {
     pub fn results(&self, results: Results) {
         self.state.lock().expect("events lock").results.insert(results.sink.clone(), results.clone());
         self.send(Event::Results(results));
-    }
-}
-
-impl PluginEvents for Events {
-    fn plugin(&self, plugin: &str, action: &str, from: Option<&str>, to: Option<&str>, detail: String) {
-        Events::plugin(self, plugin, action, from, to, detail);
     }
 }

@@ -1,11 +1,10 @@
 //! Metrics: what the engine counts per batch, receiver and plugin, rendered in the Prometheus
-//! text format by [`Metrics::prometheus`] (`GET /metrics` on the admin address, see [`server`]).
+//! text format by [`Metrics::prometheus`] (`GET /metrics` on the admin address, see [`crate::admin`]).
 //!
 //! Names follow Prometheus conventions: `sluice_` prefix, `_total` for counters, units in the
 //! name (`_seconds`). Everything is updated once per batch or per event, never per record.
 
 pub mod events;
-pub mod server;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,6 +13,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::receiver::Receiver;
+use crate::runtime::event::{PluginEvent, PluginEventSink};
 use crate::runtime::registry::PluginRegistry;
 
 /// Metric names, in one place.
@@ -117,11 +117,6 @@ impl Metrics {
         self.late.fetch_add(records, Ordering::Relaxed);
     }
 
-    /// A plugin version started serving.
-    pub fn swap(&self) {
-        self.swaps.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// A plugin call failed.
     pub fn plugin_error(&self, plugin: &str, class: &'static str) {
         self.plugin_errors.add(plugin, class, 1);
@@ -130,11 +125,6 @@ impl Metrics {
     /// A stage's policy took `records` out of the batch (`skip` or `dead_letter`).
     pub fn diverted(&self, stage: &str, action: &'static str, records: u64) {
         self.diverted.add(stage, action, records);
-    }
-
-    /// A failing version was rolled back automatically.
-    pub fn auto_rollback(&self) {
-        self.auto_rollbacks.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A checkpoint was written in `took`.
@@ -227,6 +217,21 @@ impl Metrics {
             receivers.iter().filter_map(|r| Some((format!("{{source=\"{}\"}}", escape(&r.name)), r.rate()?))).collect();
         metric(names::RECEIVE_RATE_LIMIT, "gauge", "The rate a receiver may read at.", &rates);
         out
+    }
+}
+
+/// Plugin events (emitted by the registry): swaps and automatic rollbacks are counted, every
+/// event but a supersession joins the history and the event stream.
+impl PluginEventSink for Metrics {
+    fn plugin_event(&self, event: &PluginEvent) {
+        match event {
+            PluginEvent::Swapped { .. } => self.swaps.fetch_add(1, Ordering::Relaxed),
+            PluginEvent::AutoRolledBack { .. } => self.auto_rollbacks.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        if let Some(record) = event.record() {
+            self.events.plugin(record);
+        }
     }
 }
 

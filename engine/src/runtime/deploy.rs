@@ -7,7 +7,7 @@
 //!   being loaded, and a version being validated when a newer one arrives is not installed.
 //! - A version that loads (`runtime/load.rs`) and keeps every function the pipeline calls
 //!   with the same kind and types (`PluginRegistry::validate`) is installed for the next
-//!   batch. A refusal is logged and noted; the serving version stays.
+//!   batch. A refusal is emitted as a [`PluginEvent`]; the serving version stays.
 //! - The file watcher (`runtime/watch.rs`) and the admin API's deploy submit here; the admin API
 //!   waits for its own answer only.
 
@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 
+use super::event::{PluginEvent, Superseded};
 use super::registry::PluginRegistry;
 use super::{LoadError, PluginRuntime};
 
@@ -91,6 +92,8 @@ struct Lane {
 #[derive(Debug)]
 pub struct Deployer {
     lanes: Vec<Arc<Lane>>,
+    /// Where supersessions are emitted.
+    registry: Arc<PluginRegistry>,
 }
 
 impl Deployer {
@@ -105,7 +108,7 @@ impl Deployer {
                 .spawn(move || run_lane(&runtime, &registry, index, &work))?;
             lanes.push(lane);
         }
-        Ok(Self { lanes })
+        Ok(Self { lanes, registry })
     }
 
     /// Queues `bytes` as the next version of plugin `index` (`origin` names it in messages),
@@ -125,7 +128,8 @@ impl Deployer {
         let lane = &self.lanes[index];
         let mut state = lane.state.lock().expect("deploy lane lock");
         if let Some(old) = state.waiting.replace(job) {
-            tracing::info!(plugin = %lane.plugin, origin = %old.origin.display(), "a waiting plugin version was superseded by a newer one");
+            let version = Superseded::Waiting(old.origin.clone());
+            self.registry.emit(PluginEvent::Superseded { plugin: lane.plugin.clone(), version });
             answer(old.reply, Err(DeployError::Superseded { plugin: lane.plugin.clone() }));
         }
         lane.wake.notify_one();
@@ -176,8 +180,13 @@ fn deploy(runtime: &PluginRuntime, registry: &PluginRegistry, index: usize, lane
     let name = current.plugin.clone();
     let started = std::time::Instant::now();
     let refused = |err: DeployError, new: Option<&str>| {
-        tracing::error!(plugin = %name, serving = %current.short_hash(), class = err.class(), "rejected new plugin version: {err}");
-        registry.note(&name, "rejected", Some(current.short_hash()), new, err.to_string());
+        registry.emit(PluginEvent::Rejected {
+            plugin: name.clone(),
+            serving: current.short_hash().to_string(),
+            candidate: new.map(str::to_string),
+            class: err.class(),
+            reason: err.to_string(),
+        });
         Err(err)
     };
     let candidate = match runtime.load_bytes(&name, &job.origin, &job.bytes) {
@@ -196,24 +205,17 @@ fn deploy(runtime: &PluginRuntime, registry: &PluginRegistry, index: usize, lane
         // is superseded) or arrives after (and replaces this one in turn).
         let state = lane.state.lock().expect("deploy lane lock");
         if state.waiting.is_some() {
-            tracing::info!(plugin = %name, new = %hash, "a newer version arrived while this one was validated; it is not installed");
+            registry.emit(PluginEvent::Superseded { plugin: name.clone(), version: Superseded::Validating(hash) });
             return Err(DeployError::Superseded { plugin: name });
         }
         registry.install(index, candidate);
     }
-    registry.note(
-        &name,
-        "deployed",
-        Some(current.short_hash()),
-        Some(&hash),
-        format!("validated from {}; serves from the next batch", job.origin.display()),
-    );
-    tracing::info!(
-        plugin = %name,
-        new = %hash,
-        serving = %current.short_hash(),
-        load_ms = crate::config::millis(started.elapsed()),
-        "new plugin version validated; it serves from the next batch"
-    );
+    registry.emit(PluginEvent::Deployed {
+        plugin: name,
+        from: current.short_hash().to_string(),
+        to: hash.clone(),
+        origin: job.origin.clone(),
+        load_ms: crate::config::millis(started.elapsed()),
+    });
     Ok(Deployed::Installed(hash))
 }

@@ -13,6 +13,7 @@
 
 pub mod deploy;
 pub mod error;
+pub mod event;
 pub mod instance;
 mod load;
 pub mod registry;

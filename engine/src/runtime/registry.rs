@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::PluginVersion;
+use super::event::{PluginEvent, PluginEventSink};
 
 /// How many earlier versions of a plugin are kept for rollbacks.
 pub const MAX_HISTORY: usize = 8;
@@ -25,18 +26,11 @@ struct Slot {
     previous: Mutex<Vec<Arc<PluginVersion>>>,
 }
 
-/// Where a registry reports what happened to a plugin (deployed, rejected, swapped, rolled back):
-/// the pipeline's event stream once it runs. A trait, so the runtime does not depend on metrics.
-pub trait PluginEvents: Send + Sync {
-    /// Something happened to `plugin`: `action`, from version `from` to `to`.
-    fn plugin(&self, plugin: &str, action: &str, from: Option<&str>, to: Option<&str>, detail: String);
-}
-
 /// The plugins of a pipeline and their current versions.
 pub struct PluginRegistry {
     slots: Vec<Slot>,
-    /// Where deploys, rejections and rollbacks are reported (the dashboard), once running.
-    events: std::sync::OnceLock<Arc<dyn PluginEvents>>,
+    /// Where plugin events go besides the log (metrics, the dashboard), once running.
+    sink: std::sync::OnceLock<Arc<dyn PluginEventSink>>,
 }
 
 impl std::fmt::Debug for PluginRegistry {
@@ -58,18 +52,20 @@ impl PluginRegistry {
                 previous: Mutex::new(Vec::new()),
             })
             .collect();
-        Self { slots, events: std::sync::OnceLock::new() }
+        Self { slots, sink: std::sync::OnceLock::new() }
     }
 
-    /// Reports plugin events to `events` from now on.
-    pub fn report_to(&self, events: Arc<dyn PluginEvents>) {
-        let _ = self.events.set(events);
+    /// Sends plugin events to `sink` from now on (the first sink installed stays).
+    pub fn report_to(&self, sink: Arc<dyn PluginEventSink>) {
+        let _ = self.sink.set(sink);
     }
 
-    /// Reports a plugin event (deployed, rejected, swapped, rolled back), if anyone listens.
-    pub fn note(&self, plugin: &str, action: &str, from: Option<&str>, to: Option<&str>, detail: String) {
-        if let Some(events) = self.events.get() {
-            events.plugin(plugin, action, from, to, detail);
+    /// Reports a plugin event, the one place that does: logs it, then hands it to the sink
+    /// (counters, history, event stream), if one is installed.
+    pub fn emit(&self, event: PluginEvent) {
+        event.log();
+        if let Some(sink) = self.sink.get() {
+            sink.plugin_event(&event);
         }
     }
 

@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::admin;
 use crate::batch::scheduler::{Checkpointing, RunReport, Scheduler};
 use crate::batch::{self, Batch, Clock};
 use crate::checkpoint::pending::BatchLog;
 use crate::checkpoint::resume::{self, Expected, Resumed};
 use crate::graph::GraphState;
-use crate::metrics::{Metrics, server};
+use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, RunOptions};
 use crate::receiver::Receiver;
 use crate::receiver::rate::PidEstimator;
@@ -90,7 +91,7 @@ pub(crate) fn run(
         }
     }
     metrics.watch_receivers(&receivers);
-    pipeline.registry.report_to(metrics.events.clone());
+    pipeline.registry.report_to(metrics.clone());
     if let Some(addr) = options.admin_addr {
         serve_admin(pipeline, options, addr, &metrics, deployer.clone(), &receivers, &io)?;
     }
@@ -195,9 +196,9 @@ fn serve_admin(
     io: &tokio::runtime::Runtime,
 ) -> std::io::Result<()> {
     let config = &pipeline.file.config;
-    let listener = server::bind(addr, options.admin_token.as_deref()).map_err(std::io::Error::other)?;
+    let listener = admin::bind(addr, options.admin_token.as_deref()).map_err(std::io::Error::other)?;
     let bound = listener.local_addr()?;
-    let admin = Arc::new(server::Admin {
+    let admin = Arc::new(admin::Admin {
         pipeline: config.pipeline.name.clone(),
         metrics: metrics.clone(),
         registry: pipeline.registry.clone(),
@@ -205,12 +206,12 @@ fn serve_admin(
         receivers: receivers.to_vec(),
         token: options.admin_token.clone(),
         batch_interval_ms: crate::config::millis(config.pipeline.batch_interval),
-        stages: server::StageRow::of(&pipeline.graph, config),
+        stages: admin::StageRow::of(&pipeline.graph, config),
     });
     tracing::info!(address = %format!("http://{bound}"), "dashboard at /, metrics at /metrics, admin API at /api");
     let _guard = io.enter();
     io.spawn(async move {
-        if let Err(err) = server::serve(listener, admin).await {
+        if let Err(err) = admin::serve(listener, admin).await {
             tracing::error!("admin server stopped: {err}");
         }
     });

@@ -1,0 +1,176 @@
+//! The API's handlers: Prometheus metrics, status, plugin deploy and rollback, pausing and
+//! resuming sources. The bearer token is checked before any of them runs (`admin/mod.rs`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::{Admin, error};
+use crate::runtime::PluginVersion;
+use crate::runtime::deploy::{DeployError, Deployed};
+use crate::runtime::event::PluginEvent;
+
+pub(super) async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], admin.metrics.prometheus(&admin.registry)).into_response()
+}
+
+fn millis(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH).map(crate::config::millis).unwrap_or(0)
+}
+
+pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Response {
+    let last = admin.metrics.last_batch();
+    axum::Json(json!({
+        "pipeline": admin.pipeline,
+        "batches": admin.metrics.batches(),
+        "last_batch": {
+            "time_ms": last.time_ms, "records": last.records, "scheduling_delay_ms": last.scheduling_delay_ms,
+            "processing_ms": last.processing_ms, "failed": last.failed,
+        },
+        "sources": sources(&admin),
+        "plugins": plugins(&admin),
+    }))
+    .into_response()
+}
+
+/// Each source's receiver, for `/api/status` and `/api/dashboard`.
+pub(super) fn sources(admin: &Admin) -> Vec<Value> {
+    admin
+        .receivers
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name, "received": r.received(), "invalid_lines": r.invalid(), "finished": r.is_finished(),
+                "paused": r.is_paused(), "rate_limit": r.rate(), "last_error": r.last_error(),
+            })
+        })
+        .collect()
+}
+
+/// Each plugin's serving version, its functions and the earlier versions kept, for
+/// `/api/status` and `/api/dashboard`.
+pub(super) fn plugins(admin: &Admin) -> Vec<Value> {
+    let registry = &admin.registry;
+    registry
+        .plugins()
+        .map(|(index, name, path)| {
+            let current = registry.current(index);
+            let history: Vec<Value> = registry
+                .history(index)
+                .iter()
+                .map(|v| json!({ "hash": v.short_hash(), "loaded_at_ms": millis(v.loaded_at) }))
+                .collect();
+            json!({
+                "name": name,
+                "path": path.display().to_string(),
+                "hash": current.short_hash(),
+                "sha256": current.hash,
+                "loaded_at_ms": millis(current.loaded_at),
+                "functions": current.functions.values().map(|f| json!({
+                    "name": f.name, "kind": f.kind.name(), "input": f.input.rust_name(), "output": f.output.rust_name(),
+                })).collect::<Vec<_>>(),
+                "previous": history,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn deploy_plugin(State(admin): State<Arc<Admin>>, Path(name): Path<String>, body: Bytes) -> Response {
+    let Some(index) = admin.registry.index(&name) else {
+        return error(StatusCode::NOT_FOUND, &format!("no plugin `{name}` in this pipeline"));
+    };
+    let Some(deployer) = admin.deployer.as_ref() else {
+        return error(StatusCode::CONFLICT, "this pipeline's plugins cannot be replaced");
+    };
+    let origin = PathBuf::from(format!("<upload to {name}>"));
+    // The plugin's own deploy lane loads it; this request waits for its answer only.
+    let answer = deployer.submit(index, origin, body.to_vec());
+    let outcome = tokio::task::spawn_blocking(move || answer.recv().unwrap_or(Err(DeployError::Stopped))).await;
+    match outcome {
+        Ok(Ok(Deployed::Installed(hash))) => {
+            axum::Json(json!({ "plugin": name, "hash": hash, "status": "installed; serves from the next batch" }))
+                .into_response()
+        }
+        Ok(Ok(Deployed::Unchanged(hash))) => {
+            axum::Json(json!({ "plugin": name, "hash": hash, "status": "unchanged: this version already serves" }))
+                .into_response()
+        }
+        Ok(Err(DeployError::Superseded { .. })) => error(
+            StatusCode::CONFLICT,
+            "superseded: a newer version of this plugin arrived before this one was installed",
+        ),
+        Ok(Err(reason)) => error(StatusCode::UNPROCESSABLE_ENTITY, &format!("rejected: {reason}")),
+        Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, &join.to_string()),
+    }
+}
+
+/// `?to=<hash prefix>` on a rollback.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct RollbackQuery {
+    to: Option<String>,
+}
+
+pub(super) async fn rollback_plugin(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<RollbackQuery>,
+) -> Response {
+    let Some(index) = admin.registry.index(&name) else {
+        return error(StatusCode::NOT_FOUND, &format!("no plugin `{name}` in this pipeline"));
+    };
+    if let Some(hash) = query.to {
+        return match admin.registry.rollback_to(index, &hash) {
+            Ok((from, to)) => {
+                rolled_back(&admin, &name, &from, &to, true);
+                axum::Json(json!({ "plugin": name, "from": from.short_hash(), "to": to.short_hash() })).into_response()
+            }
+            Err(reason) => error(StatusCode::CONFLICT, &reason),
+        };
+    }
+    match admin.registry.rollback(index) {
+        Some((from, to)) => {
+            rolled_back(&admin, &name, &from, &to, false);
+            axum::Json(json!({ "plugin": name, "from": from.short_hash(), "to": to.short_hash() })).into_response()
+        }
+        None => error(StatusCode::CONFLICT, &format!("plugin `{name}` has no earlier version to roll back to")),
+    }
+}
+
+/// Emits a requested rollback (`chosen`: to the version `?to=` named).
+fn rolled_back(admin: &Admin, name: &str, from: &PluginVersion, to: &PluginVersion, chosen: bool) {
+    admin.registry.emit(PluginEvent::RolledBack {
+        plugin: name.to_string(),
+        from: from.short_hash().to_string(),
+        to: to.short_hash().to_string(),
+        chosen,
+    });
+}
+
+pub(super) async fn pause_source(State(admin): State<Arc<Admin>>, Path(name): Path<String>) -> Response {
+    set_paused(&admin, &name, true)
+}
+
+pub(super) async fn resume_source(State(admin): State<Arc<Admin>>, Path(name): Path<String>) -> Response {
+    set_paused(&admin, &name, false)
+}
+
+/// Pauses or resumes a source's receiver: a paused socket reads nothing (TCP holds the sender
+/// back), a paused directory takes no new files; batches go on.
+fn set_paused(admin: &Admin, name: &str, paused: bool) -> Response {
+    let Some(receiver) = admin.receivers.iter().find(|r| r.name == name) else {
+        let known: Vec<&str> = admin.receivers.iter().map(|r| r.name.as_str()).collect();
+        return error(StatusCode::NOT_FOUND, &format!("no source `{name}` (sources: {})", known.join(", ")));
+    };
+    let changed = receiver.set_paused(paused);
+    let action = if paused { "paused" } else { "resumed" };
+    if changed {
+        tracing::info!(source = %name, "source {action} through the admin API");
+        admin.metrics.events.receiver(name, action, "through the admin API".into());
+    }
+    axum::Json(json!({ "source": name, "paused": paused, "changed": changed })).into_response()
+}
