@@ -1,19 +1,19 @@
 #![doc = include_str!("../../docs/ENGINE.md")]
 
-pub mod admin;
-pub mod batch;
+pub(crate) mod admin;
+pub(crate) mod batch;
 pub mod block;
 pub mod checkpoint;
 pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod graph;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod pipeline;
-pub mod receiver;
+pub(crate) mod receiver;
 pub mod runtime;
-pub mod sinks;
-pub mod sources;
+pub(crate) mod sinks;
+pub(crate) mod sources;
 mod topology;
 
 pub use pipeline::{Pipeline, RunOptions};

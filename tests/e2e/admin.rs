@@ -25,24 +25,45 @@ pub fn get(address: &str, path: &str, token: Option<&str>) -> (u16, String) {
     (status, body)
 }
 
-/// Samples of a Prometheus text exposition: `name{labels}` → value. Checks every line parses.
-fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
-    let mut samples = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        if let Some(comment) = line.strip_prefix('#') {
-            let words: Vec<&str> = comment.split_whitespace().collect();
-            assert!(matches!(words.first(), Some(&"HELP") | Some(&"TYPE")), "bad comment line: {line}");
-            if words[0] == "TYPE" {
-                assert!(matches!(words[2], "counter" | "gauge"), "bad type: {line}");
-            }
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample line: {line}"));
-        let name_end = series.find('{').unwrap_or(series.len());
-        assert!(series[..name_end].chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "bad name: {line}");
-        samples.insert(series.to_string(), value.parse::<f64>().unwrap_or_else(|_| panic!("bad value: {line}")));
+/// A Prometheus text exposition, read by a real parser; every sample is a counter or a gauge.
+pub fn parse_prometheus(text: &str) -> prometheus_parse::Scrape {
+    let scrape =
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text format");
+    for sample in &scrape.samples {
+        assert!(
+            matches!(
+                sample.value,
+                prometheus_parse::Value::Counter(_)
+                    | prometheus_parse::Value::Gauge(_)
+                    | prometheus_parse::Value::Untyped(_)
+            ),
+            "{} is not a counter or a gauge",
+            sample.metric
+        );
     }
-    samples
+    scrape
+}
+
+/// `/metrics` of the engine at `address`, parsed.
+pub fn prometheus(address: &str) -> prometheus_parse::Scrape {
+    let (status, body) = get(address, "/metrics", None);
+    assert_eq!(status, 200);
+    parse_prometheus(&body)
+}
+
+/// The values of every sample of metric `name` (one per label set).
+pub fn samples<'a>(scrape: &'a prometheus_parse::Scrape, name: &'a str) -> impl Iterator<Item = f64> + 'a {
+    scrape.samples.iter().filter(move |s| s.metric == name).map(move |s| match s.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        _ => panic!("{name} is not a number"),
+    })
+}
+
+/// The value of metric `name` (its first sample).
+pub fn sample(scrape: &prometheus_parse::Scrape, name: &str) -> f64 {
+    samples(scrape, name).next().unwrap_or_else(|| panic!("no {name}"))
 }
 
 #[test]
@@ -100,11 +121,14 @@ fn deploy_and_rollback_through_the_cli_keep_the_ledger_exact_and_metrics_agree()
     let (code, body) = get(&ui, "/metrics", None);
     assert_eq!(code, 200);
     let metrics = parse_prometheus(&body);
-    assert_eq!(metrics["sluice_plugin_swaps_total"], 2.0, "{body}");
+    assert_eq!(sample(&metrics, "sluice_plugin_swaps_total"), 2.0, "{body}");
     let (_, body) = get(&ui, "/api/status", None);
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert!(metrics["sluice_batches_total"] >= 1.0);
-    assert!(metrics["sluice_batches_total"] <= status["batches"].as_f64().unwrap(), "status is read after metrics");
+    assert!(sample(&metrics, "sluice_batches_total") >= 1.0);
+    assert!(
+        sample(&metrics, "sluice_batches_total") <= status["batches"].as_f64().unwrap(),
+        "status is read after metrics"
+    );
 
     let (code, log) = running.finish(Duration::from_secs(60));
     assert_eq!(code, 0, "log:\n{log}");
@@ -116,9 +140,8 @@ fn deploy_and_rollback_through_the_cli_keep_the_ledger_exact_and_metrics_agree()
     }
     assert_eq!(folded, expected);
     let batches = log.matches(" records in ").count() as f64;
-    assert!(batches >= metrics["sluice_batches_total"], "metrics agree with the batch lines");
-    let received: f64 =
-        metrics.iter().filter(|(k, _)| k.starts_with("sluice_records_received_total")).map(|(_, v)| v).sum();
+    assert!(batches >= sample(&metrics, "sluice_batches_total"), "metrics agree with the batch lines");
+    let received: f64 = samples(&metrics, "sluice_records_received_total").sum();
     assert!(received <= 60_000.0 && received > 0.0, "{received}");
 }
 

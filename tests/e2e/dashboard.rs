@@ -6,24 +6,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::admin::{free_port, get};
+use crate::admin::{free_port, get, prometheus, sample};
 use crate::support::*;
-
-fn prometheus(address: &str) -> prometheus_parse::Scrape {
-    let (status, body) = get(address, "/metrics", None);
-    assert_eq!(status, 200);
-    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text format")
-}
-
-fn sample(scrape: &prometheus_parse::Scrape, name: &str) -> f64 {
-    let sample = scrape.samples.iter().find(|s| s.metric == name).unwrap_or_else(|| panic!("no {name}"));
-    match sample.value {
-        prometheus_parse::Value::Counter(v)
-        | prometheus_parse::Value::Gauge(v)
-        | prometheus_parse::Value::Untyped(v) => v,
-        _ => panic!("{name} is not a number"),
-    }
-}
 
 #[test]
 fn the_dashboard_in_headless_chromium_shows_live_charts_results_swaps_and_controls() {

@@ -4,7 +4,7 @@
 //! Sealing rule: the block generator cuts every receiver at each multiple of `block_interval`
 //! (wall clock, aligned to the Unix epoch, as Spark aligns batch times); a receiver with nothing
 //! new yields no block. A receiver seals a block early when it reaches
-//! [`MAX_BLOCK_BYTES`](crate::receiver::MAX_BLOCK_BYTES), so a burst still spreads over cores.
+//! `receiver::MAX_BLOCK_BYTES`, so a burst still spreads over cores.
 //!
 //! Past the sources, records travel as [`Partition`]s: frames (see [`crate::codec`]) and their
 //! count. A block becomes one partition of its source's stream; each stage turns partitions into

@@ -371,11 +371,6 @@ impl StageConfig {
         }
     }
 
-    /// The slide of a windowed stage.
-    pub fn slide_or(&self, batch_interval: Duration) -> Duration {
-        self.slide.unwrap_or(batch_interval)
-    }
-
     /// The error policy: `on_error`, or `dead_letter` when only a dead-letter sink is named.
     pub fn policy(&self) -> OnError {
         match (self.on_error, &self.dead_letter) {

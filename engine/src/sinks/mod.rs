@@ -26,9 +26,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 use sluice_sdk::TypeDesc;
 
-pub use dashboard::{DashboardSink, DashboardSinkConfig};
-pub use file::{FileSink, FileSinkConfig};
-pub use print::{PrintSink, PrintSinkConfig};
+pub use dashboard::DashboardSinkConfig;
+pub use file::FileSinkConfig;
+pub use print::PrintSinkConfig;
 
 use crate::block::Partition;
 use crate::metrics::events::Events;

@@ -171,11 +171,6 @@ impl Sources {
         self.sources.len()
     }
 
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.sources.is_empty()
-    }
-
     /// Runs `f` on source `index`.
     pub fn with<T>(&self, index: usize, f: impl FnOnce(&mut dyn Source) -> T) -> T {
         f(self.lock(index).as_mut())
