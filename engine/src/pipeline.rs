@@ -184,7 +184,7 @@ mod tests {
         let all = [sessionize::__sluice_parse, sessionize::__sluice_click_time];
         let pipeline = Pipeline::from_versions(file, vec![PluginRuntime::native("clicks", &all)]).unwrap();
         let without_timestamp = PluginRuntime::native("clicks", &[sessionize::__sluice_parse]);
-        let reason = pipeline.registry.validate(0, &without_timestamp).unwrap_err();
+        let reason = pipeline.registry.validate(0, &without_timestamp).unwrap_err().to_string();
         assert!(reason.contains("function `click_time` is missing"), "{reason}");
         assert!(pipeline.registry.validate(0, &PluginRuntime::native("clicks", &all)).is_ok());
     }

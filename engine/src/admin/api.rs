@@ -129,7 +129,7 @@ pub(super) async fn rollback_plugin(
                 rolled_back(&admin, &name, &from, &to, true);
                 axum::Json(json!({ "plugin": name, "from": from.short_hash(), "to": to.short_hash() })).into_response()
             }
-            Err(reason) => error(StatusCode::CONFLICT, &reason),
+            Err(reason) => error(StatusCode::CONFLICT, &reason.to_string()),
         };
     }
     match admin.registry.rollback(index) {

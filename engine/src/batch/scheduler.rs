@@ -24,7 +24,7 @@ use crate::receiver::Receiver;
 use crate::receiver::rate::PidEstimator;
 use crate::runtime::event::PluginEvent;
 use crate::runtime::registry::{PluginRegistry, Snapshot};
-use crate::sinks::{BatchRef, Sink};
+use crate::sinks::{BatchRef, Sink, SinkError};
 use crate::sources::Sources;
 
 use super::Batch;
@@ -57,6 +57,59 @@ pub struct RunReport {
     /// or the checkpoint that cannot be written stops the pipeline (a restart replays the
     /// batch) rather than let a later checkpoint skip its output.
     pub fatal: Option<String>,
+}
+
+/// What stops a run: a sink or the checkpoint that cannot take a batch after retries.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// A sink's write failed.
+    #[error("sink `{sink}` cannot write batch {batch}: {source}")]
+    Write {
+        /// The sink.
+        sink: String,
+        /// The batch.
+        batch: u64,
+        /// Why.
+        source: SinkError,
+    },
+    /// A dead-letter sink's write failed.
+    #[error("dead-letter sink `{sink}` cannot write batch {batch}: {source}")]
+    WriteDeadLetters {
+        /// The sink.
+        sink: String,
+        /// The batch.
+        batch: u64,
+        /// Why.
+        source: SinkError,
+    },
+    /// A sink's commit failed.
+    #[error("sink `{sink}` cannot commit batch {batch}: {source}")]
+    Commit {
+        /// The sink.
+        sink: String,
+        /// The batch.
+        batch: u64,
+        /// Why.
+        source: SinkError,
+    },
+    /// A dead-letter sink's commit failed.
+    #[error("dead-letter sink `{sink}` cannot commit batch {batch}: {source}")]
+    CommitDeadLetters {
+        /// The sink.
+        sink: String,
+        /// The batch.
+        batch: u64,
+        /// Why.
+        source: SinkError,
+    },
+    /// The checkpoint could not be written.
+    #[error("cannot write the checkpoint of batch {batch}: {source}")]
+    Checkpoint {
+        /// The batch.
+        batch: u64,
+        /// Why.
+        source: checkpoint::CheckpointError,
+    },
 }
 
 /// Checkpointing: where, and what the checkpoint says beside the state.
@@ -162,7 +215,7 @@ impl Scheduler<'_> {
             let mut job = self.begin(&mut run, batch);
             let outcome = self.execute(&mut run, &mut job);
             if let Err(failure) = self.commit(&mut run, &mut job, outcome) {
-                run.report.fatal = Some(failure);
+                run.report.fatal = Some(failure.to_string());
                 break;
             }
             self.control(&mut run, job);
@@ -286,7 +339,7 @@ impl Scheduler<'_> {
 
     /// Writes and commits the sinks, then the checkpoint, then lets the sources commit. Err:
     /// what could not be written after retries (the run stops without a checkpoint).
-    fn commit(&mut self, run: &mut RunState, job: &mut Job, outcome: Option<BatchOutcome>) -> Result<(), String> {
+    fn commit(&mut self, run: &mut RunState, job: &mut Job, outcome: Option<BatchOutcome>) -> Result<(), CommitError> {
         if let Some(outcome) = outcome {
             job.outputs = self.write(job.batch, &outcome)?;
             job.info.stages = outcome.stages;
@@ -335,14 +388,14 @@ impl Scheduler<'_> {
     /// Writes a batch's streams to the sinks and its dead letters to theirs, then commits every
     /// sink; each write and commit is retried [`SINK_RETRIES`] times. Returns the records
     /// written, or what could not be written.
-    fn write(&mut self, batch: BatchRef, outcome: &BatchOutcome) -> Result<u64, String> {
+    fn write(&mut self, batch: BatchRef, outcome: &BatchOutcome) -> Result<u64, CommitError> {
         let time = batch.time_ms;
         let mut outputs = 0;
         for (sink, node) in self.sinks.iter_mut().zip(&self.graph.sinks) {
             let partitions = outcome.streams[node.input].as_deref().unwrap_or_default();
             let ty = &self.graph.streams[node.input].ty;
             outputs += with_retries(time, node.config.name(), || sink.write(batch, ty, partitions))
-                .map_err(|err| format!("sink `{}` cannot write batch {time}: {err}", node.config.name()))?;
+                .map_err(|source| CommitError::Write { sink: node.config.name().to_string(), batch: time, source })?;
         }
         let letter = DeadLetter::type_desc();
         let mut lettered = vec![false; self.dead_letters.len()];
@@ -355,24 +408,30 @@ impl Scheduler<'_> {
             lettered[index] = true;
             let name = self.graph.dead_letters[index].name();
             with_retries(time, name, || sink.write(batch, &letter, &parts))
-                .map_err(|err| format!("dead-letter sink `{name}` cannot write batch {time}: {err}"))?;
+                .map_err(|source| CommitError::WriteDeadLetters { sink: name.to_string(), batch: time, source })?;
         }
         // Every sink has written: now the batch's output becomes final everywhere.
         for (sink, node) in self.sinks.iter_mut().zip(&self.graph.sinks) {
-            with_retries(time, node.config.name(), || sink.commit(batch))
-                .map_err(|err| format!("sink `{}` cannot commit batch {time}: {err}", node.config.name()))?;
+            with_retries(time, node.config.name(), || sink.commit(batch)).map_err(|source| CommitError::Commit {
+                sink: node.config.name().to_string(),
+                batch: time,
+                source,
+            })?;
         }
         for (index, sink) in self.dead_letters.iter_mut().enumerate().filter(|(i, _)| lettered[*i]) {
             let name = self.graph.dead_letters[index].name();
-            with_retries(time, name, || sink.commit(batch))
-                .map_err(|err| format!("dead-letter sink `{name}` cannot commit batch {time}: {err}"))?;
+            with_retries(time, name, || sink.commit(batch)).map_err(|source| CommitError::CommitDeadLetters {
+                sink: name.to_string(),
+                batch: time,
+                source,
+            })?;
         }
         Ok(outputs)
     }
 
     /// Writes the checkpoint of a finished batch, if checkpoints are on and it is its turn.
     /// Returns the batch time it covers, if one was written.
-    fn checkpoint(&mut self, job: &Job, state: &GraphState, serving: &Snapshot) -> Result<Option<u64>, String> {
+    fn checkpoint(&mut self, job: &Job, state: &GraphState, serving: &Snapshot) -> Result<Option<u64>, CommitError> {
         let Some(checkpointing) = &mut self.checkpointing else { return Ok(None) };
         let time = job.batch.time_ms;
         let started = Instant::now();
@@ -396,7 +455,7 @@ impl Scheduler<'_> {
         };
         let bytes = checkpoint::encode(&checkpoint);
         with_retries(time, "checkpoint", || checkpoint::write(&checkpointing.dir, time, &bytes))
-            .map_err(|err| format!("cannot write the checkpoint of batch {time}: {err}"))?;
+            .map_err(|source| CommitError::Checkpoint { batch: time, source })?;
         checkpointing.last_good = checkpoint.stages;
         self.metrics.checkpoint(started.elapsed());
         Ok(Some(time))

@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::event::{PluginEvent, Superseded};
-use super::registry::PluginRegistry;
+use super::registry::{PluginRegistry, RegistryError};
 use super::{LoadError, PluginRuntime};
 
 /// What a deploy did.
@@ -40,7 +40,7 @@ pub enum DeployError {
         /// The plugin.
         plugin: String,
         /// Every function that no longer fits.
-        reason: String,
+        reason: RegistryError,
     },
     /// A newer version of the same plugin arrived before this one was installed.
     #[error("plugin `{plugin}`: superseded: a newer version arrived while this one waited or was validated")]

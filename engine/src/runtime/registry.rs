@@ -10,6 +10,64 @@ use std::sync::{Arc, Mutex};
 use super::PluginVersion;
 use super::event::{PluginEvent, PluginEventSink};
 
+/// Why a version cannot replace the serving one, or a rollback cannot happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// Functions the pipeline calls do not fit in the new version (every one listed).
+    #[error("{}", join(.0))]
+    Incompatible(Vec<Mismatch>),
+    /// `rollback_to` found no earlier version with that hash prefix.
+    #[error(
+        "no earlier version of `{plugin}` has a hash starting with `{hash}` (earlier versions: {})",
+        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+    )]
+    NoEarlierVersion {
+        /// The plugin.
+        plugin: String,
+        /// The prefix asked for.
+        hash: String,
+        /// Short hashes of the earlier versions kept.
+        known: Vec<String>,
+    },
+}
+
+/// One function the pipeline calls that a new version does not keep.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    /// It is gone.
+    #[error("function `{function}` is missing (the new version exports: {exports})")]
+    Missing {
+        /// The function.
+        function: String,
+        /// What the new version exports.
+        exports: String,
+    },
+    /// Its kind changed.
+    #[error("function `{function}` changed from {old} to {new}")]
+    Kind {
+        /// The function.
+        function: String,
+        /// Its kind before.
+        old: String,
+        /// Its kind now.
+        new: String,
+    },
+    /// Its input or output type changed.
+    #[error("function `{function}` changed its type from {old} to {new}; a running pipeline keeps its record types")]
+    Type {
+        /// The function.
+        function: String,
+        /// `input -> output` before.
+        old: String,
+        /// `input -> output` now.
+        new: String,
+    },
+}
+
+fn join(mismatches: &[Mismatch]) -> String {
+    mismatches.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
 /// How many earlier versions of a plugin are kept for rollbacks.
 pub const MAX_HISTORY: usize = 8;
 
@@ -91,7 +149,7 @@ impl PluginRegistry {
 
     /// Checks that `candidate` can replace plugin `index`: every function the pipeline calls
     /// exists with the same kind and the same input and output types.
-    pub fn validate(&self, index: usize, candidate: &PluginVersion) -> Result<(), String> {
+    pub fn validate(&self, index: usize, candidate: &PluginVersion) -> Result<(), RegistryError> {
         let slot = &self.slots[index];
         let current = self.current(index);
         let mut problems = Vec::new();
@@ -100,22 +158,21 @@ impl PluginRegistry {
                 continue;
             };
             match candidate.functions.get(name) {
-                None => problems.push(format!(
-                    "function `{name}` is missing (the new version exports: {})",
-                    candidate.function_list()
-                )),
-                Some(new) if new.kind != old.kind => problems.push(format!(
-                    "function `{name}` changed from {} to {}",
-                    old.kind, new.kind
-                )),
-                Some(new) if new.input != old.input || new.output != old.output => problems.push(format!(
-                    "function `{name}` changed its type from {} -> {} to {} -> {}; a running pipeline keeps its record types",
-                    old.input, old.output, new.input, new.output
-                )),
+                None => problems.push(Mismatch::Missing { function: name.clone(), exports: candidate.function_list() }),
+                Some(new) if new.kind != old.kind => problems.push(Mismatch::Kind {
+                    function: name.clone(),
+                    old: old.kind.to_string(),
+                    new: new.kind.to_string(),
+                }),
+                Some(new) if new.input != old.input || new.output != old.output => problems.push(Mismatch::Type {
+                    function: name.clone(),
+                    old: format!("{} -> {}", old.input, old.output),
+                    new: format!("{} -> {}", new.input, new.output),
+                }),
                 Some(_) => {}
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+        if problems.is_empty() { Ok(()) } else { Err(RegistryError::Incompatible(problems)) }
     }
 
     /// Makes `version` serve plugin `index` from the next batch on. Returns the version it
@@ -146,17 +203,20 @@ impl PluginRegistry {
     /// Makes the earlier version whose content hash starts with `hash` serve again from the
     /// next batch; the current one joins the history (so it can be chosen again). Returns
     /// (from, to), or why not.
-    pub fn rollback_to(&self, index: usize, hash: &str) -> Result<(Arc<PluginVersion>, Arc<PluginVersion>), String> {
+    pub fn rollback_to(
+        &self,
+        index: usize,
+        hash: &str,
+    ) -> Result<(Arc<PluginVersion>, Arc<PluginVersion>), RegistryError> {
         let slot = &self.slots[index];
         let mut current = slot.current.lock().expect("registry lock");
         let mut previous = slot.previous.lock().expect("registry lock");
         let Some(position) = previous.iter().rposition(|v| !hash.is_empty() && v.hash.starts_with(hash)) else {
-            let known: Vec<&str> = previous.iter().map(|v| v.short_hash()).collect();
-            return Err(format!(
-                "no earlier version of `{}` has a hash starting with `{hash}` (earlier versions: {})",
-                slot.name,
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
-            ));
+            return Err(RegistryError::NoEarlierVersion {
+                plugin: slot.name.clone(),
+                hash: hash.to_string(),
+                known: previous.iter().map(|v| v.short_hash().to_string()).collect(),
+            });
         };
         let back = previous.remove(position);
         let from = std::mem::replace(&mut *current, back.clone());
