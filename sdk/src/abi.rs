@@ -181,6 +181,44 @@ impl<'a> Iterator for Frames<'a> {
     }
 }
 
+/// A postcard flavor that appends to a borrowed `Vec`, so a value is encoded in place.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Appends `value`, postcard-encoded in place, as one frame: the one frame writer of guest and
+/// host. On error `out` is left as it was.
+#[inline]
+pub fn encode_frame<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> postcard::Result<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER]);
+    if let Err(err) = postcard::serialize_with_flavor(value, Append(out)) {
+        out.truncate(start);
+        return Err(err);
+    }
+    let len = (out.len() - start - FRAME_HEADER) as u32;
+    out[start..start + FRAME_HEADER].copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
 /// Appends one frame holding `payload` to `out`.
 #[inline]
 pub fn push_frame(out: &mut Vec<u8>, payload: &[u8]) {

@@ -5,45 +5,15 @@ use std::cell::RefCell;
 use std::string::{String, ToString};
 use std::vec::Vec;
 
-use postcard::ser_flavors::Flavor;
 use serde::{Deserialize, Serialize};
 
-use crate::abi::{ABI_VERSION, FRAME_HEADER, Frames, FunctionInfo, FunctionKind};
+use crate::abi::{ABI_VERSION, Frames, FunctionInfo, FunctionKind};
 use crate::describe::Describe;
-
-/// A postcard flavor that appends to a borrowed `Vec`, so records are encoded in place.
-struct Append<'a>(&'a mut Vec<u8>);
-
-impl Flavor for Append<'_> {
-    type Output = ();
-
-    #[inline]
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
-        Ok(())
-    }
-
-    #[inline]
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.0.push(data);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
-    }
-}
 
 /// Appends `value` as one frame.
 #[inline]
 pub fn write_frame<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), String> {
-    let start = out.len();
-    out.extend_from_slice(&[0; FRAME_HEADER]);
-    postcard::serialize_with_flavor(value, Append(out))
-        .map_err(|err| format!("cannot encode an output record: {err}"))?;
-    let len = (out.len() - start - FRAME_HEADER) as u32;
-    out[start..start + FRAME_HEADER].copy_from_slice(&len.to_le_bytes());
-    Ok(())
+    crate::abi::encode_frame(out, value).map_err(|err| format!("cannot encode an output record: {err}"))
 }
 
 #[inline]
