@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Kafka-API broker the Kafka tests run against, idempotently: tansu, built from
+# crates.io once into a cache directory (about 15 minutes on 2 cores) and reused afterwards.
+# Prints the path of the tansu binary on standard output.
+#   SLUICE_CACHE_DIR  where tools are cached (default: ~/.cache/sluice)
+#   SLUICE_TANSU      use this tansu binary instead
+set -euo pipefail
+version=0.6.0
+if [ -n "${SLUICE_TANSU:-}" ]; then
+    echo "$SLUICE_TANSU"; exit 0
+fi
+cache=${SLUICE_CACHE_DIR:-$HOME/.cache/sluice}
+root="$cache/tansu-$version"
+bin="$root/bin/tansu"
+if [ ! -x "$bin" ]; then
+    echo "setup-kafka: building tansu $version into $root (once; about 15 minutes)" >&2
+    mkdir -p "$root"
+    # A build of its own: never shares (or locks) the project's target directory.
+    CARGO_TARGET_DIR="$cache/tansu-build" \
+        cargo install tansu --version "$version" --features dynostore --locked --root "$root" >&2
+    rm -rf "$cache/tansu-build"
+fi
+echo "$bin"
