@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Installs the Kafka-API broker the Kafka tests run against, idempotently: tansu, built from
-# crates.io once into a cache directory (about 15 minutes on 2 cores) and reused afterwards.
-# Prints the path of the tansu binary on standard output.
+# Installs what the Kafka tests need, idempotently: the test client (PyPI's confluent-kafka) and
+# the Kafka-API broker they run against, tansu, built from crates.io once into a cache directory
+# (about 15 minutes on 2 cores) and reused afterwards. Prints the path of the tansu binary on
+# standard output.
 #   SLUICE_CACHE_DIR  where tools are cached (default: ~/.cache/sluice)
 #   SLUICE_TANSU      use this tansu binary instead
 set -euo pipefail
 version=0.6.0
+if ! python3 -c "import confluent_kafka" 2>/dev/null; then
+    echo "setup-kafka: installing confluent-kafka (the tests' Kafka client)" >&2
+    python3 -m pip install --quiet confluent-kafka >&2 || python3 -m pip install --quiet --user confluent-kafka >&2
+fi
 if [ -n "${SLUICE_TANSU:-}" ]; then
     echo "$SLUICE_TANSU"; exit 0
 fi

@@ -132,7 +132,11 @@
       return `<tr data-source="${esc(s.name)}"><td>${esc(s.name)}</td><td class="status-${status}">${status}</td>` +
         `<td class="num">${fmt(rate)}/s</td><td class="num">${s.rate_limit ? fmt(s.rate_limit) + "/s" : "—"}</td>` +
         `<td class="num">${fmt(s.received)}</td><td class="status-error">${esc(s.last_error)}</td>` +
-        `<td><button data-action="${s.paused ? "resume" : "pause"}" data-name="${esc(s.name)}">${s.paused ? "Resume" : "Pause"}</button></td></tr>`;
+        `<td><button data-action="${s.paused ? "resume" : "pause"}" data-name="${esc(s.name)}">${s.paused ? "Resume" : "Pause"}</button></td></tr>` +
+        (s.partitions || []).map((p) =>
+          `<tr class="partition" data-partition="${esc(p.topic)}/${p.partition}"><td class="muted">↳ ${esc(p.topic)}/${p.partition}</td>` +
+          `<td colspan="6" class="muted">offset ${p.offset == null ? "—" : fmt(p.offset)}, end ${p.high_watermark == null ? "—" : fmt(p.high_watermark)}, ` +
+          `lag <b class="lag">${p.lag == null ? "—" : fmt(p.lag)}</b></td></tr>`).join("");
     }).join("");
   }
 

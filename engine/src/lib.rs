@@ -8,6 +8,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod graph;
+mod kafka;
 pub(crate) mod metrics;
 pub mod pipeline;
 pub(crate) mod receiver;

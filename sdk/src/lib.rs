@@ -6,8 +6,10 @@ pub mod abi;
 mod describe;
 #[doc(hidden)]
 pub mod guest;
+mod kafka;
 
 pub use describe::{Describe, TypeDesc};
+pub use kafka::KafkaRecord;
 pub use sluice_sdk_macros::{
     Describe, filter, flat_map, key_by, map, map_partitions, map_with_state, reduce, timestamp, transform, update_state,
 };

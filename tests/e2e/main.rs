@@ -7,6 +7,8 @@ mod connectors;
 mod dashboard;
 mod examples;
 mod hot_swap;
+mod kafka;
+mod kafka_transactions;
 mod load_sandbox;
 mod operators;
 mod plugin_errors;

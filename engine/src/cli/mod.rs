@@ -324,9 +324,14 @@ fn guarantees(pipeline: &Pipeline) -> Vec<String> {
     let letters = graph.dead_letters.iter().enumerate().map(|(i, c)| (c, graph.sources_of_dead_letter(i)));
     let mut lines = Vec::new();
     for (sink, sources) in sinks.chain(letters) {
+        let (sink_guarantee, why) = sink.probe_guarantee(&config.pipeline.name);
         for source in sources {
             let source = &config.sources[source];
-            let guarantee = sources::end_to_end(source.guarantee(), sink.guarantee(), checkpointed);
+            let guarantee = sources::end_to_end(source.guarantee(), sink_guarantee, checkpointed);
+            let mut notes: Vec<&str> = why.iter().map(String::as_str).collect();
+            if !checkpointed {
+                notes.push("no checkpoint_dir");
+            }
             lines.push(format!(
                 "path {} ({}) → {} ({}): {}{}",
                 source.name(),
@@ -334,7 +339,7 @@ fn guarantees(pipeline: &Pipeline) -> Vec<String> {
                 sink.name(),
                 sink.kind(),
                 guarantee.name(),
-                if checkpointed { "" } else { " (no checkpoint_dir)" }
+                if notes.is_empty() { String::new() } else { format!(" ({})", notes.join("; ")) }
             ));
         }
     }

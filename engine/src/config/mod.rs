@@ -28,7 +28,7 @@
 //! type = "print"
 //! ```
 
-mod duration;
+pub(crate) mod duration;
 mod error;
 mod size;
 mod writable;
@@ -513,9 +513,14 @@ impl PipelineFile {
             errors.push(ConfigError::new("pipeline.checkpoint_every", "must be at least 1 (batches)"));
         }
         for source in &c.sources {
-            if let SourceConfig::Socket(socket) = source {
-                errors.extend(socket.validate(checkpointed));
+            match source {
+                SourceConfig::Socket(socket) => errors.extend(socket.validate(checkpointed)),
+                SourceConfig::Kafka(kafka) => errors.extend(kafka.validate()),
+                SourceConfig::Directory(_) => {}
             }
+        }
+        for sink in &c.sinks {
+            errors.extend(sink.validate());
         }
         errors
     }

@@ -58,6 +58,10 @@ pub mod names {
     pub const WAITING_BATCHES: &str = "sluice_waiting_batches";
     /// The rate a receiver may read at (backpressure or max_rate), per source; absent: unlimited.
     pub const RECEIVE_RATE_LIMIT: &str = "sluice_receiver_rate_limit_records_per_second";
+    /// The next offset a partitioned source (Kafka) reads, per source, topic and partition.
+    pub const PARTITION_OFFSET: &str = "sluice_source_partition_offset";
+    /// Records written to a partition and not yet read, per source, topic and partition.
+    pub const PARTITION_LAG: &str = "sluice_source_partition_lag_records";
 }
 
 /// The figures of one finished batch.
@@ -216,6 +220,33 @@ impl Metrics {
         let rates: Vec<(String, f64)> =
             receivers.iter().filter_map(|r| Some((format!("{{source=\"{}\"}}", escape(&r.name)), r.rate()?))).collect();
         metric(names::RECEIVE_RATE_LIMIT, "gauge", "The rate a receiver may read at.", &rates);
+        let partitions = |f: fn(&crate::receiver::PartitionStatus) -> Option<i64>| -> Vec<(String, f64)> {
+            receivers
+                .iter()
+                .flat_map(|r| r.partitions().into_iter().map(move |p| (r.name.clone(), p)))
+                .filter_map(|(source, p)| {
+                    let labels = format!(
+                        "{{source=\"{}\",topic=\"{}\",partition=\"{}\"}}",
+                        escape(&source),
+                        escape(&p.topic),
+                        p.partition
+                    );
+                    Some((labels, f(&p)? as f64))
+                })
+                .collect()
+        };
+        metric(
+            names::PARTITION_OFFSET,
+            "gauge",
+            "The next offset a source reads, per partition.",
+            &partitions(|p| p.offset),
+        );
+        metric(
+            names::PARTITION_LAG,
+            "gauge",
+            "Records written and not yet read, per partition.",
+            &partitions(|p| p.lag),
+        );
         out
     }
 }

@@ -67,6 +67,23 @@ pub struct Receiver {
     /// Held back by backpressure (batches waiting, or the batch being received is full).
     held: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// Per partition, for a source with partitions (Kafka): offsets and lag.
+    partitions: Mutex<Vec<PartitionStatus>>,
+}
+
+/// One partition of a source, as its receiver row and `/metrics` show it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionStatus {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The next offset the source reads, once known.
+    pub offset: Option<i64>,
+    /// The partition's end (the offset the next record written gets), as last fetched.
+    pub high_watermark: Option<i64>,
+    /// Records written and not yet read: `high_watermark - offset`.
+    pub lag: Option<i64>,
 }
 
 impl Receiver {
@@ -86,6 +103,7 @@ impl Receiver {
             paused: AtomicBool::new(false),
             held: AtomicBool::new(false),
             last_error: Mutex::new(None),
+            partitions: Mutex::new(Vec::new()),
         }
     }
 
@@ -218,6 +236,16 @@ impl Receiver {
     /// Records the source's current problem (e.g. cannot connect).
     pub fn set_error(&self, error: String) {
         *self.last_error.lock().expect("receiver lock") = Some(error);
+    }
+
+    /// Its partitions' offsets and lag, as the source last saw them.
+    pub fn set_partitions(&self, partitions: Vec<PartitionStatus>) {
+        *self.partitions.lock().expect("receiver lock") = partitions;
+    }
+
+    /// Its partitions' offsets and lag (none for a source without partitions).
+    pub fn partitions(&self) -> Vec<PartitionStatus> {
+        self.partitions.lock().expect("receiver lock").clone()
     }
 
     /// The source recovered.

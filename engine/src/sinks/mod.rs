@@ -18,6 +18,7 @@
 
 pub mod dashboard;
 pub mod file;
+pub(crate) mod kafka;
 pub mod print;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ use sluice_sdk::TypeDesc;
 
 pub use dashboard::DashboardSinkConfig;
 pub use file::FileSinkConfig;
+pub use kafka::KafkaSinkConfig;
 pub use print::PrintSinkConfig;
 
 use crate::block::Partition;
@@ -43,6 +45,8 @@ pub enum SinkConfig {
     File(FileSinkConfig),
     /// The latest output on the dashboard page, as a table or a bar chart.
     Dashboard(DashboardSinkConfig),
+    /// Records to a Kafka topic, one transaction per batch where the brokers support them.
+    Kafka(KafkaSinkConfig),
 }
 
 /// What writing a batch again (a replay after a crash) does to a sink's output.
@@ -74,6 +78,13 @@ impl SinkGuarantee {
 pub enum Resource {
     /// A directory, resolved against the pipeline file.
     Directory(PathBuf),
+    /// A Kafka topic, by its brokers as written and its name.
+    Topic {
+        /// `brokers`.
+        brokers: String,
+        /// `topic`.
+        topic: String,
+    },
 }
 
 /// One batch as a sink sees it.
@@ -96,6 +107,9 @@ pub enum SinkError {
         /// Why.
         source: std::io::Error,
     },
+    /// The Kafka brokers refused or failed.
+    #[error("kafka: {0}")]
+    Kafka(String),
 }
 
 /// The shape of every sink; see the module docs.
@@ -123,6 +137,7 @@ impl SinkConfig {
             Self::Print(c) => &c.name,
             Self::File(c) => &c.name,
             Self::Dashboard(c) => &c.name,
+            Self::Kafka(c) => &c.name,
         }
     }
 
@@ -132,6 +147,7 @@ impl SinkConfig {
             Self::Print(c) => c.input.as_deref(),
             Self::File(c) => c.input.as_deref(),
             Self::Dashboard(c) => c.input.as_deref(),
+            Self::Kafka(c) => c.input.as_deref(),
         }
     }
 
@@ -141,6 +157,7 @@ impl SinkConfig {
             Self::Print(_) => "print",
             Self::File(_) => "file",
             Self::Dashboard(_) => "dashboard",
+            Self::Kafka(_) => "kafka",
         }
     }
 
@@ -150,6 +167,24 @@ impl SinkConfig {
             Self::File(_) => SinkGuarantee::Idempotent,
             // A replay prints again; a dashboard shows the latest rows again.
             Self::Print(_) | Self::Dashboard(_) => SinkGuarantee::AtLeastOnce,
+            Self::Kafka(c) => c.guarantee(),
+        }
+    }
+
+    /// What it will be when run, asking the services it writes where that depends on them
+    /// (a Kafka sink with `delivery = "auto"`), and why if less than declared.
+    pub fn probe_guarantee(&self, pipeline: &str) -> (SinkGuarantee, Option<String>) {
+        match self {
+            Self::Kafka(c) => c.probe(pipeline),
+            _ => (self.guarantee(), None),
+        }
+    }
+
+    /// Every problem with its fields.
+    pub fn validate(&self) -> Vec<crate::config::ConfigError> {
+        match self {
+            Self::Kafka(c) => c.validate(),
+            Self::Print(_) | Self::File(_) | Self::Dashboard(_) => Vec::new(),
         }
     }
 
@@ -157,17 +192,19 @@ impl SinkConfig {
     pub fn resources(&self, resolve: impl Fn(&Path) -> PathBuf) -> Vec<(&'static str, Resource)> {
         match self {
             Self::File(c) => vec![("path", Resource::Directory(resolve(&c.path)))],
+            Self::Kafka(c) => vec![("topic", Resource::Topic { brokers: c.brokers.clone(), topic: c.topic.clone() })],
             Self::Print(_) | Self::Dashboard(_) => Vec::new(),
         }
     }
 
-    /// Builds the sink; relative paths resolve with `resolve`; dashboard sinks publish to
-    /// `events`.
-    pub fn build(&self, resolve: impl Fn(&Path) -> PathBuf, events: &Arc<Events>) -> Box<dyn Sink> {
+    /// Builds the sink of pipeline `pipeline`; relative paths resolve with `resolve`; dashboard
+    /// sinks publish to `events`.
+    pub fn build(&self, pipeline: &str, resolve: impl Fn(&Path) -> PathBuf, events: &Arc<Events>) -> Box<dyn Sink> {
         match self {
             Self::Print(c) => Box::new(c.build()),
             Self::File(c) => Box::new(c.build(resolve(&c.path))),
             Self::Dashboard(c) => Box::new(c.build(events.clone())),
+            Self::Kafka(c) => Box::new(c.build(pipeline)),
         }
     }
 }

@@ -17,6 +17,7 @@
 //! of WALs, files or offsets.
 
 pub mod directory;
+pub(crate) mod kafka;
 pub mod socket;
 
 use std::collections::BTreeSet;
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use directory::DirectorySourceConfig;
+pub use kafka::KafkaSourceConfig;
 pub use socket::SocketSourceConfig;
 
 use crate::block::Block;
@@ -41,6 +43,8 @@ pub enum SourceConfig {
     Socket(SocketSourceConfig),
     /// Lines of the files that appear in a directory (like Spark's `textFileStream`).
     Directory(DirectorySourceConfig),
+    /// Records of Kafka topics, Spark's direct stream: offset ranges per batch.
+    Kafka(KafkaSourceConfig),
 }
 
 impl SourceConfig {
@@ -49,19 +53,20 @@ impl SourceConfig {
         match self {
             Self::Socket(config) => &config.name,
             Self::Directory(config) => &config.name,
+            Self::Kafka(config) => &config.name,
         }
     }
 
     /// Whether backpressure adapts its rate (it reads at a rate the receiver sets).
     pub const fn adapts_rate(&self) -> bool {
-        matches!(self, Self::Socket(_))
+        matches!(self, Self::Socket(_) | Self::Kafka(_))
     }
 
     /// Its `max_rate`, records/s, if it has one.
     pub const fn max_rate(&self) -> Option<u64> {
         match self {
             Self::Socket(config) => config.max_rate,
-            Self::Directory(_) => None,
+            Self::Directory(_) | Self::Kafka(_) => None,
         }
     }
 
@@ -75,6 +80,8 @@ impl SourceConfig {
             Self::Directory(config) => vec![("path", crate::sinks::Resource::Directory(resolve(&config.path)))],
             // A server may serve several clients; later a listening source holds its address.
             Self::Socket(_) => Vec::new(),
+            // Several pipelines may read a topic; each owns its group (checked at start).
+            Self::Kafka(_) => Vec::new(),
         }
     }
 
@@ -83,6 +90,7 @@ impl SourceConfig {
         match self {
             Self::Socket(config) => Box::new(config.build()),
             Self::Directory(config) => Box::new(config.build(resolve(&config.path))),
+            Self::Kafka(config) => Box::new(config.build()),
         }
     }
 }
@@ -95,6 +103,8 @@ pub enum Position {
     Nothing,
     /// A directory source: the files taken by the batches through the checkpoint.
     Files(BTreeSet<String>),
+    /// A Kafka source: the next offset of every partition, by topic, through the checkpoint.
+    Offsets(std::collections::BTreeMap<String, std::collections::BTreeMap<i32, i64>>),
 }
 
 /// What a source starts with.
@@ -110,6 +120,10 @@ pub struct SourceContext {
     pub log: Option<BatchLog>,
     /// Batches emitted and not yet started: the backlog.
     pub backlog: crate::block::Backlog,
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// Its batch interval, ms.
+    pub batch_ms: u64,
 }
 
 /// One block cut, as a source sees it.
@@ -261,6 +275,7 @@ impl SourceConfig {
             Self::Socket(c) if c.wal => "socket, wal".into(),
             Self::Socket(_) => "socket".into(),
             Self::Directory(_) => "directory".into(),
+            Self::Kafka(_) => "kafka".into(),
         }
     }
 
@@ -269,7 +284,7 @@ impl SourceConfig {
         match self {
             Self::Socket(c) if c.wal => SourceGuarantee::WriteAheadLog,
             Self::Socket(_) => SourceGuarantee::None,
-            Self::Directory(_) => SourceGuarantee::Replayable,
+            Self::Directory(_) | Self::Kafka(_) => SourceGuarantee::Replayable,
         }
     }
 }

@@ -69,7 +69,7 @@ pub(crate) fn run(
     // A sink that cannot open yet (a directory in the way, a database still starting) is not
     // fatal here: its writes retry, and what still fails then stops the run.
     let open = |config: &SinkConfig| {
-        let mut sink = config.build(|p| pipeline.file.resolve(p), events);
+        let mut sink = config.build(&pipeline.file.config.pipeline.name, |p| pipeline.file.resolve(p), events);
         if let Err(err) = sink.open() {
             tracing::warn!(sink = %config.name(), "cannot open the sink yet: {err}; its writes will retry");
         }
@@ -178,6 +178,8 @@ fn start_sources(
             io: io.handle().clone(),
             log: checkpoint_dir.map(|dir| BatchLog::new(dir.clone())),
             backlog: metrics.backlog.clone(),
+            pipeline: config.pipeline.name.clone(),
+            batch_ms: crate::config::millis(config.pipeline.batch_interval),
         })?;
         built.push(source);
     }

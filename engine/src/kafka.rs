@@ -1,0 +1,68 @@
+//! What the Kafka source and the Kafka sink share: turning `brokers` and a `[.properties]` table
+//! into a librdkafka client configuration, and the rule for which properties are the
+//! component's own (set from its fields, so refused in `properties`). Each component owns the
+//! rest of its life-cycle in `sources/kafka/` and `sinks/kafka.rs`.
+
+use std::collections::BTreeMap;
+
+use rdkafka::ClientConfig;
+
+use crate::config::ConfigError;
+
+/// How long a metadata or offset request to the brokers may take before it counts as failed.
+pub(crate) const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A client configuration: `bootstrap.servers`, the user's `properties` (TLS, SASL and any other
+/// librdkafka property pass through), then the component's own settings.
+pub(crate) fn client_config(
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+    own: &[(&str, String)],
+) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    // librdkafka's own log lines go through `tracing` at their level.
+    config.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
+    for (key, value) in properties {
+        config.set(key, value);
+    }
+    for (key, value) in own {
+        config.set(*key, value);
+    }
+    config
+}
+
+/// Checks `brokers` and `properties` of component `at` (`sources `x`` or `sinks `x``):
+/// `brokers` is not empty, no property sets what a field or the component decides (`owned`,
+/// with the field that decides it), and librdkafka knows every property and accepts its value
+/// (it refuses unknown ones by name).
+pub(crate) fn validate_client<C: rdkafka::config::FromClientConfig>(
+    at: &str,
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+    owned: &[(&str, &str)],
+    errors: &mut Vec<ConfigError>,
+) {
+    if brokers.trim().is_empty() {
+        errors.push(ConfigError::new(
+            format!("{at}.brokers"),
+            "expected a comma-separated list of host:port, e.g. \"127.0.0.1:9092\"",
+        ));
+    }
+    let mut clean = true;
+    for (key, decided_by) in owned {
+        if properties.contains_key(*key) {
+            clean = false;
+            errors.push(ConfigError::new(
+                format!("{at}.properties.{key}"),
+                format!("set by {decided_by}, not in `properties`"),
+            ));
+        }
+    }
+    if clean && !brokers.trim().is_empty() {
+        // Creating a client checks every property by name and value, and connects lazily.
+        if let Err(err) = client_config(brokers, properties, &[]).create::<C>() {
+            errors.push(ConfigError::new(format!("{at}.properties"), format!("librdkafka refuses them: {err}")));
+        }
+    }
+}

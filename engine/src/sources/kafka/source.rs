@@ -1,0 +1,535 @@
+//! The Kafka source at run time: assignment, taking records at each cut, the batch's offset
+//! ranges, position, commits to the group and replay. See the folder's module docs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use super::discover::{self, Discovered, Topics};
+use super::{KafkaSourceConfig, OffsetRange, TopicPartition, record};
+use crate::block::Block;
+use crate::checkpoint::pending::{BatchLog, LoggedInput};
+use crate::kafka::{REQUEST_TIMEOUT, client_config};
+use crate::receiver::{PartitionStatus, Receiver};
+use crate::sources::{Cut, Position, Source, SourceContext};
+
+/// How long one cut may spend taking records (the rest waits for the next cut).
+const CUT_BUDGET: Duration = Duration::from_millis(100);
+/// How long a replay keeps trying to read a logged batch's ranges.
+const REPLAY_PATIENCE: Duration = Duration::from_secs(120);
+/// Default `discovery_interval`.
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct KafkaSource {
+    config: KafkaSourceConfig,
+    /// The consumer group, known at start.
+    group: Option<String>,
+    /// The next offset of every partition, past everything cut so far.
+    next: BTreeMap<TopicPartition, i64>,
+    /// The next offsets through the last commit.
+    completed: BTreeMap<TopicPartition, i64>,
+    /// The ranges of each batch after the last commit.
+    by_batch: BTreeMap<u64, Vec<OffsetRange>>,
+    started: Option<Started>,
+}
+
+/// One partition's records taken by the cuts of the batch being collected.
+#[derive(Debug, Default)]
+struct Taken {
+    data: Vec<u8>,
+    records: u64,
+    invalid: u64,
+    from: Option<i64>,
+    until: i64,
+}
+
+struct Started {
+    receiver: Arc<Receiver>,
+    log: Option<BatchLog>,
+    consumer: Arc<BaseConsumer>,
+    discovered: Arc<Mutex<Discovered>>,
+    /// Partitions assigned to the consumer, and whether discovery had looked once by then.
+    assigned: BTreeSet<TopicPartition>,
+    first_look_assigned: bool,
+    /// Blocks of the batch being collected, handed over at the cut that closes it.
+    blocks: Vec<Block>,
+    /// Its ranges so far, per partition: `(from, until)`.
+    ranges: BTreeMap<TopicPartition, (i64, i64)>,
+    /// Records each partition took for it.
+    counts: BTreeMap<TopicPartition, u64>,
+    /// Records past a partition's share, for the next batch.
+    carry: BTreeMap<TopicPartition, Taken>,
+    /// Partitions paused at their share; every partition while the receiver is paused or held.
+    capped: BTreeSet<TopicPartition>,
+    all_paused: bool,
+    batch_ms: u64,
+}
+
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Started")
+            .field("assigned", &self.assigned)
+            .field("ranges", &self.ranges)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaSource {
+    pub(super) fn new(config: KafkaSourceConfig) -> Self {
+        Self {
+            config,
+            group: None,
+            next: BTreeMap::new(),
+            completed: BTreeMap::new(),
+            by_batch: BTreeMap::new(),
+            started: None,
+        }
+    }
+
+    /// The client settings the source decides.
+    fn own_settings(&self, group: &str, reset: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("group.id", group.to_string()),
+            ("enable.auto.commit", "false".into()),
+            ("enable.auto.offset.store", "false".into()),
+            ("enable.partition.eof", "false".into()),
+            ("auto.offset.reset", reset.to_string()),
+        ]
+    }
+
+    /// Assigns every partition discovery found, at its next offset (a partition never read
+    /// starts where `starting_offsets` or the group's committed offset says; one found after the
+    /// first look starts at its beginning).
+    fn assign_new(&mut self) {
+        let Some(started) = &mut self.started else { return };
+        let (partitions, looks) = {
+            let found = started.discovered.lock().expect("discovery lock");
+            (found.partitions.clone(), found.looks)
+        };
+        if partitions.is_subset(&started.assigned) {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for tp in &partitions {
+            let offset = match (self.next.get(tp), self.config.starting_offset(tp)) {
+                (Some(next), _) => Offset::Offset(*next),
+                (None, Some(start)) => Offset::Offset(start),
+                (None, None) if started.first_look_assigned && !started.assigned.contains(tp) => Offset::Beginning,
+                (None, None) => Offset::Stored,
+            };
+            let _ = tpl.add_partition_offset(&tp.topic, tp.partition, offset);
+        }
+        match started.consumer.assign(&tpl) {
+            Ok(()) => {
+                let new: Vec<String> = partitions
+                    .difference(&started.assigned)
+                    .map(|tp| format!("{}/{}", tp.topic, tp.partition))
+                    .collect();
+                tracing::info!(source = %started.receiver.name, "reading partitions {}", new.join(", "));
+                started.assigned = partitions;
+                started.first_look_assigned |= looks > 0;
+                started.capped.clear();
+                started.all_paused = false;
+            }
+            Err(err) => started.receiver.set_error(format!("cannot assign partitions: {err}")),
+        }
+    }
+
+    /// Takes what the consumer has fetched, within the cut's budget and each partition's share.
+    fn take(&mut self, seq: u64) {
+        let Some(started) = &mut self.started else { return };
+        let receiver = started.receiver.clone();
+        let hold = receiver.is_paused() || receiver.is_holding();
+        if hold != started.all_paused {
+            let tpl = list(&started.assigned);
+            let changed = if hold { started.consumer.pause(&tpl) } else { started.consumer.resume(&tpl) };
+            if changed.is_ok() {
+                started.all_paused = hold;
+                if !hold {
+                    started.capped.clear();
+                }
+            }
+        }
+        let share = self.share();
+        let started = self.started.as_mut().expect("started");
+        let deadline = Instant::now() + CUT_BUDGET;
+        let mut taken: BTreeMap<TopicPartition, Taken> = BTreeMap::new();
+        while Instant::now() < deadline {
+            let Some(polled) = started.consumer.poll(Duration::ZERO) else { break };
+            let message = match polled {
+                Ok(message) => message,
+                Err(err) => {
+                    report(&receiver, &err);
+                    continue;
+                }
+            };
+            let tp = TopicPartition { topic: message.topic().to_string(), partition: message.partition() };
+            let offset = message.offset();
+            if self.next.get(&tp).is_some_and(|next| offset < *next) {
+                continue; // fetched again after a pause or a new assignment
+            }
+            self.next.insert(tp.clone(), offset + 1);
+            let count = started.counts.entry(tp.clone()).or_default();
+            let into = if share.is_some_and(|share| *count >= share) {
+                if started.capped.insert(tp.clone()) {
+                    let _ = started.consumer.pause(&list([&tp]));
+                }
+                started.carry.entry(tp).or_default()
+            } else {
+                *count += 1;
+                taken.entry(tp).or_default()
+            };
+            into.from.get_or_insert(offset);
+            into.until = offset + 1;
+            if record::append(self.config.format, &message, &mut into.data) {
+                into.records += 1;
+            } else {
+                into.invalid += 1;
+            }
+        }
+        for (tp, part) in taken {
+            started.add(tp, part, seq);
+        }
+    }
+
+    /// Each partition's share of one batch, records; `None`: unlimited.
+    fn share(&self) -> Option<u64> {
+        let started = self.started.as_ref()?;
+        let partitions = started.assigned.len().max(1) as f64;
+        let per_partition =
+            [self.config.max_rate_per_partition.map(|r| r as f64), started.receiver.rate().map(|r| r / partitions)]
+                .into_iter()
+                .flatten()
+                .reduce(f64::min)?;
+        Some(((per_partition * started.batch_ms as f64 / 1000.0) as u64).max(1))
+    }
+
+    /// The batch this cut closes: logs its ranges, then hands over its blocks; what was carried
+    /// past a partition's share starts the next batch.
+    fn close(&mut self, cut: Cut) -> Vec<Block> {
+        let Some(started) = &mut self.started else { return Vec::new() };
+        let ranges: Vec<OffsetRange> = started
+            .ranges
+            .iter()
+            .map(|(tp, (from, until))| OffsetRange {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                from: *from,
+                until: *until,
+            })
+            .collect();
+        if !ranges.is_empty()
+            && let Some(log) = &started.log
+        {
+            let record = serde_json::to_vec(&ranges).expect("ranges encode");
+            if let Err(err) = log.write_record(cut.batch, started.receiver.source, &record) {
+                tracing::error!(source = %started.receiver.name, "cannot log the offsets of batch {}: {err}; they wait", cut.batch);
+                started.receiver.set_error(format!("checkpoint: {err}"));
+                return Vec::new();
+            }
+        }
+        let blocks = std::mem::take(&mut started.blocks);
+        started.ranges.clear();
+        started.counts.clear();
+        for (tp, part) in std::mem::take(&mut started.carry) {
+            *started.counts.entry(tp.clone()).or_default() += part.records + part.invalid;
+            started.add(tp, part, cut.seq);
+        }
+        if !started.capped.is_empty() && !started.all_paused {
+            let _ = started.consumer.resume(&list(&started.capped));
+            started.capped.clear();
+        }
+        if !ranges.is_empty() {
+            self.by_batch.insert(cut.batch, ranges);
+        }
+        self.report_partitions();
+        blocks
+    }
+
+    /// Per-partition offsets and lag on the receiver row (ends as discovery last saw them).
+    fn report_partitions(&self) {
+        let Some(started) = &self.started else { return };
+        let ends = started.discovered.lock().expect("discovery lock").ends.clone();
+        let status = started
+            .assigned
+            .iter()
+            .map(|tp| {
+                let offset = self.next.get(tp).copied();
+                // The end as last looked up, never behind what was read since.
+                let high = ends.get(tp).map(|h| (*h).max(offset.unwrap_or(0)));
+                PartitionStatus {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    offset,
+                    high_watermark: high,
+                    lag: high.map(|h| (h - offset.unwrap_or(0)).max(0)),
+                }
+            })
+            .collect();
+        started.receiver.set_partitions(status);
+    }
+
+    /// Commits the offsets through the last commit to the group, without waiting.
+    fn commit_to_group(&self) {
+        let Some(started) = &self.started else { return };
+        if self.completed.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (tp, next) in &self.completed {
+            let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*next));
+        }
+        if let Err(err) = started.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(source = %started.receiver.name, "cannot commit offsets to the group: {err}");
+        }
+    }
+
+    /// Reads `ranges` again with a consumer of their own.
+    fn read_ranges(&self, source: usize, seq: u64, ranges: &[OffsetRange]) -> Vec<Block> {
+        let name = &self.config.name;
+        let group = self.group.clone().unwrap_or_else(|| self.config.group("replay"));
+        let consumer: BaseConsumer = match client_config(
+            &self.config.brokers,
+            &self.config.properties,
+            &self.own_settings(&group, "error"),
+        )
+        .create()
+        {
+            Ok(consumer) => consumer,
+            Err(err) => {
+                tracing::error!(source = %name, "cannot create a consumer to replay a batch, its records are missing: {err}");
+                return Vec::new();
+            }
+        };
+        let mut tpl = TopicPartitionList::new();
+        let mut wanted: BTreeMap<TopicPartition, (i64, i64)> = BTreeMap::new();
+        for range in ranges.iter().filter(|r| r.until > r.from) {
+            let _ = tpl.add_partition_offset(&range.topic, range.partition, Offset::Offset(range.from));
+            wanted.insert(
+                TopicPartition { topic: range.topic.clone(), partition: range.partition },
+                (range.from, range.until),
+            );
+        }
+        if let Err(err) = consumer.assign(&tpl) {
+            tracing::error!(source = %name, "cannot assign partitions to replay a batch: {err}");
+            return Vec::new();
+        }
+        let mut taken: BTreeMap<TopicPartition, Taken> = BTreeMap::new();
+        let started = Instant::now();
+        let mut warned = Instant::now();
+        while !wanted.is_empty() && started.elapsed() < REPLAY_PATIENCE {
+            match consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Err(err)) if warned.elapsed() > Duration::from_secs(5) => {
+                    tracing::warn!(source = %name, "replaying a batch: {err}; still trying");
+                    warned = Instant::now();
+                }
+                Some(Err(_)) => {}
+                Some(Ok(message)) => {
+                    let tp = TopicPartition { topic: message.topic().to_string(), partition: message.partition() };
+                    let Some((from, until)) = wanted.get(&tp).copied() else { continue };
+                    let offset = message.offset();
+                    if offset >= from && offset < until {
+                        let part = taken.entry(tp.clone()).or_default();
+                        if record::append(self.config.format, &message, &mut part.data) {
+                            part.records += 1;
+                        } else {
+                            part.invalid += 1;
+                        }
+                    }
+                    if offset + 1 >= until {
+                        wanted.remove(&tp);
+                        let _ = consumer.pause(&list([&tp]));
+                    }
+                }
+            }
+        }
+        for tp in wanted.keys() {
+            tracing::error!(
+                source = %name,
+                "replaying a batch: cannot read all of {}/{} within {REPLAY_PATIENCE:?}; its missing records are not in the batch",
+                tp.topic, tp.partition
+            );
+        }
+        taken
+            .into_values()
+            .map(|part| Block { source, seq, records: part.records, invalid: part.invalid, data: part.data })
+            .collect()
+    }
+}
+
+impl Started {
+    /// Adds one partition's records to the batch being collected.
+    fn add(&mut self, tp: TopicPartition, part: Taken, seq: u64) {
+        let Some(from) = part.from else { return };
+        self.receiver.count(part.records, part.invalid);
+        let range = self.ranges.entry(tp).or_insert((from, part.until));
+        range.0 = range.0.min(from);
+        range.1 = range.1.max(part.until);
+        if part.records + part.invalid > 0 {
+            self.blocks.push(Block {
+                source: self.receiver.source,
+                seq,
+                records: part.records,
+                invalid: part.invalid,
+                data: part.data,
+            });
+        }
+    }
+}
+
+/// A partition list of `partitions`, offsets unset.
+fn list<'a>(partitions: impl IntoIterator<Item = &'a TopicPartition>) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for tp in partitions {
+        tpl.add_partition(&tp.topic, tp.partition);
+    }
+    tpl
+}
+
+/// A consumer error on the receiver row (librdkafka retries by itself).
+fn report(receiver: &Receiver, err: &KafkaError) {
+    tracing::warn!(source = %receiver.name, "kafka: {err}");
+    receiver.set_error(format!("kafka: {err}"));
+}
+
+/// The ranges a batch logged.
+fn logged_ranges(logged: &LoggedInput) -> Vec<OffsetRange> {
+    logged.record.as_deref().and_then(|r| serde_json::from_slice(r).ok()).unwrap_or_default()
+}
+
+impl Source for KafkaSource {
+    fn resume(&mut self, position: Option<Position>, logged: &[(u64, &LoggedInput)]) {
+        if let Some(Position::Offsets(topics)) = position {
+            for (topic, partitions) in topics {
+                for (partition, next) in partitions {
+                    self.completed.insert(TopicPartition { topic: topic.clone(), partition }, next);
+                }
+            }
+        }
+        self.next = self.completed.clone();
+        for (time, input) in logged {
+            let ranges = logged_ranges(input);
+            for range in &ranges {
+                let next = self.next.entry(TopicPartition { topic: range.topic.clone(), partition: range.partition });
+                let next = next.or_insert(range.until);
+                *next = (*next).max(range.until);
+            }
+            self.by_batch.insert(*time, ranges);
+        }
+    }
+
+    fn start(&mut self, context: SourceContext) -> std::io::Result<()> {
+        let group = self.config.group(&context.pipeline);
+        let settings = self.own_settings(&group, self.config.reset());
+        let consumer: BaseConsumer =
+            client_config(&self.config.brokers, &self.config.properties, &settings)
+                .create()
+                .map_err(|err| std::io::Error::other(format!("source `{}`: {err}", self.config.name)))?;
+        refuse_a_shared_group(&consumer, &group, &self.config.name)?;
+        let consumer = Arc::new(consumer);
+        let topics = match (&self.config.topics, &self.config.topic_pattern) {
+            (_, Some(pattern)) => Topics::Pattern(regex::Regex::new(pattern).map_err(std::io::Error::other)?),
+            (Some(topics), None) => Topics::Named(topics.clone()),
+            (None, None) => Topics::Named(Vec::new()),
+        };
+        let receiver = context.receiver.clone();
+        receiver.set_rate(None);
+        let discovered = discover::spawn(
+            consumer.clone(),
+            topics,
+            self.config.brokers.clone(),
+            self.config.discovery_interval.unwrap_or(DISCOVERY_INTERVAL),
+            receiver.clone(),
+            context.stop.clone(),
+        );
+        self.started = Some(Started {
+            receiver,
+            log: context.log,
+            consumer,
+            discovered,
+            assigned: BTreeSet::new(),
+            first_look_assigned: false,
+            blocks: Vec::new(),
+            ranges: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            carry: BTreeMap::new(),
+            capped: BTreeSet::new(),
+            all_paused: false,
+            batch_ms: context.batch_ms,
+        });
+        tracing::info!(source = %self.config.name, group, "kafka source started");
+        self.group = Some(group);
+        Ok(())
+    }
+
+    fn finished(&mut self, stopping: bool) -> bool {
+        // A topic never ends: only a stop finishes the source.
+        if stopping && let Some(started) = &self.started {
+            started.receiver.finish();
+        }
+        stopping
+    }
+
+    fn cut(&mut self, cut: Cut) -> Vec<Block> {
+        self.assign_new();
+        self.take(cut.seq);
+        if cut.closes_batch { self.close(cut) } else { Vec::new() }
+    }
+
+    fn position(&self, through: u64) -> Position {
+        let mut next = self.completed.clone();
+        for (_, ranges) in self.by_batch.range(..=through) {
+            for range in ranges {
+                let tp = TopicPartition { topic: range.topic.clone(), partition: range.partition };
+                let offset = next.entry(tp).or_insert(range.until);
+                *offset = (*offset).max(range.until);
+            }
+        }
+        super::position(&next)
+    }
+
+    fn commit(&mut self, through: u64) {
+        if let Position::Offsets(topics) = self.position(through) {
+            for (topic, partitions) in topics {
+                for (partition, next) in partitions {
+                    self.completed.insert(TopicPartition { topic: topic.clone(), partition }, next);
+                }
+            }
+        }
+        self.by_batch = self.by_batch.split_off(&(through + 1));
+        self.commit_to_group();
+    }
+
+    fn replay(&mut self, time: u64, logged: LoggedInput) -> Vec<Block> {
+        let ranges = logged_ranges(&logged);
+        let source = self.started.as_ref().map_or(0, |s| s.receiver.source);
+        let blocks = self.read_ranges(source, time, &ranges);
+        if let Some(started) = &self.started {
+            started.receiver.count(blocks.iter().map(|b| b.records).sum(), blocks.iter().map(|b| b.invalid).sum());
+        }
+        blocks
+    }
+}
+
+/// A source owns its group: refuses to start when the group has active members (another
+/// consumer reads with it). An unreachable broker is no reason to refuse: discovery reports it.
+fn refuse_a_shared_group(consumer: &BaseConsumer, group: &str, source: &str) -> std::io::Result<()> {
+    let Ok(groups) = consumer.fetch_group_list(Some(group), REQUEST_TIMEOUT) else { return Ok(()) };
+    if let Some(found) = groups.groups().iter().find(|g| g.name() == group)
+        && !found.members().is_empty()
+    {
+        return Err(std::io::Error::other(format!(
+            "source `{source}`: consumer group `{group}` has {} active member(s) (another consumer reads with it); \
+             a Kafka source owns its group: set a group_id of its own",
+            found.members().len()
+        )));
+    }
+    Ok(())
+}
