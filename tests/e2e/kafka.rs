@@ -94,6 +94,8 @@ pub fn acked(child: Child) -> u64 {
 }
 
 /// A word count from Kafka topic `topic`, its counts to the file sink `out/` and `sink`.
+/// With checkpoints, one every 5 batches: a crash leaves batches that reached the sinks but no
+/// checkpoint, which the restart replays.
 pub fn kafka_wordcount(brokers: &str, topic: &str, checkpoint: bool, extra: &str) -> String {
     format!(
         r#"[pipeline]
@@ -133,17 +135,22 @@ input = "counts"
 type = "file"
 path = "out"
 {extra}"#,
-        checkpoint = if checkpoint { "checkpoint_dir = \"ckpt\"" } else { "" },
+        checkpoint = if checkpoint { "checkpoint_dir = \"ckpt\"\ncheckpoint_every = 5" } else { "" },
     )
 }
 
-fn kill_schedule_seed() -> u64 {
+/// Batches with records that a run replayed (its summary lines say "(replayed)").
+pub fn replayed_with_records(log: &str) -> usize {
+    log.lines().filter(|l| l.contains("(replayed)") && !l.contains(": 0 records")).count()
+}
+
+pub fn kill_schedule_seed() -> u64 {
     std::env::var("SLUICE_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
     })
 }
 
-fn below(state: &mut u64, n: u64) -> u64 {
+pub fn below(state: &mut u64, n: u64) -> u64 {
     *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     (*state >> 33) % n
 }
@@ -190,16 +197,20 @@ fn kafka_to_file_is_exactly_once_and_kafka_to_kafka_at_least_once_across_kill_9s
     let lines = corpus(30_000, 6, 7);
     let expected = count_words(&lines);
     let input = work.write("input.txt", &(lines.join("\n") + "\n"));
-    let producer = produce_in_background(&b, "lines", &input, 100, 1_000);
+    // About 15 s of input: it arrives while the engine is killed and restarted.
+    let producer = produce_in_background(&b, "lines", &input, 100, 200);
     let mut seed = kill_schedule_seed();
     println!("crash schedule seed: {seed} (SLUICE_CRASH_SEED={seed} repeats it)");
+    let mut replayed = 0;
     for _ in 0..12 {
         let running = work.spawn(&["pipeline.toml", "--no-ui"]);
-        std::thread::sleep(Duration::from_millis(400 + below(&mut seed, 1_200)));
+        std::thread::sleep(Duration::from_millis(800 + below(&mut seed, 1_500)));
         running.signal("KILL");
         let (code, log) = running.finish(Duration::from_secs(10));
         assert_eq!(code, -1, "killed by signal 9; log:\n{log}");
+        replayed += replayed_with_records(&log);
     }
+    assert!(replayed > 0, "the kills left no batch to replay: the test proves nothing");
     assert_eq!(acked(producer), lines.len() as u64);
     let running = work.spawn(&["pipeline.toml", "--no-ui"]);
     running.wait_for("pipeline running", Duration::from_secs(30));
@@ -215,7 +226,9 @@ fn kafka_to_file_is_exactly_once_and_kafka_to_kafka_at_least_once_across_kill_9s
     let seen = count_values(&values);
     let lost: u64 = expected.iter().map(|(w, n)| n.saturating_sub(seen.get(w).copied().unwrap_or(0))).sum();
     let duplicated: u64 = seen.iter().map(|(w, n)| n.saturating_sub(expected.get(w).copied().unwrap_or(0))).sum();
-    println!("Kafka → Kafka on tansu after 12 kill -9s: {lost} lost, {duplicated} duplicated words");
+    println!(
+        "Kafka → Kafka on tansu after 12 kill -9s, {replayed} batches replayed: {lost} lost, {duplicated} duplicated words"
+    );
     assert_eq!(lost, 0, "at least once: nothing lost");
 
     // The group's committed offsets follow the checkpoints: every record is behind them.
