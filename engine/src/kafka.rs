@@ -6,8 +6,50 @@
 use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
 
 use crate::config::ConfigError;
+use crate::receiver::Receiver;
+
+/// librdkafka's log lines and client errors (a broker down, all brokers down) go to `tracing`,
+/// naming the component; a source's errors also land on its receiver row.
+#[derive(Clone, Debug)]
+pub(crate) struct KafkaLog {
+    /// `source` or `sink`.
+    pub(crate) kind: &'static str,
+    /// The component's name.
+    pub(crate) name: String,
+    /// A source's receiver.
+    pub(crate) receiver: Option<std::sync::Arc<Receiver>>,
+}
+
+impl rdkafka::ClientContext for KafkaLog {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        let (kind, name) = (self.kind, &self.name);
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(kind, name, "librdkafka {facility}: {message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(kind, name, "librdkafka {facility}: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::debug!(kind, name, "librdkafka {facility}: {message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::trace!(kind, name, "librdkafka {facility}: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let problem = format!("kafka: {error}: {reason}");
+        tracing::warn!(kind = self.kind, name = %self.name, "{problem}");
+        if let Some(receiver) = &self.receiver {
+            receiver.set_error(problem);
+        }
+    }
+}
+
+impl ConsumerContext for KafkaLog {}
 
 /// How long a metadata or offset request to the brokers may take before it counts as failed.
 pub(crate) const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -330,3 +330,129 @@ fn a_missing_topic_is_reported_on_the_receiver_row_until_it_exists() {
     let (code, log) = running.finish(Duration::from_secs(30));
     assert_eq!(code, 0, "log:\n{log}");
 }
+
+/// A TCP proxy in front of a broker that can be cut (every connection dropped, new ones
+/// refused) and restored: a broker outage without losing the broker's in-memory data.
+struct Proxy {
+    address: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(port: u16, upstream: String) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (is_cut, conns) = (cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if is_cut.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else { continue };
+                let mut conns = conns.lock().unwrap();
+                conns.push(client.try_clone().unwrap());
+                conns.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { address: format!("127.0.0.1:{port}"), cut, open }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+        if cut {
+            for conn in self.open.lock().unwrap().drain(..) {
+                let _ = conn.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_broker_outage_mid_stream_is_reported_and_every_record_counted_once_after() {
+    let (broker_port, proxy_port) = (free_port(), free_port());
+    let proxy = Proxy::start(proxy_port, format!("127.0.0.1:{broker_port}"));
+    let child = Command::new(tansu())
+        .args(["broker", "--storage-engine", "memory://tansu/"])
+        .arg(format!("--listener-url=tcp://127.0.0.1:{broker_port}"))
+        .arg(format!("--advertised-listener-url=tcp://{}", proxy.address))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _broker = Broker { address: proxy.address.clone(), child };
+    let b = proxy.address.clone();
+    wait_until("the broker", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", broker_port)).is_ok()
+    });
+    client(&["create", &b, "lines", "2"]);
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    work.write("pipeline.toml", &kafka_wordcount(&b, "lines", true, ""));
+    let running = work.spawn(&["pipeline.toml", "--no-ui"]);
+    running.wait_for("reading partitions", Duration::from_secs(30));
+    let lines = corpus(12_000, 5, 21);
+    let expected = count_words(&lines);
+    let input = work.write("input.txt", &(lines.join("\n") + "\n"));
+    let producer = produce_in_background(&b, "lines", &input, 100, 200);
+    std::thread::sleep(Duration::from_secs(2));
+    proxy.set_cut(true);
+    running.wait_for("kafka: ", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(4));
+    proxy.set_cut(false);
+    assert_eq!(acked(producer), lines.len() as u64);
+    wait_until("every word counted after the outage", Duration::from_secs(90), || work.ledger("out") == expected);
+    running.signal("TERM");
+    let (code, log) = running.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "log:\n{log}");
+    assert_eq!(work.ledger("out"), expected, "exactly once across the outage");
+}
+
+#[test]
+fn a_second_pipeline_committing_with_the_same_group_id_is_refused_at_start() {
+    let broker = Broker::start();
+    let b = broker.address.clone();
+    client(&["create", &b, "shared", "1"]);
+    let lines = corpus(1_000, 4, 5);
+    let input_a = Workdir::new();
+    let input = input_a.write("input.txt", &(lines.join("\n") + "\n"));
+    // Pipeline A reads the first half and checkpoints it.
+    let a = Workdir::new();
+    a.add_plugin("wordcount", "wordcount");
+    a.write("pipeline.toml", &kafka_wordcount(&b, "shared", true, ""));
+    assert_eq!(acked(produce_in_background(&b, "shared", &input, 0, 1_000)), 1_000);
+    let running = a.spawn(&["pipeline.toml", "--no-ui"]);
+    wait_until("A's counts", Duration::from_secs(60), || a.ledger("out") == count_words(&lines));
+    running.signal("TERM");
+    assert_eq!(running.finish(Duration::from_secs(30)).0, 0);
+    // Pipeline B, same group id, no checkpoint, reads what came since and commits past A.
+    assert_eq!(acked(produce_in_background(&b, "shared", &input, 0, 1_000)), 1_000);
+    let other = Workdir::new();
+    other.add_plugin("wordcount", "wordcount");
+    other.write("pipeline.toml", &kafka_wordcount(&b, "shared", false, "").replace("kafka-test", "another"));
+    let running = other.spawn(&["pipeline.toml", "--no-ui"]);
+    wait_until("B's counts", Duration::from_secs(60), || other.ledger("out") == count_words(&lines));
+    std::thread::sleep(Duration::from_secs(1));
+    running.signal("TERM");
+    assert_eq!(running.finish(Duration::from_secs(30)).0, 0);
+    // A again: the group's offsets are past its checkpoint, so another consumer uses the group.
+    let (code, log) = a.spawn(&["pipeline.toml", "--no-ui"]).finish(Duration::from_secs(30));
+    assert_eq!(code, 1, "log:\n{log}");
+    assert!(
+        log.contains(
+            "consumer group `wc` has offset 2000 committed for shared/0, past this pipeline's checkpoint (1000)"
+        ),
+        "log:\n{log}"
+    );
+}

@@ -158,10 +158,18 @@ struct Deliveries {
     failed: Mutex<(u64, Option<String>)>,
 }
 
-#[derive(Clone, Debug, Default)]
-struct Context(Arc<Deliveries>);
+#[derive(Clone, Debug)]
+struct Context(Arc<Deliveries>, crate::kafka::KafkaLog);
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        self.1.log(level, facility, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.1.error(error, reason);
+    }
+}
 
 impl ProducerContext for Context {
     type DeliveryOpaque = ();
@@ -174,6 +182,9 @@ impl ProducerContext for Context {
     }
 }
 
+/// One record to send: key (if keyed) and value, rendered.
+type Staged = (Option<Vec<u8>>, Vec<u8>);
+
 /// See the module docs.
 pub(crate) struct KafkaSink {
     config: KafkaSinkConfig,
@@ -184,7 +195,7 @@ pub(crate) struct KafkaSink {
     /// The last batch committed by an earlier run, found at open.
     committed_through: Option<u64>,
     /// The batch written and not yet committed: its time and records (key, value).
-    staged: Option<(u64, Vec<(Option<Vec<u8>>, Vec<u8>)>)>,
+    staged: Option<(u64, Vec<Staged>)>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -203,7 +214,10 @@ fn producer(config: &KafkaSinkConfig, id: Option<&str>) -> Result<ThreadedProduc
     if let Some(id) = id {
         own.push(("transactional.id", id.to_string()));
     }
-    client_config(&config.brokers, &config.properties, &own).create_with_context(Context::default()).map_err(kafka)
+    let log = crate::kafka::KafkaLog { kind: "sink", name: config.name.clone(), receiver: None };
+    client_config(&config.brokers, &config.properties, &own)
+        .create_with_context(Context(Arc::default(), log))
+        .map_err(kafka)
 }
 
 /// Whether the brokers take a transaction: one that commits an offset of a probe group (so
@@ -291,12 +305,7 @@ impl KafkaSink {
     }
 
     /// Sends every staged record, waiting while librdkafka's queue is full.
-    fn send_all(
-        &self,
-        producer: &ThreadedProducer<Context>,
-        time: u64,
-        staged: &[(Option<Vec<u8>>, Vec<u8>)],
-    ) -> Result<(), SinkError> {
+    fn send_all(&self, producer: &ThreadedProducer<Context>, time: u64, staged: &[Staged]) -> Result<(), SinkError> {
         let batch = time.to_string();
         for (key, value) in staged {
             let headers = OwnedHeaders::new()
@@ -329,7 +338,7 @@ impl KafkaSink {
         &self,
         producer: &ThreadedProducer<Context>,
         time: u64,
-        staged: &[(Option<Vec<u8>>, Vec<u8>)],
+        staged: &[Staged],
     ) -> Result<(), SinkError> {
         producer.begin_transaction().map_err(kafka)?;
         let written = self
@@ -345,12 +354,7 @@ impl KafkaSink {
     }
 
     /// Every record delivered (idempotent producer), or the first delivery error.
-    fn deliver(
-        &self,
-        producer: &ThreadedProducer<Context>,
-        time: u64,
-        staged: &[(Option<Vec<u8>>, Vec<u8>)],
-    ) -> Result<(), SinkError> {
+    fn deliver(&self, producer: &ThreadedProducer<Context>, time: u64, staged: &[Staged]) -> Result<(), SinkError> {
         *producer.context().0.failed.lock().expect("deliveries lock") = (0, None);
         self.send_all(producer, time, staged)?;
         producer.flush(COMMIT_TIMEOUT).map_err(kafka)?;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use super::TopicPartition;
-use crate::kafka::REQUEST_TIMEOUT;
+use crate::kafka::{KafkaLog, REQUEST_TIMEOUT};
 use crate::receiver::Receiver;
 
 /// Back-off after a failed look, doubling up to [`RETRY_MAX`].
@@ -39,7 +39,7 @@ pub(super) struct Discovered {
 
 /// Starts the discovery thread; it ends when `stop` turns true.
 pub(super) fn spawn(
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<BaseConsumer<KafkaLog>>,
     topics: Topics,
     brokers: String,
     interval: Duration,
@@ -87,7 +87,7 @@ pub(super) fn spawn(
 }
 
 /// The end of each partition (for the lag), as far as the brokers answer.
-fn ends(consumer: &BaseConsumer, partitions: &[TopicPartition]) -> Vec<(TopicPartition, i64)> {
+fn ends(consumer: &BaseConsumer<KafkaLog>, partitions: &[TopicPartition]) -> Vec<(TopicPartition, i64)> {
     partitions
         .iter()
         .filter_map(|tp| {
@@ -99,7 +99,7 @@ fn ends(consumer: &BaseConsumer, partitions: &[TopicPartition]) -> Vec<(TopicPar
 
 /// The partitions of `topics` now and, if a named topic is missing, which; or why they cannot be
 /// known.
-fn look(consumer: &BaseConsumer, topics: &Topics) -> Result<(Vec<TopicPartition>, Option<String>), String> {
+fn look(consumer: &BaseConsumer<KafkaLog>, topics: &Topics) -> Result<(Vec<TopicPartition>, Option<String>), String> {
     let metadata = consumer
         .fetch_metadata(None, REQUEST_TIMEOUT)
         .map_err(|err| format!("cannot fetch the topics' metadata: {err}"))?;

@@ -13,7 +13,7 @@ use super::discover::{self, Discovered, Topics};
 use super::{KafkaSourceConfig, OffsetRange, TopicPartition, record};
 use crate::block::Block;
 use crate::checkpoint::pending::{BatchLog, LoggedInput};
-use crate::kafka::{REQUEST_TIMEOUT, client_config};
+use crate::kafka::{KafkaLog, REQUEST_TIMEOUT, client_config};
 use crate::receiver::{PartitionStatus, Receiver};
 use crate::sources::{Cut, Position, Source, SourceContext};
 
@@ -52,7 +52,7 @@ struct Taken {
 struct Started {
     receiver: Arc<Receiver>,
     log: Option<BatchLog>,
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<BaseConsumer<KafkaLog>>,
     discovered: Arc<Mutex<Discovered>>,
     /// Partitions assigned to the consumer, and whether discovery had looked once by then.
     assigned: BTreeSet<TopicPartition>,
@@ -428,11 +428,12 @@ impl Source for KafkaSource {
     fn start(&mut self, context: SourceContext) -> std::io::Result<()> {
         let group = self.config.group(&context.pipeline);
         let settings = self.own_settings(&group, self.config.reset());
-        let consumer: BaseConsumer =
-            client_config(&self.config.brokers, &self.config.properties, &settings)
-                .create()
-                .map_err(|err| std::io::Error::other(format!("source `{}`: {err}", self.config.name)))?;
+        let log = KafkaLog { kind: "source", name: self.config.name.clone(), receiver: Some(context.receiver.clone()) };
+        let consumer: BaseConsumer<KafkaLog> = client_config(&self.config.brokers, &self.config.properties, &settings)
+            .create_with_context(log)
+            .map_err(|err| std::io::Error::other(format!("source `{}`: {err}", self.config.name)))?;
         refuse_a_shared_group(&consumer, &group, &self.config.name)?;
+        refuse_offsets_past_the_checkpoint(&consumer, &group, &self.config.name, &self.next)?;
         let consumer = Arc::new(consumer);
         let topics = match (&self.config.topics, &self.config.topic_pattern) {
             (_, Some(pattern)) => Topics::Pattern(regex::Regex::new(pattern).map_err(std::io::Error::other)?),
@@ -518,9 +519,38 @@ impl Source for KafkaSource {
     }
 }
 
+/// A source owns its group: it commits only offsets its checkpoints hold, so a committed offset
+/// past what this pipeline has checkpointed and logged was committed by another consumer with
+/// the same group id. Unknown (brokers unreachable) is no reason to refuse.
+fn refuse_offsets_past_the_checkpoint(
+    consumer: &BaseConsumer<KafkaLog>,
+    group: &str,
+    source: &str,
+    next: &BTreeMap<TopicPartition, i64>,
+) -> std::io::Result<()> {
+    if next.is_empty() {
+        return Ok(());
+    }
+    let Ok(committed) = consumer.committed_offsets(list(next.keys()), REQUEST_TIMEOUT) else { return Ok(()) };
+    for element in committed.elements() {
+        let tp = TopicPartition { topic: element.topic().to_string(), partition: element.partition() };
+        if let (Offset::Offset(offset), Some(ours)) = (element.offset(), next.get(&tp))
+            && offset > *ours
+        {
+            return Err(std::io::Error::other(format!(
+                "source `{source}`: consumer group `{group}` has offset {offset} committed for {}/{}, past this \
+                 pipeline's checkpoint ({ours}): another consumer commits with this group id; a Kafka source owns \
+                 its group: set a group_id of its own",
+                tp.topic, tp.partition
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A source owns its group: refuses to start when the group has active members (another
 /// consumer reads with it). An unreachable broker is no reason to refuse: discovery reports it.
-fn refuse_a_shared_group(consumer: &BaseConsumer, group: &str, source: &str) -> std::io::Result<()> {
+fn refuse_a_shared_group(consumer: &BaseConsumer<KafkaLog>, group: &str, source: &str) -> std::io::Result<()> {
     let Ok(groups) = consumer.fetch_group_list(Some(group), REQUEST_TIMEOUT) else { return Ok(()) };
     if let Some(found) = groups.groups().iter().find(|g| g.name() == group)
         && !found.members().is_empty()
