@@ -456,3 +456,91 @@ fn a_second_pipeline_committing_with_the_same_group_id_is_refused_at_start() {
         "log:\n{log}"
     );
 }
+
+#[test]
+fn kafka_records_carry_key_and_timestamp_and_event_windows_use_the_timestamp_without_a_function() {
+    let broker = Broker::start();
+    let b = broker.address.clone();
+    client(&["create", &b, "clicks", "2"]);
+    // 100 clicks of 5 users, one a second of event time from a fixed past moment.
+    let base: u64 = 1_700_000_000_000;
+    client(&["clicks", &b, "clicks", "100", "5", &base.to_string()]);
+    let work = Workdir::new();
+    work.add_plugin("sessionize", "sessionize");
+    work.write(
+        "pipeline.toml",
+        &format!(
+            r#"[pipeline]
+name = "clicks"
+batch_interval = "300ms"
+block_interval = "100ms"
+
+[plugins]
+sessionize = "sessionize.wasm"
+
+[[sources]]
+name = "clicks"
+type = "kafka"
+brokers = "{b}"
+topics = ["clicks"]
+format = "record"
+
+[[stages]]
+name = "by_user"
+input = "clicks"
+op = "key_by"
+plugin = "sessionize"
+function = "kafka_user"
+
+[[stages]]
+name = "per_10s"
+input = "by_user"
+op = "event_window"
+window = "10s"
+time_field = "timestamp"
+# The partitions arrive in different batches: the watermark waits for the slower one.
+allowed_lateness = "100s"
+
+[[sinks]]
+name = "out"
+input = "per_10s"
+type = "file"
+path = "out"
+"#
+        ),
+    );
+    let check = work.sluice(&["check", "pipeline.toml"]);
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(said.contains("stage by_user: (String, KafkaRecord)"), "{said}{}", String::from_utf8_lossy(&check.stderr));
+    let running = work.spawn(&["pipeline.toml", "--no-ui"]);
+    let windows = || -> Vec<(String, u64, u64, u64)> {
+        work.batches("out")
+            .into_values()
+            .flatten()
+            .map(|r| {
+                let w = &r[1];
+                (
+                    r[0].as_str().unwrap().to_string(),
+                    w[0].as_u64().unwrap(),
+                    w[1].as_u64().unwrap(),
+                    w[2].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let received = |log: &str| -> u64 {
+        log.lines().filter_map(|l| l.split(" ms: ").nth(1)?.split(' ').next()?.parse::<u64>().ok()).sum()
+    };
+    wait_until("the 100 clicks", Duration::from_secs(60), || received(&running.log()) == 100);
+    assert!(windows().is_empty(), "no window closes within the allowed lateness: {:?}", windows());
+    running.signal("TERM");
+    let (code, log) = running.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "log:\n{log}");
+    let got = windows();
+    assert_eq!(got.len(), 50, "every window closes at the stop: {got:?}");
+    for (user, start, end, count) in &got {
+        assert!(user.starts_with("user"), "{user}");
+        assert_eq!((start % 10_000, end - start, *count), (0, 10_000, 2), "{user} {start}: event time, 2 clicks");
+        assert!((base..base + 100_000).contains(start), "window {start} is in event time, not batch time");
+    }
+}

@@ -7,6 +7,8 @@
                                                     one record per line of FILE (key: the line
                                                     number), pausing PAUSE_MS after every EVERY
                                                     lines; prints "acked N" once all are acknowledged
+  client.py clicks   BROKERS TOPIC N USERS BASE_MS  N records: key "user<i % USERS>", value "page<i>",
+                                                    timestamp BASE_MS + i * 1000
   client.py consume  BROKERS TOPIC ISOLATION IDLE_S prints every record as "KEY<tab>VALUE", a
                                                     line each, until IDLE_S seconds pass without one
   client.py offsets  BROKERS GROUP TOPIC            prints the group's committed offset of every
@@ -59,6 +61,15 @@ def produce(brokers, topic, path, pause_ms="0", every="1000"):
     print(f"acked {acked[0]}", flush=True)
 
 
+def clicks(brokers, topic, n, users, base_ms):
+    producer = Producer({"bootstrap.servers": brokers, "enable.idempotence": True})
+    for i in range(int(n)):
+        producer.produce(topic, key=f"user{i % int(users)}".encode(), value=f"page{i}".encode(),
+                         timestamp=int(base_ms) + i * 1000)
+    if producer.flush(60) != 0:
+        sys.exit("records not delivered")
+
+
 def consume(brokers, topic, isolation, idle_s):
     consumer = Consumer({
         "bootstrap.servers": brokers,
@@ -95,6 +106,6 @@ def offsets(brokers, group, topic):
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     try:
-        {"create": create, "grow": grow, "produce": produce, "consume": consume, "offsets": offsets}[command](*args)
+        {"create": create, "clicks": clicks, "grow": grow, "produce": produce, "consume": consume, "offsets": offsets}[command](*args)
     except KafkaException as err:
         sys.exit(f"kafka: {err}")

@@ -332,6 +332,10 @@ pub struct StageConfig {
     /// `event_window`: a `timestamp` function of the plugin giving each record's event time (ms
     /// since the Unix epoch). Without it, a record's event time is its batch time.
     pub timestamp: Option<String>,
+    /// `event_window`: a field of the value struct holding each record's event time, ms since the
+    /// Unix epoch (`i64`, `u64` or an `Option` of one; `None` or negative: the batch time), e.g.
+    /// `timestamp` of a Kafka source's `KafkaRecord`: no plugin function needed.
+    pub time_field: Option<String>,
     /// `event_window`: session windows that close after this long without an event for the key
     /// (at most 365d).
     #[serde(default, with = "duration::option")]
@@ -659,6 +663,7 @@ impl PipelineFile {
         if op != Op::EventWindow {
             for (field, set) in [
                 ("timestamp", stage.timestamp.is_some()),
+                ("time_field", stage.time_field.is_some()),
                 ("gap", stage.gap.is_some()),
                 ("allowed_lateness", stage.allowed_lateness.is_some()),
             ] {
@@ -685,6 +690,9 @@ impl PipelineFile {
             }
             if stage.gap.is_some() && stage.slide.is_some() {
                 error("slide", "session windows do not slide".into());
+            }
+            if stage.timestamp.is_some() && stage.time_field.is_some() {
+                error("time_field", "give a `timestamp` function or a `time_field`, not both".into());
             }
         }
         if stage.state_timeout.is_some_and(|t| t.as_millis() == 0) {

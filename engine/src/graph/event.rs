@@ -242,6 +242,71 @@ impl EventWindowState {
     }
 }
 
+/// `time_field`: where in a keyed record `(K, V)` the event time is — a field of the struct V.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimeField {
+    key: TypeDesc,
+    /// The fields before it, skipped.
+    before: Vec<TypeDesc>,
+    /// Its type: `i64`/`u64` (any width), or an `Option` of one.
+    ty: TypeDesc,
+}
+
+impl TimeField {
+    /// The field `name` of the value type, if it holds a time.
+    pub(super) fn find(key: &TypeDesc, value: &TypeDesc, name: &str) -> Result<Self, String> {
+        let TypeDesc::Struct { name: struct_name, fields } = value else {
+            return Err(format!("expected the values to be a struct with a field `{name}`, found {value}"));
+        };
+        let Some(at) = fields.iter().position(|(field, _)| field == name) else {
+            let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(format!("{struct_name} has no field `{name}` (its fields: {})", names.join(", ")));
+        };
+        let ty = fields[at].1.clone();
+        let integer = |t: &TypeDesc| matches!(t, TypeDesc::Signed(_) | TypeDesc::Unsigned(_));
+        let fits = integer(&ty) || matches!(&ty, TypeDesc::Option(inner) if integer(inner));
+        if !fits {
+            return Err(format!(
+                "`{name}` of {struct_name} is {ty}: expected ms since the epoch, an integer or an Option of one"
+            ));
+        }
+        Ok(Self { key: key.clone(), before: fields[..at].iter().map(|(_, t)| t.clone()).collect(), ty })
+    }
+
+    /// Each record's event time; `batch` for a record without one (`None`, negative, or
+    /// undecodable).
+    pub(super) fn times(&self, input: &[Partition], batch: u64) -> Vec<u64> {
+        frames(input).map(|record| self.time(record).unwrap_or(batch)).collect()
+    }
+
+    fn time(&self, record: &[u8]) -> Option<u64> {
+        let mut pos = codec::skip_value(&self.key, record)?;
+        for ty in &self.before {
+            pos += codec::skip_value(ty, record.get(pos..)?)?;
+        }
+        let mut ty = &self.ty;
+        if let TypeDesc::Option(inner) = ty {
+            if *record.get(pos)? == 0 {
+                return None;
+            }
+            pos += 1;
+            ty = inner;
+        }
+        let time = match ty {
+            TypeDesc::Unsigned(8) => u64::from(*record.get(pos)?),
+            TypeDesc::Signed(8) => u64::try_from(*record.get(pos)? as i8).ok()?,
+            TypeDesc::Unsigned(_) => u64::try_from(read_varint(record, &mut pos)?).ok()?,
+            TypeDesc::Signed(_) => {
+                let zigzag = read_varint(record, &mut pos)?;
+                let value = (zigzag >> 1) as i128 ^ -((zigzag & 1) as i128);
+                u64::try_from(value).ok()?
+            }
+            _ => return None,
+        };
+        Some(time)
+    }
+}
+
 /// Event times of records from a `timestamp` function's output: one `u64` frame per record.
 pub(super) fn event_times(output: &[u8], records: u64) -> Result<Vec<u64>, CallError> {
     let mut frames = Frames::new(output);
@@ -410,6 +475,26 @@ mod tests {
             vec![ann(0, 10_000, 1), ann(5_000, 15_000, 1), ann(10_000, 20_000, 2), ann(15_000, 25_000, 1)],
             "[5s, 15s) is emitted once, without the 11s event that came after it closed"
         );
+    }
+
+    #[test]
+    fn a_time_field_reads_each_records_time_from_its_struct_value() {
+        let value = TypeDesc::Struct {
+            name: "Click".into(),
+            fields: vec![
+                ("page".into(), TypeDesc::String),
+                ("at".into(), TypeDesc::Option(Box::new(TypeDesc::Signed(64)))),
+            ],
+        };
+        let field = TimeField::find(&TypeDesc::String, &value, "at").unwrap();
+        let mut data = Vec::new();
+        for at in [Some(1_700_000_000_123i64), None, Some(-5)] {
+            sluice_sdk::abi::encode_frame(&mut data, &("user", ("home", at))).unwrap();
+        }
+        let input = [Partition { data, records: 3 }];
+        assert_eq!(field.times(&input, 42), [1_700_000_000_123, 42, 42]);
+        assert!(TimeField::find(&TypeDesc::String, &value, "page").unwrap_err().contains("expected ms"));
+        assert!(TimeField::find(&TypeDesc::String, &value, "nope").unwrap_err().contains("its fields: page, at"));
     }
 
     #[test]

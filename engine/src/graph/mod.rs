@@ -1,7 +1,7 @@
 //! The operator graph: stages between sources and sinks, resolved against the loaded plugins and
 //! type-checked, in an order where every stage comes after its inputs.
 //!
-//! Each stream has a [`TypeDesc`]: sources carry `String` lines; a plugin stage carries what its
+//! Each stream has a [`TypeDesc`]: sources carry `String` lines (a Kafka source with `format = "record"`: `KafkaRecord`); a plugin stage carries what its
 //! function returns; keyed operators carry `(K, V)` shapes (see `resolve`); `count` carries
 //! `u64`. A stage whose function takes another type than its input carries is refused at check
 //! time, as is a keyed operator on an unkeyed stream, a union of streams of different types, a
@@ -159,6 +159,8 @@ pub enum Operator {
         lateness_ms: u64,
         /// The event time of each record (else its batch time).
         timestamp: Option<FunctionRef>,
+        /// Or: the value struct's field that holds it.
+        time_field: Option<event::TimeField>,
         /// Combines values (else they are counted).
         reduce: Option<FunctionRef>,
         /// Key type.
@@ -237,7 +239,7 @@ impl Graph {
         let mut streams: Vec<Stream> = config
             .sources
             .iter()
-            .map(|source| Stream { name: source.name().to_string(), ty: TypeDesc::String })
+            .map(|source| Stream { name: source.name().to_string(), ty: source.record_type() })
             .collect();
         let sources = streams.len();
         let mut index: BTreeMap<&str, usize> = config.sources.iter().enumerate().map(|(i, s)| (s.name(), i)).collect();
@@ -665,6 +667,16 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
                     Some(reference)
                 }
             };
+            let time_field = match stage.time_field.as_deref() {
+                None => None,
+                Some(name) => match event::TimeField::find(key, value, name) {
+                    Ok(field) => Some(field),
+                    Err(problem) => {
+                        cx.error("time_field", problem);
+                        return None;
+                    }
+                },
+            };
             let (reduce, value) = match stage.function.as_deref() {
                 None => (None, u64_ty),
                 Some(name) => {
@@ -682,7 +694,8 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
             };
             let lateness_ms = stage.allowed_lateness.map_or(0, ms);
             let ty = pair(key, TypeDesc::Tuple(vec![TypeDesc::Unsigned(64), TypeDesc::Unsigned(64), value]));
-            (Operator::EventWindow { assigner, lateness_ms, timestamp, reduce, key: key.clone(), late: usize::MAX }, ty)
+            let late = usize::MAX;
+            (Operator::EventWindow { assigner, lateness_ms, timestamp, time_field, reduce, key: key.clone(), late }, ty)
         }
         Op::UpdateStateByKey => {
             let (key, value) = cx.keyed(input)?;

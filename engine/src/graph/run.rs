@@ -394,11 +394,12 @@ fn run_stage(
             .mapped(index)
             .step(&snapshot[function.plugin], &function.function, key, input, time, *timeout_ms, buckets, pool)
             .map_err(|e| call(function, e))?,
-        Operator::EventWindow { assigner, lateness_ms, timestamp, reduce, key, .. } => {
+        Operator::EventWindow { assigner, lateness_ms, timestamp, time_field, reduce, key, .. } => {
             let records: u64 = input.iter().map(|p| p.records).sum();
-            let times = match timestamp {
-                None => vec![time; records as usize],
-                Some(f) => {
+            let times = match (timestamp, time_field) {
+                (None, Some(field)) => field.times(input, time),
+                (None, None) => vec![time; records as usize],
+                (Some(f), _) => {
                     let all = keyed::concat(input);
                     let out = ops::plugin(&snapshot[f.plugin], &f.function, FunctionKind::Timestamp, &all)
                         .map_err(|e| call(f, e))?;
@@ -411,7 +412,7 @@ fn run_stage(
             };
             let (closed, late_records) = state
                 .event(index)
-                .step(*assigner, *lateness_ms, key, input, &times, &combine, timestamp.is_none().then_some(time), last)
+                .step(*assigner, *lateness_ms, key, input, &times, &combine, clock(timestamp, time_field, time), last)
                 .map_err(|e| match reduce {
                     Some(f) => call(f, e),
                     None => host(e),
@@ -550,4 +551,10 @@ fn host_error(stage: &Stage, error: CallError) -> Box<StageError> {
         function: "-".into(),
         error,
     })
+}
+
+/// An event window on ingestion time (no `timestamp` function, no `time_field`) closes its
+/// windows on the batch clock.
+fn clock(timestamp: &Option<FunctionRef>, time_field: &Option<super::event::TimeField>, time: u64) -> Option<u64> {
+    (timestamp.is_none() && time_field.is_none()).then_some(time)
 }

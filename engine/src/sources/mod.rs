@@ -57,6 +57,16 @@ impl SourceConfig {
         }
     }
 
+    /// The type of its records: lines (`String`), or a Kafka source's `KafkaRecord`.
+    pub fn record_type(&self) -> sluice_sdk::TypeDesc {
+        match self {
+            Self::Kafka(config) if config.format == kafka::KafkaFormat::Record => {
+                <sluice_sdk::KafkaRecord as sluice_sdk::Describe>::describe()
+            }
+            Self::Socket(_) | Self::Directory(_) | Self::Kafka(_) => sluice_sdk::TypeDesc::String,
+        }
+    }
+
     /// Whether backpressure adapts its rate (it reads at a rate the receiver sets).
     pub const fn adapts_rate(&self) -> bool {
         matches!(self, Self::Socket(_) | Self::Kafka(_))

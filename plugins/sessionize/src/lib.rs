@@ -3,6 +3,7 @@
 //! - `parse` (flat_map): a line → `(user, millis)`; lines that do not parse are dropped.
 //! - `click_time` (timestamp): the click's event time.
 //! - `user_of` (key_by): the first word of a line.
+//! - `kafka_user` (key_by): a Kafka record's key (a source with `format = "record"`) as text.
 //! - `visits` (map_with_state): counts a user's clicks; emits `(user, clicks)` when the user has
 //!   been idle for the stage's timeout.
 
@@ -19,6 +20,12 @@ pub fn parse(line: &str) -> Option<(String, u64)> {
 #[sluice_sdk::timestamp]
 pub fn click_time(click: (String, u64)) -> u64 {
     click.1
+}
+
+/// A Kafka record's key as text: the user of a click read with `format = "record"`.
+#[sluice_sdk::key_by]
+pub fn kafka_user(record: sluice_sdk::KafkaRecord) -> String {
+    record.key.map(|key| String::from_utf8_lossy(&key).into_owned()).unwrap_or_default()
 }
 
 /// The first word of a line: the user.
