@@ -49,6 +49,18 @@ struct Taken {
     until: i64,
 }
 
+/// One partition as a cut takes its records.
+struct CutPartition {
+    tp: TopicPartition,
+    next: Option<i64>,
+    /// Records of the batch so far, against the partition's share.
+    count: u64,
+    capped: bool,
+    taken: Taken,
+    /// Past the share: for the next batch.
+    carry: Taken,
+}
+
 struct Started {
     receiver: Arc<Receiver>,
     log: Option<BatchLog>,
@@ -94,13 +106,22 @@ impl KafkaSource {
 
     /// The client settings the source decides.
     fn own_settings(&self, group: &str, reset: &str) -> Vec<(&'static str, String)> {
-        vec![
+        let mut own = vec![
             ("group.id", group.to_string()),
             ("enable.auto.commit", "false".into()),
             ("enable.auto.offset.store", "false".into()),
             ("enable.partition.eof", "false".into()),
             ("auto.offset.reset", reset.to_string()),
-        ]
+        ];
+        // Defaults the user's `properties` may change. librdkafka waits `fetch.queue.backoff.ms`
+        // (1 s) before fetching again once a fetch filled its queue: a source drained at every
+        // cut read at a tenth of the broker's rate (bench-kafka.sh), 10 ms keeps it fetching.
+        for (key, value) in [("fetch.queue.backoff.ms", "10")] {
+            if !self.config.properties.contains_key(key) {
+                own.push((key, value.to_string()));
+            }
+        }
+        own
     }
 
     /// Assigns every partition discovery found, at its next offset (a partition never read
@@ -159,7 +180,10 @@ impl KafkaSource {
         let share = self.share();
         let started = self.started.as_mut().expect("started");
         let deadline = Instant::now() + CUT_BUDGET;
-        let mut taken: BTreeMap<TopicPartition, Taken> = BTreeMap::new();
+        // This cut's partitions, looked up by the last one seen (messages come in runs of one
+        // partition), so a record costs no map lookup or allocation.
+        let mut cut: Vec<CutPartition> = Vec::new();
+        let mut last = usize::MAX;
         while Instant::now() < deadline {
             let Some(polled) = started.consumer.poll(Duration::ZERO) else { break };
             let message = match polled {
@@ -169,21 +193,34 @@ impl KafkaSource {
                     continue;
                 }
             };
-            let tp = TopicPartition { topic: message.topic().to_string(), partition: message.partition() };
-            let offset = message.offset();
-            if self.next.get(&tp).is_some_and(|next| offset < *next) {
+            let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+            if cut.get(last).is_none_or(|p| p.tp.partition != partition || p.tp.topic != topic) {
+                last = match cut.iter().position(|p| p.tp.partition == partition && p.tp.topic == topic) {
+                    Some(at) => at,
+                    None => {
+                        let tp = TopicPartition { topic: topic.to_string(), partition };
+                        let next = self.next.get(&tp).copied();
+                        let count = started.counts.get(&tp).copied().unwrap_or(0);
+                        let capped = started.capped.contains(&tp);
+                        cut.push(CutPartition { tp, next, count, capped, taken: Taken::default(), carry: Taken::default() });
+                        cut.len() - 1
+                    }
+                };
+            }
+            let part = &mut cut[last];
+            if part.next.is_some_and(|next| offset < next) {
                 continue; // fetched again after a pause or a new assignment
             }
-            self.next.insert(tp.clone(), offset + 1);
-            let count = started.counts.entry(tp.clone()).or_default();
-            let into = if share.is_some_and(|share| *count >= share) {
-                if started.capped.insert(tp.clone()) {
-                    let _ = started.consumer.pause(&list([&tp]));
+            part.next = Some(offset + 1);
+            let into = if part.capped || share.is_some_and(|share| part.count >= share) {
+                if !part.capped {
+                    part.capped = true;
+                    let _ = started.consumer.pause(&list([&part.tp]));
                 }
-                started.carry.entry(tp).or_default()
+                &mut part.carry
             } else {
-                *count += 1;
-                taken.entry(tp).or_default()
+                part.count += 1;
+                &mut part.taken
             };
             into.from.get_or_insert(offset);
             into.until = offset + 1;
@@ -193,8 +230,23 @@ impl KafkaSource {
                 into.invalid += 1;
             }
         }
-        for (tp, part) in taken {
-            started.add(tp, part, seq);
+        for part in cut {
+            if let Some(next) = part.next {
+                self.next.insert(part.tp.clone(), next);
+            }
+            started.counts.insert(part.tp.clone(), part.count);
+            if part.capped {
+                started.capped.insert(part.tp.clone());
+            }
+            if part.carry.from.is_some() {
+                let carry = started.carry.entry(part.tp.clone()).or_default();
+                carry.from = carry.from.or(part.carry.from);
+                carry.until = part.carry.until;
+                carry.data.extend_from_slice(&part.carry.data);
+                carry.records += part.carry.records;
+                carry.invalid += part.carry.invalid;
+            }
+            started.add(part.tp, part.taken, seq);
         }
     }
 
