@@ -10,6 +10,7 @@ mod hot_swap;
 mod load_sandbox;
 mod operators;
 mod plugin_errors;
+mod postgres;
 mod recovery;
 mod sandbox;
 mod shutdown;
