@@ -71,7 +71,7 @@ impl Pipeline {
 
     /// What `sluice check` runs: [`Pipeline::load`], and also whether every directory a run
     /// writes can be created and written ([`PipelineFile::check_directories`]) and whether each
-    /// sink's external system takes its records ([`SinkConfig::check`]: a table and its
+    /// sink's external system takes its records (`SinkConfig::check`: a table and its
     /// columns; a system that does not answer is a warning in [`Pipeline::warnings`]). A run
     /// does not ask: a sink that cannot write fails its batch, which a restart replays.
     pub fn check(path: &Path, runtime: &PluginRuntime) -> Result<Self, ConfigErrors> {
