@@ -327,6 +327,24 @@ fn a_missing_table_or_a_column_of_another_type_is_named_and_create_table_creates
     assert_eq!(db.counts("SELECT key, value FROM fresh"), BTreeMap::from([("one".into(), 1), ("two".into(), 2)]));
 }
 
+#[test]
+fn an_integer_written_to_a_timestamptz_column_is_ms_since_the_epoch() {
+    let db = Db::new("times");
+    db.sql("CREATE TABLE at_times (key text PRIMARY KEY, value timestamptz NOT NULL)");
+    let work = workdir(&counts_into(&db.url, "at_times", false));
+    work.write("in/a.txt", "a b b\n");
+    let running = work.spawn(&["pipeline.toml", "--no-ui"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while db.sql("SELECT count(*) FROM at_times").trim() != "2" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    running.signal("TERM");
+    let (code, log) = running.finish(Duration::from_secs(20));
+    assert_eq!(code, 0, "log:\n{log}");
+    let millis = db.counts("SELECT key, (extract(epoch FROM value) * 1000)::bigint FROM at_times");
+    assert_eq!(millis, BTreeMap::from([("a".into(), 1), ("b".into(), 2)]));
+}
+
 /// A TCP proxy to the server that can be made to drop every connection and refuse new ones.
 struct Proxy {
     address: String,
