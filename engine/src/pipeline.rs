@@ -11,10 +11,13 @@ use tokio::sync::watch;
 
 use crate::batch::scheduler::RunReport;
 use crate::config::{ConfigError, ConfigErrors, PipelineFile};
-use crate::graph::Graph;
+use sluice_sdk::TypeDesc;
+
+use crate::graph::{DeadLetter, Graph};
 use crate::metrics::Metrics;
 use crate::runtime::registry::PluginRegistry;
 use crate::runtime::{PluginRuntime, PluginVersion};
+use crate::sinks::SinkConfig;
 
 /// How to run a pipeline: process knobs, not pipeline content.
 #[derive(Clone, Debug)]
@@ -54,6 +57,9 @@ pub struct Pipeline {
     pub registry: Arc<PluginRegistry>,
     /// Loads new versions (None for pipelines of native versions: no hot swap).
     pub(crate) runtime: Option<PluginRuntime>,
+    /// What [`Pipeline::check`] could not check (a database that did not answer); empty after
+    /// [`Pipeline::load`].
+    pub warnings: Vec<ConfigError>,
 }
 
 impl Pipeline {
@@ -64,16 +70,18 @@ impl Pipeline {
     }
 
     /// What `sluice check` runs: [`Pipeline::load`], and also whether every directory a run
-    /// writes can be created and written ([`PipelineFile::check_directories`]). A run does not
-    /// ask: a sink that cannot write fails its batch, which a restart replays.
+    /// writes can be created and written ([`PipelineFile::check_directories`]) and whether each
+    /// sink's external system takes its records (`SinkConfig::check`: a table and its
+    /// columns; a system that does not answer is a warning in [`Pipeline::warnings`]). A run
+    /// does not ask: a sink that cannot write fails its batch, which a restart replays.
     pub fn check(path: &Path, runtime: &PluginRuntime) -> Result<Self, ConfigErrors> {
         Self::load_with(path, runtime, true)
     }
 
-    fn load_with(path: &Path, runtime: &PluginRuntime, directories: bool) -> Result<Self, ConfigErrors> {
+    fn load_with(path: &Path, runtime: &PluginRuntime, checking: bool) -> Result<Self, ConfigErrors> {
         let file = PipelineFile::load(path)?;
         let mut errors = file.validate();
-        if directories {
+        if checking {
             errors.extend(file.check_directories());
         }
         let mut versions = Vec::new();
@@ -89,6 +97,18 @@ impl Pipeline {
         }
         let mut pipeline = Self::assemble(file, versions, errors)?;
         pipeline.runtime = Some(runtime.clone());
+        if checking {
+            let mut errors = Vec::new();
+            let letter = DeadLetter::type_desc();
+            for (config, ty) in sink_types(&pipeline.graph, &letter) {
+                let check = config.check(ty);
+                errors.extend(check.errors);
+                pipeline.warnings.extend(check.warnings);
+            }
+            if !errors.is_empty() {
+                return Err(ConfigErrors { file: pipeline.file.path.clone(), errors });
+            }
+        }
         Ok(pipeline)
     }
 
@@ -126,6 +146,13 @@ impl Pipeline {
                 None
             }
         };
+        if let Some(graph) = &graph {
+            // Sinks whose output has columns (a table) check them against the record type.
+            let letter = DeadLetter::type_desc();
+            for (config, ty) in sink_types(graph, &letter) {
+                errors.extend(config.validate_input(ty));
+            }
+        }
         let Some(graph) = graph.filter(|_| errors.is_empty()) else {
             return Err(ConfigErrors { file: file.path.clone(), errors });
         };
@@ -142,7 +169,7 @@ impl Pipeline {
                 (version, required)
             })
             .collect();
-        Ok(Self { file, graph, registry: Arc::new(PluginRegistry::new(plugins)), runtime: None })
+        Ok(Self { file, graph, registry: Arc::new(PluginRegistry::new(plugins)), runtime: None, warnings: Vec::new() })
     }
 
     /// Runs until every source has finished or `stop` turns true, then finishes the batches
@@ -160,6 +187,12 @@ impl Pipeline {
     ) -> std::io::Result<RunReport> {
         crate::topology::run(self, options, stop, metrics)
     }
+}
+
+/// Every sink of `graph` with the type of the records it writes (`letter` for dead-letter sinks).
+fn sink_types<'a>(graph: &'a Graph, letter: &'a TypeDesc) -> impl Iterator<Item = (&'a SinkConfig, &'a TypeDesc)> {
+    let sinks = graph.sinks.iter().map(|node| (&node.config, &graph.streams[node.input].ty));
+    sinks.chain(graph.dead_letters.iter().map(move |config| (config, letter)))
 }
 
 #[cfg(test)]

@@ -289,6 +289,9 @@ fn check(path: &Path, plugins: &PluginArgs) -> ExitCode {
         Ok(pipeline) => pipeline,
         Err(code) => return code,
     };
+    for warning in &pipeline.warnings {
+        errln!("warning: {}: {}: {}", path.display(), warning.location, warning.message);
+    }
     let graph = &pipeline.graph;
     outln!(
         "{}: ok: {}, {}, {}",

@@ -552,7 +552,7 @@ impl PipelineFile {
         errors
     }
 
-    /// Two components may not write the same resource (a directory, later a table or topic).
+    /// Two components may not write the same resource (a directory, a table, later a topic).
     fn validate_resources(&self, errors: &mut Vec<ConfigError>) {
         // What holds each resource first, and what to say to the next that wants it.
         let mut owners: BTreeMap<Resource, (String, &str)> = BTreeMap::new();
@@ -576,7 +576,7 @@ impl PipelineFile {
                     }
                     None => {
                         let what = if kind == "sink" {
-                            "writes to the same directory; each file sink needs its own"
+                            resource.clash()
                         } else {
                             "reads the same directory; a pipeline must not read a directory twice or read what it writes"
                         };

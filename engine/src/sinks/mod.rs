@@ -3,8 +3,8 @@
 //! 1. [`Sink::open`] once, before the first batch (create a directory, connect);
 //! 2. per batch, [`Sink::write`] the batch's records, knowing its batch time and whether it is
 //!    a replay (so a sink can recognise a batch it has seen), then [`Sink::commit`] it once every
-//!    sink has written — only then is the batch's output final (a file renamed into place,
-//!    later a transaction committed); the checkpoint follows.
+//!    sink has written — only then is the batch's output final (a file renamed into place, a
+//!    transaction committed); the checkpoint follows.
 //!
 //! Each sink's config declares its [`SinkGuarantee`] — what a batch written again after a crash
 //! does — and the [`Resource`]s it writes, so clashes are found generically at validation and
@@ -15,10 +15,16 @@
 //!
 //! The scheduler retries a failing write or commit, then stops the run without a checkpoint, so
 //! a restart (with `checkpoint_dir`) replays the batch: a sink never drops a batch silently.
+//!
+//! A sink that writes to another system is checked twice before a run: against the stream's
+//! record type when the pipeline loads ([`SinkConfig::validate_input`]), and by `sluice check`
+//! against the system itself when it answers ([`SinkConfig::check`]: a database's table and
+//! columns); one that does not answer is a warning there, not an error.
 
 pub mod dashboard;
 pub mod file;
 pub(crate) mod kafka;
+pub mod postgres;
 pub mod print;
 
 use std::path::{Path, PathBuf};
@@ -30,9 +36,11 @@ use sluice_sdk::TypeDesc;
 pub use dashboard::DashboardSinkConfig;
 pub use file::FileSinkConfig;
 pub use kafka::KafkaSinkConfig;
+pub use postgres::PostgresSinkConfig;
 pub use print::PrintSinkConfig;
 
 use crate::block::Partition;
+use crate::config::ConfigError;
 use crate::metrics::events::Events;
 
 /// `[[sinks]]`, tagged by `type`.
@@ -47,6 +55,8 @@ pub enum SinkConfig {
     Dashboard(DashboardSinkConfig),
     /// Records to a Kafka topic, one transaction per batch where the brokers support them.
     Kafka(KafkaSinkConfig),
+    /// Rows of a PostgreSQL table, appended or upserted, one transaction per batch.
+    Postgres(PostgresSinkConfig),
 }
 
 /// What writing a batch again (a replay after a crash) does to a sink's output.
@@ -85,6 +95,46 @@ pub enum Resource {
         /// `topic`.
         topic: String,
     },
+    /// A database table.
+    Table {
+        /// `host:port/database`.
+        database: String,
+        /// `schema.table`.
+        table: String,
+    },
+}
+
+impl Resource {
+    /// What to tell a second sink that wants the same resource.
+    pub const fn clash(&self) -> &'static str {
+        match self {
+            Self::Directory(_) => "writes to the same directory; each file sink needs its own",
+            Self::Table { .. } => "writes to the same table; a table takes the batches of one sink",
+            Self::Topic { .. } => {
+                "writes to the same topic; each Kafka sink needs its own (its transactions and replay detection are per sink)"
+            }
+        }
+    }
+}
+
+/// What building a sink needs besides its config.
+#[derive(Clone, Copy, Debug)]
+pub struct SinkContext<'a> {
+    /// The pipeline's name: transactional sinks record their batches under it.
+    pub pipeline: &'a str,
+    /// The type of the records it writes.
+    pub ty: &'a TypeDesc,
+    /// Where dashboard sinks publish.
+    pub events: &'a Arc<Events>,
+}
+
+/// What `sluice check` found asking the system a sink writes to.
+#[derive(Clone, Debug, Default)]
+pub struct SinkCheck {
+    /// What would make the run fail (a missing table, a column of another type).
+    pub errors: Vec<ConfigError>,
+    /// What could not be checked (a database that did not answer).
+    pub warnings: Vec<ConfigError>,
 }
 
 /// One batch as a sink sees it.
@@ -110,6 +160,9 @@ pub enum SinkError {
     /// The Kafka brokers refused or failed.
     #[error("kafka: {0}")]
     Kafka(String),
+    /// The PostgreSQL sink could not take the batch.
+    #[error(transparent)]
+    Postgres(#[from] postgres::PostgresError),
 }
 
 /// The shape of every sink; see the module docs.
@@ -138,6 +191,7 @@ impl SinkConfig {
             Self::File(c) => &c.name,
             Self::Dashboard(c) => &c.name,
             Self::Kafka(c) => &c.name,
+            Self::Postgres(c) => &c.name,
         }
     }
 
@@ -148,6 +202,7 @@ impl SinkConfig {
             Self::File(c) => c.input.as_deref(),
             Self::Dashboard(c) => c.input.as_deref(),
             Self::Kafka(c) => c.input.as_deref(),
+            Self::Postgres(c) => c.input.as_deref(),
         }
     }
 
@@ -158,6 +213,7 @@ impl SinkConfig {
             Self::File(_) => "file",
             Self::Dashboard(_) => "dashboard",
             Self::Kafka(_) => "kafka",
+            Self::Postgres(_) => "postgres",
         }
     }
 
@@ -165,6 +221,8 @@ impl SinkConfig {
     pub const fn guarantee(&self) -> SinkGuarantee {
         match self {
             Self::File(_) => SinkGuarantee::Idempotent,
+            // A batch's rows commit with its progress row; a replayed batch finds it.
+            Self::Postgres(_) => SinkGuarantee::Transactional,
             // A replay prints again; a dashboard shows the latest rows again.
             Self::Print(_) | Self::Dashboard(_) => SinkGuarantee::AtLeastOnce,
             Self::Kafka(c) => c.guarantee(),
@@ -180,31 +238,49 @@ impl SinkConfig {
         }
     }
 
-    /// Every problem with its fields.
-    pub fn validate(&self) -> Vec<crate::config::ConfigError> {
-        match self {
-            Self::Kafka(c) => c.validate(),
-            Self::Print(_) | Self::File(_) | Self::Dashboard(_) => Vec::new(),
-        }
-    }
-
     /// What it writes, with the field that names it; relative paths resolve with `resolve`.
     pub fn resources(&self, resolve: impl Fn(&Path) -> PathBuf) -> Vec<(&'static str, Resource)> {
         match self {
             Self::File(c) => vec![("path", Resource::Directory(resolve(&c.path)))],
             Self::Kafka(c) => vec![("topic", Resource::Topic { brokers: c.brokers.clone(), topic: c.topic.clone() })],
+            Self::Postgres(c) => c.resources(),
             Self::Print(_) | Self::Dashboard(_) => Vec::new(),
         }
     }
 
-    /// Builds the sink of pipeline `pipeline`; relative paths resolve with `resolve`; dashboard
-    /// sinks publish to `events`.
-    pub fn build(&self, pipeline: &str, resolve: impl Fn(&Path) -> PathBuf, events: &Arc<Events>) -> Box<dyn Sink> {
+    /// Checks its own fields; every problem, each naming its field.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        match self {
+            Self::Postgres(c) => c.validate(),
+            Self::Kafka(c) => c.validate(),
+            Self::Print(_) | Self::File(_) | Self::Dashboard(_) => Vec::new(),
+        }
+    }
+
+    /// Checks it can write records of type `ty` (a table's columns come from the type).
+    pub fn validate_input(&self, ty: &TypeDesc) -> Vec<ConfigError> {
+        match self {
+            Self::Postgres(c) => c.validate_input(ty),
+            Self::Print(_) | Self::File(_) | Self::Dashboard(_) | Self::Kafka(_) => Vec::new(),
+        }
+    }
+
+    /// What `sluice check` asks the system it writes to, for records of type `ty`.
+    pub fn check(&self, ty: &TypeDesc) -> SinkCheck {
+        match self {
+            Self::Postgres(c) => c.check(ty),
+            Self::Print(_) | Self::File(_) | Self::Dashboard(_) | Self::Kafka(_) => SinkCheck::default(),
+        }
+    }
+
+    /// Builds the sink; relative paths resolve with `resolve`.
+    pub fn build(&self, resolve: impl Fn(&Path) -> PathBuf, context: &SinkContext<'_>) -> Box<dyn Sink> {
         match self {
             Self::Print(c) => Box::new(c.build()),
             Self::File(c) => Box::new(c.build(resolve(&c.path))),
-            Self::Dashboard(c) => Box::new(c.build(events.clone())),
-            Self::Kafka(c) => Box::new(c.build(pipeline)),
+            Self::Dashboard(c) => Box::new(c.build(context.events.clone())),
+            Self::Postgres(c) => Box::new(c.build(context.pipeline, context.ty)),
+            Self::Kafka(c) => Box::new(c.build(context.pipeline)),
         }
     }
 }

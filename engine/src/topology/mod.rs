@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use sluice_sdk::TypeDesc;
 use tokio::sync::watch;
 
 use crate::admin;
@@ -16,14 +17,14 @@ use crate::batch::scheduler::{Checkpointing, RunReport, Scheduler};
 use crate::batch::{self, Batch, Clock};
 use crate::checkpoint::pending::BatchLog;
 use crate::checkpoint::resume::{self, Expected, Resumed};
-use crate::graph::GraphState;
+use crate::graph::{DeadLetter, GraphState};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, RunOptions};
 use crate::receiver::Receiver;
 use crate::receiver::rate::PidEstimator;
 use crate::runtime::deploy::Deployer;
 use crate::runtime::watch as plugin_watch;
-use crate::sinks::{Sink, SinkConfig};
+use crate::sinks::{Sink, SinkConfig, SinkContext};
 use crate::sources::{SourceConfig, SourceContext, Sources};
 
 /// Runs `pipeline` until every source has finished or `stop` turns true, then finishes the
@@ -66,17 +67,22 @@ pub(crate) fn run(
         _ => None,
     };
     let events = &metrics.events;
+    let pipeline_name = config.pipeline.name.as_str();
     // A sink that cannot open yet (a directory in the way, a database still starting) is not
     // fatal here: its writes retry, and what still fails then stops the run.
-    let open = |config: &SinkConfig| {
-        let mut sink = config.build(&pipeline.file.config.pipeline.name, |p| pipeline.file.resolve(p), events);
+    let open = |config: &SinkConfig, ty: &TypeDesc| {
+        let context = SinkContext { pipeline: pipeline_name, ty, events };
+        let mut sink = config.build(|p| pipeline.file.resolve(p), &context);
         if let Err(err) = sink.open() {
             tracing::warn!(sink = %config.name(), "cannot open the sink yet: {err}; its writes will retry");
         }
         sink
     };
-    let sinks: Vec<Box<dyn Sink>> = pipeline.graph.sinks.iter().map(|node| open(&node.config)).collect();
-    let dead_letters: Vec<Box<dyn Sink>> = pipeline.graph.dead_letters.iter().map(open).collect();
+    let graph = &pipeline.graph;
+    let sinks: Vec<Box<dyn Sink>> =
+        graph.sinks.iter().map(|node| open(&node.config, &graph.streams[node.input].ty)).collect();
+    let letter = DeadLetter::type_desc();
+    let dead_letters: Vec<Box<dyn Sink>> = graph.dead_letters.iter().map(|config| open(config, &letter)).collect();
     let io =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("sluice-io").enable_all().build()?;
     let receivers: Vec<Arc<Receiver>> =

@@ -202,7 +202,14 @@ impl KafkaSource {
                         let next = self.next.get(&tp).copied();
                         let count = started.counts.get(&tp).copied().unwrap_or(0);
                         let capped = started.capped.contains(&tp);
-                        cut.push(CutPartition { tp, next, count, capped, taken: Taken::default(), carry: Taken::default() });
+                        cut.push(CutPartition {
+                            tp,
+                            next,
+                            count,
+                            capped,
+                            taken: Taken::default(),
+                            carry: Taken::default(),
+                        });
                         cut.len() - 1
                     }
                 };
