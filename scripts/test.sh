@@ -8,5 +8,9 @@ cd "$root"
 scripts/setup.sh
 # The dashboard's browser tests: Debian's Chromium and playwright-core (npm).
 scripts/setup-browser.sh
+# The connector tests' services: a Kafka-API broker (tansu, built once into ~/.cache/sluice,
+# about 15 minutes the first time), confluent-kafka, and a PostgreSQL server.
+scripts/setup-kafka.sh >/dev/null
+scripts/setup-postgres.sh >/dev/null
 scripts/build-plugins.sh
 cargo test --workspace --release "$@"

@@ -21,6 +21,8 @@ use crate::sources::{Cut, Position, Source, SourceContext};
 const CUT_BUDGET: Duration = Duration::from_millis(100);
 /// How long a replay keeps trying to read a logged batch's ranges.
 const REPLAY_PATIENCE: Duration = Duration::from_secs(120);
+/// How long a stopping source waits for its last offset commit.
+const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(3);
 /// Default `discovery_interval`.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -420,6 +422,35 @@ impl KafkaSource {
             .into_values()
             .map(|part| Block { source, seq, records: part.records, invalid: part.invalid, data: part.data })
             .collect()
+    }
+}
+
+impl Drop for KafkaSource {
+    /// The last commit (of a graceful stop) reaches the group before the process exits: a
+    /// synchronous commit, given up after [`FINAL_COMMIT_WAIT`] if the brokers do not answer.
+    fn drop(&mut self) {
+        let Some(started) = &self.started else { return };
+        if self.completed.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (tp, next) in &self.completed {
+            let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*next));
+        }
+        let consumer = started.consumer.clone();
+        let (done, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(consumer.commit(&tpl, CommitMode::Sync));
+        });
+        match wait.recv_timeout(FINAL_COMMIT_WAIT) {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(source = %self.config.name, "cannot commit the last offsets to the group: {err}")
+            }
+            Err(_) => {
+                tracing::warn!(source = %self.config.name, "the brokers did not take the last offsets within {FINAL_COMMIT_WAIT:?}")
+            }
+        }
     }
 }
 
