@@ -544,3 +544,52 @@ path = "out"
         assert!((base..base + 100_000).contains(start), "window {start} is in event time, not batch time");
     }
 }
+
+#[test]
+fn each_partitions_offset_and_lag_are_in_metrics_and_the_receiver_row() {
+    let broker = Broker::start();
+    let b = broker.address.clone();
+    client(&["create", &b, "lagged", "2"]);
+    let lines = corpus(4_000, 4, 2);
+    let work = Workdir::new();
+    let input = work.write("input.txt", &(lines.join("\n") + "\n"));
+    assert_eq!(acked(produce_in_background(&b, "lagged", &input, 0, 1_000)), 4_000);
+    work.add_plugin("wordcount", "wordcount");
+    // Read at most 500 records/s per partition: the lag shows, then shrinks.
+    let text = kafka_wordcount(&b, "lagged", false, "")
+        .replace(PROPERTIES, &format!("{PROPERTIES}\nmax_rate_per_partition = 500"));
+    work.write("pipeline.toml", &text);
+    let ui = format!("127.0.0.1:{}", free_port());
+    let running = work.spawn(&["pipeline.toml", "--ui", &ui]);
+    running.wait_for("pipeline running", Duration::from_secs(30));
+    let lag = || -> BTreeMap<String, f64> {
+        let (_, text) = crate::admin::get(&ui, "/metrics", None);
+        let scrape = crate::admin::parse_prometheus(&text);
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == "sluice_source_partition_lag_records")
+            .map(|s| {
+                let value = match s.value {
+                    prometheus_parse::Value::Gauge(v) => v,
+                    _ => panic!("a gauge"),
+                };
+                (format!("{}/{}", s.labels.get("topic").unwrap(), s.labels.get("partition").unwrap()), value)
+            })
+            .collect()
+    };
+    wait_until("both partitions' lag in /metrics", Duration::from_secs(30), || {
+        let lag = lag();
+        lag.len() == 2 && lag.values().sum::<f64>() > 0.0
+    });
+    let first: f64 = lag().values().sum();
+    assert!(first <= 4_000.0, "lag {first}");
+    let (_, status) = crate::admin::get(&ui, "/api/status", None);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let partitions = status["sources"][0]["partitions"].as_array().unwrap().clone();
+    assert_eq!(partitions.len(), 2, "{status}");
+    assert!(partitions.iter().all(|p| p["topic"] == "lagged" && p["high_watermark"].as_i64().is_some()), "{status}");
+    wait_until("the lag to shrink", Duration::from_secs(30), || lag().values().sum::<f64>() < first);
+    running.signal("TERM");
+    assert_eq!(running.finish(Duration::from_secs(30)).0, 0);
+}
