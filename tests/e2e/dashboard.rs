@@ -148,10 +148,18 @@ fn the_event_stream_reports_batches_plugins_and_receivers_as_json_for_tools() {
     let out = work.sluice(&["pause", "lines", "--ui", &ui]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     next_event(&events, |e| e["type"] == "receiver" && e["action"] == "paused" && e["source"] == "lines");
-    // While paused, batches carry no records from the source (after the one cut at the pause).
-    next_event(&events, |e| e["type"] == "batch_completed");
-    let idle = next_event(&events, |e| e["type"] == "batch_completed");
-    assert_eq!(idle["records"], 0, "{idle}");
+    // While paused, batches carry no records from the source: once the batches cut before the
+    // pause (and a chunk the reader had in flight) are through — a loaded machine may queue a few
+    // — every batch is empty.
+    let mut before_idle = 0;
+    while next_event(&events, |e| e["type"] == "batch_completed")["records"] != 0 {
+        before_idle += 1;
+        assert!(before_idle < 20, "20 batches with records after the pause");
+    }
+    for _ in 0..3 {
+        let idle = next_event(&events, |e| e["type"] == "batch_completed");
+        assert_eq!(idle["records"], 0, "paused, yet a batch had records: {idle}");
+    }
     let out = work.sluice(&["resume", "lines", "--ui", &ui]);
     assert!(out.status.success());
     next_event(&events, |e| e["type"] == "receiver" && e["action"] == "resumed");
