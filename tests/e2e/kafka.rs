@@ -144,17 +144,6 @@ pub fn replayed_with_records(log: &str) -> usize {
     log.lines().filter(|l| l.contains("(replayed)") && !l.contains(": 0 records")).count()
 }
 
-pub fn kill_schedule_seed() -> u64 {
-    std::env::var("SLUICE_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    })
-}
-
-pub fn below(state: &mut u64, n: u64) -> u64 {
-    *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (*state >> 33) % n
-}
-
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
@@ -199,12 +188,11 @@ fn kafka_to_file_is_exactly_once_and_kafka_to_kafka_at_least_once_across_kill_9s
     let input = work.write("input.txt", &(lines.join("\n") + "\n"));
     // About 15 s of input: it arrives while the engine is killed and restarted.
     let producer = produce_in_background(&b, "lines", &input, 100, 200);
-    let mut seed = kill_schedule_seed();
-    println!("crash schedule seed: {seed} (SLUICE_CRASH_SEED={seed} repeats it)");
+    let mut rng = Lcg::seeded();
     let mut replayed = 0;
     for _ in 0..12 {
         let running = work.spawn(&["pipeline.toml", "--no-ui"]);
-        std::thread::sleep(Duration::from_millis(800 + below(&mut seed, 1_500)));
+        std::thread::sleep(Duration::from_millis(800 + rng.below(1_500)));
         running.signal("KILL");
         let (code, log) = running.finish(Duration::from_secs(10));
         assert_eq!(code, -1, "killed by signal 9; log:\n{log}");

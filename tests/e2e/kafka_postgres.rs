@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::kafka::{Broker, acked, below, client, kill_schedule_seed, produce_in_background, replayed_with_records};
+use crate::kafka::{Broker, acked, client, produce_in_background, replayed_with_records};
 use crate::postgres::Db;
 use crate::support::*;
 
@@ -88,12 +88,11 @@ fn kafka_to_postgres_is_exactly_once_across_thirty_kill_9s() {
     let input = work.write("input.txt", &(lines.join("\n") + "\n"));
     // About 24 s of input, while the engine is killed 30 times.
     let producer = produce_in_background(&b, "lines", &input, 100, 100);
-    let mut seed = kill_schedule_seed();
-    println!("crash schedule seed: {seed} (SLUICE_CRASH_SEED={seed} repeats it)");
+    let mut rng = Lcg::seeded();
     let mut replayed = 0;
     for _ in 0..30 {
         let running = work.spawn(&["pipeline.toml", "--no-ui"]);
-        std::thread::sleep(Duration::from_millis(400 + below(&mut seed, 900)));
+        std::thread::sleep(Duration::from_millis(400 + rng.below(900)));
         running.signal("KILL");
         let (code, log) = running.finish(Duration::from_secs(10));
         assert_eq!(code, -1, "killed by signal 9; log:\n{log}");

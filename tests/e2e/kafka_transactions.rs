@@ -8,10 +8,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::mocking::MockCluster;
 
-use crate::kafka::{
-    acked, below, client, count_values, kafka_wordcount, kill_schedule_seed, produce_in_background,
-    replayed_with_records,
-};
+use crate::kafka::{acked, client, count_values, kafka_wordcount, produce_in_background, replayed_with_records};
 use crate::support::*;
 
 #[test]
@@ -35,12 +32,11 @@ fn kafka_to_kafka_is_exactly_once_for_a_read_committed_consumer_across_kill_9s()
     let expected = count_words(&lines);
     let input = work.write("input.txt", &(lines.join("\n") + "\n"));
     let producer = produce_in_background(&b, "lines", &input, 100, 200);
-    let mut seed = kill_schedule_seed();
-    println!("crash schedule seed: {seed} (SLUICE_CRASH_SEED={seed} repeats it)");
+    let mut rng = Lcg::seeded();
     let (mut replayed, mut skipped) = (0, 0);
     for _ in 0..10 {
         let running = work.spawn(&["pipeline.toml", "--no-ui"]);
-        std::thread::sleep(Duration::from_millis(1_000 + below(&mut seed, 1_500)));
+        std::thread::sleep(Duration::from_millis(1_000 + rng.below(1_500)));
         running.signal("KILL");
         let (code, log) = running.finish(Duration::from_secs(10));
         assert_eq!(code, -1, "killed by signal 9; log:\n{log}");

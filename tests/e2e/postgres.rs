@@ -205,15 +205,6 @@ fn finish_until_exact(work: &Workdir, db: &Db, expected: &BTreeMap<String, u64>)
     log
 }
 
-/// Seeded like the recovery tests' crash schedules (`SLUICE_CRASH_SEED` repeats one).
-fn seed() -> u64 {
-    let seed = std::env::var("SLUICE_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
-    println!("crash schedule seed: {seed} (SLUICE_CRASH_SEED={seed} repeats it)");
-    seed
-}
-
 #[test]
 fn upserted_totals_and_appended_counts_are_exact_across_twelve_kill_9s() {
     let db = Db::new("crash");
@@ -222,7 +213,7 @@ fn upserted_totals_and_appended_counts_are_exact_across_twelve_kill_9s() {
         .replace("checkpoint_dir = \"ckpt\"", "checkpoint_dir = \"ckpt\"\ncheckpoint_every = 4");
     let work = workdir(&text);
     let (expected, feeder) = feed(&work, 40, Duration::from_millis(250));
-    let mut state = seed();
+    let mut rng = Lcg::seeded();
     let (mut replayed, mut skipped) = (0, 0);
     let mut tally = |log: &str| {
         replayed += log.lines().filter(|l| l.contains(" ms (replayed): ")).count();
@@ -230,8 +221,7 @@ fn upserted_totals_and_appended_counts_are_exact_across_twelve_kill_9s() {
     };
     for _ in 0..12 {
         let running = work.spawn(&["pipeline.toml", "--no-ui"]);
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        std::thread::sleep(Duration::from_millis(200 + (state >> 33) % 1000));
+        std::thread::sleep(Duration::from_millis(200 + rng.below(1000)));
         running.signal("KILL");
         let (code, log) = running.finish(Duration::from_secs(10));
         assert_eq!(code, -1, "killed by signal 9; log:\n{log}");

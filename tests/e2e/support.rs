@@ -360,3 +360,21 @@ path = "out"
 "#
     )
 }
+
+/// A small deterministic generator for kill moments (seed printed, so a failure can be rerun).
+pub struct Lcg(u64);
+
+impl Lcg {
+    pub fn seeded() -> Self {
+        let seed = std::env::var("SLUICE_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        });
+        println!("crash schedule seed: {seed} (SLUICE_CRASH_SEED={seed} repeats it)");
+        Self(seed)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}

@@ -342,11 +342,7 @@ impl KafkaSource {
         if self.completed.is_empty() {
             return;
         }
-        let mut tpl = TopicPartitionList::new();
-        for (tp, next) in &self.completed {
-            let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*next));
-        }
-        if let Err(err) = started.consumer.commit(&tpl, CommitMode::Async) {
+        if let Err(err) = started.consumer.commit(&at_offsets(&self.completed), CommitMode::Async) {
             tracing::warn!(source = %started.receiver.name, "cannot commit offsets to the group: {err}");
         }
     }
@@ -433,10 +429,7 @@ impl Drop for KafkaSource {
         if self.completed.is_empty() {
             return;
         }
-        let mut tpl = TopicPartitionList::new();
-        for (tp, next) in &self.completed {
-            let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*next));
-        }
+        let tpl = at_offsets(&self.completed);
         let consumer = started.consumer.clone();
         let (done, wait) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -479,6 +472,15 @@ fn list<'a>(partitions: impl IntoIterator<Item = &'a TopicPartition>) -> TopicPa
     let mut tpl = TopicPartitionList::new();
     for tp in partitions {
         tpl.add_partition(&tp.topic, tp.partition);
+    }
+    tpl
+}
+
+/// A partition list of `next`, each partition at its offset.
+fn at_offsets(next: &BTreeMap<TopicPartition, i64>) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for (tp, offset) in next {
+        let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset));
     }
     tpl
 }
