@@ -332,12 +332,12 @@ fn a_newer_version_supersedes_a_waiting_one_and_a_slow_refusal_holds_no_other_pl
         let out = newest.join().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     });
-    // Installed: `other`'s file and the newest deploy of `wc`; the superseded one never was.
-    let log = running.log();
-    let installed: Vec<&str> = log.lines().filter(|l| l.contains("new plugin version validated")).collect();
-    assert_eq!(installed.len(), 2, "{installed:#?}");
-    assert_eq!(installed.iter().filter(|l| l.contains("plugin=wc ")).count(), 1, "{installed:#?}");
     running.signal("TERM");
     let (code, log) = running.finish(Duration::from_secs(30));
     assert_eq!(code, 0, "{log}");
+    // Installed: `other`'s file and the newest deploy of `wc`; the superseded one never was.
+    // (Counted in the whole log after exit: a deploy's answer can reach us before its log line.)
+    let installed: Vec<&str> = log.lines().filter(|l| l.contains("new plugin version validated")).collect();
+    assert_eq!(installed.len(), 2, "{installed:#?}");
+    assert_eq!(installed.iter().filter(|l| l.contains("plugin=wc ")).count(), 1, "{installed:#?}");
 }
