@@ -136,7 +136,11 @@
         (s.partitions || []).map((p) =>
           `<tr class="partition" data-partition="${esc(p.topic)}/${p.partition}"><td class="muted">↳ ${esc(p.topic)}/${p.partition}</td>` +
           `<td colspan="6" class="muted">offset ${p.offset == null ? "—" : fmt(p.offset)}, end ${p.high_watermark == null ? "—" : fmt(p.high_watermark)}, ` +
-          `lag <b class="lag">${p.lag == null ? "—" : fmt(p.lag)}</b></td></tr>`).join("");
+          `lag <b class="lag">${p.lag == null ? "—" : fmt(p.lag)}</b></td></tr>`).join("") +
+        (s.shards || []).map((h) =>
+          `<tr class="partition" data-shard="${esc(h.shard)}"><td class="muted">↳ ${esc(h.shard)}</td>` +
+          `<td colspan="6" class="muted">${esc(h.state)}, behind <b class="lag">${h.millis_behind == null ? "—" : fmt(h.millis_behind) + " ms"}</b>, ` +
+          `buffered ${fmt(h.buffered)}${h.retries ? ", retried " + fmt(h.retries) + "×" : ""}</td></tr>`).join("");
     }).join("");
   }
 

@@ -7,9 +7,11 @@ mod describe;
 #[doc(hidden)]
 pub mod guest;
 mod kafka;
+mod kinesis;
 
 pub use describe::{Describe, TypeDesc};
 pub use kafka::KafkaRecord;
+pub use kinesis::KinesisRecord;
 pub use sluice_sdk_macros::{
     Describe, filter, flat_map, key_by, map, map_partitions, map_with_state, reduce, timestamp, transform, update_state,
 };

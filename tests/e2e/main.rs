@@ -10,6 +10,7 @@ mod hot_swap;
 mod kafka;
 mod kafka_postgres;
 mod kafka_transactions;
+mod kinesis;
 mod load_sandbox;
 mod operators;
 mod plugin_errors;

@@ -128,11 +128,25 @@ pub fn join_lines(lines: &[String]) -> Vec<u8> {
 /// A temporary directory with a pipeline file, its plugins and its output.
 pub struct Workdir {
     pub dir: tempfile::TempDir,
+    /// More environment for every `sluice` started here (e.g. AWS credentials).
+    env: Mutex<Vec<(String, String)>>,
 }
 
 impl Workdir {
     pub fn new() -> Self {
-        Self { dir: tempfile::tempdir().unwrap() }
+        Self { dir: tempfile::tempdir().unwrap(), env: Mutex::new(Vec::new()) }
+    }
+
+    /// Sets `key` in the environment of every `sluice` started from now on.
+    pub fn set_env(&self, key: &str, value: &str) {
+        self.env.lock().unwrap().push((key.to_string(), value.to_string()));
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(SLUICE);
+        command.current_dir(self.dir.path()).env("SLUICE_CACHE_DIR", self.path("cache")).env("RUST_LOG", "info");
+        command.envs(self.env.lock().unwrap().iter().map(|(k, v)| (k, v)));
+        command
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -154,13 +168,7 @@ impl Workdir {
 
     /// Runs `sluice <args>` to completion in this directory.
     pub fn sluice(&self, args: &[&str]) -> Output {
-        Command::new(SLUICE)
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("SLUICE_CACHE_DIR", self.path("cache"))
-            .env("RUST_LOG", "info")
-            .output()
-            .unwrap()
+        self.command().args(args).output().unwrap()
     }
 
     /// Runs `sluice <args>` as `sluice <args> | head -c <n>` would, for standard output and
@@ -188,11 +196,9 @@ impl Workdir {
         };
         let (out_head, err_head) = (head(out_read, stdout), head(err_read, stderr));
         // The command (holding our copies of the write ends) is dropped once spawned.
-        let mut child = Command::new(SLUICE)
+        let mut child = self
+            .command()
             .args(args)
-            .current_dir(self.dir.path())
-            .env("SLUICE_CACHE_DIR", self.path("cache"))
-            .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out_write)
@@ -215,12 +221,10 @@ impl Workdir {
 
     /// Starts `sluice run <args>`, collecting its stderr.
     pub fn spawn(&self, args: &[&str]) -> Running {
-        let mut child = Command::new(SLUICE)
+        let mut child = self
+            .command()
             .arg("run")
             .args(args)
-            .current_dir(self.dir.path())
-            .env("SLUICE_CACHE_DIR", self.path("cache"))
-            .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

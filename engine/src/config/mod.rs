@@ -520,6 +520,7 @@ impl PipelineFile {
             match source {
                 SourceConfig::Socket(socket) => errors.extend(socket.validate(checkpointed)),
                 SourceConfig::Kafka(kafka) => errors.extend(kafka.validate()),
+                SourceConfig::Kinesis(kinesis) => errors.extend(kinesis.validate()),
                 SourceConfig::Directory(_) => {}
             }
         }

@@ -62,6 +62,10 @@ pub mod names {
     pub const PARTITION_OFFSET: &str = "sluice_source_partition_offset";
     /// Records written to a partition and not yet read, per source, topic and partition.
     pub const PARTITION_LAG: &str = "sluice_source_partition_lag_records";
+    /// How far a shard's last read was behind its newest record (Kinesis), per source and shard.
+    pub const SHARD_MILLIS_BEHIND: &str = "sluice_source_shard_millis_behind";
+    /// Calls to a shard retried after throttling or errors, per source and shard.
+    pub const SHARD_RETRIES: &str = "sluice_source_shard_retries_total";
 }
 
 /// The figures of one finished batch.
@@ -246,6 +250,28 @@ impl Metrics {
             "gauge",
             "Records written and not yet read, per partition.",
             &partitions(|p| p.lag),
+        );
+        let shards = |f: fn(&crate::receiver::ShardStatus) -> Option<f64>| -> Vec<(String, f64)> {
+            receivers
+                .iter()
+                .flat_map(|r| r.shards().into_iter().map(move |s| (r.name.clone(), s)))
+                .filter_map(|(source, s)| {
+                    let labels = format!("{{source=\"{}\",shard=\"{}\"}}", escape(&source), escape(&s.shard));
+                    Some((labels, f(&s)?))
+                })
+                .collect()
+        };
+        metric(
+            names::SHARD_MILLIS_BEHIND,
+            "gauge",
+            "How far a shard's last read was behind its newest record, ms.",
+            &shards(|s| s.millis_behind.map(|ms| ms as f64)),
+        );
+        metric(
+            names::SHARD_RETRIES,
+            "counter",
+            "Calls to a shard retried after throttling or errors.",
+            &shards(|s| Some(s.retries as f64)),
         );
         out
     }

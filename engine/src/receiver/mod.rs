@@ -69,6 +69,8 @@ pub struct Receiver {
     last_error: Mutex<Option<String>>,
     /// Per partition, for a source with partitions (Kafka): offsets and lag.
     partitions: Mutex<Vec<PartitionStatus>>,
+    /// Per shard, for a source with shards (Kinesis): phase, position and lag.
+    shards: Mutex<Vec<ShardStatus>>,
 }
 
 /// One partition of a source, as its receiver row and `/metrics` show it.
@@ -84,6 +86,23 @@ pub struct PartitionStatus {
     pub high_watermark: Option<i64>,
     /// Records written and not yet read: `high_watermark - offset`.
     pub lag: Option<i64>,
+}
+
+/// One shard of a source, as its receiver row and `/metrics` show it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ShardStatus {
+    /// The shard id.
+    pub shard: String,
+    /// Where it is: waiting for its parent, reading, read to its end, ended.
+    pub state: &'static str,
+    /// The last sequence number a batch took.
+    pub sequence: Option<String>,
+    /// How far the last read was behind the shard's newest record, ms.
+    pub millis_behind: Option<i64>,
+    /// Records fetched and waiting for a batch.
+    pub buffered: u64,
+    /// Calls retried after throttling or errors.
+    pub retries: u64,
 }
 
 impl Receiver {
@@ -104,6 +123,7 @@ impl Receiver {
             held: AtomicBool::new(false),
             last_error: Mutex::new(None),
             partitions: Mutex::new(Vec::new()),
+            shards: Mutex::new(Vec::new()),
         }
     }
 
@@ -246,6 +266,16 @@ impl Receiver {
     /// Its partitions' offsets and lag (none for a source without partitions).
     pub fn partitions(&self) -> Vec<PartitionStatus> {
         self.partitions.lock().expect("receiver lock").clone()
+    }
+
+    /// Its shards' phase, position and lag, as the source last saw them.
+    pub fn set_shards(&self, shards: Vec<ShardStatus>) {
+        *self.shards.lock().expect("receiver lock") = shards;
+    }
+
+    /// Its shards (none for a source without shards).
+    pub fn shards(&self) -> Vec<ShardStatus> {
+        self.shards.lock().expect("receiver lock").clone()
     }
 
     /// The source recovered.

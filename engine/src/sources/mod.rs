@@ -18,6 +18,7 @@
 
 pub mod directory;
 pub(crate) mod kafka;
+pub(crate) mod kinesis;
 pub mod socket;
 
 use std::collections::BTreeSet;
@@ -28,6 +29,7 @@ use tokio::sync::watch;
 
 pub use directory::DirectorySourceConfig;
 pub use kafka::KafkaSourceConfig;
+pub use kinesis::{KinesisSourceConfig, ShardPositions};
 pub use socket::SocketSourceConfig;
 
 use crate::block::Block;
@@ -45,6 +47,8 @@ pub enum SourceConfig {
     Directory(DirectorySourceConfig),
     /// Records of Kafka topics, Spark's direct stream: offset ranges per batch.
     Kafka(KafkaSourceConfig),
+    /// Records of a Kinesis stream: sequence-number ranges per shard and batch.
+    Kinesis(KinesisSourceConfig),
 }
 
 impl SourceConfig {
@@ -54,28 +58,33 @@ impl SourceConfig {
             Self::Socket(config) => &config.name,
             Self::Directory(config) => &config.name,
             Self::Kafka(config) => &config.name,
+            Self::Kinesis(config) => &config.name,
         }
     }
 
-    /// The type of its records: lines (`String`), or a Kafka source's `KafkaRecord`.
+    /// The type of its records: lines (`String`), or a Kafka or Kinesis source's whole records
+    /// (`KafkaRecord`, `KinesisRecord`).
     pub fn record_type(&self) -> sluice_sdk::TypeDesc {
+        use sluice_sdk::Describe;
         match self {
-            Self::Kafka(config) if config.format == kafka::KafkaFormat::Record => {
-                <sluice_sdk::KafkaRecord as sluice_sdk::Describe>::describe()
+            Self::Kafka(config) if config.format == kafka::KafkaFormat::Record => sluice_sdk::KafkaRecord::describe(),
+            Self::Kinesis(config) if config.format == kinesis::KinesisFormat::Record => {
+                sluice_sdk::KinesisRecord::describe()
             }
-            Self::Socket(_) | Self::Directory(_) | Self::Kafka(_) => sluice_sdk::TypeDesc::String,
+            Self::Socket(_) | Self::Directory(_) | Self::Kafka(_) | Self::Kinesis(_) => sluice_sdk::TypeDesc::String,
         }
     }
 
     /// Whether backpressure adapts its rate (it reads at a rate the receiver sets).
     pub const fn adapts_rate(&self) -> bool {
-        matches!(self, Self::Socket(_) | Self::Kafka(_))
+        matches!(self, Self::Socket(_) | Self::Kafka(_) | Self::Kinesis(_))
     }
 
     /// Its `max_rate`, records/s, if it has one.
     pub const fn max_rate(&self) -> Option<u64> {
         match self {
             Self::Socket(config) => config.max_rate,
+            Self::Kinesis(config) => config.max_rate,
             Self::Directory(_) | Self::Kafka(_) => None,
         }
     }
@@ -92,6 +101,8 @@ impl SourceConfig {
             Self::Socket(_) => Vec::new(),
             // Several pipelines may read a topic; each owns its group (checked at start).
             Self::Kafka(_) => Vec::new(),
+            // Kinesis keeps no consumer state on the stream: several pipelines may read it.
+            Self::Kinesis(_) => Vec::new(),
         }
     }
 
@@ -101,6 +112,7 @@ impl SourceConfig {
             Self::Socket(config) => Box::new(config.build()),
             Self::Directory(config) => Box::new(config.build(resolve(&config.path))),
             Self::Kafka(config) => Box::new(config.build()),
+            Self::Kinesis(config) => Box::new(config.build()),
         }
     }
 }
@@ -115,6 +127,9 @@ pub enum Position {
     Files(BTreeSet<String>),
     /// A Kafka source: the next offset of every partition, by topic, through the checkpoint.
     Offsets(std::collections::BTreeMap<String, std::collections::BTreeMap<i32, i64>>),
+    /// A Kinesis source: the last sequence number taken per shard, and the shards read to
+    /// their end, through the checkpoint.
+    Shards(ShardPositions),
 }
 
 /// What a source starts with.
@@ -286,6 +301,7 @@ impl SourceConfig {
             Self::Socket(_) => "socket".into(),
             Self::Directory(_) => "directory".into(),
             Self::Kafka(_) => "kafka".into(),
+            Self::Kinesis(_) => "kinesis".into(),
         }
     }
 
@@ -294,7 +310,7 @@ impl SourceConfig {
         match self {
             Self::Socket(c) if c.wal => SourceGuarantee::WriteAheadLog,
             Self::Socket(_) => SourceGuarantee::None,
-            Self::Directory(_) | Self::Kafka(_) => SourceGuarantee::Replayable,
+            Self::Directory(_) | Self::Kafka(_) | Self::Kinesis(_) => SourceGuarantee::Replayable,
         }
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! - `parse` (flat_map): a line → `(user, millis)`; lines that do not parse are dropped.
 //! - `click_time` (timestamp): the click's event time.
+//! - `kinesis_user` (key_by): a Kinesis record's partition key (a source with
+//!   `format = "record"`).
 //! - `user_of` (key_by): the first word of a line.
 //! - `kafka_user` (key_by): a Kafka record's key (a source with `format = "record"`) as text.
 //! - `visits` (map_with_state): counts a user's clicks; emits `(user, clicks)` when the user has
@@ -26,6 +28,12 @@ pub fn click_time(click: (String, u64)) -> u64 {
 #[sluice_sdk::key_by]
 pub fn kafka_user(record: sluice_sdk::KafkaRecord) -> String {
     record.key.map(|key| String::from_utf8_lossy(&key).into_owned()).unwrap_or_default()
+}
+
+/// A Kinesis record's partition key: the user of a click read with `format = "record"`.
+#[sluice_sdk::key_by]
+pub fn kinesis_user(record: sluice_sdk::KinesisRecord) -> String {
+    record.partition_key
 }
 
 /// The first word of a line: the user.
