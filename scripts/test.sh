@@ -12,5 +12,7 @@ scripts/setup-browser.sh
 # about 15 minutes the first time), confluent-kafka, and a PostgreSQL server.
 scripts/setup-kafka.sh >/dev/null
 scripts/setup-postgres.sh >/dev/null
+# A local Kinesis API (npm's kinesalite) and boto3, for the Kinesis tests.
+scripts/setup-kinesis.sh >/dev/null
 scripts/build-plugins.sh
 cargo test --workspace --release "$@"
