@@ -58,6 +58,31 @@ impl Drop for Kinesalite {
     }
 }
 
+/// tests/kinesis/throttle.py in front of kinesalite, stopped on drop.
+struct Throttler(Child);
+
+impl Throttler {
+    fn start(port: u16, upstream: &str, throttle_s: &str, every_s: &str, expired: &str) -> Self {
+        let mut child = Command::new("python3")
+            .arg(repo().join("tests/kinesis/throttle.py"))
+            .args([&port.to_string(), upstream, throttle_s, every_s, expired])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut ready).unwrap();
+        assert_eq!(ready.trim(), "ready");
+        Self(child)
+    }
+}
+
+impl Drop for Throttler {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs the test client; panics with its stderr if it fails.
 fn client(args: &[&str]) -> String {
     let out = Command::new("python3").arg(repo().join("tests/kinesis/client.py")).args(args).output().unwrap();
@@ -205,7 +230,10 @@ fn kinesis_to_file_is_exactly_once_across_twenty_kill_9s_a_shard_split_and_a_mer
         shards.lines().filter(|l| l.ends_with("CLOSED")).map(|l| l.split(' ').next().unwrap()).collect();
     assert_eq!(closed.len(), 3, "{shards}");
     for shard in closed {
-        assert!(logs.contains(&format!("shard={shard} shard read to its end")), "{shard} not read to its end:\n{logs}");
+        assert!(
+            logs.contains(&format!("shard read to its end (closed by a reshard) source=lines shard={shard}")),
+            "{shard} not read to its end:\n{logs}"
+        );
     }
 }
 
@@ -236,15 +264,8 @@ fn throttling_and_expired_iterators_are_retried_counted_and_lose_nothing() {
     let kinesis = Kinesalite::start();
     client(&["create", &kinesis.endpoint, "lines", "2"]);
     let port = free_port();
-    let mut proxy = Command::new("python3")
-        .arg(repo().join("tests/kinesis/throttle.py"))
-        .args([&port.to_string(), &kinesis.endpoint, "3", "7"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(proxy.stdout.as_mut().unwrap()), &mut ready).unwrap();
-    assert_eq!(ready.trim(), "ready");
+    // Throttles every GetRecords call 2 s of every 5, expires every 7th iterator.
+    let _proxy = Throttler::start(port, &kinesis.endpoint, "2", "5", "7");
     let work = workdir();
     work.add_plugin("wordcount", "wordcount");
     work.write("pipeline.toml", &kinesis_wordcount(&format!("http://127.0.0.1:{port}"), false));
@@ -277,8 +298,6 @@ fn throttling_and_expired_iterators_are_retried_counted_and_lose_nothing() {
     running.signal("TERM");
     let (code, log) = running.finish(Duration::from_secs(30));
     assert_eq!(code, 0, "log:\n{log}");
-    let _ = proxy.kill();
-    let _ = proxy.wait();
 }
 
 #[test]
@@ -361,7 +380,11 @@ path = "out"
     );
     let check = work.sluice(&["check", "pipeline.toml"]);
     let said = String::from_utf8_lossy(&check.stdout);
-    assert!(said.contains("stage by_user: (String, KinesisRecord)"), "{said}{}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        said.contains("stage by_user: (String, KinesisRecord)"),
+        "{said}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     let before = now_ms();
     client(&["clicks", &k, "clicks", "300", "5"]);

@@ -3,19 +3,24 @@
 does, for Sluice's end-to-end tests: kinesalite never throttles and its iterators expire only
 after five minutes.
 
-  throttle.py PORT UPSTREAM THROTTLED EXPIRED
-      listens on 127.0.0.1:PORT and forwards to UPSTREAM (http://host:port); of the GetRecords
-      calls, every THROTTLED-th is answered ProvisionedThroughputExceededException and every
-      EXPIRED-th ExpiredIteratorException (400, as Kinesis answers); prints "ready" once listening
+  throttle.py PORT UPSTREAM THROTTLE_S EVERY_S EXPIRED
+      listens on 127.0.0.1:PORT and forwards to UPSTREAM (http://host:port); GetRecords calls in
+      the first THROTTLE_S seconds of every EVERY_S are answered
+      ProvisionedThroughputExceededException (longer than the AWS SDK's own retries last), and
+      every EXPIRED-th other one ExpiredIteratorException (400, as Kinesis answers); prints
+      "ready" once listening
 """
 import http.client
 import http.server
 import json
 import sys
 import threading
+import time
 import urllib.parse
 
-port, upstream, throttled, expired = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+port, upstream = int(sys.argv[1]), sys.argv[2]
+throttle_s, every_s, expired = float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+started = time.monotonic()
 target = urllib.parse.urlparse(upstream)
 calls = [0]
 lock = threading.Lock()
@@ -30,13 +35,13 @@ class Proxy(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.headers.get("X-Amz-Target", "").endswith(".GetRecords"):
+            if (time.monotonic() - started) % every_s < throttle_s:
+                return self.fail("ProvisionedThroughputExceededException", "Rate exceeded for shard.")
             with lock:
                 calls[0] += 1
                 n = calls[0]
             if n % expired == 0:
                 return self.fail("ExpiredIteratorException", "Iterator expired.")
-            if n % throttled == 0:
-                return self.fail("ProvisionedThroughputExceededException", "Rate exceeded for shard.")
         connection = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
         connection.request("POST", self.path, body, headers)

@@ -55,7 +55,13 @@ impl Failure {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug,
     {
-        let text = DisplayErrorContext(err).to_string();
+        // A service error by its code and message; anything else (dispatch, timeout) with its
+        // causes.
+        let text = match (err.code(), err.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.to_string(),
+            (None, _) => DisplayErrorContext(err).to_string(),
+        };
         match err.code() {
             Some("ProvisionedThroughputExceededException" | "LimitExceededException" | "ThrottlingException") => {
                 Self::Throttled(text)

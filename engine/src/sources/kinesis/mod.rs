@@ -23,8 +23,8 @@
 //!   and reported on the receiver row; the run goes on.
 
 mod client;
-pub(crate) mod record;
 mod reader;
+pub(crate) mod record;
 mod shards;
 mod source;
 
@@ -183,9 +183,8 @@ impl KinesisSourceConfig {
         let at = format!("sources `{}`", self.name);
         let mut errors = Vec::new();
         let mut error = |field: &str, message: String| errors.push(ConfigError::new(format!("{at}.{field}"), message));
-        let name_ok = |s: &str| {
-            (1..=128).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        };
+        let name_ok =
+            |s: &str| (1..=128).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
         if !name_ok(&self.stream) {
             error("stream", format!("expected a stream name (1–128 of A–Z a–z 0–9 _ . -), found \"{}\"", self.stream));
         }
@@ -248,7 +247,10 @@ mod tests {
         assert!(fields("endpoint = \"http://127.0.0.1:4567\"\nregion = \"eu-west-1\"").is_empty());
         assert_eq!(fields("endpoint = \"127.0.0.1:4567\""), ["sources `k`.endpoint"]);
         assert_eq!(fields("region = \"EU West\""), ["sources `k`.region"]);
-        assert_eq!(fields("records_per_call = 0\nmax_rate = 0"), ["sources `k`.max_rate", "sources `k`.records_per_call"]);
+        assert_eq!(
+            fields("records_per_call = 0\nmax_rate = 0"),
+            ["sources `k`.max_rate", "sources `k`.records_per_call"]
+        );
         assert_eq!(fields("poll_interval = \"0s\""), ["sources `k`.poll_interval"]);
         let bad_stream: KinesisSourceConfig = toml::from_str("name = \"k\"\nstream = \"a b\"").unwrap();
         assert_eq!(bad_stream.validate().len(), 1);

@@ -46,10 +46,7 @@ impl Reader {
 
     /// One `GetRecords` call: the records, the next iterator (`None`: the shard's end), and
     /// how far behind the shard's latest record they are.
-    pub(super) async fn records(
-        &self,
-        iterator: &str,
-    ) -> Result<(Vec<Fetched>, Option<String>, Option<i64>), Failure> {
+    pub(super) async fn records(&self, iterator: &str) -> Result<(Vec<Fetched>, Option<String>, Option<i64>), Failure> {
         let out = self
             .client
             .get_records()
@@ -120,7 +117,7 @@ pub(super) async fn read(
             }
             // A new iterator at the same place, at once.
             Err(Failure::Expired(text)) => {
-                tracing::info!(source = %reader.receiver.name, shard, "shard iterator expired ({text}); getting a new one");
+                tracing::info!(source = %reader.receiver.name, shard = %shard, "shard iterator expired ({text}); getting a new one");
             }
             Err(failure) => failed(&reader, &shared, &shard, &failure, &mut delay, &mut reported, &mut stop).await,
         }
@@ -144,7 +141,7 @@ fn take_in(shared: &Mutex<Shared>, shard: &str, records: Vec<Fetched>, behind: O
 
 /// The shard is read to its end: the cuts take what is left, then its children may start.
 fn fetched(reader: &Reader, shared: &Mutex<Shared>, shard: &str) {
-    tracing::info!(source = %reader.receiver.name, shard, "shard read to its end (closed by a reshard)");
+    tracing::info!(source = %reader.receiver.name, shard = %shard, "shard read to its end (closed by a reshard)");
     if let Some(state) = shared.lock().expect("kinesis lock").shards.get_mut(shard) {
         state.phase = Phase::Fetched;
         state.millis_behind = Some(0);

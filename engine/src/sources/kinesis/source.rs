@@ -63,7 +63,8 @@ impl KinesisSource {
     /// Each shard's share of one batch, records; `None`: unlimited.
     fn share(&self, started: &Started, reading: usize) -> Option<u64> {
         let shards = reading.max(1) as f64;
-        let total = [self.config.max_rate.map(|r| r as f64), started.receiver.rate()].into_iter().flatten().reduce(f64::min)?;
+        let total =
+            [self.config.max_rate.map(|r| r as f64), started.receiver.rate()].into_iter().flatten().reduce(f64::min)?;
         Some(((total / shards * started.batch_ms as f64 / 1000.0) as u64).max(1))
     }
 
@@ -79,7 +80,9 @@ impl KinesisSource {
             let mut shared = started.shared.lock().expect("kinesis lock");
             let reading = shared.shards.values().filter(|s| matches!(s.phase, Phase::Reading | Phase::Fetched)).count();
             let share = self.share(started, reading);
-            for (id, shard) in shared.shards.iter_mut().filter(|(_, s)| matches!(s.phase, Phase::Reading | Phase::Fetched)) {
+            for (id, shard) in
+                shared.shards.iter_mut().filter(|(_, s)| matches!(s.phase, Phase::Reading | Phase::Fetched))
+            {
                 let count = started.counts.get(id).copied().unwrap_or(0);
                 let room = share.map_or(usize::MAX, |share| share.saturating_sub(count) as usize);
                 let n = room.min(shard.buffer.len());
@@ -222,7 +225,7 @@ async fn read_range(reader: &Reader, shard: &str, first: &str, last: &str) -> Ve
             }
             Err(Failure::Expired(_)) => {}
             Err(failure) => {
-                tracing::warn!(source = %name, shard, "replaying a batch: {}; retrying in {delay:?}", failure.describe());
+                tracing::warn!(source = %name, shard = %shard, "replaying a batch: {}; retrying in {delay:?}", failure.describe());
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(RETRY_MAX);
             }
