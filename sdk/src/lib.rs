@@ -4,11 +4,13 @@ extern crate alloc;
 
 pub mod abi;
 mod describe;
+mod flume;
 #[doc(hidden)]
 pub mod guest;
 mod kafka;
 
 pub use describe::{Describe, TypeDesc};
+pub use flume::FlumeRecord;
 pub use kafka::KafkaRecord;
 pub use sluice_sdk_macros::{
     Describe, filter, flat_map, key_by, map, map_partitions, map_with_state, reduce, timestamp, transform, update_state,

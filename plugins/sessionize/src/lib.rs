@@ -4,6 +4,7 @@
 //! - `click_time` (timestamp): the click's event time.
 //! - `user_of` (key_by): the first word of a line.
 //! - `kafka_user` (key_by): a Kafka record's key (a source with `format = "record"`) as text.
+//! - `flume_user` (key_by): a Flume event's `user` header (a source with `format = "record"`).
 //! - `visits` (map_with_state): counts a user's clicks; emits `(user, clicks)` when the user has
 //!   been idle for the stage's timeout.
 
@@ -26,6 +27,12 @@ pub fn click_time(click: (String, u64)) -> u64 {
 #[sluice_sdk::key_by]
 pub fn kafka_user(record: sluice_sdk::KafkaRecord) -> String {
     record.key.map(|key| String::from_utf8_lossy(&key).into_owned()).unwrap_or_default()
+}
+
+/// A Flume event's `user` header: the user of a click read with `format = "record"`.
+#[sluice_sdk::key_by]
+pub fn flume_user(event: sluice_sdk::FlumeRecord) -> String {
+    event.header("user").unwrap_or_default().to_string()
 }
 
 /// The first word of a line: the user.
