@@ -136,7 +136,11 @@
         (s.partitions || []).map((p) =>
           `<tr class="partition" data-partition="${esc(p.topic)}/${p.partition}"><td class="muted">↳ ${esc(p.topic)}/${p.partition}</td>` +
           `<td colspan="6" class="muted">offset ${p.offset == null ? "—" : fmt(p.offset)}, end ${p.high_watermark == null ? "—" : fmt(p.high_watermark)}, ` +
-          `lag <b class="lag">${p.lag == null ? "—" : fmt(p.lag)}</b></td></tr>`).join("");
+          `lag <b class="lag">${p.lag == null ? "—" : fmt(p.lag)}</b></td></tr>`).join("") +
+        (s.answers ? `<tr class="answers"><td class="muted">↳ answers</td><td colspan="6" class="muted">` +
+          `OK ${fmt(s.answers.ok)}, try later ${fmt(s.answers.try_later)}, error ${fmt(s.answers.error)}; ` +
+          `pending <b class="pending">${fmt(s.answers.pending)}</b>; connections ${fmt(s.answers.connections)}, ` +
+          `closed bad ${fmt(s.answers.bad_connections)}</td></tr>` : "");
     }).join("");
   }
 

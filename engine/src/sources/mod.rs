@@ -13,10 +13,11 @@
 //! 5. after a crash, **replay** a logged batch: the same blocks again.
 //!
 //! The write-ahead log ([`crate::checkpoint::pending::BatchLog`]) is a capability a
-//! non-replayable source (socket, later Flume) uses from its own `cut`; the clock knows nothing
+//! non-replayable source (socket, Flume) uses from its own `cut`; the clock knows nothing
 //! of WALs, files or offsets.
 
 pub mod directory;
+pub mod flume;
 pub(crate) mod kafka;
 pub mod socket;
 
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use directory::DirectorySourceConfig;
+pub use flume::FlumeSourceConfig;
 pub use kafka::KafkaSourceConfig;
 pub use socket::SocketSourceConfig;
 
@@ -45,6 +47,9 @@ pub enum SourceConfig {
     Directory(DirectorySourceConfig),
     /// Records of Kafka topics, Spark's direct stream: offset ranges per batch.
     Kafka(KafkaSourceConfig),
+    /// Events pushed by Flume agents and clients: the engine listens as a Flume Thrift source
+    /// (like Spark's reliable Flume receiver).
+    Flume(FlumeSourceConfig),
 }
 
 impl SourceConfig {
@@ -54,28 +59,35 @@ impl SourceConfig {
             Self::Socket(config) => &config.name,
             Self::Directory(config) => &config.name,
             Self::Kafka(config) => &config.name,
+            Self::Flume(config) => &config.name,
         }
     }
 
-    /// The type of its records: lines (`String`), or a Kafka source's `KafkaRecord`.
+    /// The type of its records: lines (`String`), a Kafka source's `KafkaRecord` or a Flume
+    /// source's `FlumeRecord`.
     pub fn record_type(&self) -> sluice_sdk::TypeDesc {
         match self {
             Self::Kafka(config) if config.format == kafka::KafkaFormat::Record => {
                 <sluice_sdk::KafkaRecord as sluice_sdk::Describe>::describe()
             }
-            Self::Socket(_) | Self::Directory(_) | Self::Kafka(_) => sluice_sdk::TypeDesc::String,
+            Self::Flume(config) if config.format == flume::FlumeFormat::Record => {
+                <sluice_sdk::FlumeRecord as sluice_sdk::Describe>::describe()
+            }
+            Self::Socket(_) | Self::Directory(_) | Self::Kafka(_) | Self::Flume(_) => sluice_sdk::TypeDesc::String,
         }
     }
 
-    /// Whether backpressure adapts its rate (it reads at a rate the receiver sets).
+    /// Whether backpressure adapts its rate (it reads, or a Flume source takes calls, at a rate
+    /// the receiver sets).
     pub const fn adapts_rate(&self) -> bool {
-        matches!(self, Self::Socket(_) | Self::Kafka(_))
+        matches!(self, Self::Socket(_) | Self::Kafka(_) | Self::Flume(_))
     }
 
     /// Its `max_rate`, records/s, if it has one.
     pub const fn max_rate(&self) -> Option<u64> {
         match self {
             Self::Socket(config) => config.max_rate,
+            Self::Flume(config) => config.max_rate,
             Self::Directory(_) | Self::Kafka(_) => None,
         }
     }
@@ -88,8 +100,9 @@ impl SourceConfig {
     ) -> Vec<(&'static str, crate::sinks::Resource)> {
         match self {
             Self::Directory(config) => vec![("path", crate::sinks::Resource::Directory(resolve(&config.path)))],
-            // A server may serve several clients; later a listening source holds its address.
+            // A server may serve several clients.
             Self::Socket(_) => Vec::new(),
+            Self::Flume(config) => vec![("address", crate::sinks::Resource::Address(config.address.clone()))],
             // Several pipelines may read a topic; each owns its group (checked at start).
             Self::Kafka(_) => Vec::new(),
         }
@@ -101,6 +114,7 @@ impl SourceConfig {
             Self::Socket(config) => Box::new(config.build()),
             Self::Directory(config) => Box::new(config.build(resolve(&config.path))),
             Self::Kafka(config) => Box::new(config.build()),
+            Self::Flume(config) => Box::new(config.build()),
         }
     }
 }
@@ -286,6 +300,16 @@ impl SourceConfig {
             Self::Socket(_) => "socket".into(),
             Self::Directory(_) => "directory".into(),
             Self::Kafka(_) => "kafka".into(),
+            Self::Flume(c) if c.wal => "flume, wal".into(),
+            Self::Flume(_) => "flume".into(),
+        }
+    }
+
+    /// What `sluice check` adds to a path's guarantee about this source, if anything.
+    pub const fn guarantee_note(&self) -> Option<&'static str> {
+        match self {
+            Self::Flume(c) => Some(c.answer_note()),
+            Self::Socket(_) | Self::Directory(_) | Self::Kafka(_) => None,
         }
     }
 
@@ -293,7 +317,8 @@ impl SourceConfig {
     pub const fn guarantee(&self) -> SourceGuarantee {
         match self {
             Self::Socket(c) if c.wal => SourceGuarantee::WriteAheadLog,
-            Self::Socket(_) => SourceGuarantee::None,
+            Self::Flume(c) if c.wal => SourceGuarantee::WriteAheadLog,
+            Self::Socket(_) | Self::Flume(_) => SourceGuarantee::None,
             Self::Directory(_) | Self::Kafka(_) => SourceGuarantee::Replayable,
         }
     }
