@@ -12,5 +12,7 @@ scripts/setup-browser.sh
 # about 15 minutes the first time), confluent-kafka, and a PostgreSQL server.
 scripts/setup-kafka.sh >/dev/null
 scripts/setup-postgres.sh >/dev/null
+# The Flume tests' client: PyPI's thrift, Python code generated from Flume's IDL.
+scripts/setup-flume.sh >/dev/null
 scripts/build-plugins.sh
 cargo test --workspace --release "$@"
