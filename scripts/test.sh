@@ -14,5 +14,7 @@ scripts/setup-kafka.sh >/dev/null
 scripts/setup-postgres.sh >/dev/null
 # A local Kinesis API (npm's kinesalite) and boto3, for the Kinesis tests.
 scripts/setup-kinesis.sh >/dev/null
+# The Flume tests' client: PyPI's thrift, Python code generated from Flume's IDL.
+scripts/setup-flume.sh >/dev/null
 scripts/build-plugins.sh
 cargo test --workspace --release "$@"

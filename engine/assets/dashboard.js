@@ -140,7 +140,11 @@
         (s.shards || []).map((h) =>
           `<tr class="partition" data-shard="${esc(h.shard)}"><td class="muted">↳ ${esc(h.shard)}</td>` +
           `<td colspan="6" class="muted">${esc(h.state)}, behind <b class="lag">${h.millis_behind == null ? "—" : fmt(h.millis_behind) + " ms"}</b>, ` +
-          `buffered ${fmt(h.buffered)}${h.retries ? ", retried " + fmt(h.retries) + "×" : ""}</td></tr>`).join("");
+          `buffered ${fmt(h.buffered)}${h.retries ? ", retried " + fmt(h.retries) + "×" : ""}</td></tr>`).join("") +
+        (s.answers ? `<tr class="answers"><td class="muted">↳ answers</td><td colspan="6" class="muted">` +
+          `OK ${fmt(s.answers.ok)}, try later ${fmt(s.answers.try_later)}, error ${fmt(s.answers.error)}; ` +
+          `pending <b class="pending">${fmt(s.answers.pending)}</b>; connections ${fmt(s.answers.connections)}, ` +
+          `closed bad ${fmt(s.answers.bad_connections)}</td></tr>` : "");
     }).join("");
   }
 

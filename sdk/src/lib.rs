@@ -4,12 +4,14 @@ extern crate alloc;
 
 pub mod abi;
 mod describe;
+mod flume;
 #[doc(hidden)]
 pub mod guest;
 mod kafka;
 mod kinesis;
 
 pub use describe::{Describe, TypeDesc};
+pub use flume::FlumeRecord;
 pub use kafka::KafkaRecord;
 pub use kinesis::KinesisRecord;
 pub use sluice_sdk_macros::{

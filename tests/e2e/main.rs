@@ -6,6 +6,7 @@ mod bad_config;
 mod connectors;
 mod dashboard;
 mod examples;
+mod flume;
 mod hot_swap;
 mod kafka;
 mod kafka_postgres;

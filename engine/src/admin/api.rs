@@ -47,7 +47,7 @@ pub(super) fn sources(admin: &Admin) -> Vec<Value> {
             json!({
                 "name": r.name, "received": r.received(), "invalid_lines": r.invalid(), "finished": r.is_finished(),
                 "paused": r.is_paused(), "rate_limit": r.rate(), "last_error": r.last_error(),
-                "partitions": r.partitions(), "shards": r.shards(),
+                "partitions": r.partitions(), "shards": r.shards(), "answers": r.answers(),
             })
         })
         .collect()

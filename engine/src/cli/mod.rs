@@ -332,6 +332,7 @@ fn guarantees(pipeline: &Pipeline) -> Vec<String> {
             let source = &config.sources[source];
             let guarantee = sources::end_to_end(source.guarantee(), sink_guarantee, checkpointed);
             let mut notes: Vec<&str> = why.iter().map(String::as_str).collect();
+            notes.extend(source.guarantee_note());
             if !checkpointed {
                 notes.push("no checkpoint_dir");
             }

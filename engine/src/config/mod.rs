@@ -30,7 +30,7 @@
 
 pub(crate) mod duration;
 mod error;
-mod size;
+pub(crate) mod size;
 mod writable;
 
 use std::collections::BTreeMap;
@@ -521,6 +521,7 @@ impl PipelineFile {
                 SourceConfig::Socket(socket) => errors.extend(socket.validate(checkpointed)),
                 SourceConfig::Kafka(kafka) => errors.extend(kafka.validate()),
                 SourceConfig::Kinesis(kinesis) => errors.extend(kinesis.validate()),
+                SourceConfig::Flume(flume) => errors.extend(flume.validate(checkpointed)),
                 SourceConfig::Directory(_) => {}
             }
         }
@@ -576,7 +577,7 @@ impl PipelineFile {
                         errors.push(ConfigError::new(format!("{section} `{name}`.{field}"), format!("{first} {what}")))
                     }
                     None => {
-                        let what = if kind == "sink" {
+                        let what = if kind == "sink" || matches!(resource, Resource::Address(_)) {
                             resource.clash()
                         } else {
                             "reads the same directory; a pipeline must not read a directory twice or read what it writes"

@@ -66,6 +66,16 @@ pub mod names {
     pub const SHARD_MILLIS_BEHIND: &str = "sluice_source_shard_millis_behind";
     /// Calls to a shard retried after throttling or errors, per source and shard.
     pub const SHARD_RETRIES: &str = "sluice_source_shard_retries_total";
+    /// Calls a source that answers its senders (Flume) answered, per source and answer
+    /// (`ok`, `try_later`, `error`).
+    pub const SOURCE_ANSWERS: &str = "sluice_source_answers_total";
+    /// Records such a source received and has not answered yet (waiting for the write-ahead log).
+    pub const SOURCE_PENDING: &str = "sluice_source_pending_records";
+    /// Connections open to such a source.
+    pub const SOURCE_CONNECTIONS: &str = "sluice_source_connections";
+    /// Connections such a source closed for a protocol error (garbage, another protocol, a frame
+    /// too big).
+    pub const SOURCE_BAD_CONNECTIONS: &str = "sluice_source_bad_connections_total";
 }
 
 /// The figures of one finished batch.
@@ -272,6 +282,37 @@ impl Metrics {
             "counter",
             "Calls to a shard retried after throttling or errors.",
             &shards(|s| Some(s.retries as f64)),
+        );
+        let answering: Vec<(String, crate::receiver::Answers)> =
+            receivers.iter().filter_map(|r| Some((escape(&r.name), r.answers()?))).collect();
+        let answers: Vec<(String, f64)> = answering
+            .iter()
+            .flat_map(|(source, a)| {
+                [("ok", a.ok), ("try_later", a.try_later), ("error", a.error)]
+                    .map(|(answer, n)| (format!("{{source=\"{source}\",answer=\"{answer}\"}}"), n as f64))
+            })
+            .collect();
+        metric(names::SOURCE_ANSWERS, "counter", "Calls a source answered, per source and answer.", &answers);
+        let per_answering = |f: fn(&crate::receiver::Answers) -> u64| -> Vec<(String, f64)> {
+            answering.iter().map(|(source, a)| (format!("{{source=\"{source}\"}}"), f(a) as f64)).collect()
+        };
+        metric(
+            names::SOURCE_PENDING,
+            "gauge",
+            "Records received and not yet answered, per source.",
+            &per_answering(|a| a.pending),
+        );
+        metric(
+            names::SOURCE_CONNECTIONS,
+            "gauge",
+            "Connections open to a source, per source.",
+            &per_answering(|a| a.connections),
+        );
+        metric(
+            names::SOURCE_BAD_CONNECTIONS,
+            "counter",
+            "Connections closed for a protocol error, per source.",
+            &per_answering(|a| a.bad_connections),
         );
         out
     }

@@ -71,6 +71,26 @@ pub struct Receiver {
     partitions: Mutex<Vec<PartitionStatus>>,
     /// Per shard, for a source with shards (Kinesis): phase, position and lag.
     shards: Mutex<Vec<ShardStatus>>,
+    /// For a source that answers its senders (Flume): answers and connections.
+    answers: Mutex<Option<Answers>>,
+}
+
+/// What a source that answers its senders (a Flume source: `OK` or not) reports on its row
+/// and in `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Answers {
+    /// Calls answered `OK`.
+    pub ok: u64,
+    /// Calls answered "try later" (paused, held back, over the rate): nothing was taken.
+    pub try_later: u64,
+    /// Calls answered with an error (a batch too big, the write-ahead log failing).
+    pub error: u64,
+    /// Records received and not yet answered (waiting for the write-ahead log).
+    pub pending: u64,
+    /// Connections open now.
+    pub connections: u64,
+    /// Connections closed for a protocol error (garbage, another protocol, a frame too big).
+    pub bad_connections: u64,
 }
 
 /// One partition of a source, as its receiver row and `/metrics` show it.
@@ -124,7 +144,22 @@ impl Receiver {
             last_error: Mutex::new(None),
             partitions: Mutex::new(Vec::new()),
             shards: Mutex::new(Vec::new()),
+            answers: Mutex::new(None),
         }
+    }
+
+    /// Like [`Receiver::append`]; returns the lines (records and invalid ones) received
+    /// through this append, counted under the lock: once [`Receiver::durable`] reaches it, these
+    /// records are in the write-ahead log.
+    pub fn append_through(&self, f: impl FnOnce(&mut PendingBlock)) -> u64 {
+        let mut through = 0;
+        self.append(|block| {
+            let before = block.records + block.invalid;
+            f(block);
+            // Still under the lock: `received` and `invalid` grow by what `f` added next.
+            through = self.lines() + block.records + block.invalid - before;
+        });
+        through
     }
 
     /// Appends records under the lock.
@@ -276,6 +311,16 @@ impl Receiver {
     /// Its shards (none for a source without shards).
     pub fn shards(&self) -> Vec<ShardStatus> {
         self.shards.lock().expect("receiver lock").clone()
+    }
+
+    /// Updates its answers (a source that answers its senders).
+    pub fn answers_update(&self, f: impl FnOnce(&mut Answers)) {
+        f(self.answers.lock().expect("receiver lock").get_or_insert_with(Answers::default));
+    }
+
+    /// Its answers, if it answers its senders.
+    pub fn answers(&self) -> Option<Answers> {
+        *self.answers.lock().expect("receiver lock")
     }
 
     /// The source recovered.

@@ -102,6 +102,8 @@ pub enum Resource {
         /// `schema.table`.
         table: String,
     },
+    /// A local address a source listens on, as written (`host:port`).
+    Address(String),
 }
 
 impl Resource {
@@ -110,6 +112,7 @@ impl Resource {
         match self {
             Self::Directory(_) => "writes to the same directory; each file sink needs its own",
             Self::Table { .. } => "writes to the same table; a table takes the batches of one sink",
+            Self::Address(_) => "listens on the same address; give each listening source its own port",
             Self::Topic { .. } => {
                 "writes to the same topic; each Kafka sink needs its own (its transactions and replay detection are per sink)"
             }

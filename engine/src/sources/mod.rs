@@ -13,10 +13,11 @@
 //! 5. after a crash, **replay** a logged batch: the same blocks again.
 //!
 //! The write-ahead log ([`crate::checkpoint::pending::BatchLog`]) is a capability a
-//! non-replayable source (socket, later Flume) uses from its own `cut`; the clock knows nothing
+//! non-replayable source (socket, Flume) uses from its own `cut`; the clock knows nothing
 //! of WALs, files or offsets.
 
 pub mod directory;
+pub mod flume;
 pub(crate) mod kafka;
 pub(crate) mod kinesis;
 pub mod socket;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use directory::DirectorySourceConfig;
+pub use flume::FlumeSourceConfig;
 pub use kafka::KafkaSourceConfig;
 pub use kinesis::{KinesisSourceConfig, ShardPositions};
 pub use socket::SocketSourceConfig;
@@ -49,6 +51,9 @@ pub enum SourceConfig {
     Kafka(KafkaSourceConfig),
     /// Records of a Kinesis stream: sequence-number ranges per shard and batch.
     Kinesis(KinesisSourceConfig),
+    /// Events pushed by Flume agents and clients: the engine listens as a Flume Thrift source
+    /// (like Spark's reliable Flume receiver).
+    Flume(FlumeSourceConfig),
 }
 
 impl SourceConfig {
@@ -59,11 +64,12 @@ impl SourceConfig {
             Self::Directory(config) => &config.name,
             Self::Kafka(config) => &config.name,
             Self::Kinesis(config) => &config.name,
+            Self::Flume(config) => &config.name,
         }
     }
 
-    /// The type of its records: lines (`String`), or a Kafka or Kinesis source's whole records
-    /// (`KafkaRecord`, `KinesisRecord`).
+    /// The type of its records: lines (`String`), or the whole records of a Kafka, Kinesis or
+    /// Flume source (`KafkaRecord`, `KinesisRecord`, `FlumeRecord`).
     pub fn record_type(&self) -> sluice_sdk::TypeDesc {
         use sluice_sdk::Describe;
         match self {
@@ -71,13 +77,17 @@ impl SourceConfig {
             Self::Kinesis(config) if config.format == kinesis::KinesisFormat::Record => {
                 sluice_sdk::KinesisRecord::describe()
             }
-            Self::Socket(_) | Self::Directory(_) | Self::Kafka(_) | Self::Kinesis(_) => sluice_sdk::TypeDesc::String,
+            Self::Flume(config) if config.format == flume::FlumeFormat::Record => sluice_sdk::FlumeRecord::describe(),
+            Self::Socket(_) | Self::Directory(_) | Self::Kafka(_) | Self::Kinesis(_) | Self::Flume(_) => {
+                sluice_sdk::TypeDesc::String
+            }
         }
     }
 
-    /// Whether backpressure adapts its rate (it reads at a rate the receiver sets).
+    /// Whether backpressure adapts its rate (it reads, or a Flume source takes calls, at a rate
+    /// the receiver sets).
     pub const fn adapts_rate(&self) -> bool {
-        matches!(self, Self::Socket(_) | Self::Kafka(_) | Self::Kinesis(_))
+        matches!(self, Self::Socket(_) | Self::Kafka(_) | Self::Kinesis(_) | Self::Flume(_))
     }
 
     /// Its `max_rate`, records/s, if it has one.
@@ -85,6 +95,7 @@ impl SourceConfig {
         match self {
             Self::Socket(config) => config.max_rate,
             Self::Kinesis(config) => config.max_rate,
+            Self::Flume(config) => config.max_rate,
             Self::Directory(_) | Self::Kafka(_) => None,
         }
     }
@@ -97,8 +108,9 @@ impl SourceConfig {
     ) -> Vec<(&'static str, crate::sinks::Resource)> {
         match self {
             Self::Directory(config) => vec![("path", crate::sinks::Resource::Directory(resolve(&config.path)))],
-            // A server may serve several clients; later a listening source holds its address.
+            // A server may serve several clients.
             Self::Socket(_) => Vec::new(),
+            Self::Flume(config) => vec![("address", crate::sinks::Resource::Address(config.address.clone()))],
             // Several pipelines may read a topic; each owns its group (checked at start).
             Self::Kafka(_) => Vec::new(),
             // Kinesis keeps no consumer state on the stream: several pipelines may read it.
@@ -113,6 +125,7 @@ impl SourceConfig {
             Self::Directory(config) => Box::new(config.build(resolve(&config.path))),
             Self::Kafka(config) => Box::new(config.build()),
             Self::Kinesis(config) => Box::new(config.build()),
+            Self::Flume(config) => Box::new(config.build()),
         }
     }
 }
@@ -302,6 +315,16 @@ impl SourceConfig {
             Self::Directory(_) => "directory".into(),
             Self::Kafka(_) => "kafka".into(),
             Self::Kinesis(_) => "kinesis".into(),
+            Self::Flume(c) if c.wal => "flume, wal".into(),
+            Self::Flume(_) => "flume".into(),
+        }
+    }
+
+    /// What `sluice check` adds to a path's guarantee about this source, if anything.
+    pub const fn guarantee_note(&self) -> Option<&'static str> {
+        match self {
+            Self::Flume(c) => Some(c.answer_note()),
+            Self::Socket(_) | Self::Directory(_) | Self::Kafka(_) | Self::Kinesis(_) => None,
         }
     }
 
@@ -309,7 +332,8 @@ impl SourceConfig {
     pub const fn guarantee(&self) -> SourceGuarantee {
         match self {
             Self::Socket(c) if c.wal => SourceGuarantee::WriteAheadLog,
-            Self::Socket(_) => SourceGuarantee::None,
+            Self::Flume(c) if c.wal => SourceGuarantee::WriteAheadLog,
+            Self::Socket(_) | Self::Flume(_) => SourceGuarantee::None,
             Self::Directory(_) | Self::Kafka(_) | Self::Kinesis(_) => SourceGuarantee::Replayable,
         }
     }

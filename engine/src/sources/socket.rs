@@ -65,7 +65,7 @@ pub struct SocketSourceConfig {
 
 /// Whether `address` is `host:port` as [`TcpStream::connect`] takes it, without resolving the
 /// host; else what is wrong with it.
-fn check_address(address: &str) -> Result<(), String> {
+pub(crate) fn check_address(address: &str) -> Result<(), String> {
     let Some((host, port)) = address.rsplit_once(':').filter(|_| !address.ends_with(']')) else {
         return Err("no `:port`".into());
     };
@@ -180,7 +180,7 @@ impl Source for SocketSource {
 }
 
 /// Writes a cut's blocks to the write-ahead log, then lets the reader acknowledge them.
-fn log_blocks(log: &BatchLog, batch: u64, receiver: &Receiver, blocks: &[Block]) {
+pub(crate) fn log_blocks(log: &BatchLog, batch: u64, receiver: &Receiver, blocks: &[Block]) {
     let mut lines = 0;
     for (n, block) in blocks.iter().enumerate() {
         if let Err(err) = log.write_block(batch, n, block) {

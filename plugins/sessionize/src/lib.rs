@@ -6,6 +6,7 @@
 //!   `format = "record"`).
 //! - `user_of` (key_by): the first word of a line.
 //! - `kafka_user` (key_by): a Kafka record's key (a source with `format = "record"`) as text.
+//! - `flume_user` (key_by): a Flume event's `user` header (a source with `format = "record"`).
 //! - `visits` (map_with_state): counts a user's clicks; emits `(user, clicks)` when the user has
 //!   been idle for the stage's timeout.
 
@@ -34,6 +35,12 @@ pub fn kafka_user(record: sluice_sdk::KafkaRecord) -> String {
 #[sluice_sdk::key_by]
 pub fn kinesis_user(record: sluice_sdk::KinesisRecord) -> String {
     record.partition_key
+}
+
+/// A Flume event's `user` header: the user of a click read with `format = "record"`.
+#[sluice_sdk::key_by]
+pub fn flume_user(event: sluice_sdk::FlumeRecord) -> String {
+    event.header("user").unwrap_or_default().to_string()
 }
 
 /// The first word of a line: the user.
