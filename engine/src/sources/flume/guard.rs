@@ -120,16 +120,31 @@ impl Read for FrameGuard {
     }
 }
 
-/// An input protocol that refuses counts no frame of `max_frame` bytes can hold.
+/// An input protocol that refuses counts no frame of `max_frame` bytes can hold, and notes
+/// every error it returns in `failed`: the generated processor answers a call it cannot decode
+/// with an exception and carries on in the middle of a frame, so the connection checks
+/// `failed` after each call and closes.
 #[derive(Debug)]
 pub(crate) struct BoundedInput<P> {
     inner: P,
     max_frame: usize,
+    failed: Failed,
 }
 
+/// Why a call could not be read, once one could not.
+pub(crate) type Failed = std::rc::Rc<std::cell::RefCell<Option<String>>>;
+
 impl<P> BoundedInput<P> {
-    pub(crate) fn new(inner: P, max_frame: usize) -> Self {
-        Self { inner, max_frame }
+    pub(crate) fn new(inner: P, max_frame: usize, failed: Failed) -> Self {
+        Self { inner, max_frame, failed }
+    }
+
+    /// Notes an error.
+    fn seen<T>(&self, result: thrift::Result<T>) -> thrift::Result<T> {
+        if let Err(err) = &result {
+            self.failed.replace(Some(err.to_string()));
+        }
+        result
     }
 
     fn check(&self, what: &str, size: i32) -> thrift::Result<()> {
@@ -145,76 +160,97 @@ impl<P> BoundedInput<P> {
 
 impl<P: TInputProtocol> TInputProtocol for BoundedInput<P> {
     fn read_list_begin(&mut self) -> thrift::Result<TListIdentifier> {
-        let list = self.inner.read_list_begin()?;
-        self.check("list", list.size)?;
+        let list = self.inner.read_list_begin();
+        let list = self.seen(list)?;
+        self.seen(self.check("list", list.size))?;
         Ok(list)
     }
 
     fn read_set_begin(&mut self) -> thrift::Result<TSetIdentifier> {
-        let set = self.inner.read_set_begin()?;
-        self.check("set", set.size)?;
+        let set = self.inner.read_set_begin();
+        let set = self.seen(set)?;
+        self.seen(self.check("set", set.size))?;
         Ok(set)
     }
 
     fn read_map_begin(&mut self) -> thrift::Result<TMapIdentifier> {
-        let map = self.inner.read_map_begin()?;
-        self.check("map", map.size)?;
+        let map = self.inner.read_map_begin();
+        let map = self.seen(map)?;
+        self.seen(self.check("map", map.size))?;
         Ok(map)
     }
 
     fn read_message_begin(&mut self) -> thrift::Result<TMessageIdentifier> {
-        self.inner.read_message_begin()
+        let result = self.inner.read_message_begin();
+        self.seen(result)
     }
     fn read_message_end(&mut self) -> thrift::Result<()> {
-        self.inner.read_message_end()
+        let result = self.inner.read_message_end();
+        self.seen(result)
     }
     fn read_struct_begin(&mut self) -> thrift::Result<Option<TStructIdentifier>> {
-        self.inner.read_struct_begin()
+        let result = self.inner.read_struct_begin();
+        self.seen(result)
     }
     fn read_struct_end(&mut self) -> thrift::Result<()> {
-        self.inner.read_struct_end()
+        let result = self.inner.read_struct_end();
+        self.seen(result)
     }
     fn read_field_begin(&mut self) -> thrift::Result<TFieldIdentifier> {
-        self.inner.read_field_begin()
+        let result = self.inner.read_field_begin();
+        self.seen(result)
     }
     fn read_field_end(&mut self) -> thrift::Result<()> {
-        self.inner.read_field_end()
+        let result = self.inner.read_field_end();
+        self.seen(result)
     }
     fn read_bool(&mut self) -> thrift::Result<bool> {
-        self.inner.read_bool()
+        let result = self.inner.read_bool();
+        self.seen(result)
     }
     fn read_bytes(&mut self) -> thrift::Result<Vec<u8>> {
-        self.inner.read_bytes()
+        let result = self.inner.read_bytes();
+        self.seen(result)
     }
     fn read_i8(&mut self) -> thrift::Result<i8> {
-        self.inner.read_i8()
+        let result = self.inner.read_i8();
+        self.seen(result)
     }
     fn read_i16(&mut self) -> thrift::Result<i16> {
-        self.inner.read_i16()
+        let result = self.inner.read_i16();
+        self.seen(result)
     }
     fn read_i32(&mut self) -> thrift::Result<i32> {
-        self.inner.read_i32()
+        let result = self.inner.read_i32();
+        self.seen(result)
     }
     fn read_i64(&mut self) -> thrift::Result<i64> {
-        self.inner.read_i64()
+        let result = self.inner.read_i64();
+        self.seen(result)
     }
     fn read_double(&mut self) -> thrift::Result<f64> {
-        self.inner.read_double()
+        let result = self.inner.read_double();
+        self.seen(result)
     }
     fn read_string(&mut self) -> thrift::Result<String> {
-        self.inner.read_string()
+        let result = self.inner.read_string();
+        self.seen(result)
     }
     fn read_list_end(&mut self) -> thrift::Result<()> {
-        self.inner.read_list_end()
+        let result = self.inner.read_list_end();
+        self.seen(result)
     }
     fn read_set_end(&mut self) -> thrift::Result<()> {
-        self.inner.read_set_end()
+        let result = self.inner.read_set_end();
+        self.seen(result)
     }
     fn read_map_end(&mut self) -> thrift::Result<()> {
-        self.inner.read_map_end()
+        let result = self.inner.read_map_end();
+        self.seen(result)
     }
     fn read_byte(&mut self) -> thrift::Result<u8> {
-        self.inner.read_byte()
+        let result = self.inner.read_byte();
+        self.seen(result)
     }
 }
 

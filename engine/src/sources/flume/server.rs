@@ -17,7 +17,7 @@ use thrift::server::TProcessor;
 use thrift::transport::{TFramedReadTransport, TFramedWriteTransport};
 use tokio::sync::watch;
 
-use super::guard::{BoundedInput, FrameGuard};
+use super::guard::{BoundedInput, Failed, FrameGuard};
 use super::protocol::{Status, ThriftFlumeEvent, ThriftSourceProtocolSyncHandler, ThriftSourceProtocolSyncProcessor};
 use super::{ANSWER_WAIT, FlumeFormat, FlumeProtocol, FlumeSourceConfig};
 use crate::receiver::Receiver;
@@ -146,6 +146,7 @@ impl Connection {
         match outcome {
             Ok(()) => tracing::debug!(source = %self.shared.name, peer = %self.peer, "disconnected"),
             Err(err) => {
+                let err = describe(&err);
                 tracing::warn!(source = %self.shared.name, peer = %self.peer, "connection closed: {err}");
                 receiver.answers_update(|a| a.bad_connections += 1);
                 receiver.set_error(format!("connection from {} closed: {err}", self.peer));
@@ -163,19 +164,28 @@ impl Connection {
         let max_frame = self.shared.max_frame;
         let read = TFramedReadTransport::new(FrameGuard::new(stream, max_frame, self.shared.stop.clone()));
         let write = TFramedWriteTransport::new(write);
+        let failed = Failed::default();
         let (mut input, mut output): (Box<dyn TInputProtocol>, Box<dyn TOutputProtocol>) = match self.shared.protocol {
             FlumeProtocol::Compact => (
-                Box::new(BoundedInput::new(TCompactInputProtocol::new(read), max_frame)),
+                Box::new(BoundedInput::new(TCompactInputProtocol::new(read), max_frame, failed.clone())),
                 Box::new(TCompactOutputProtocol::new(write)),
             ),
             FlumeProtocol::Binary => (
-                Box::new(BoundedInput::new(TBinaryInputProtocol::new(read, false), max_frame)),
+                Box::new(BoundedInput::new(TBinaryInputProtocol::new(read, false), max_frame, failed.clone())),
                 Box::new(TBinaryOutputProtocol::new(write, true)),
             ),
         };
         let processor = ThriftSourceProtocolSyncProcessor::new(Handler { shared: self.shared.clone() });
         loop {
             match processor.process(&mut *input, &mut *output) {
+                // The call could not be decoded (the processor answered it with an exception):
+                // the rest of its frame cannot be trusted.
+                Ok(()) if let Some(why) = failed.take() => {
+                    return Err(thrift::Error::Protocol(thrift::ProtocolError::new(
+                        thrift::ProtocolErrorKind::InvalidData,
+                        why,
+                    )));
+                }
                 Ok(()) => {}
                 Err(thrift::Error::Transport(err)) if err.kind == thrift::TransportErrorKind::EndOfFile => {
                     return Ok(());
@@ -187,6 +197,17 @@ impl Connection {
                 Err(err) => return Err(err),
             }
         }
+    }
+}
+
+/// An error's own words (thrift's `Display` of a transport or protocol error names only its
+/// kind).
+fn describe(err: &thrift::Error) -> String {
+    match err {
+        thrift::Error::Transport(e) => e.message.clone(),
+        thrift::Error::Protocol(e) => e.message.clone(),
+        thrift::Error::Application(e) => e.message.clone(),
+        thrift::Error::User(e) => e.to_string(),
     }
 }
 
