@@ -2,11 +2,13 @@
 
 pub(crate) mod admin;
 pub(crate) mod batch;
+mod batch_log;
 pub mod block;
 pub mod checkpoint;
 pub mod cli;
 pub mod codec;
 pub mod config;
+mod fields;
 pub mod graph;
 mod kafka;
 pub(crate) mod metrics;
@@ -17,4 +19,5 @@ pub(crate) mod sinks;
 pub(crate) mod sources;
 mod topology;
 
-pub use pipeline::{Pipeline, RunOptions};
+pub use pipeline::Pipeline;
+pub use topology::RunOptions;

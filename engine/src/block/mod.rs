@@ -74,6 +74,6 @@ impl Backlog {
 /// Wall-clock now in ms since the Unix epoch: the time base of blocks, batches, checkpoints and
 /// events.
 pub fn now_ms() -> u64 {
-    // `config::millis`, spelled out: this layer sits below `config`.
+    // `fields::millis`, spelled out: `block/` depends on no room but `codec/`.
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -6,7 +6,7 @@
 //! <checkpoint_dir>/
 //!   checkpoint-<batch ms>.bin   the last two checkpoints (temp file, fsync, rename, fsync dir)
 //!   sources.txt                 the sources' names in order (logs name sources by position)
-//!   batches/<batch ms>/         one per batch not yet covered by a checkpoint (see `pending`)
+//!   batches/<batch ms>/         one per batch not yet covered by a checkpoint (see `crate::batch_log`)
 //! ```
 //!
 //! A checkpoint file is data, not code: an 8-byte magic `SLUICECK`, the format version
@@ -15,17 +15,16 @@
 //! bytes plugins produced, tagged with their types, so a plugin upgrade that keeps the types
 //! reads the state, and one that changes them is refused by name rather than misread.
 
-pub mod pending;
 pub mod resume;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::batch_log::{BatchLogError, forget_through, write_durably};
 use crate::graph::StageCheckpoint;
-use crate::sources::Position;
+use crate::sources::{Position, SourcePosition};
 
 /// The checkpoint format this engine writes (it reads format 1 too).
 pub const FORMAT: u32 = 2;
@@ -53,15 +52,6 @@ pub struct Checkpoint {
     pub sources: Vec<SourcePosition>,
     /// Each stateful stage's state.
     pub stages: Vec<StageCheckpoint>,
-}
-
-/// Where a source is.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourcePosition {
-    /// The source's name.
-    pub name: String,
-    /// Its position, in the form its kind keeps.
-    pub position: Position,
 }
 
 /// Format 1 (engine 0.1 before the connector seam): positions were directory file sets. Read
@@ -153,6 +143,16 @@ pub enum CheckpointError {
         /// What does not fit.
         reason: String,
     },
+}
+
+impl From<BatchLogError> for CheckpointError {
+    /// The batch log is part of the checkpoint directory: its failures read as the checkpoint's.
+    fn from(error: BatchLogError) -> Self {
+        match error {
+            BatchLogError::Io { path, source } => Self::Io { path, source },
+            BatchLogError::Corrupted { path, reason } => Self::Corrupted { path, reason },
+        }
+    }
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> CheckpointError + '_ {
@@ -259,21 +259,7 @@ pub fn write(dir: &Path, batch_time: u64, bytes: &[u8]) -> Result<(), Checkpoint
     for (_, old) in list(dir)?.into_iter().skip(KEEP) {
         std::fs::remove_file(&old).map_err(io(&old))?;
     }
-    pending::forget_through(dir, batch_time).map_err(io(dir))
-}
-
-/// Writes `bytes` to `tmp`, syncs it, renames it to `target` and syncs the directory: after
-/// this returns, `target` holds `bytes` whatever happens to the process or the machine.
-pub fn write_durably(tmp: &Path, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::File::create(tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(tmp, target)?;
-    if let Some(parent) = target.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
+    forget_through(dir, batch_time).map_err(io(dir))
 }
 
 /// Moves a checkpoint directory aside (`<dir>.discarded-<ms>`), for `sluice run --fresh`.

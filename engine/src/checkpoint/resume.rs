@@ -14,10 +14,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::pending::{self, PendingBatch};
-use super::{CheckpointError, SourcePosition};
+use super::CheckpointError;
+use crate::batch_log::{self, PendingBatch, write_durably};
 use crate::graph::StageCheckpoint;
-use crate::sources::Position;
+use crate::sources::{Position, SourcePosition};
 
 /// What a run resumes from: empty on a first start.
 #[derive(Debug, Default)]
@@ -96,9 +96,9 @@ pub fn resume(dir: &Path, expected: &Expected<'_>, fresh: bool) -> Result<Resume
     }
     std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io { path: dir.to_path_buf(), source })?;
     let listed: String = expected.sources.iter().map(|n| format!("{n}\n")).collect();
-    super::write_durably(&dir.join(".sources.txt.tmp"), &manifest, listed.as_bytes())
+    write_durably(&dir.join(".sources.txt.tmp"), &manifest, listed.as_bytes())
         .map_err(|source| CheckpointError::Io { path: manifest.clone(), source })?;
-    resumed.pending = pending::load(dir, resumed.after)?;
+    resumed.pending = batch_log::load(dir, resumed.after)?;
     if let Some(last) = resumed.pending.last() {
         resumed.after = last.time;
         tracing::info!(batches = resumed.pending.len(), "replaying the batches the last run did not finish");

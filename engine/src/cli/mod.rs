@@ -11,10 +11,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
-use crate::config::{MAX_INTERVAL, MAX_INTERVAL_TEXT};
-use crate::pipeline::{Pipeline, RunOptions};
+use crate::fields::{MAX_INTERVAL, MAX_INTERVAL_TEXT};
+use crate::pipeline::Pipeline;
 use crate::runtime::{self, Limits, PluginRuntime};
 use crate::sources;
+use crate::topology::RunOptions;
 
 /// A line on standard output; see `output`.
 macro_rules! outln {

@@ -28,11 +28,6 @@
 //! type = "print"
 //! ```
 
-pub(crate) mod duration;
-mod error;
-mod size;
-mod writable;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,11 +35,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use sluice_sdk::abi::FunctionKind;
 
-pub use duration::{MAX_INTERVAL, MAX_INTERVAL_TEXT, MAX_SPAN, MAX_SPAN_TEXT};
-pub(crate) use duration::{millis, next_multiple};
-pub(crate) use error::shorten;
-pub use error::{ConfigError, ConfigErrors, EXCERPT_CHARS};
-pub(crate) use writable::writable_dir;
+pub use crate::fields::{ConfigError, ConfigErrors};
+use crate::fields::{MAX_INTERVAL, MAX_INTERVAL_TEXT, MAX_SPAN, MAX_SPAN_TEXT, duration, size, writable_dir};
 
 use crate::sinks::{Resource, SinkConfig};
 use crate::sources::SourceConfig;
@@ -396,13 +388,13 @@ pub struct PipelineFile {
 
 impl PipelineFile {
     /// Reads and parses `path`. A syntax error or an unknown field is one error naming the
-    /// file, line and field (with at most [`EXCERPT_CHARS`] characters of the line).
+    /// file, line and field (with at most 200 characters of the line).
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|err| {
             ConfigErrors::one(path, ConfigError::new("", format!("cannot read the pipeline file: {err}")))
         })?;
         let config: PipelineConfig = toml::from_str(&text)
-            .map_err(|err| ConfigErrors::one(path, ConfigError::new("", error::toml_error(&text, &err))))?;
+            .map_err(|err| ConfigErrors::one(path, ConfigError::new("", crate::fields::toml_error(&text, &err))))?;
         Ok(Self { path: path.to_path_buf(), config })
     }
 

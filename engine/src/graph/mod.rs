@@ -24,7 +24,7 @@ use crate::runtime::PluginVersion;
 use crate::sinks::SinkConfig;
 
 pub use event::Assigner;
-pub use run::{BatchOutcome, BatchOutput, DeadLetter, Handled, StageError, StageFigures, run_batch};
+pub use run::{BatchOutcome, BatchOutput, DeadLetter, Handled, StageError, run_batch};
 pub use state::{GraphState, StageCheckpoint};
 
 /// A named stream: a source's records or a stage's output.
@@ -234,7 +234,7 @@ impl Graph {
         plugins: &BTreeMap<String, (usize, &PluginVersion)>,
     ) -> Result<Self, Vec<ConfigError>> {
         let config = &file.config;
-        let batch_ms = crate::config::millis(config.pipeline.batch_interval);
+        let batch_ms = crate::fields::millis(config.pipeline.batch_interval);
         let mut errors = Vec::new();
         let mut streams: Vec<Stream> = config
             .sources
@@ -606,8 +606,8 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
             }
         }
         Op::Window | Op::CountByWindow | Op::ReduceByWindow | Op::ReduceByKeyAndWindow | Op::CountByValueAndWindow => {
-            let window_ms = crate::config::millis(stage.window?);
-            let slide_ms = stage.slide.map_or(batch_ms, crate::config::millis);
+            let window_ms = crate::fields::millis(stage.window?);
+            let slide_ms = stage.slide.map_or(batch_ms, crate::fields::millis);
             let (kind, ty) = match op {
                 Op::Window => (WindowKind::Records, input.ty.clone()),
                 Op::CountByWindow => (WindowKind::Count, u64_ty),
@@ -654,7 +654,7 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
             let (key, _) = cx.keyed(input)?;
             let (reference, info) = function(cx)?;
             cx.expect_input(&info, &input.ty, &carries)?;
-            let timeout_ms = stage.state_timeout.map(crate::config::millis);
+            let timeout_ms = stage.state_timeout.map(crate::fields::millis);
             (Operator::MapWithState { function: reference, key: key.clone(), timeout_ms }, info.output.clone())
         }
         Op::EventWindow => {
@@ -685,7 +685,7 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
                     (Some(reference), info.output.clone())
                 }
             };
-            let ms = crate::config::millis;
+            let ms = crate::fields::millis;
             let assigner = match (stage.window, stage.slide, stage.gap) {
                 (_, _, Some(gap)) => Assigner::Session(ms(gap).max(1)),
                 (Some(window), Some(slide), None) if slide != window => Assigner::Sliding(ms(window), ms(slide).max(1)),

@@ -14,6 +14,7 @@ use crate::block::Block;
 use crate::block::Partition;
 use crate::codec;
 use crate::config::OnError;
+use crate::metrics::events::StageFigures;
 use crate::runtime::CallError;
 use crate::runtime::registry::Snapshot;
 
@@ -35,21 +36,6 @@ pub struct StageError {
 
 /// Every stream's partitions for one batch (None for streams no sink needs).
 pub type BatchOutput = Vec<Option<Vec<Partition>>>;
-
-/// One stage's figures in one batch.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct StageFigures {
-    /// The stage.
-    pub name: String,
-    /// Records it read.
-    pub records_in: u64,
-    /// Records it produced.
-    pub records_out: u64,
-    /// Plugin calls (one per partition, or one per batch).
-    pub calls: u64,
-    /// Time it took, µs.
-    pub micros: u64,
-}
 
 thread_local! {
     /// A worker's buffer for the records between two fused stages, reused across partitions.

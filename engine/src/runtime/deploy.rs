@@ -215,7 +215,7 @@ fn deploy(runtime: &PluginRuntime, registry: &PluginRegistry, index: usize, lane
         from: current.short_hash().to_string(),
         to: hash.clone(),
         origin: job.origin.clone(),
-        load_ms: crate::config::millis(started.elapsed()),
+        load_ms: crate::fields::millis(started.elapsed()),
     });
     Ok(Deployed::Installed(hash))
 }

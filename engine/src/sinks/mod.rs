@@ -40,7 +40,7 @@ pub use postgres::PostgresSinkConfig;
 pub use print::PrintSinkConfig;
 
 use crate::block::Partition;
-use crate::config::ConfigError;
+use crate::fields::ConfigError;
 use crate::metrics::events::Events;
 
 /// `[[sinks]]`, tagged by `type`.
