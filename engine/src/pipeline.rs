@@ -132,8 +132,8 @@ impl Pipeline {
                     .config
                     .stages
                     .iter()
-                    .filter(|s| s.plugin.as_deref() == Some(version.plugin.as_str()))
-                    .flat_map(|s| s.function.iter().chain(&s.inverse).chain(&s.timestamp).cloned())
+                    .filter(|s| s.plugin() == Some(version.plugin.as_str()))
+                    .flat_map(|s| s.functions().map(str::to_string))
                     .collect();
                 (version, required)
             })

@@ -19,7 +19,10 @@ use std::collections::BTreeMap;
 use sluice_sdk::TypeDesc;
 use sluice_sdk::abi::{FunctionInfo, FunctionKind};
 
-use crate::config::{ConfigError, JoinHow, OnError, Op, PipelineFile, StageConfig};
+use crate::config::{
+    Arity, ConfigError, EventWindowConfig, JoinConfig, JoinHow, MapWithStateConfig, OnError, PipelineFile,
+    RepartitionConfig, StageConfig, StageOp,
+};
 use crate::runtime::PluginVersion;
 use crate::sinks::SinkConfig;
 
@@ -170,6 +173,35 @@ pub enum Operator {
     },
 }
 
+impl Operator {
+    /// The op of the pipeline file it was resolved from (what a checkpoint records and the
+    /// dashboard shows).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Plugin { kind, .. } => kind.name(),
+            Self::Transform(_) => "transform",
+            Self::Reduce(_) => "reduce",
+            Self::ReduceByKey { .. } => "reduce_by_key",
+            Self::Count => "count",
+            Self::CountByValue => "count_by_value",
+            Self::GroupByKey { .. } => "group_by_key",
+            Self::Union => "union",
+            Self::Repartition(_) => "repartition",
+            Self::Join { .. } => "join",
+            Self::Cogroup { .. } => "cogroup",
+            Self::Window { kind: WindowKind::Records, .. } => "window",
+            Self::Window { kind: WindowKind::Count, .. } => "count_by_window",
+            Self::Window { kind: WindowKind::Reduce(_), .. } => "reduce_by_window",
+            Self::Window { kind: WindowKind::ReduceByKey { .. }, .. } => "reduce_by_key_and_window",
+            Self::Window { kind: WindowKind::CountByValue { .. }, .. } => "count_by_value_and_window",
+            Self::UpdateStateByKey { .. } => "update_state_by_key",
+            Self::MapWithState { .. } => "map_with_state",
+            Self::KeyBy(_) => "key_by",
+            Self::EventWindow { .. } => "event_window",
+        }
+    }
+}
+
 /// A resolved stage.
 #[derive(Clone, Debug)]
 pub struct Stage {
@@ -179,8 +211,6 @@ pub struct Stage {
     pub inputs: Vec<usize>,
     /// Index of the stream it produces.
     pub output: usize,
-    /// The op of the pipeline file.
-    pub op: Op,
     /// What it does.
     pub operator: Operator,
     /// Its error policy, retries and per-call limits.
@@ -249,8 +279,12 @@ impl Graph {
         let mut unresolved: Vec<usize> = Vec::new();
         let mut late_streams: Vec<(usize, usize)> = Vec::new();
         // `<stage>.late` of every event window: readable by stages and sinks like any stream.
-        let late_names: Vec<String> =
-            config.stages.iter().filter(|s| s.op == Op::EventWindow).map(|s| format!("{}.late", s.name)).collect();
+        let late_names: Vec<String> = config
+            .stages
+            .iter()
+            .filter(|s| matches!(s.op, StageOp::EventWindow(_)))
+            .map(|s| format!("{}.late", s.name))
+            .collect();
         let mut pending: Vec<&StageConfig> = config.stages.iter().collect();
         let dead_letters: Vec<SinkConfig> = config.sinks.iter().filter(|s| s.input().is_none()).cloned().collect();
         loop {
@@ -280,7 +314,7 @@ impl Graph {
                     (Operator::Union, TypeDesc::Unit)
                 });
                 streams.push(Stream { name: stage.name.clone(), ty });
-                if stage.op == Op::EventWindow {
+                if matches!(stage.op, StageOp::EventWindow(_)) {
                     // The side output of late records: the input's type, named `<stage>.late`.
                     let late = streams.len();
                     let late_name = late_names
@@ -294,17 +328,18 @@ impl Graph {
                     }
                     late_streams.push((output, late));
                 }
+                let call = stage.call();
                 let policy = StagePolicy {
                     on_error: stage.policy(),
-                    retries: stage.retries.unwrap_or(2),
-                    dead_letter: stage
+                    retries: call.retries.unwrap_or(2),
+                    dead_letter: call
                         .dead_letter
                         .as_ref()
                         .and_then(|name| dead_letters.iter().position(|sink| sink.name() == name)),
-                    timeout: stage.timeout,
-                    memory_limit: stage.memory_limit,
+                    timeout: call.timeout,
+                    memory_limit: call.memory_limit,
                 };
-                placed.push(Stage { name: stage.name.clone(), inputs, output, op: stage.op, operator, policy });
+                placed.push(Stage { name: stage.name.clone(), inputs, output, operator, policy });
             }
             pending = still;
             if pending.is_empty() || pending.len() == before {
@@ -454,7 +489,7 @@ impl Context<'_, '_> {
     /// The function named by `field` (`function` or `inverse`), checked to be of `kind`.
     fn function(&mut self, field: &str, name: Option<&str>, kind: FunctionKind) -> Option<(FunctionRef, FunctionInfo)> {
         // Missing plugin/function fields were reported by `validate`.
-        let (&(plugin, version), name) = self.plugins.get(self.stage.plugin.as_deref()?).zip(name)?;
+        let (&(plugin, version), name) = self.plugins.get(self.stage.plugin()?).zip(name)?;
         let Some(function) = version.functions.get(name) else {
             self.error(
                 field,
@@ -511,9 +546,9 @@ impl Context<'_, '_> {
 /// Resolves one stage's operator and output type, or records why it cannot be.
 fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Option<(Operator, TypeDesc)> {
     let stage = cx.stage;
-    let op = stage.op;
+    let op = &stage.op;
     // A wrong number of inputs was reported by `validate`.
-    if op.arity() == crate::config::Arity::Two && inputs.len() != 2 {
+    if op.arity() == Arity::Two && inputs.len() != 2 {
         return None;
     }
     let input = inputs[0];
@@ -522,26 +557,26 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
     let u64_ty = TypeDesc::Unsigned(64);
     let function = |cx: &mut Context<'_, '_>| {
         let kind = op.function_kind().expect("op calls a function");
-        cx.function("function", stage.function.as_deref(), kind)
+        cx.function("function", stage.function(), kind)
     };
     Some(match op {
-        Op::Map | Op::FlatMap | Op::Filter | Op::MapPartitions | Op::Transform => {
+        StageOp::Map | StageOp::FlatMap | StageOp::Filter | StageOp::MapPartitions | StageOp::Transform => {
             let (reference, info) = function(cx)?;
             cx.expect_input(&info, &input.ty, &carries)?;
-            let output = if op == Op::Filter { input.ty.clone() } else { info.output.clone() };
-            let operator = if op == Op::Transform {
+            let output = if *op == StageOp::Filter { input.ty.clone() } else { info.output.clone() };
+            let operator = if *op == StageOp::Transform {
                 Operator::Transform(reference)
             } else {
                 Operator::Plugin { plugin: reference.plugin, function: reference.function, kind: info.kind }
             };
             (operator, output)
         }
-        Op::Reduce => {
+        StageOp::Reduce => {
             let (reference, info) = function(cx)?;
             cx.expect_input(&info, &input.ty, &carries)?;
             (Operator::Reduce(reference), input.ty.clone())
         }
-        Op::ReduceByKey => {
+        StageOp::ReduceByKey => {
             let (key, value) = cx.keyed(input)?;
             let (reference, info) = function(cx)?;
             cx.expect_input(&info, value, &format!("the values of `{}` are", input.name))?;
@@ -553,13 +588,13 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
             };
             (operator, pair(key, info.output.clone()))
         }
-        Op::Count => (Operator::Count, u64_ty),
-        Op::CountByValue => (Operator::CountByValue, pair(&input.ty, u64_ty)),
-        Op::GroupByKey => {
+        StageOp::Count => (Operator::Count, u64_ty),
+        StageOp::CountByValue => (Operator::CountByValue, pair(&input.ty, u64_ty)),
+        StageOp::GroupByKey => {
             let (key, value) = cx.keyed(input)?;
             (Operator::GroupByKey { key: key.clone() }, pair(key, TypeDesc::Seq(Box::new(value.clone()))))
         }
-        Op::Union => {
+        StageOp::Union => {
             for other in &inputs[1..] {
                 if other.ty != input.ty {
                     cx.error(
@@ -574,8 +609,10 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
             }
             (Operator::Union, input.ty.clone())
         }
-        Op::Repartition => (Operator::Repartition(stage.partitions?), input.ty.clone()),
-        Op::Join | Op::Cogroup => {
+        StageOp::Repartition(RepartitionConfig { partitions }) => {
+            (Operator::Repartition((*partitions)?), input.ty.clone())
+        }
+        StageOp::Join(_) | StageOp::Cogroup => {
             let (key, left) = cx.keyed(inputs[0])?;
             let (right_key, right) = cx.keyed(inputs[1])?;
             if key != right_key {
@@ -592,10 +629,8 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
             }
             let option = |t: &TypeDesc| TypeDesc::Option(Box::new(t.clone()));
             let seq = |t: &TypeDesc| TypeDesc::Seq(Box::new(t.clone()));
-            if op == Op::Cogroup {
-                (Operator::Cogroup { key: key.clone() }, pair(key, TypeDesc::Tuple(vec![seq(left), seq(right)])))
-            } else {
-                let how = stage.how.unwrap_or_default();
+            if let StageOp::Join(JoinConfig { how }) = op {
+                let how = how.unwrap_or_default();
                 let value = match how {
                     JoinHow::Inner => TypeDesc::Tuple(vec![left.clone(), right.clone()]),
                     JoinHow::Left => TypeDesc::Tuple(vec![left.clone(), option(right)]),
@@ -603,27 +638,34 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
                     JoinHow::Full => TypeDesc::Tuple(vec![option(left), option(right)]),
                 };
                 (Operator::Join { how, key: key.clone() }, pair(key, value))
+            } else {
+                (Operator::Cogroup { key: key.clone() }, pair(key, TypeDesc::Tuple(vec![seq(left), seq(right)])))
             }
         }
-        Op::Window | Op::CountByWindow | Op::ReduceByWindow | Op::ReduceByKeyAndWindow | Op::CountByValueAndWindow => {
-            let window_ms = crate::fields::millis(stage.window?);
-            let slide_ms = stage.slide.map_or(batch_ms, crate::fields::millis);
+        StageOp::Window(_)
+        | StageOp::CountByWindow(_)
+        | StageOp::ReduceByWindow(_)
+        | StageOp::ReduceByKeyAndWindow(_)
+        | StageOp::CountByValueAndWindow(_) => {
+            let span = op.batch_window()?;
+            let window_ms = crate::fields::millis(span.window?);
+            let slide_ms = span.slide.map_or(batch_ms, crate::fields::millis);
             let (kind, ty) = match op {
-                Op::Window => (WindowKind::Records, input.ty.clone()),
-                Op::CountByWindow => (WindowKind::Count, u64_ty),
-                Op::ReduceByWindow => {
+                StageOp::Window(_) => (WindowKind::Records, input.ty.clone()),
+                StageOp::CountByWindow(_) => (WindowKind::Count, u64_ty),
+                StageOp::ReduceByWindow(_) => {
                     let (reference, info) = function(cx)?;
                     cx.expect_input(&info, &input.ty, &carries)?;
                     (WindowKind::Reduce(reference), input.ty.clone())
                 }
-                Op::CountByValueAndWindow => {
+                StageOp::CountByValueAndWindow(_) => {
                     (WindowKind::CountByValue { key: input.ty.clone() }, pair(&input.ty, u64_ty))
                 }
                 _ => {
                     let (key, value) = cx.keyed(input)?;
                     let (reduce, info) = function(cx)?;
                     cx.expect_input(&info, value, &format!("the values of `{}` are", input.name))?;
-                    let inverse = match stage.inverse.as_deref() {
+                    let inverse = match stage.inverse() {
                         None => None,
                         Some(name) => {
                             let (inverse, inverse_info) = cx.function("inverse", Some(name), FunctionKind::Reduce)?;
@@ -645,21 +687,22 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
             };
             (Operator::Window { window_ms, slide_ms, kind }, ty)
         }
-        Op::KeyBy => {
+        StageOp::KeyBy => {
             let (reference, info) = function(cx)?;
             cx.expect_input(&info, &input.ty, &carries)?;
             (Operator::KeyBy(reference), pair(&info.output, input.ty.clone()))
         }
-        Op::MapWithState => {
+        StageOp::MapWithState(MapWithStateConfig { state_timeout }) => {
             let (key, _) = cx.keyed(input)?;
             let (reference, info) = function(cx)?;
             cx.expect_input(&info, &input.ty, &carries)?;
-            let timeout_ms = stage.state_timeout.map(crate::fields::millis);
+            let timeout_ms = state_timeout.map(crate::fields::millis);
             (Operator::MapWithState { function: reference, key: key.clone(), timeout_ms }, info.output.clone())
         }
-        Op::EventWindow => {
+        StageOp::EventWindow(event) => {
+            let EventWindowConfig { window, slide, timestamp, time_field, gap, allowed_lateness } = event;
             let (key, value) = cx.keyed(input)?;
-            let timestamp = match stage.timestamp.as_deref() {
+            let timestamp = match timestamp.as_deref() {
                 None => None,
                 Some(name) => {
                     let (reference, info) = cx.function("timestamp", Some(name), FunctionKind::Timestamp)?;
@@ -667,7 +710,7 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
                     Some(reference)
                 }
             };
-            let time_field = match stage.time_field.as_deref() {
+            let time_field = match time_field.as_deref() {
                 None => None,
                 Some(name) => match event::TimeField::find(key, value, name) {
                     Ok(field) => Some(field),
@@ -677,7 +720,7 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
                     }
                 },
             };
-            let (reduce, value) = match stage.function.as_deref() {
+            let (reduce, value) = match stage.function() {
                 None => (None, u64_ty),
                 Some(name) => {
                     let (reference, info) = cx.function("function", Some(name), FunctionKind::Reduce)?;
@@ -686,18 +729,18 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
                 }
             };
             let ms = crate::fields::millis;
-            let assigner = match (stage.window, stage.slide, stage.gap) {
+            let assigner = match (*window, *slide, *gap) {
                 (_, _, Some(gap)) => Assigner::Session(ms(gap).max(1)),
                 (Some(window), Some(slide), None) if slide != window => Assigner::Sliding(ms(window), ms(slide).max(1)),
                 (Some(window), _, None) => Assigner::Tumbling(ms(window).max(1)),
                 (None, _, None) => return None,
             };
-            let lateness_ms = stage.allowed_lateness.map_or(0, ms);
+            let lateness_ms = allowed_lateness.map_or(0, ms);
             let ty = pair(key, TypeDesc::Tuple(vec![TypeDesc::Unsigned(64), TypeDesc::Unsigned(64), value]));
             let late = usize::MAX;
             (Operator::EventWindow { assigner, lateness_ms, timestamp, time_field, reduce, key: key.clone(), late }, ty)
         }
-        Op::UpdateStateByKey => {
+        StageOp::UpdateStateByKey => {
             let (key, value) = cx.keyed(input)?;
             let (update, info) = function(cx)?;
             cx.expect_input(&info, value, &format!("the values of `{}` are", input.name))?;

@@ -88,7 +88,7 @@ impl GraphState {
                 let stage = &graph.stages[index];
                 StageCheckpoint {
                     name: stage.name.clone(),
-                    op: stage.op.name().to_string(),
+                    op: stage.operator.name().to_string(),
                     input: graph.streams[stage.inputs[0]].ty.clone(),
                     output: graph.streams[stage.output].ty.clone(),
                     state: state.clone(),
@@ -114,12 +114,12 @@ impl GraphState {
             };
             let stage = &graph.stages[index];
             let (input, output) = (&graph.streams[stage.inputs[0]].ty, &graph.streams[stage.output].ty);
-            if stage.op.name() != saved.op {
+            if stage.operator.name() != saved.op {
                 problems.push(format!(
                     "stage `{}` was `{}` when the checkpoint was written and is `{}` now",
                     saved.name,
                     saved.op,
-                    stage.op.name()
+                    stage.operator.name()
                 ));
             } else if *input != saved.input || *output != saved.output {
                 problems.push(format!(
