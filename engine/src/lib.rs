@@ -12,7 +12,7 @@ mod fields;
 pub mod graph;
 mod kafka;
 pub(crate) mod metrics;
-pub mod pipeline;
+mod pipeline;
 pub(crate) mod receiver;
 pub mod runtime;
 pub(crate) mod sinks;

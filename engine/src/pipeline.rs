@@ -26,15 +26,15 @@ pub struct Pipeline {
     pub registry: Arc<PluginRegistry>,
     /// Loads new versions (None for pipelines of native versions: no hot swap).
     pub(crate) runtime: Option<PluginRuntime>,
-    /// What [`Pipeline::check`] could not check (a database that did not answer); empty after
-    /// [`Pipeline::load`].
+    /// What `Pipeline::check` could not check (a database that did not answer); empty after
+    /// `Pipeline::load`.
     pub warnings: Vec<ConfigError>,
 }
 
 impl Pipeline {
     /// Parses and validates `path`, loads every plugin and checks every stage against it.
     /// Returns every problem found, each naming the file and field.
-    pub fn load(path: &Path, runtime: &PluginRuntime) -> Result<Self, ConfigErrors> {
+    pub(crate) fn load(path: &Path, runtime: &PluginRuntime) -> Result<Self, ConfigErrors> {
         Self::load_with(path, runtime, false)
     }
 
@@ -43,7 +43,7 @@ impl Pipeline {
     /// sink's external system takes its records (`SinkConfig::check`: a table and its
     /// columns; a system that does not answer is a warning in [`Pipeline::warnings`]). A run
     /// does not ask: a sink that cannot write fails its batch, which a restart replays.
-    pub fn check(path: &Path, runtime: &PluginRuntime) -> Result<Self, ConfigErrors> {
+    pub(crate) fn check(path: &Path, runtime: &PluginRuntime) -> Result<Self, ConfigErrors> {
         Self::load_with(path, runtime, true)
     }
 

@@ -10,12 +10,12 @@
 //! ```
 //!
 //! A checkpoint file is data, not code: an 8-byte magic `SLUICECK`, the format version
-//! ([`FORMAT`], u32 LE), the payload length (u64 LE), the payload's SHA-256 (32 bytes), then the
+//! (`FORMAT`, u32 LE), the payload length (u64 LE), the payload's SHA-256 (32 bytes), then the
 //! payload: a [`Checkpoint`] in postcard. Keys, values and states inside it are the postcard
 //! bytes plugins produced, tagged with their types, so a plugin upgrade that keeps the types
 //! reads the state, and one that changes them is refused by name rather than misread.
 
-pub mod resume;
+pub(crate) mod resume;
 
 use std::path::{Path, PathBuf};
 
@@ -27,11 +27,11 @@ use crate::graph::StageCheckpoint;
 use crate::sources::{Position, SourcePosition};
 
 /// The checkpoint format this engine writes (it reads format 1 too).
-pub const FORMAT: u32 = 2;
+pub(crate) const FORMAT: u32 = 2;
 const MAGIC: &[u8; 8] = b"SLUICECK";
 const HEADER: usize = 8 + 4 + 8 + 32;
 /// Checkpoint files kept (the newest first); older ones are deleted after each write.
-pub const KEEP: usize = 2;
+pub(crate) const KEEP: usize = 2;
 
 /// Everything a restart needs to resume after batch `batch_time`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -172,7 +172,7 @@ pub fn encode(checkpoint: &Checkpoint) -> Vec<u8> {
 }
 
 /// Reads the bytes of a checkpoint file (`path` names it in errors).
-pub fn decode(path: &Path, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     let corrupted = |reason: String| CheckpointError::Corrupted { path: path.to_path_buf(), reason };
     if bytes.len() < HEADER || &bytes[..8] != MAGIC {
         return Err(corrupted(format!("it does not start with the {HEADER}-byte checkpoint header")));
@@ -234,7 +234,7 @@ fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
 
 /// The newest checkpoint in `dir`, if there is one. A damaged newest checkpoint is an error,
 /// never a silent fall-back to an older one or to nothing.
-pub fn load_latest(dir: &Path) -> Result<Option<(PathBuf, Checkpoint)>, CheckpointError> {
+pub(crate) fn load_latest(dir: &Path) -> Result<Option<(PathBuf, Checkpoint)>, CheckpointError> {
     let Some((time, path)) = list(dir)?.into_iter().next() else {
         return Ok(None);
     };
@@ -250,7 +250,7 @@ pub fn load_latest(dir: &Path) -> Result<Option<(PathBuf, Checkpoint)>, Checkpoi
 }
 
 /// Writes `bytes` (an encoded checkpoint of batch `batch_time`) atomically into `dir`, then
-/// deletes all but the [`KEEP`] newest checkpoints and the pending batches it covers.
+/// deletes all but the `KEEP` newest checkpoints and the pending batches it covers.
 pub fn write(dir: &Path, batch_time: u64, bytes: &[u8]) -> Result<(), CheckpointError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let target = dir.join(file_name(batch_time));
@@ -263,7 +263,7 @@ pub fn write(dir: &Path, batch_time: u64, bytes: &[u8]) -> Result<(), Checkpoint
 }
 
 /// Moves a checkpoint directory aside (`<dir>.discarded-<ms>`), for `sluice run --fresh`.
-pub fn discard(dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
+pub(crate) fn discard(dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
     if !dir.exists() {
         return Ok(None);
     }

@@ -21,7 +21,7 @@ use crate::sources::{Position, SourcePosition};
 
 /// What a run resumes from: empty on a first start.
 #[derive(Debug, Default)]
-pub struct Resumed {
+pub(crate) struct Resumed {
     /// The last batch time of the earlier run (checkpointed or logged): new batches come after.
     pub after: u64,
     /// The checkpoint's file and batch time, if there is one.
@@ -36,7 +36,7 @@ pub struct Resumed {
 
 /// What a checkpoint must match.
 #[derive(Debug)]
-pub struct Expected<'a> {
+pub(crate) struct Expected<'a> {
     /// `[pipeline] name`.
     pub pipeline: &'a str,
     /// `[pipeline] batch_interval`, ms.
@@ -46,7 +46,7 @@ pub struct Expected<'a> {
 }
 
 /// Reads `dir` (creating it) and returns what to resume from; `fresh` sets it aside first.
-pub fn resume(dir: &Path, expected: &Expected<'_>, fresh: bool) -> Result<Resumed, CheckpointError> {
+pub(crate) fn resume(dir: &Path, expected: &Expected<'_>, fresh: bool) -> Result<Resumed, CheckpointError> {
     if fresh && let Some(aside) = super::discard(dir)? {
         tracing::warn!(checkpoint = %dir.display(), moved_to = %aside.display(), "starting fresh: the old checkpoint was set aside");
     }

@@ -34,7 +34,7 @@ macro_rules! errln {
 /// While it runs, overwrite a plugin's .wasm file to hot-swap it at the next batch boundary.
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Log filter (tracing syntax), e.g. "info", "debug", "sluice=debug". Overrides RUST_LOG.
@@ -126,7 +126,7 @@ enum Command {
 }
 
 /// Where `sluice run` serves its admin API by default.
-pub const DEFAULT_UI: &str = "127.0.0.1:4040";
+pub(crate) const DEFAULT_UI: &str = "127.0.0.1:4040";
 
 #[derive(Debug, clap::Args)]
 struct RemoteArgs {

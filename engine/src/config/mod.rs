@@ -38,9 +38,8 @@ use serde::Deserialize;
 
 pub use crate::fields::{ConfigError, ConfigErrors};
 use crate::fields::{MAX_INTERVAL, MAX_INTERVAL_TEXT, duration, writable_dir};
-pub use stage::{
-    Arity, CallConfig, EventWindowConfig, JoinConfig, JoinHow, MAX_PARTITIONS, MapWithStateConfig, OnError,
-    ReduceByKeyAndWindowConfig, RepartitionConfig, StageConfig, StageOp, WindowConfig,
+pub(crate) use stage::{
+    Arity, EventWindowConfig, JoinConfig, JoinHow, MapWithStateConfig, OnError, RepartitionConfig, StageConfig, StageOp,
 };
 
 use crate::sinks::{Resource, SinkConfig};
@@ -49,7 +48,7 @@ use crate::sources::SourceConfig;
 /// A whole pipeline file.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PipelineConfig {
+pub(crate) struct PipelineConfig {
     /// Name and clock of the pipeline.
     pub pipeline: PipelineSection,
     /// Plugin name → path of its `.wasm` file, relative to the pipeline file.
@@ -69,7 +68,7 @@ pub struct PipelineConfig {
 /// `[pipeline]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PipelineSection {
+pub(crate) struct PipelineSection {
     /// Shown in logs.
     pub name: String,
     /// Every `batch_interval` the blocks received become one batch ("1s", "500ms"; longer than 0,
@@ -118,9 +117,9 @@ fn default_block_interval() -> Duration {
 #[derive(Clone, Debug)]
 pub struct PipelineFile {
     /// The file.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Its content.
-    pub config: PipelineConfig,
+    pub(crate) config: PipelineConfig,
 }
 
 impl PipelineFile {
@@ -136,7 +135,7 @@ impl PipelineFile {
     }
 
     /// A path from the file, resolved against the file's directory.
-    pub fn resolve(&self, path: &Path) -> PathBuf {
+    pub(crate) fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_absolute() {
             return path.to_path_buf();
         }
@@ -145,7 +144,7 @@ impl PipelineFile {
 
     /// Checks what can be checked without loading plugins: intervals, unique names, references
     /// between sources, stages and sinks, fields each op needs. Returns every problem found.
-    pub fn validate(&self) -> Vec<ConfigError> {
+    pub(crate) fn validate(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         let c = &self.config;
         let (batch, block) = (c.pipeline.batch_interval, c.pipeline.block_interval);
@@ -265,7 +264,7 @@ impl PipelineFile {
     /// What `sluice check` adds to [`PipelineFile::validate`]: every directory a run writes (each
     /// file sink's `path`, `checkpoint_dir`) can be created and written. Nothing is left behind:
     /// a directory made to prove it can be is removed again (the run creates it when it needs it).
-    pub fn check_directories(&self) -> Vec<ConfigError> {
+    pub(crate) fn check_directories(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         if let Some(dir) = &self.config.pipeline.checkpoint_dir
             && let Err(problem) = writable_dir(&self.resolve(dir))

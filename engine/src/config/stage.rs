@@ -4,7 +4,7 @@
 //! Reading a stage (a custom `Deserialize`, since serde's `flatten` does not work with
 //! `deny_unknown_fields`): the table's `name` and `op` first; an unknown op is serde's
 //! `unknown variant` error. Then every key must be one the op takes, else the stage is refused
-//! when the file is read: `stages `<name>`.<field>: op `<op>` takes no `<field>` ...`, naming
+//! when the file is read: ``stages `<name>`.<field>: op `<op>` takes no `<field>` ...``, naming
 //! the ops that do take it. What the op takes is split three ways: `input` (ops that read one
 //! stream) or `inputs` (`union`, `join`, `cogroup`); the plugin call ([`CallConfig`], for ops
 //! that call a function, and `event_window`); the op's own fields, read into its struct (with
@@ -24,7 +24,7 @@ use crate::fields::{MAX_INTERVAL, MAX_INTERVAL_TEXT, MAX_SPAN, MAX_SPAN_TEXT, du
 
 /// `[[stages]]`.
 #[derive(Clone, Debug)]
-pub struct StageConfig {
+pub(crate) struct StageConfig {
     /// Unique among sources, stages and sinks.
     pub name: String,
     /// The streams it reads: `input = "<name>"` for ops with one input; `inputs = [...]` for
@@ -40,7 +40,7 @@ pub struct StageConfig {
 /// The plugin call of a stage: which function, its limits, and what a failed call does.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CallConfig {
+pub(crate) struct CallConfig {
     /// The plugin (a key of `[plugins]`) holding its function.
     pub plugin: Option<String>,
     /// The function's name in the plugin (`event_window`: a reduce function for the values of
@@ -64,7 +64,7 @@ pub struct CallConfig {
 
 /// An operator, as in Spark's DStream API (snake_case names), with the fields only it takes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StageOp {
+pub(crate) enum StageOp {
     /// One record in, one out (plugin `map` function).
     Map,
     /// One record in, any number out (plugin `flat_map` function).
@@ -118,7 +118,7 @@ pub enum StageOp {
 /// `repartition`'s own field.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RepartitionConfig {
+pub(crate) struct RepartitionConfig {
     /// The number of partitions (1 to [`MAX_PARTITIONS`]).
     pub partitions: Option<usize>,
 }
@@ -126,7 +126,7 @@ pub struct RepartitionConfig {
 /// `join`'s own field.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct JoinConfig {
+pub(crate) struct JoinConfig {
     /// `inner` (default), `left`, `right` or `full`.
     pub how: Option<JoinHow>,
 }
@@ -134,7 +134,7 @@ pub struct JoinConfig {
 /// The fields of ops over a window of batches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WindowConfig {
+pub(crate) struct WindowConfig {
     /// The window length ("30s"), a multiple of `batch_interval`; at most 365d.
     #[serde(default, with = "duration::option")]
     pub window: Option<Duration>,
@@ -147,7 +147,7 @@ pub struct WindowConfig {
 /// `reduce_by_key_and_window`'s own fields.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReduceByKeyAndWindowConfig {
+pub(crate) struct ReduceByKeyAndWindowConfig {
     /// The window length ("30s"), a multiple of `batch_interval`; at most 365d.
     #[serde(default, with = "duration::option")]
     pub window: Option<Duration>,
@@ -163,7 +163,7 @@ pub struct ReduceByKeyAndWindowConfig {
 /// `map_with_state`'s own field.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MapWithStateConfig {
+pub(crate) struct MapWithStateConfig {
     /// A key whose state has seen no new value for this long (in batch time) times out: the
     /// function is called once more with no values, then the state is dropped. At least 1ms, at
     /// most 365d.
@@ -174,7 +174,7 @@ pub struct MapWithStateConfig {
 /// `event_window`'s own fields (its optional reduce function is `function` of the call).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EventWindowConfig {
+pub(crate) struct EventWindowConfig {
     /// Tumbling or sliding windows of this length (at most 365d).
     #[serde(default, with = "duration::option")]
     pub window: Option<Duration>,
@@ -204,11 +204,11 @@ pub struct EventWindowConfig {
 struct NoFields {}
 
 /// The most partitions `repartition` may ask for.
-pub const MAX_PARTITIONS: usize = 4096;
+pub(crate) const MAX_PARTITIONS: usize = 4096;
 
 /// How many streams an op reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Arity {
+pub(crate) enum Arity {
     /// `input = "..."`.
     One,
     /// `inputs = ["a", "b"]`.
@@ -298,7 +298,7 @@ impl StageOp {
     }
 
     /// The name used in pipeline files.
-    pub const fn name(&self) -> &'static str {
+    pub(crate) const fn name(&self) -> &'static str {
         match self {
             Self::Map => "map",
             Self::FlatMap => "flat_map",
@@ -327,7 +327,7 @@ impl StageOp {
     }
 
     /// The kind of plugin function the op calls, if it must call one.
-    pub const fn function_kind(&self) -> Option<FunctionKind> {
+    pub(crate) const fn function_kind(&self) -> Option<FunctionKind> {
         match self {
             Self::Map => Some(FunctionKind::Map),
             Self::FlatMap => Some(FunctionKind::FlatMap),
@@ -345,13 +345,13 @@ impl StageOp {
     }
 
     /// How many inputs it reads.
-    pub fn arity(&self) -> Arity {
+    pub(crate) fn arity(&self) -> Arity {
         arity(self.name())
     }
 
     /// The window of an op over a window of batches (`window`, `slide`: multiples of the batch
     /// interval); `None` for other ops (`event_window` included: its windows are of event time).
-    pub fn batch_window(&self) -> Option<WindowConfig> {
+    pub(crate) fn batch_window(&self) -> Option<WindowConfig> {
         match self {
             Self::Window(w) | Self::CountByWindow(w) | Self::ReduceByWindow(w) | Self::CountByValueAndWindow(w) => {
                 Some(*w)
@@ -495,22 +495,22 @@ impl<'de> Deserialize<'de> for StageConfig {
 
 impl StageConfig {
     /// The names of the streams it reads.
-    pub fn input_names(&self) -> Vec<&str> {
+    pub(crate) fn input_names(&self) -> Vec<&str> {
         self.inputs.iter().flatten().map(String::as_str).collect()
     }
 
     /// The plugin its call names, if any.
-    pub fn plugin(&self) -> Option<&str> {
+    pub(crate) fn plugin(&self) -> Option<&str> {
         self.call.as_ref()?.plugin.as_deref()
     }
 
     /// The function its call names, if any.
-    pub fn function(&self) -> Option<&str> {
+    pub(crate) fn function(&self) -> Option<&str> {
         self.call.as_ref()?.function.as_deref()
     }
 
     /// `reduce_by_key_and_window`'s inverse function, if given.
-    pub fn inverse(&self) -> Option<&str> {
+    pub(crate) fn inverse(&self) -> Option<&str> {
         match &self.op {
             StageOp::ReduceByKeyAndWindow(w) => w.inverse.as_deref(),
             _ => None,
@@ -518,7 +518,7 @@ impl StageConfig {
     }
 
     /// `event_window`'s timestamp function, if given.
-    pub fn timestamp(&self) -> Option<&str> {
+    pub(crate) fn timestamp(&self) -> Option<&str> {
         match &self.op {
             StageOp::EventWindow(e) => e.timestamp.as_deref(),
             _ => None,
@@ -526,12 +526,12 @@ impl StageConfig {
     }
 
     /// Every plugin function it calls: `function`, `inverse`, `timestamp`.
-    pub fn functions(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn functions(&self) -> impl Iterator<Item = &str> {
         self.function().into_iter().chain(self.inverse()).chain(self.timestamp())
     }
 
     /// Its plugin-call settings (all unset for an op without a call).
-    pub fn call(&self) -> &CallConfig {
+    pub(crate) fn call(&self) -> &CallConfig {
         static NONE: CallConfig = CallConfig {
             plugin: None,
             function: None,
@@ -770,7 +770,7 @@ impl StageConfig {
     }
 
     /// The error policy in effect: `on_error`, or `dead_letter` when only `dead_letter` is set.
-    pub fn policy(&self) -> OnError {
+    pub(crate) fn policy(&self) -> OnError {
         let call = self.call();
         match (call.on_error, &call.dead_letter) {
             (Some(policy), _) => policy,
@@ -783,7 +783,7 @@ impl StageConfig {
 /// Which keys a join keeps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum JoinHow {
+pub(crate) enum JoinHow {
     /// Keys on both sides: `(K, (V, W))`.
     #[default]
     Inner,
@@ -798,7 +798,7 @@ pub enum JoinHow {
 /// What a stage does when a plugin call fails (`on_error`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum OnError {
+pub(crate) enum OnError {
     /// The batch fails: no output of it is written, stage state stays as before the batch; the
     /// next batch runs.
     #[default]
@@ -814,7 +814,7 @@ pub enum OnError {
 
 impl OnError {
     /// The name used in pipeline files.
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             Self::Fail => "fail",
             Self::Retry => "retry",

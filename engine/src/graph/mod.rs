@@ -26,13 +26,14 @@ use crate::config::{
 use crate::runtime::PluginVersion;
 use crate::sinks::SinkConfig;
 
-pub use event::Assigner;
-pub use run::{BatchOutcome, BatchOutput, DeadLetter, Handled, StageError, run_batch};
+pub(crate) use event::Assigner;
+pub(crate) use run::DeadLetter;
+pub use run::{BatchOutcome, StageError, run_batch};
 pub use state::{GraphState, StageCheckpoint};
 
 /// A named stream: a source's records or a stage's output.
 #[derive(Clone, Debug)]
-pub struct Stream {
+pub(crate) struct Stream {
     /// The source or stage name.
     pub name: String,
     /// The type of its records.
@@ -41,7 +42,7 @@ pub struct Stream {
 
 /// A plugin function a stage calls.
 #[derive(Clone, Debug)]
-pub struct FunctionRef {
+pub(crate) struct FunctionRef {
     /// Registry index of the plugin.
     pub plugin: usize,
     /// Function name.
@@ -50,7 +51,7 @@ pub struct FunctionRef {
 
 /// What a windowed stage computes over its window.
 #[derive(Clone, Debug)]
-pub enum WindowKind {
+pub(crate) enum WindowKind {
     /// The records themselves (`window`).
     Records,
     /// Their number (`count_by_window`).
@@ -75,7 +76,7 @@ pub enum WindowKind {
 
 /// What a stage does.
 #[derive(Clone, Debug)]
-pub enum Operator {
+pub(crate) enum Operator {
     /// A map, flat_map, filter or map_partitions function, one call per partition.
     Plugin {
         /// Registry index of the plugin.
@@ -176,7 +177,7 @@ pub enum Operator {
 impl Operator {
     /// The op of the pipeline file it was resolved from (what a checkpoint records and the
     /// dashboard shows).
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Self::Plugin { kind, .. } => kind.name(),
             Self::Transform(_) => "transform",
@@ -204,7 +205,7 @@ impl Operator {
 
 /// A resolved stage.
 #[derive(Clone, Debug)]
-pub struct Stage {
+pub(crate) struct Stage {
     /// Its name.
     pub name: String,
     /// Indexes of the streams it reads.
@@ -219,7 +220,7 @@ pub struct Stage {
 
 /// What a stage does when a plugin call fails, and the limits of its calls.
 #[derive(Clone, Debug, Default)]
-pub struct StagePolicy {
+pub(crate) struct StagePolicy {
     /// `on_error`.
     pub on_error: OnError,
     /// Extra calls with `on_error = "retry"`.
@@ -234,7 +235,7 @@ pub struct StagePolicy {
 
 /// A resolved sink.
 #[derive(Clone, Debug)]
-pub struct SinkNode {
+pub(crate) struct SinkNode {
     /// Index of the stream it writes.
     pub input: usize,
     /// Its configuration.
@@ -245,21 +246,21 @@ pub struct SinkNode {
 #[derive(Clone, Debug)]
 pub struct Graph {
     /// Every stream: first the sources, in file order, then stage outputs.
-    pub streams: Vec<Stream>,
+    pub(crate) streams: Vec<Stream>,
     /// Number of sources (streams `0..sources`).
-    pub sources: usize,
+    pub(crate) sources: usize,
     /// Stages that lead to a sink, each after its inputs.
-    pub stages: Vec<Stage>,
+    pub(crate) stages: Vec<Stage>,
     /// Sinks, in file order.
-    pub sinks: Vec<SinkNode>,
+    pub(crate) sinks: Vec<SinkNode>,
     /// Dead-letter sinks (sinks without an input), in file order.
-    pub dead_letters: Vec<SinkConfig>,
+    pub(crate) dead_letters: Vec<SinkConfig>,
 }
 
 impl Graph {
     /// Resolves and type-checks the stages of `file` against `plugins` (name → loaded version).
     /// `file` must have passed [`PipelineFile::validate`]. Returns every problem found.
-    pub fn build(
+    pub(crate) fn build(
         file: &PipelineFile,
         plugins: &BTreeMap<String, (usize, &PluginVersion)>,
     ) -> Result<Self, Vec<ConfigError>> {
@@ -384,7 +385,7 @@ impl Graph {
 
 impl Graph {
     /// The sources (stream indexes `0..sources`) whose records reach stream `stream`.
-    pub fn sources_of(&self, stream: usize) -> std::collections::BTreeSet<usize> {
+    pub(crate) fn sources_of(&self, stream: usize) -> std::collections::BTreeSet<usize> {
         let mut found = std::collections::BTreeSet::new();
         let mut todo = vec![stream];
         let mut seen = vec![false; self.streams.len()];
@@ -414,7 +415,7 @@ impl Graph {
 
     /// The sources whose records can reach dead-letter sink `index` (through the stages that
     /// send to it).
-    pub fn sources_of_dead_letter(&self, index: usize) -> std::collections::BTreeSet<usize> {
+    pub(crate) fn sources_of_dead_letter(&self, index: usize) -> std::collections::BTreeSet<usize> {
         let mut stages: Vec<&Stage> = Vec::new();
         for stage in &self.stages {
             stages.push(stage);

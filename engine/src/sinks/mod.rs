@@ -71,17 +71,6 @@ pub enum SinkGuarantee {
     AtLeastOnce,
 }
 
-impl SinkGuarantee {
-    /// The name `sluice check` prints.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Idempotent => "idempotent",
-            Self::Transactional => "transactional",
-            Self::AtLeastOnce => "at_least_once",
-        }
-    }
-}
-
 /// Something outside the engine that one component holds (a sink writes it, a source reads it);
 /// no two components may hold the same one.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
