@@ -34,7 +34,7 @@ pub struct Pipeline {
 impl Pipeline {
     /// Parses and validates `path`, loads every plugin and checks every stage against it.
     /// Returns every problem found, each naming the file and field.
-    pub(crate) fn load(path: &Path, runtime: &PluginRuntime) -> Result<Self, ConfigErrors> {
+    pub fn load(path: &Path, runtime: &PluginRuntime) -> Result<Self, ConfigErrors> {
         Self::load_with(path, runtime, false)
     }
 
