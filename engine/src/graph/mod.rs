@@ -49,7 +49,10 @@ pub(crate) struct FunctionRef {
     pub function: String,
 }
 
-/// What a windowed stage computes over its window.
+/// What a windowed stage computes over its window: the part of [`Operator::Window`] that tells
+/// its five ops apart (`Operator::name` reads the op from it). Not a second operator enum: the
+/// pipeline file's op is `config::StageOp`, the resolved one `Operator`, and `window.rs` steps
+/// all five through one history and one slide, matching on this alone.
 #[derive(Clone, Debug)]
 pub(crate) enum WindowKind {
     /// The records themselves (`window`).
