@@ -10,7 +10,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::KafkaError;
 
-use crate::config::ConfigError;
+use crate::fields::ConfigError;
 use crate::receiver::Receiver;
 
 /// librdkafka's log lines and client errors (a broker down, all brokers down) go to `tracing`,

@@ -2,19 +2,22 @@
 
 pub(crate) mod admin;
 pub(crate) mod batch;
+mod batch_log;
 pub mod block;
 pub mod checkpoint;
 pub mod cli;
 pub mod codec;
 pub mod config;
+mod fields;
 pub mod graph;
 mod kafka;
 pub(crate) mod metrics;
-pub mod pipeline;
+mod pipeline;
 pub(crate) mod receiver;
 pub mod runtime;
 pub(crate) mod sinks;
 pub(crate) mod sources;
 mod topology;
 
-pub use pipeline::{Pipeline, RunOptions};
+pub use pipeline::Pipeline;
+pub use topology::RunOptions;

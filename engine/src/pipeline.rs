@@ -1,50 +1,19 @@
 //! A pipeline ready to run: the parsed file, its plugins loaded and validated, its graph
-//! resolved. [`Pipeline::load`] is what `sluice check` runs; [`Pipeline::run`] what `sluice run`
-//! runs after it (the running topology is built by `topology/`). This file only loads and
-//! assembles.
+//! resolved. [`Pipeline::load`] is what `sluice check` runs; [`Pipeline::run`] (in `topology/`,
+//! which builds and runs the topology) what `sluice run` runs after it. This file only loads and
+//! assembles, and knows nothing of running.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::sync::watch;
-
-use crate::batch::scheduler::RunReport;
 use crate::config::{ConfigError, ConfigErrors, PipelineFile};
 use sluice_sdk::TypeDesc;
 
 use crate::graph::{DeadLetter, Graph};
-use crate::metrics::Metrics;
 use crate::runtime::registry::PluginRegistry;
 use crate::runtime::{PluginRuntime, PluginVersion};
 use crate::sinks::SinkConfig;
-
-/// How to run a pipeline: process knobs, not pipeline content.
-#[derive(Clone, Debug)]
-pub struct RunOptions {
-    /// Worker threads for partitions (default: one per core).
-    pub workers: usize,
-    /// Watch plugin files and hot-swap new versions.
-    pub watch_plugins: bool,
-    /// Serve metrics and the admin API here (the next free port if taken); None: do not.
-    pub admin_addr: Option<std::net::SocketAddr>,
-    /// Bearer token the admin API requires (needed off loopback).
-    pub admin_token: Option<String>,
-    /// Set the checkpoint directory aside and start over instead of resuming.
-    pub fresh: bool,
-}
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        Self {
-            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-            watch_plugins: true,
-            admin_addr: None,
-            admin_token: None,
-            fresh: false,
-        }
-    }
-}
 
 /// A validated pipeline.
 #[derive(Debug)]
@@ -57,8 +26,8 @@ pub struct Pipeline {
     pub registry: Arc<PluginRegistry>,
     /// Loads new versions (None for pipelines of native versions: no hot swap).
     pub(crate) runtime: Option<PluginRuntime>,
-    /// What [`Pipeline::check`] could not check (a database that did not answer); empty after
-    /// [`Pipeline::load`].
+    /// What `Pipeline::check` could not check (a database that did not answer); empty after
+    /// `Pipeline::load`.
     pub warnings: Vec<ConfigError>,
 }
 
@@ -74,7 +43,7 @@ impl Pipeline {
     /// sink's external system takes its records (`SinkConfig::check`: a table and its
     /// columns; a system that does not answer is a warning in [`Pipeline::warnings`]). A run
     /// does not ask: a sink that cannot write fails its batch, which a restart replays.
-    pub fn check(path: &Path, runtime: &PluginRuntime) -> Result<Self, ConfigErrors> {
+    pub(crate) fn check(path: &Path, runtime: &PluginRuntime) -> Result<Self, ConfigErrors> {
         Self::load_with(path, runtime, true)
     }
 
@@ -163,29 +132,13 @@ impl Pipeline {
                     .config
                     .stages
                     .iter()
-                    .filter(|s| s.plugin.as_deref() == Some(version.plugin.as_str()))
-                    .flat_map(|s| s.function.iter().chain(&s.inverse).chain(&s.timestamp).cloned())
+                    .filter(|s| s.plugin() == Some(version.plugin.as_str()))
+                    .flat_map(|s| s.functions().map(str::to_string))
                     .collect();
                 (version, required)
             })
             .collect();
         Ok(Self { file, graph, registry: Arc::new(PluginRegistry::new(plugins)), runtime: None, warnings: Vec::new() })
-    }
-
-    /// Runs until every source has finished or `stop` turns true, then finishes the batches
-    /// already received, flushes the sinks and returns. Blocks the calling thread.
-    pub fn run(&self, options: &RunOptions, stop: watch::Receiver<bool>) -> std::io::Result<RunReport> {
-        self.run_with_metrics(options, stop, Arc::new(Metrics::default()))
-    }
-
-    /// As [`Pipeline::run`], counting into `metrics`.
-    pub fn run_with_metrics(
-        &self,
-        options: &RunOptions,
-        stop: watch::Receiver<bool>,
-        metrics: Arc<Metrics>,
-    ) -> std::io::Result<RunReport> {
-        crate::topology::run(self, options, stop, metrics)
     }
 }
 

@@ -20,7 +20,7 @@ pub(super) async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
 }
 
 fn millis(time: std::time::SystemTime) -> u64 {
-    time.duration_since(std::time::UNIX_EPOCH).map(crate::config::millis).unwrap_or(0)
+    time.duration_since(std::time::UNIX_EPOCH).map(crate::fields::millis).unwrap_or(0)
 }
 
 pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Response {

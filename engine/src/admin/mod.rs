@@ -85,8 +85,8 @@ impl StageRow {
     pub fn of(graph: &crate::graph::Graph, config: &crate::config::PipelineConfig) -> Vec<Self> {
         let row = |stage: &crate::graph::Stage, fused_into: Option<String>| {
             let file = config.stages.iter().find(|s| s.name == stage.name);
-            let function = file.and_then(|s| Some(format!("{}::{}", s.plugin.as_ref()?, s.function.as_ref()?)));
-            Self { name: stage.name.clone(), op: stage.op.name(), function, fused_into }
+            let function = file.and_then(|s| Some(format!("{}::{}", s.plugin()?, s.function()?)));
+            Self { name: stage.name.clone(), op: stage.operator.name(), function, fused_into }
         };
         let mut rows = Vec::new();
         for stage in &graph.stages {

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::batch_log::LoggedInput;
 use crate::block::{Backlog, Block, now_ms};
-use crate::checkpoint::pending::LoggedInput;
-use crate::config::{millis, next_multiple};
+use crate::fields::{millis, next_multiple};
 use crate::metrics::events::Events;
 use crate::receiver::Receiver;
 use crate::sources::{Cut, Sources};

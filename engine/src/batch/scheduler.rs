@@ -356,7 +356,7 @@ impl Scheduler<'_> {
     /// After a batch: its figures and event, new rates, automatic rollbacks, the summary line.
     fn control(&mut self, run: &mut RunState, mut job: Job) {
         let time = job.batch.time_ms;
-        let processing = crate::config::millis(job.started.elapsed());
+        let processing = crate::fields::millis(job.started.elapsed());
         let scheduling_delay = job.scheduling_delay;
         self.metrics.batch(BatchFigures {
             time_ms: time,

@@ -8,10 +8,10 @@
 //!
 //! Past the sources, records travel as [`Partition`]s: frames (see [`crate::codec`]) and their
 //! count. A block becomes one partition of its source's stream; each stage turns partitions into
-//! partitions; sinks read them with [`records`].
+//! partitions; sinks read them with `records`.
 //!
 //! This is the lowest layer: the stages above share its types ([`Block`], [`Partition`], the
-//! [`Backlog`] of batches waiting, the wall clock [`now_ms`]) and it imports none of them.
+//! `Backlog` of batches waiting, the wall clock `now_ms`) and it imports none of them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,7 +44,7 @@ pub struct Partition {
 }
 
 /// The records (frames) of several partitions, in order.
-pub fn records(partitions: &[Partition]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn records(partitions: &[Partition]) -> impl Iterator<Item = &[u8]> {
     partitions.iter().flat_map(|p| Frames::new(&p.data))
 }
 
@@ -52,11 +52,11 @@ pub fn records(partitions: &[Partition]) -> impl Iterator<Item = &[u8]> {
 /// backpressure and pull sources (a directory takes no new files while more than one waits)
 /// read.
 #[derive(Clone, Debug, Default)]
-pub struct Backlog(Arc<AtomicUsize>);
+pub(crate) struct Backlog(Arc<AtomicUsize>);
 
 impl Backlog {
     /// Batches waiting.
-    pub fn waiting(&self) -> usize {
+    pub(crate) fn waiting(&self) -> usize {
         self.0.load(Ordering::Relaxed)
     }
 
@@ -66,14 +66,14 @@ impl Backlog {
     }
 
     /// The scheduler took a batch.
-    pub fn started(&self) {
+    pub(crate) fn started(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// Wall-clock now in ms since the Unix epoch: the time base of blocks, batches, checkpoints and
 /// events.
-pub fn now_ms() -> u64 {
-    // `config::millis`, spelled out: this layer sits below `config`.
+pub(crate) fn now_ms() -> u64 {
+    // `fields::millis`, spelled out: `block/` depends on no room but `codec/`.
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -6,33 +6,32 @@
 //! <checkpoint_dir>/
 //!   checkpoint-<batch ms>.bin   the last two checkpoints (temp file, fsync, rename, fsync dir)
 //!   sources.txt                 the sources' names in order (logs name sources by position)
-//!   batches/<batch ms>/         one per batch not yet covered by a checkpoint (see `pending`)
+//!   batches/<batch ms>/         one per batch not yet covered by a checkpoint (see `crate::batch_log`)
 //! ```
 //!
 //! A checkpoint file is data, not code: an 8-byte magic `SLUICECK`, the format version
-//! ([`FORMAT`], u32 LE), the payload length (u64 LE), the payload's SHA-256 (32 bytes), then the
+//! (`FORMAT`, u32 LE), the payload length (u64 LE), the payload's SHA-256 (32 bytes), then the
 //! payload: a [`Checkpoint`] in postcard. Keys, values and states inside it are the postcard
 //! bytes plugins produced, tagged with their types, so a plugin upgrade that keeps the types
 //! reads the state, and one that changes them is refused by name rather than misread.
 
-pub mod pending;
-pub mod resume;
+pub(crate) mod resume;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::batch_log::{BatchLogError, forget_through, write_durably};
 use crate::graph::StageCheckpoint;
-use crate::sources::Position;
+use crate::sources::{Position, SourcePosition};
 
 /// The checkpoint format this engine writes (it reads format 1 too).
-pub const FORMAT: u32 = 2;
+pub(crate) const FORMAT: u32 = 2;
 const MAGIC: &[u8; 8] = b"SLUICECK";
 const HEADER: usize = 8 + 4 + 8 + 32;
 /// Checkpoint files kept (the newest first); older ones are deleted after each write.
-pub const KEEP: usize = 2;
+pub(crate) const KEEP: usize = 2;
 
 /// Everything a restart needs to resume after batch `batch_time`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -53,15 +52,6 @@ pub struct Checkpoint {
     pub sources: Vec<SourcePosition>,
     /// Each stateful stage's state.
     pub stages: Vec<StageCheckpoint>,
-}
-
-/// Where a source is.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourcePosition {
-    /// The source's name.
-    pub name: String,
-    /// Its position, in the form its kind keeps.
-    pub position: Position,
 }
 
 /// Format 1 (engine 0.1 before the connector seam): positions were directory file sets. Read
@@ -155,6 +145,16 @@ pub enum CheckpointError {
     },
 }
 
+impl From<BatchLogError> for CheckpointError {
+    /// The batch log is part of the checkpoint directory: its failures read as the checkpoint's.
+    fn from(error: BatchLogError) -> Self {
+        match error {
+            BatchLogError::Io { path, source } => Self::Io { path, source },
+            BatchLogError::Corrupted { path, reason } => Self::Corrupted { path, reason },
+        }
+    }
+}
+
 fn io(path: &Path) -> impl Fn(std::io::Error) -> CheckpointError + '_ {
     move |source| CheckpointError::Io { path: path.to_path_buf(), source }
 }
@@ -172,7 +172,7 @@ pub fn encode(checkpoint: &Checkpoint) -> Vec<u8> {
 }
 
 /// Reads the bytes of a checkpoint file (`path` names it in errors).
-pub fn decode(path: &Path, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     let corrupted = |reason: String| CheckpointError::Corrupted { path: path.to_path_buf(), reason };
     if bytes.len() < HEADER || &bytes[..8] != MAGIC {
         return Err(corrupted(format!("it does not start with the {HEADER}-byte checkpoint header")));
@@ -234,7 +234,7 @@ fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
 
 /// The newest checkpoint in `dir`, if there is one. A damaged newest checkpoint is an error,
 /// never a silent fall-back to an older one or to nothing.
-pub fn load_latest(dir: &Path) -> Result<Option<(PathBuf, Checkpoint)>, CheckpointError> {
+pub(crate) fn load_latest(dir: &Path) -> Result<Option<(PathBuf, Checkpoint)>, CheckpointError> {
     let Some((time, path)) = list(dir)?.into_iter().next() else {
         return Ok(None);
     };
@@ -250,7 +250,7 @@ pub fn load_latest(dir: &Path) -> Result<Option<(PathBuf, Checkpoint)>, Checkpoi
 }
 
 /// Writes `bytes` (an encoded checkpoint of batch `batch_time`) atomically into `dir`, then
-/// deletes all but the [`KEEP`] newest checkpoints and the pending batches it covers.
+/// deletes all but the `KEEP` newest checkpoints and the pending batches it covers.
 pub fn write(dir: &Path, batch_time: u64, bytes: &[u8]) -> Result<(), CheckpointError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let target = dir.join(file_name(batch_time));
@@ -259,25 +259,11 @@ pub fn write(dir: &Path, batch_time: u64, bytes: &[u8]) -> Result<(), Checkpoint
     for (_, old) in list(dir)?.into_iter().skip(KEEP) {
         std::fs::remove_file(&old).map_err(io(&old))?;
     }
-    pending::forget_through(dir, batch_time).map_err(io(dir))
-}
-
-/// Writes `bytes` to `tmp`, syncs it, renames it to `target` and syncs the directory: after
-/// this returns, `target` holds `bytes` whatever happens to the process or the machine.
-pub fn write_durably(tmp: &Path, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::File::create(tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(tmp, target)?;
-    if let Some(parent) = target.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
+    forget_through(dir, batch_time).map_err(io(dir))
 }
 
 /// Moves a checkpoint directory aside (`<dir>.discarded-<ms>`), for `sluice run --fresh`.
-pub fn discard(dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
+pub(crate) fn discard(dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
     if !dir.exists() {
         return Ok(None);
     }

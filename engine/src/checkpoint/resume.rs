@@ -14,14 +14,14 @@
 
 use std::path::{Path, PathBuf};
 
-use super::pending::{self, PendingBatch};
-use super::{CheckpointError, SourcePosition};
+use super::CheckpointError;
+use crate::batch_log::{self, PendingBatch, write_durably};
 use crate::graph::StageCheckpoint;
-use crate::sources::Position;
+use crate::sources::{Position, SourcePosition};
 
 /// What a run resumes from: empty on a first start.
 #[derive(Debug, Default)]
-pub struct Resumed {
+pub(crate) struct Resumed {
     /// The last batch time of the earlier run (checkpointed or logged): new batches come after.
     pub after: u64,
     /// The checkpoint's file and batch time, if there is one.
@@ -36,7 +36,7 @@ pub struct Resumed {
 
 /// What a checkpoint must match.
 #[derive(Debug)]
-pub struct Expected<'a> {
+pub(crate) struct Expected<'a> {
     /// `[pipeline] name`.
     pub pipeline: &'a str,
     /// `[pipeline] batch_interval`, ms.
@@ -46,7 +46,7 @@ pub struct Expected<'a> {
 }
 
 /// Reads `dir` (creating it) and returns what to resume from; `fresh` sets it aside first.
-pub fn resume(dir: &Path, expected: &Expected<'_>, fresh: bool) -> Result<Resumed, CheckpointError> {
+pub(crate) fn resume(dir: &Path, expected: &Expected<'_>, fresh: bool) -> Result<Resumed, CheckpointError> {
     if fresh && let Some(aside) = super::discard(dir)? {
         tracing::warn!(checkpoint = %dir.display(), moved_to = %aside.display(), "starting fresh: the old checkpoint was set aside");
     }
@@ -96,9 +96,9 @@ pub fn resume(dir: &Path, expected: &Expected<'_>, fresh: bool) -> Result<Resume
     }
     std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io { path: dir.to_path_buf(), source })?;
     let listed: String = expected.sources.iter().map(|n| format!("{n}\n")).collect();
-    super::write_durably(&dir.join(".sources.txt.tmp"), &manifest, listed.as_bytes())
+    write_durably(&dir.join(".sources.txt.tmp"), &manifest, listed.as_bytes())
         .map_err(|source| CheckpointError::Io { path: manifest.clone(), source })?;
-    resumed.pending = pending::load(dir, resumed.after)?;
+    resumed.pending = batch_log::load(dir, resumed.after)?;
     if let Some(last) = resumed.pending.last() {
         resumed.after = last.time;
         tracing::info!(batches = resumed.pending.len(), "replaying the batches the last run did not finish");

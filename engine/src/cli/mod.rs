@@ -11,10 +11,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
-use crate::config::{MAX_INTERVAL, MAX_INTERVAL_TEXT};
-use crate::pipeline::{Pipeline, RunOptions};
+use crate::fields::{MAX_INTERVAL, MAX_INTERVAL_TEXT};
+use crate::pipeline::Pipeline;
 use crate::runtime::{self, Limits, PluginRuntime};
 use crate::sources;
+use crate::topology::RunOptions;
 
 /// A line on standard output; see `output`.
 macro_rules! outln {
@@ -33,7 +34,7 @@ macro_rules! errln {
 /// While it runs, overwrite a plugin's .wasm file to hot-swap it at the next batch boundary.
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Log filter (tracing syntax), e.g. "info", "debug", "sluice=debug". Overrides RUST_LOG.
@@ -125,7 +126,7 @@ enum Command {
 }
 
 /// Where `sluice run` serves its admin API by default.
-pub const DEFAULT_UI: &str = "127.0.0.1:4040";
+pub(crate) const DEFAULT_UI: &str = "127.0.0.1:4040";
 
 #[derive(Debug, clap::Args)]
 struct RemoteArgs {

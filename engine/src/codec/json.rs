@@ -10,7 +10,7 @@ use super::varint::read_varint;
 
 /// Appends the JSON of the value of type `ty` encoded in `record`. A record that does not match
 /// its type (a plugin bug) renders as `{"undecodable": "<hex>"}` rather than failing the sink.
-pub fn render(ty: &TypeDesc, record: &[u8], out: &mut String) {
+pub(crate) fn render(ty: &TypeDesc, record: &[u8], out: &mut String) {
     let start = out.len();
     let mut pos = 0;
     if value(ty, record, &mut pos, out).is_none() || pos != record.len() {

@@ -18,8 +18,8 @@
 //! ```
 //!
 //! What is refused: a value that runs past its buffer, a varint longer than 19 bytes (u128), an
-//! `Option` or `bool` tag other than 0 or 1. [`skip_value`] then returns `None` (the caller
-//! reports a bad record) and [`render`] shows the record as hex instead of failing the sink.
+//! `Option` or `bool` tag other than 0 or 1. `skip_value` then returns `None` (the caller
+//! reports a bad record) and `render` shows the record as hex instead of failing the sink.
 
 mod frame;
 mod json;
@@ -28,6 +28,6 @@ mod varint;
 
 pub use frame::write_frame;
 pub(crate) use frame::{push_frame, push_frame_parts};
-pub use json::render;
-pub use skip::skip_value;
+pub(crate) use json::render;
+pub(crate) use skip::skip_value;
 pub(crate) use varint::{MAX_VARINT_U64, encode_varint, push_seq, read_varint, write_varint};

@@ -7,7 +7,7 @@ use super::varint::read_varint;
 
 /// Bytes taken by one value of type `ty` at the start of `buf`, or None if `buf` is too short
 /// or malformed.
-pub fn skip_value(ty: &TypeDesc, buf: &[u8]) -> Option<usize> {
+pub(crate) fn skip_value(ty: &TypeDesc, buf: &[u8]) -> Option<usize> {
     let mut pos = 0;
     skip(ty, buf, &mut pos)?;
     Some(pos)

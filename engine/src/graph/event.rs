@@ -27,7 +27,7 @@ use crate::runtime::{CallError, PluginVersion};
 
 /// How records are assigned to windows, in ms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Assigner {
+pub(crate) enum Assigner {
     /// `[n·len, (n+1)·len)`.
     Tumbling(u64),
     /// Windows of `len` starting every `slide`.
@@ -103,7 +103,7 @@ struct Open {
 
 /// One event-window stage's state.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct EventWindowState {
+pub(crate) struct EventWindowState {
     max_event_time: Option<u64>,
     /// (key, window start) → window. For sessions, one entry per session.
     open: BTreeMap<(Vec<u8>, u64), Open>,
@@ -113,7 +113,7 @@ pub struct EventWindowState {
 
 impl EventWindowState {
     /// The watermark: max event time seen − allowed lateness.
-    pub fn watermark(&self, lateness: u64) -> Option<u64> {
+    pub(crate) fn watermark(&self, lateness: u64) -> Option<u64> {
         self.max_event_time.map(|t| t.saturating_sub(lateness))
     }
 
@@ -244,7 +244,7 @@ impl EventWindowState {
 
 /// `time_field`: where in a keyed record `(K, V)` the event time is — a field of the struct V.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TimeField {
+pub(crate) struct TimeField {
     key: TypeDesc,
     /// The fields before it, skipped.
     before: Vec<TypeDesc>,

@@ -19,17 +19,21 @@ use std::collections::BTreeMap;
 use sluice_sdk::TypeDesc;
 use sluice_sdk::abi::{FunctionInfo, FunctionKind};
 
-use crate::config::{ConfigError, JoinHow, OnError, Op, PipelineFile, StageConfig};
+use crate::config::{
+    Arity, ConfigError, EventWindowConfig, JoinConfig, JoinHow, MapWithStateConfig, OnError, PipelineFile,
+    RepartitionConfig, StageConfig, StageOp,
+};
 use crate::runtime::PluginVersion;
 use crate::sinks::SinkConfig;
 
-pub use event::Assigner;
-pub use run::{BatchOutcome, BatchOutput, DeadLetter, Handled, StageError, StageFigures, run_batch};
+pub(crate) use event::Assigner;
+pub(crate) use run::DeadLetter;
+pub use run::{BatchOutcome, StageError, run_batch};
 pub use state::{GraphState, StageCheckpoint};
 
 /// A named stream: a source's records or a stage's output.
 #[derive(Clone, Debug)]
-pub struct Stream {
+pub(crate) struct Stream {
     /// The source or stage name.
     pub name: String,
     /// The type of its records.
@@ -38,16 +42,19 @@ pub struct Stream {
 
 /// A plugin function a stage calls.
 #[derive(Clone, Debug)]
-pub struct FunctionRef {
+pub(crate) struct FunctionRef {
     /// Registry index of the plugin.
     pub plugin: usize,
     /// Function name.
     pub function: String,
 }
 
-/// What a windowed stage computes over its window.
+/// What a windowed stage computes over its window: the part of [`Operator::Window`] that tells
+/// its five ops apart (`Operator::name` reads the op from it). Not a second operator enum: the
+/// pipeline file's op is `config::StageOp`, the resolved one `Operator`, and `window.rs` steps
+/// all five through one history and one slide, matching on this alone.
 #[derive(Clone, Debug)]
-pub enum WindowKind {
+pub(crate) enum WindowKind {
     /// The records themselves (`window`).
     Records,
     /// Their number (`count_by_window`).
@@ -72,7 +79,7 @@ pub enum WindowKind {
 
 /// What a stage does.
 #[derive(Clone, Debug)]
-pub enum Operator {
+pub(crate) enum Operator {
     /// A map, flat_map, filter or map_partitions function, one call per partition.
     Plugin {
         /// Registry index of the plugin.
@@ -170,17 +177,44 @@ pub enum Operator {
     },
 }
 
+impl Operator {
+    /// The op of the pipeline file it was resolved from (what a checkpoint records and the
+    /// dashboard shows).
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Plugin { kind, .. } => kind.name(),
+            Self::Transform(_) => "transform",
+            Self::Reduce(_) => "reduce",
+            Self::ReduceByKey { .. } => "reduce_by_key",
+            Self::Count => "count",
+            Self::CountByValue => "count_by_value",
+            Self::GroupByKey { .. } => "group_by_key",
+            Self::Union => "union",
+            Self::Repartition(_) => "repartition",
+            Self::Join { .. } => "join",
+            Self::Cogroup { .. } => "cogroup",
+            Self::Window { kind: WindowKind::Records, .. } => "window",
+            Self::Window { kind: WindowKind::Count, .. } => "count_by_window",
+            Self::Window { kind: WindowKind::Reduce(_), .. } => "reduce_by_window",
+            Self::Window { kind: WindowKind::ReduceByKey { .. }, .. } => "reduce_by_key_and_window",
+            Self::Window { kind: WindowKind::CountByValue { .. }, .. } => "count_by_value_and_window",
+            Self::UpdateStateByKey { .. } => "update_state_by_key",
+            Self::MapWithState { .. } => "map_with_state",
+            Self::KeyBy(_) => "key_by",
+            Self::EventWindow { .. } => "event_window",
+        }
+    }
+}
+
 /// A resolved stage.
 #[derive(Clone, Debug)]
-pub struct Stage {
+pub(crate) struct Stage {
     /// Its name.
     pub name: String,
     /// Indexes of the streams it reads.
     pub inputs: Vec<usize>,
     /// Index of the stream it produces.
     pub output: usize,
-    /// The op of the pipeline file.
-    pub op: Op,
     /// What it does.
     pub operator: Operator,
     /// Its error policy, retries and per-call limits.
@@ -189,7 +223,7 @@ pub struct Stage {
 
 /// What a stage does when a plugin call fails, and the limits of its calls.
 #[derive(Clone, Debug, Default)]
-pub struct StagePolicy {
+pub(crate) struct StagePolicy {
     /// `on_error`.
     pub on_error: OnError,
     /// Extra calls with `on_error = "retry"`.
@@ -204,7 +238,7 @@ pub struct StagePolicy {
 
 /// A resolved sink.
 #[derive(Clone, Debug)]
-pub struct SinkNode {
+pub(crate) struct SinkNode {
     /// Index of the stream it writes.
     pub input: usize,
     /// Its configuration.
@@ -215,26 +249,26 @@ pub struct SinkNode {
 #[derive(Clone, Debug)]
 pub struct Graph {
     /// Every stream: first the sources, in file order, then stage outputs.
-    pub streams: Vec<Stream>,
+    pub(crate) streams: Vec<Stream>,
     /// Number of sources (streams `0..sources`).
-    pub sources: usize,
+    pub(crate) sources: usize,
     /// Stages that lead to a sink, each after its inputs.
-    pub stages: Vec<Stage>,
+    pub(crate) stages: Vec<Stage>,
     /// Sinks, in file order.
-    pub sinks: Vec<SinkNode>,
+    pub(crate) sinks: Vec<SinkNode>,
     /// Dead-letter sinks (sinks without an input), in file order.
-    pub dead_letters: Vec<SinkConfig>,
+    pub(crate) dead_letters: Vec<SinkConfig>,
 }
 
 impl Graph {
     /// Resolves and type-checks the stages of `file` against `plugins` (name → loaded version).
     /// `file` must have passed [`PipelineFile::validate`]. Returns every problem found.
-    pub fn build(
+    pub(crate) fn build(
         file: &PipelineFile,
         plugins: &BTreeMap<String, (usize, &PluginVersion)>,
     ) -> Result<Self, Vec<ConfigError>> {
         let config = &file.config;
-        let batch_ms = crate::config::millis(config.pipeline.batch_interval);
+        let batch_ms = crate::fields::millis(config.pipeline.batch_interval);
         let mut errors = Vec::new();
         let mut streams: Vec<Stream> = config
             .sources
@@ -249,8 +283,12 @@ impl Graph {
         let mut unresolved: Vec<usize> = Vec::new();
         let mut late_streams: Vec<(usize, usize)> = Vec::new();
         // `<stage>.late` of every event window: readable by stages and sinks like any stream.
-        let late_names: Vec<String> =
-            config.stages.iter().filter(|s| s.op == Op::EventWindow).map(|s| format!("{}.late", s.name)).collect();
+        let late_names: Vec<String> = config
+            .stages
+            .iter()
+            .filter(|s| matches!(s.op, StageOp::EventWindow(_)))
+            .map(|s| format!("{}.late", s.name))
+            .collect();
         let mut pending: Vec<&StageConfig> = config.stages.iter().collect();
         let dead_letters: Vec<SinkConfig> = config.sinks.iter().filter(|s| s.input().is_none()).cloned().collect();
         loop {
@@ -280,7 +318,7 @@ impl Graph {
                     (Operator::Union, TypeDesc::Unit)
                 });
                 streams.push(Stream { name: stage.name.clone(), ty });
-                if stage.op == Op::EventWindow {
+                if matches!(stage.op, StageOp::EventWindow(_)) {
                     // The side output of late records: the input's type, named `<stage>.late`.
                     let late = streams.len();
                     let late_name = late_names
@@ -294,17 +332,18 @@ impl Graph {
                     }
                     late_streams.push((output, late));
                 }
+                let call = stage.call();
                 let policy = StagePolicy {
                     on_error: stage.policy(),
-                    retries: stage.retries.unwrap_or(2),
-                    dead_letter: stage
+                    retries: call.retries.unwrap_or(2),
+                    dead_letter: call
                         .dead_letter
                         .as_ref()
                         .and_then(|name| dead_letters.iter().position(|sink| sink.name() == name)),
-                    timeout: stage.timeout,
-                    memory_limit: stage.memory_limit,
+                    timeout: call.timeout,
+                    memory_limit: call.memory_limit,
                 };
-                placed.push(Stage { name: stage.name.clone(), inputs, output, op: stage.op, operator, policy });
+                placed.push(Stage { name: stage.name.clone(), inputs, output, operator, policy });
             }
             pending = still;
             if pending.is_empty() || pending.len() == before {
@@ -349,7 +388,7 @@ impl Graph {
 
 impl Graph {
     /// The sources (stream indexes `0..sources`) whose records reach stream `stream`.
-    pub fn sources_of(&self, stream: usize) -> std::collections::BTreeSet<usize> {
+    pub(crate) fn sources_of(&self, stream: usize) -> std::collections::BTreeSet<usize> {
         let mut found = std::collections::BTreeSet::new();
         let mut todo = vec![stream];
         let mut seen = vec![false; self.streams.len()];
@@ -379,7 +418,7 @@ impl Graph {
 
     /// The sources whose records can reach dead-letter sink `index` (through the stages that
     /// send to it).
-    pub fn sources_of_dead_letter(&self, index: usize) -> std::collections::BTreeSet<usize> {
+    pub(crate) fn sources_of_dead_letter(&self, index: usize) -> std::collections::BTreeSet<usize> {
         let mut stages: Vec<&Stage> = Vec::new();
         for stage in &self.stages {
             stages.push(stage);
@@ -454,7 +493,7 @@ impl Context<'_, '_> {
     /// The function named by `field` (`function` or `inverse`), checked to be of `kind`.
     fn function(&mut self, field: &str, name: Option<&str>, kind: FunctionKind) -> Option<(FunctionRef, FunctionInfo)> {
         // Missing plugin/function fields were reported by `validate`.
-        let (&(plugin, version), name) = self.plugins.get(self.stage.plugin.as_deref()?).zip(name)?;
+        let (&(plugin, version), name) = self.plugins.get(self.stage.plugin()?).zip(name)?;
         let Some(function) = version.functions.get(name) else {
             self.error(
                 field,
@@ -511,9 +550,9 @@ impl Context<'_, '_> {
 /// Resolves one stage's operator and output type, or records why it cannot be.
 fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Option<(Operator, TypeDesc)> {
     let stage = cx.stage;
-    let op = stage.op;
+    let op = &stage.op;
     // A wrong number of inputs was reported by `validate`.
-    if op.arity() == crate::config::Arity::Two && inputs.len() != 2 {
+    if op.arity() == Arity::Two && inputs.len() != 2 {
         return None;
     }
     let input = inputs[0];
@@ -522,26 +561,26 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
     let u64_ty = TypeDesc::Unsigned(64);
     let function = |cx: &mut Context<'_, '_>| {
         let kind = op.function_kind().expect("op calls a function");
-        cx.function("function", stage.function.as_deref(), kind)
+        cx.function("function", stage.function(), kind)
     };
     Some(match op {
-        Op::Map | Op::FlatMap | Op::Filter | Op::MapPartitions | Op::Transform => {
+        StageOp::Map | StageOp::FlatMap | StageOp::Filter | StageOp::MapPartitions | StageOp::Transform => {
             let (reference, info) = function(cx)?;
             cx.expect_input(&info, &input.ty, &carries)?;
-            let output = if op == Op::Filter { input.ty.clone() } else { info.output.clone() };
-            let operator = if op == Op::Transform {
+            let output = if *op == StageOp::Filter { input.ty.clone() } else { info.output.clone() };
+            let operator = if *op == StageOp::Transform {
                 Operator::Transform(reference)
             } else {
                 Operator::Plugin { plugin: reference.plugin, function: reference.function, kind: info.kind }
             };
             (operator, output)
         }
-        Op::Reduce => {
+        StageOp::Reduce => {
             let (reference, info) = function(cx)?;
             cx.expect_input(&info, &input.ty, &carries)?;
             (Operator::Reduce(reference), input.ty.clone())
         }
-        Op::ReduceByKey => {
+        StageOp::ReduceByKey => {
             let (key, value) = cx.keyed(input)?;
             let (reference, info) = function(cx)?;
             cx.expect_input(&info, value, &format!("the values of `{}` are", input.name))?;
@@ -553,13 +592,13 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
             };
             (operator, pair(key, info.output.clone()))
         }
-        Op::Count => (Operator::Count, u64_ty),
-        Op::CountByValue => (Operator::CountByValue, pair(&input.ty, u64_ty)),
-        Op::GroupByKey => {
+        StageOp::Count => (Operator::Count, u64_ty),
+        StageOp::CountByValue => (Operator::CountByValue, pair(&input.ty, u64_ty)),
+        StageOp::GroupByKey => {
             let (key, value) = cx.keyed(input)?;
             (Operator::GroupByKey { key: key.clone() }, pair(key, TypeDesc::Seq(Box::new(value.clone()))))
         }
-        Op::Union => {
+        StageOp::Union => {
             for other in &inputs[1..] {
                 if other.ty != input.ty {
                     cx.error(
@@ -574,8 +613,10 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
             }
             (Operator::Union, input.ty.clone())
         }
-        Op::Repartition => (Operator::Repartition(stage.partitions?), input.ty.clone()),
-        Op::Join | Op::Cogroup => {
+        StageOp::Repartition(RepartitionConfig { partitions }) => {
+            (Operator::Repartition((*partitions)?), input.ty.clone())
+        }
+        StageOp::Join(_) | StageOp::Cogroup => {
             let (key, left) = cx.keyed(inputs[0])?;
             let (right_key, right) = cx.keyed(inputs[1])?;
             if key != right_key {
@@ -592,10 +633,8 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
             }
             let option = |t: &TypeDesc| TypeDesc::Option(Box::new(t.clone()));
             let seq = |t: &TypeDesc| TypeDesc::Seq(Box::new(t.clone()));
-            if op == Op::Cogroup {
-                (Operator::Cogroup { key: key.clone() }, pair(key, TypeDesc::Tuple(vec![seq(left), seq(right)])))
-            } else {
-                let how = stage.how.unwrap_or_default();
+            if let StageOp::Join(JoinConfig { how }) = op {
+                let how = how.unwrap_or_default();
                 let value = match how {
                     JoinHow::Inner => TypeDesc::Tuple(vec![left.clone(), right.clone()]),
                     JoinHow::Left => TypeDesc::Tuple(vec![left.clone(), option(right)]),
@@ -603,27 +642,34 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
                     JoinHow::Full => TypeDesc::Tuple(vec![option(left), option(right)]),
                 };
                 (Operator::Join { how, key: key.clone() }, pair(key, value))
+            } else {
+                (Operator::Cogroup { key: key.clone() }, pair(key, TypeDesc::Tuple(vec![seq(left), seq(right)])))
             }
         }
-        Op::Window | Op::CountByWindow | Op::ReduceByWindow | Op::ReduceByKeyAndWindow | Op::CountByValueAndWindow => {
-            let window_ms = crate::config::millis(stage.window?);
-            let slide_ms = stage.slide.map_or(batch_ms, crate::config::millis);
+        StageOp::Window(_)
+        | StageOp::CountByWindow(_)
+        | StageOp::ReduceByWindow(_)
+        | StageOp::ReduceByKeyAndWindow(_)
+        | StageOp::CountByValueAndWindow(_) => {
+            let span = op.batch_window()?;
+            let window_ms = crate::fields::millis(span.window?);
+            let slide_ms = span.slide.map_or(batch_ms, crate::fields::millis);
             let (kind, ty) = match op {
-                Op::Window => (WindowKind::Records, input.ty.clone()),
-                Op::CountByWindow => (WindowKind::Count, u64_ty),
-                Op::ReduceByWindow => {
+                StageOp::Window(_) => (WindowKind::Records, input.ty.clone()),
+                StageOp::CountByWindow(_) => (WindowKind::Count, u64_ty),
+                StageOp::ReduceByWindow(_) => {
                     let (reference, info) = function(cx)?;
                     cx.expect_input(&info, &input.ty, &carries)?;
                     (WindowKind::Reduce(reference), input.ty.clone())
                 }
-                Op::CountByValueAndWindow => {
+                StageOp::CountByValueAndWindow(_) => {
                     (WindowKind::CountByValue { key: input.ty.clone() }, pair(&input.ty, u64_ty))
                 }
                 _ => {
                     let (key, value) = cx.keyed(input)?;
                     let (reduce, info) = function(cx)?;
                     cx.expect_input(&info, value, &format!("the values of `{}` are", input.name))?;
-                    let inverse = match stage.inverse.as_deref() {
+                    let inverse = match stage.inverse() {
                         None => None,
                         Some(name) => {
                             let (inverse, inverse_info) = cx.function("inverse", Some(name), FunctionKind::Reduce)?;
@@ -645,21 +691,22 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
             };
             (Operator::Window { window_ms, slide_ms, kind }, ty)
         }
-        Op::KeyBy => {
+        StageOp::KeyBy => {
             let (reference, info) = function(cx)?;
             cx.expect_input(&info, &input.ty, &carries)?;
             (Operator::KeyBy(reference), pair(&info.output, input.ty.clone()))
         }
-        Op::MapWithState => {
+        StageOp::MapWithState(MapWithStateConfig { state_timeout }) => {
             let (key, _) = cx.keyed(input)?;
             let (reference, info) = function(cx)?;
             cx.expect_input(&info, &input.ty, &carries)?;
-            let timeout_ms = stage.state_timeout.map(crate::config::millis);
+            let timeout_ms = state_timeout.map(crate::fields::millis);
             (Operator::MapWithState { function: reference, key: key.clone(), timeout_ms }, info.output.clone())
         }
-        Op::EventWindow => {
+        StageOp::EventWindow(event) => {
+            let EventWindowConfig { window, slide, timestamp, time_field, gap, allowed_lateness } = event;
             let (key, value) = cx.keyed(input)?;
-            let timestamp = match stage.timestamp.as_deref() {
+            let timestamp = match timestamp.as_deref() {
                 None => None,
                 Some(name) => {
                     let (reference, info) = cx.function("timestamp", Some(name), FunctionKind::Timestamp)?;
@@ -667,7 +714,7 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
                     Some(reference)
                 }
             };
-            let time_field = match stage.time_field.as_deref() {
+            let time_field = match time_field.as_deref() {
                 None => None,
                 Some(name) => match event::TimeField::find(key, value, name) {
                     Ok(field) => Some(field),
@@ -677,7 +724,7 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
                     }
                 },
             };
-            let (reduce, value) = match stage.function.as_deref() {
+            let (reduce, value) = match stage.function() {
                 None => (None, u64_ty),
                 Some(name) => {
                     let (reference, info) = cx.function("function", Some(name), FunctionKind::Reduce)?;
@@ -685,19 +732,19 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
                     (Some(reference), info.output.clone())
                 }
             };
-            let ms = crate::config::millis;
-            let assigner = match (stage.window, stage.slide, stage.gap) {
+            let ms = crate::fields::millis;
+            let assigner = match (*window, *slide, *gap) {
                 (_, _, Some(gap)) => Assigner::Session(ms(gap).max(1)),
                 (Some(window), Some(slide), None) if slide != window => Assigner::Sliding(ms(window), ms(slide).max(1)),
                 (Some(window), _, None) => Assigner::Tumbling(ms(window).max(1)),
                 (None, _, None) => return None,
             };
-            let lateness_ms = stage.allowed_lateness.map_or(0, ms);
+            let lateness_ms = allowed_lateness.map_or(0, ms);
             let ty = pair(key, TypeDesc::Tuple(vec![TypeDesc::Unsigned(64), TypeDesc::Unsigned(64), value]));
             let late = usize::MAX;
             (Operator::EventWindow { assigner, lateness_ms, timestamp, time_field, reduce, key: key.clone(), late }, ty)
         }
-        Op::UpdateStateByKey => {
+        StageOp::UpdateStateByKey => {
             let (key, value) = cx.keyed(input)?;
             let (update, info) = function(cx)?;
             cx.expect_input(&info, value, &format!("the values of `{}` are", input.name))?;

@@ -14,6 +14,7 @@ use crate::block::Block;
 use crate::block::Partition;
 use crate::codec;
 use crate::config::OnError;
+use crate::metrics::events::StageFigures;
 use crate::runtime::CallError;
 use crate::runtime::registry::Snapshot;
 
@@ -34,22 +35,7 @@ pub struct StageError {
 }
 
 /// Every stream's partitions for one batch (None for streams no sink needs).
-pub type BatchOutput = Vec<Option<Vec<Partition>>>;
-
-/// One stage's figures in one batch.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct StageFigures {
-    /// The stage.
-    pub name: String,
-    /// Records it read.
-    pub records_in: u64,
-    /// Records it produced.
-    pub records_out: u64,
-    /// Plugin calls (one per partition, or one per batch).
-    pub calls: u64,
-    /// Time it took, µs.
-    pub micros: u64,
-}
+pub(crate) type BatchOutput = Vec<Option<Vec<Partition>>>;
 
 thread_local! {
     /// A worker's buffer for the records between two fused stages, reused across partitions.
@@ -70,7 +56,7 @@ impl From<CallError> for Failed {
 
 /// A plugin failure a stage's policy absorbed: the batch went on without those records.
 #[derive(Debug)]
-pub struct Handled {
+pub(crate) struct Handled {
     /// What failed.
     pub error: Box<StageError>,
     /// `skip` or `dead_letter`.
@@ -83,19 +69,19 @@ pub struct Handled {
 #[derive(Debug, Default)]
 pub struct BatchOutcome {
     /// Every stream's partitions (None for streams no sink needs).
-    pub streams: BatchOutput,
+    pub(crate) streams: BatchOutput,
     /// Failures skipped or sent to a dead-letter sink.
-    pub handled: Vec<Handled>,
-    /// Records for each dead-letter sink (index into [`Graph::dead_letters`]), as
+    pub(crate) handled: Vec<Handled>,
+    /// Records for each dead-letter sink (index into `Graph::dead_letters`), as
     /// [`DeadLetter`] frames.
-    pub dead_letters: Vec<(usize, Partition)>,
+    pub(crate) dead_letters: Vec<(usize, Partition)>,
     /// Each stage's records in and out, calls and time.
-    pub stages: Vec<StageFigures>,
+    pub(crate) stages: Vec<StageFigures>,
 }
 
 /// A record a stage could not process, as its dead-letter sink receives it.
 #[derive(Debug, serde::Serialize)]
-pub struct DeadLetter {
+pub(crate) struct DeadLetter {
     /// Batch time, ms.
     pub batch: u64,
     /// The stage.
@@ -116,7 +102,7 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     /// The type dead-letter sinks render.
-    pub fn type_desc() -> TypeDesc {
+    pub(crate) fn type_desc() -> TypeDesc {
         let field = |name: &str, ty: TypeDesc| (name.to_string(), ty);
         TypeDesc::Struct {
             name: "DeadLetter".into(),

@@ -62,7 +62,7 @@ impl GraphState {
     }
 
     /// Late records of every event-time stage so far.
-    pub fn late_records(&self) -> u64 {
+    pub(crate) fn late_records(&self) -> u64 {
         self.stages.values().map(|s| if let StageState::Event(e) = s { e.late } else { 0 }).sum()
     }
 
@@ -88,7 +88,7 @@ impl GraphState {
                 let stage = &graph.stages[index];
                 StageCheckpoint {
                     name: stage.name.clone(),
-                    op: stage.op.name().to_string(),
+                    op: stage.operator.name().to_string(),
                     input: graph.streams[stage.inputs[0]].ty.clone(),
                     output: graph.streams[stage.output].ty.clone(),
                     state: state.clone(),
@@ -101,7 +101,7 @@ impl GraphState {
 
     /// The state of a checkpoint for `graph`. Each stage must exist with the same op and the
     /// same record types; otherwise the state cannot be read, and every such stage is reported.
-    pub fn import(graph: &Graph, stages: Vec<StageCheckpoint>) -> Result<Self, Vec<String>> {
+    pub(crate) fn import(graph: &Graph, stages: Vec<StageCheckpoint>) -> Result<Self, Vec<String>> {
         let mut state = Self::default();
         let mut problems = Vec::new();
         for saved in stages {
@@ -114,12 +114,12 @@ impl GraphState {
             };
             let stage = &graph.stages[index];
             let (input, output) = (&graph.streams[stage.inputs[0]].ty, &graph.streams[stage.output].ty);
-            if stage.op.name() != saved.op {
+            if stage.operator.name() != saved.op {
                 problems.push(format!(
                     "stage `{}` was `{}` when the checkpoint was written and is `{}` now",
                     saved.name,
                     saved.op,
-                    stage.op.name()
+                    stage.operator.name()
                 ));
             } else if *input != saved.input || *output != saved.output {
                 problems.push(format!(
@@ -152,7 +152,7 @@ pub struct StageCheckpoint {
 /// `update_state_by_key`'s store: key bytes → state bytes, split by key hash into one map per
 /// worker so every bucket is updated in parallel, in place.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct StateStore {
+pub(crate) struct StateStore {
     buckets: Vec<FxHashMap<Vec<u8>, Vec<u8>>>,
 }
 
@@ -266,7 +266,7 @@ type Updated = (Vec<u8>, Option<Vec<u8>>);
 
 /// `map_with_state`'s store: key bytes → (state bytes, batch time of its last new value).
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct MapStateStore {
+pub(crate) struct MapStateStore {
     states: FxHashMap<Vec<u8>, (Vec<u8>, u64)>,
 }
 

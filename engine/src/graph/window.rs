@@ -39,7 +39,7 @@ type Running = FxHashMap<Vec<u8>, (Vec<u8>, u32)>;
 
 /// A windowed stage's state across batches.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct WindowState {
+pub(crate) struct WindowState {
     history: VecDeque<(u64, Contribution)>,
     last_emit: Option<u64>,
     /// Incremental windows: key → (value over the window, batches of the window holding the key).

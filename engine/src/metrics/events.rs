@@ -14,13 +14,27 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use crate::graph::StageFigures;
 use crate::runtime::event::{PluginAction, PluginRecord};
 
 /// Completed batches kept for the batch table and the charts.
 pub const KEEP_BATCHES: usize = 600;
 /// Plugin events kept for the swap history.
 pub const KEEP_PLUGIN_EVENTS: usize = 200;
+
+/// One stage's figures in one batch, as `graph::run_batch` measures them.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct StageFigures {
+    /// The stage.
+    pub name: String,
+    /// Records it read.
+    pub records_in: u64,
+    /// Records it produced.
+    pub records_out: u64,
+    /// Plugin calls (one per partition, or one per batch).
+    pub calls: u64,
+    /// Time it took, µs.
+    pub micros: u64,
+}
 
 /// A finished batch, as the batch table shows it.
 #[derive(Clone, Debug, Default, Serialize)]

@@ -21,7 +21,7 @@ use super::{LoadError, PluginRuntime};
 
 /// What a deploy did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Deployed {
+pub(crate) enum Deployed {
     /// The new version serves from the next batch; its short hash.
     Installed(String),
     /// The content equals the serving version's: nothing to do.
@@ -30,7 +30,7 @@ pub enum Deployed {
 
 /// Why a new version was not installed.
 #[derive(Debug, thiserror::Error)]
-pub enum DeployError {
+pub(crate) enum DeployError {
     /// The file or upload is not a plugin this engine can load.
     #[error("{0}")]
     Load(#[from] LoadError),
@@ -55,7 +55,7 @@ pub enum DeployError {
 
 impl DeployError {
     /// The class of the refusal, as logged and noted.
-    pub fn class(&self) -> &'static str {
+    pub(crate) fn class(&self) -> &'static str {
         match self {
             Self::Load(err) => err.class().name(),
             Self::Incompatible { .. } => "incompatible",
@@ -66,7 +66,7 @@ impl DeployError {
 }
 
 /// The answer to one submitted version.
-pub type Outcome = Result<Deployed, DeployError>;
+pub(crate) type Outcome = Result<Deployed, DeployError>;
 
 #[derive(Debug)]
 struct Job {
@@ -90,7 +90,7 @@ struct Lane {
 
 /// One lane per plugin of a registry. Dropping it stops the lanes after their current load.
 #[derive(Debug)]
-pub struct Deployer {
+pub(crate) struct Deployer {
     lanes: Vec<Arc<Lane>>,
     /// Where supersessions are emitted.
     registry: Arc<PluginRegistry>,
@@ -98,7 +98,7 @@ pub struct Deployer {
 
 impl Deployer {
     /// Starts a lane for every plugin of `registry`.
-    pub fn start(runtime: PluginRuntime, registry: Arc<PluginRegistry>) -> std::io::Result<Self> {
+    pub(crate) fn start(runtime: PluginRuntime, registry: Arc<PluginRegistry>) -> std::io::Result<Self> {
         let mut lanes = Vec::new();
         for (index, name, _) in registry.plugins() {
             let lane = Arc::new(Lane { plugin: name.to_string(), state: Mutex::default(), wake: Condvar::new() });
@@ -113,14 +113,14 @@ impl Deployer {
 
     /// Queues `bytes` as the next version of plugin `index` (`origin` names it in messages),
     /// superseding any version still waiting. The answer arrives on the returned channel.
-    pub fn submit(&self, index: usize, origin: PathBuf, bytes: Vec<u8>) -> mpsc::Receiver<Outcome> {
+    pub(crate) fn submit(&self, index: usize, origin: PathBuf, bytes: Vec<u8>) -> mpsc::Receiver<Outcome> {
         let (tx, rx) = mpsc::channel();
         self.enqueue(index, Job { origin, bytes, reply: Some(tx) });
         rx
     }
 
     /// As [`Deployer::submit`], for a caller that does not wait (the outcome is logged).
-    pub fn submit_detached(&self, index: usize, origin: PathBuf, bytes: Vec<u8>) {
+    pub(crate) fn submit_detached(&self, index: usize, origin: PathBuf, bytes: Vec<u8>) {
         self.enqueue(index, Job { origin, bytes, reply: None });
     }
 
@@ -215,7 +215,7 @@ fn deploy(runtime: &PluginRuntime, registry: &PluginRegistry, index: usize, lane
         from: current.short_hash().to_string(),
         to: hash.clone(),
         origin: job.origin.clone(),
-        load_ms: crate::config::millis(started.elapsed()),
+        load_ms: crate::fields::millis(started.elapsed()),
     });
     Ok(Deployed::Installed(hash))
 }

@@ -56,7 +56,7 @@ pub enum LoadError {
 
 impl LoadError {
     /// The class of the refusal, as logged and counted.
-    pub fn class(&self) -> LoadClass {
+    pub(crate) fn class(&self) -> LoadClass {
         match self {
             Self::Read { .. } => LoadClass::Unreadable,
             Self::NotWasm { .. } => LoadClass::NotWasm,
@@ -113,7 +113,7 @@ pub enum LoadClass {
 
 impl LoadClass {
     /// Name used in logs, messages and metrics.
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             Self::Unreadable => "unreadable",
             Self::NotWasm => "not_wasm",
@@ -146,7 +146,7 @@ impl std::fmt::Display for LoadClass {
 
 /// The class of a failed plugin call, each with its own policy (see `docs/ARCHITECTURE.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ErrorClass {
+pub(crate) enum ErrorClass {
     /// The guest trapped: a panic, `unreachable`, out-of-bounds access, stack overflow.
     Trap,
     /// The call ran past its deadline.
@@ -161,7 +161,7 @@ pub enum ErrorClass {
 
 impl ErrorClass {
     /// Name used in logs and metrics.
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             Self::Trap => "trap",
             Self::Deadline => "deadline",
@@ -217,7 +217,7 @@ pub enum CallError {
 
 impl CallError {
     /// The class of this failure.
-    pub const fn class(&self) -> ErrorClass {
+    pub(crate) const fn class(&self) -> ErrorClass {
         match self {
             Self::Trap { .. } => ErrorClass::Trap,
             Self::Deadline { .. } => ErrorClass::Deadline,

@@ -11,7 +11,7 @@ use super::{CallError, Implementation, Limits, PluginVersion};
 
 /// What a store carries for its instance.
 #[derive(Debug)]
-pub struct StoreState {
+pub(crate) struct StoreState {
     plugin: Arc<str>,
     memory_limit: usize,
     /// Set when the limiter refused to grow memory: the trap that follows is a memory-limit error.
@@ -217,7 +217,7 @@ pub fn call(version: &PluginVersion, function: &str, input: &[u8], output: &mut 
 
 /// As [`call`], with the `len` input bytes written by `fill` directly into the guest's input
 /// buffer (no intermediate copy on the host).
-pub fn call_filling(
+pub(crate) fn call_filling(
     version: &PluginVersion,
     function: &str,
     len: usize,

@@ -32,11 +32,11 @@ use super::instance::Instance;
 use super::{CallError, Implementation, LoadClass, LoadError, PluginRuntime, PluginVersion};
 
 /// The largest plugin file accepted (real plugins are tens to hundreds of KiB).
-pub const MAX_PLUGIN_BYTES: usize = 32 << 20;
+pub(crate) const MAX_PLUGIN_BYTES: usize = 32 << 20;
 /// The most exports a plugin may have (each function has two).
-pub const MAX_EXPORTS: usize = 4096;
+pub(crate) const MAX_EXPORTS: usize = 4096;
 /// Default budget for instantiating a plugin and asking it to describe itself.
-pub const DEFAULT_VALIDATE_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_VALIDATE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The host functions a plugin may import, with their parameter count (all `i32`, no result).
 const IMPORTS: [(&str, usize); 2] = [("panic", 2), ("log", 3)];
@@ -50,7 +50,7 @@ impl PluginRuntime {
     }
 
     /// As [`PluginRuntime::load`], from bytes already read (`path` names them in messages).
-    pub fn load_bytes(&self, name: &str, path: &Path, bytes: &[u8]) -> Result<PluginVersion, LoadError> {
+    pub(crate) fn load_bytes(&self, name: &str, path: &Path, bytes: &[u8]) -> Result<PluginVersion, LoadError> {
         let refuse = |class: LoadClass, at: Option<ModulePart>, reason: String| LoadError::Refused {
             plugin: name.to_string(),
             path: path.to_path_buf(),

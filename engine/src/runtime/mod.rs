@@ -7,18 +7,18 @@
 //!   replaces the `Arc` the [`registry`] hands to the next batch.
 //! - Each worker thread instantiates a version the first time it serves it (~10 µs) and keeps the
 //!   instance across batches ([`instance`]). A trap drops the instance; the next call gets a new one.
-//! - Every call has an epoch deadline (a ticker thread advances the epoch every [`EPOCH_TICK`]) and
-//!   every instance a memory cap enforced by a resource limiter. Defaults: [`DEFAULT_TIMEOUT`],
-//!   [`DEFAULT_MEMORY_LIMIT`].
+//! - Every call has an epoch deadline (a ticker thread advances the epoch every `EPOCH_TICK`) and
+//!   every instance a memory cap enforced by a resource limiter. Defaults: `DEFAULT_TIMEOUT`,
+//!   `DEFAULT_MEMORY_LIMIT`.
 
-pub mod deploy;
-pub mod error;
-pub mod event;
+pub(crate) mod deploy;
+pub(crate) mod error;
+pub(crate) mod event;
 pub mod instance;
 mod load;
 pub mod registry;
 mod version;
-pub mod watch;
+pub(crate) mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,16 +26,17 @@ use std::time::Duration;
 
 use sluice_sdk::abi::{FunctionInfo, NativeFunction};
 
-pub use error::{CallError, ErrorClass, LoadClass, LoadError, ModulePart, StartError};
-pub use load::{DEFAULT_VALIDATE_TIMEOUT, MAX_EXPORTS, MAX_PLUGIN_BYTES};
-pub use version::{Implementation, PluginVersion};
+pub use error::{CallError, LoadClass, LoadError, ModulePart, StartError};
+pub(crate) use load::{DEFAULT_VALIDATE_TIMEOUT, MAX_PLUGIN_BYTES};
+pub(crate) use version::Implementation;
+pub use version::PluginVersion;
 
 /// How often the epoch advances; the granularity of call deadlines.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Default per-call deadline.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default memory cap per plugin instance.
-pub const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
+pub(crate) const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
 
 /// Limits applied to every call and instance.
 #[derive(Clone, Copy, Debug)]
@@ -97,14 +98,9 @@ impl PluginRuntime {
 
     /// The same runtime, loading plugins within `timeout` (instantiation, ABI version and every
     /// describe call together; see `runtime/load.rs`).
-    pub fn with_validate_timeout(mut self, timeout: Duration) -> Self {
+    pub(crate) fn with_validate_timeout(mut self, timeout: Duration) -> Self {
         self.validate_timeout = timeout;
         self
-    }
-
-    /// The limits every call runs under.
-    pub fn limits(&self) -> Limits {
-        self.limits
     }
 
     /// A version whose functions run natively in this process: the native twin of a plugin,

@@ -1,7 +1,7 @@
 //! Which version of each plugin serves the next batch.
 //!
 //! Invariant: a batch takes a [`Snapshot`] when it starts and runs every partition with the
-//! versions in it, so one batch is served by one version of each plugin. [`PluginRegistry::install`]
+//! versions in it, so one batch is served by one version of each plugin. `PluginRegistry::install`
 //! only changes what the *next* snapshot holds: that is the batch-boundary swap.
 
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use super::event::{PluginEvent, PluginEventSink};
 
 /// Why a version cannot replace the serving one, or a rollback cannot happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RegistryError {
+pub(crate) enum RegistryError {
     /// Functions the pipeline calls do not fit in the new version (every one listed).
     #[error("{}", join(.0))]
     Incompatible(Vec<Mismatch>),
@@ -33,7 +33,7 @@ pub enum RegistryError {
 
 /// One function the pipeline calls that a new version does not keep.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Mismatch {
+pub(crate) enum Mismatch {
     /// It is gone.
     #[error("function `{function}` is missing (the new version exports: {exports})")]
     Missing {
@@ -69,7 +69,7 @@ fn join(mismatches: &[Mismatch]) -> String {
 }
 
 /// How many earlier versions of a plugin are kept for rollbacks.
-pub const MAX_HISTORY: usize = 8;
+pub(crate) const MAX_HISTORY: usize = 8;
 
 /// The versions that serve one batch, indexed like the registry's plugins.
 pub type Snapshot = Arc<[Arc<PluginVersion>]>;
@@ -99,7 +99,7 @@ impl std::fmt::Debug for PluginRegistry {
 
 impl PluginRegistry {
     /// A registry of initial versions, each with the functions the pipeline requires of it.
-    pub fn new(plugins: Vec<(PluginVersion, Vec<String>)>) -> Self {
+    pub(crate) fn new(plugins: Vec<(PluginVersion, Vec<String>)>) -> Self {
         let slots = plugins
             .into_iter()
             .map(|(version, required)| Slot {
@@ -114,13 +114,13 @@ impl PluginRegistry {
     }
 
     /// Sends plugin events to `sink` from now on (the first sink installed stays).
-    pub fn report_to(&self, sink: Arc<dyn PluginEventSink>) {
+    pub(crate) fn report_to(&self, sink: Arc<dyn PluginEventSink>) {
         let _ = self.sink.set(sink);
     }
 
     /// Reports a plugin event, the one place that does: logs it, then hands it to the sink
     /// (counters, history, event stream), if one is installed.
-    pub fn emit(&self, event: PluginEvent) {
+    pub(crate) fn emit(&self, event: PluginEvent) {
         event.log();
         if let Some(sink) = self.sink.get() {
             sink.plugin_event(&event);
@@ -128,17 +128,17 @@ impl PluginRegistry {
     }
 
     /// Index of the plugin called `name`.
-    pub fn index(&self, name: &str) -> Option<usize> {
+    pub(crate) fn index(&self, name: &str) -> Option<usize> {
         self.slots.iter().position(|slot| slot.name == name)
     }
 
     /// Names and files of every plugin, by index.
-    pub fn plugins(&self) -> impl Iterator<Item = (usize, &str, &Path)> {
+    pub(crate) fn plugins(&self) -> impl Iterator<Item = (usize, &str, &Path)> {
         self.slots.iter().enumerate().map(|(index, slot)| (index, slot.name.as_str(), slot.path.as_path()))
     }
 
     /// The version serving plugin `index` now.
-    pub fn current(&self, index: usize) -> Arc<PluginVersion> {
+    pub(crate) fn current(&self, index: usize) -> Arc<PluginVersion> {
         self.slots[index].current.lock().expect("registry lock").clone()
     }
 
@@ -149,7 +149,7 @@ impl PluginRegistry {
 
     /// Checks that `candidate` can replace plugin `index`: every function the pipeline calls
     /// exists with the same kind and the same input and output types.
-    pub fn validate(&self, index: usize, candidate: &PluginVersion) -> Result<(), RegistryError> {
+    pub(crate) fn validate(&self, index: usize, candidate: &PluginVersion) -> Result<(), RegistryError> {
         let slot = &self.slots[index];
         let current = self.current(index);
         let mut problems = Vec::new();
@@ -177,7 +177,7 @@ impl PluginRegistry {
 
     /// Makes `version` serve plugin `index` from the next batch on. Returns the version it
     /// replaces, which is kept for [`PluginRegistry::rollback`].
-    pub fn install(&self, index: usize, version: PluginVersion) -> Arc<PluginVersion> {
+    pub(crate) fn install(&self, index: usize, version: PluginVersion) -> Arc<PluginVersion> {
         let slot = &self.slots[index];
         let mut current = slot.current.lock().expect("registry lock");
         let old = std::mem::replace(&mut *current, Arc::new(version));
@@ -192,7 +192,7 @@ impl PluginRegistry {
 
     /// Makes the version that served before the current one serve again from the next batch.
     /// Returns (the version rolled back from, the version now serving), or None without history.
-    pub fn rollback(&self, index: usize) -> Option<(Arc<PluginVersion>, Arc<PluginVersion>)> {
+    pub(crate) fn rollback(&self, index: usize) -> Option<(Arc<PluginVersion>, Arc<PluginVersion>)> {
         let slot = &self.slots[index];
         let mut current = slot.current.lock().expect("registry lock");
         let back = slot.previous.lock().expect("registry lock").pop()?;
@@ -203,7 +203,7 @@ impl PluginRegistry {
     /// Makes the earlier version whose content hash starts with `hash` serve again from the
     /// next batch; the current one joins the history (so it can be chosen again). Returns
     /// (from, to), or why not.
-    pub fn rollback_to(
+    pub(crate) fn rollback_to(
         &self,
         index: usize,
         hash: &str,
@@ -225,7 +225,7 @@ impl PluginRegistry {
     }
 
     /// The versions that served plugin `index` before the current one, oldest first.
-    pub fn history(&self, index: usize) -> Vec<Arc<PluginVersion>> {
+    pub(crate) fn history(&self, index: usize) -> Vec<Arc<PluginVersion>> {
         self.slots[index].previous.lock().expect("registry lock").clone()
     }
 }

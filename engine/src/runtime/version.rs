@@ -14,7 +14,7 @@ use super::instance::StoreState;
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// How a version's functions run.
-pub enum Implementation {
+pub(crate) enum Implementation {
     /// A compiled Wasm module, ready to instantiate.
     Wasm {
         /// The engine it was compiled for.
@@ -86,13 +86,13 @@ impl PluginVersion {
     }
 
     /// The first 12 hex digits of the content hash, as shown in logs.
-    pub fn short_hash(&self) -> &str {
+    pub(crate) fn short_hash(&self) -> &str {
         &self.hash[..self.hash.len().min(12)]
     }
 
     /// The same version (same id, so the same worker instances) with other call limits: a
     /// stage's own `timeout` and `memory_limit`. Native versions have no limits to change.
-    pub fn with_limits(&self, timeout: Option<std::time::Duration>, memory: Option<usize>) -> Self {
+    pub(crate) fn with_limits(&self, timeout: Option<std::time::Duration>, memory: Option<usize>) -> Self {
         let implementation = match &self.implementation {
             Implementation::Wasm { engine, pre, limits } => Implementation::Wasm {
                 engine: engine.clone(),
@@ -113,7 +113,7 @@ impl PluginVersion {
     }
 
     /// `name (kind)` of every function, for messages.
-    pub fn function_list(&self) -> String {
+    pub(crate) fn function_list(&self) -> String {
         let list: Vec<String> = self.functions.values().map(|f| format!("{} ({})", f.name, f.kind)).collect();
         list.join(", ")
     }

@@ -18,10 +18,10 @@ use super::deploy::Deployer;
 use super::registry::PluginRegistry;
 
 /// How long a plugin file must stay unchanged before it is read.
-pub const QUIET: Duration = Duration::from_millis(150);
+pub(crate) const QUIET: Duration = Duration::from_millis(150);
 
 /// Keeps the watch alive; dropping it stops watching.
-pub struct PluginWatcher {
+pub(crate) struct PluginWatcher {
     _watcher: notify::RecommendedWatcher,
 }
 
@@ -32,7 +32,7 @@ impl std::fmt::Debug for PluginWatcher {
 }
 
 /// Starts watching every plugin file of `registry`, deploying new content through `deployer`.
-pub fn watch(registry: Arc<PluginRegistry>, deployer: Arc<Deployer>) -> notify::Result<PluginWatcher> {
+pub(crate) fn watch(registry: Arc<PluginRegistry>, deployer: Arc<Deployer>) -> notify::Result<PluginWatcher> {
     let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
     let mut watcher = notify::recommended_watcher(tx)?;
     let mut files: Vec<(usize, PathBuf)> = Vec::new();

@@ -35,7 +35,7 @@ impl FileSinkConfig {
     /// directory exists or can be created, and files can be created in it. Made directories and
     /// the probe file are removed again. Else what stands in the way, naming the path.
     pub fn check_writable(&self, resolved: &Path) -> Result<(), String> {
-        crate::config::writable_dir(resolved).map_err(|problem| {
+        crate::fields::writable_dir(resolved).map_err(|problem| {
             format!("{problem}; expected a directory sink `{}` can create and write its batch files in", self.name)
         })
     }

@@ -33,7 +33,7 @@ use sluice_sdk::TypeDesc;
 use super::{BatchRef, Sink, SinkError, SinkGuarantee};
 use crate::block::{Partition, records};
 use crate::codec::{read_varint, render, skip_value};
-use crate::config::ConfigError;
+use crate::fields::ConfigError;
 use crate::kafka::{REQUEST_TIMEOUT, client_config};
 
 /// How long a transaction's commit, or the delivery of a batch, may take.

@@ -40,7 +40,7 @@ pub use postgres::PostgresSinkConfig;
 pub use print::PrintSinkConfig;
 
 use crate::block::Partition;
-use crate::config::ConfigError;
+use crate::fields::ConfigError;
 use crate::metrics::events::Events;
 
 /// `[[sinks]]`, tagged by `type`.
@@ -69,17 +69,6 @@ pub enum SinkGuarantee {
     Transactional,
     /// A replayed batch's output appears again.
     AtLeastOnce,
-}
-
-impl SinkGuarantee {
-    /// The name `sluice check` prints.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Idempotent => "idempotent",
-            Self::Transactional => "transactional",
-            Self::AtLeastOnce => "at_least_once",
-        }
-    }
 }
 
 /// Something outside the engine that one component holds (a sink writes it, a source reads it);

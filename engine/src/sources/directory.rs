@@ -23,8 +23,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{Cut, Position, Source, SourceContext};
+use crate::batch_log::{BatchLog, LoggedInput};
 use crate::block::Block;
-use crate::checkpoint::pending::{BatchLog, LoggedInput};
 use crate::receiver::{LineFramer, MAX_BLOCK_BYTES, PendingBlock, Receiver};
 
 /// `type = "directory"`.

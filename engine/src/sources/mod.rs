@@ -12,7 +12,7 @@
 //!    **commit** once the checkpoint is durable (later: commit Kafka offsets);
 //! 5. after a crash, **replay** a logged batch: the same blocks again.
 //!
-//! The write-ahead log ([`crate::checkpoint::pending::BatchLog`]) is a capability a
+//! The write-ahead log ([`crate::batch_log::BatchLog`]) is a capability a
 //! non-replayable source (socket, Flume) uses from its own `cut`; the clock knows nothing
 //! of WALs, files or offsets.
 
@@ -34,8 +34,8 @@ pub use kafka::KafkaSourceConfig;
 pub use kinesis::{KinesisSourceConfig, ShardPositions};
 pub use socket::SocketSourceConfig;
 
+use crate::batch_log::{BatchLog, LoggedInput};
 use crate::block::Block;
-use crate::checkpoint::pending::{BatchLog, LoggedInput};
 use crate::receiver::Receiver;
 
 /// `[[sources]]`, tagged by `type`.
@@ -145,6 +145,15 @@ pub enum Position {
     Shards(ShardPositions),
 }
 
+/// Where a source is, by name: one entry of a checkpoint's positions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePosition {
+    /// The source's name.
+    pub name: String,
+    /// Its position, in the form its kind keeps.
+    pub position: Position,
+}
+
 /// What a source starts with.
 #[derive(Debug, Clone)]
 pub struct SourceContext {
@@ -229,12 +238,9 @@ impl Sources {
     }
 
     /// Every source's position through batch `time`, for its checkpoint.
-    pub fn positions(&self, through: u64) -> Vec<crate::checkpoint::SourcePosition> {
+    pub fn positions(&self, through: u64) -> Vec<SourcePosition> {
         (0..self.len())
-            .map(|i| crate::checkpoint::SourcePosition {
-                name: self.names[i].clone(),
-                position: self.lock(i).position(through),
-            })
+            .map(|i| SourcePosition { name: self.names[i].clone(), position: self.lock(i).position(through) })
             .collect()
     }
 

@@ -27,9 +27,9 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
 
 use super::{Cut, Position, Source, SourceContext};
+use crate::batch_log::{BatchLog, LoggedInput};
 use crate::block::Block;
-use crate::checkpoint::pending::{BatchLog, LoggedInput};
-use crate::config::ConfigError;
+use crate::fields::ConfigError;
 use crate::receiver::rate::Throttle;
 use crate::receiver::{LineFramer, Receiver};
 
@@ -76,15 +76,15 @@ pub(crate) fn check_address(address: &str) -> Result<(), String> {
         return Err("no port after `:`".into());
     }
     if !port.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("port `{}` is not a number", crate::config::shorten(port, 20)));
+        return Err(format!("port `{}` is not a number", crate::fields::shorten(port, 20)));
     }
     if !port.parse::<u32>().is_ok_and(|port| (1..=65535).contains(&port)) {
-        return Err(format!("port {} is out of range", crate::config::shorten(port, 20)));
+        return Err(format!("port {} is out of range", crate::fields::shorten(port, 20)));
     }
     if let Some(inner) = host.strip_prefix('[') {
         return match inner.strip_suffix(']').map(str::parse::<Ipv6Addr>) {
             Some(Ok(_)) => Ok(()),
-            _ => Err(format!("`{}` is not an IPv6 address in brackets", crate::config::shorten(host, 50))),
+            _ => Err(format!("`{}` is not an IPv6 address in brackets", crate::fields::shorten(host, 50))),
         };
     }
     if host.is_empty() {
@@ -96,7 +96,7 @@ pub(crate) fn check_address(address: &str) -> Result<(), String> {
     if numeric {
         return match host.parse::<Ipv4Addr>() {
             Ok(_) => Ok(()),
-            Err(_) => Err(format!("`{}` is not an IPv4 address", crate::config::shorten(host, 50))),
+            Err(_) => Err(format!("`{}` is not an IPv4 address", crate::fields::shorten(host, 50))),
         };
     }
     let label_ok = |label: &str| {
@@ -108,7 +108,7 @@ pub(crate) fn check_address(address: &str) -> Result<(), String> {
     if host.len() > 253 || !host.trim_end_matches('.').split('.').all(label_ok) {
         return Err(format!(
             "`{}` is not an IP address or a hostname (letters, digits and `-` in labels separated by `.`)",
-            crate::config::shorten(host, 50)
+            crate::fields::shorten(host, 50)
         ));
     }
     Ok(())
@@ -215,7 +215,7 @@ impl SocketSourceConfig {
                 format!(
                     "expected \"host:port\" (an IP address or hostname, then a port from 1 to 65535, e.g. \
                      \"127.0.0.1:9999\" or \"localhost:9999\"), found \"{}\": {problem}",
-                    crate::config::shorten(&self.address, 100)
+                    crate::fields::shorten(&self.address, 100)
                 ),
             ));
         }
@@ -256,7 +256,7 @@ impl Reader {
             let stream = match connected {
                 Ok(stream) => stream,
                 Err(err) => {
-                    tracing::warn!(source = %name, %address, attempt, retry_in_ms = crate::config::millis(delay), "cannot connect: {err}");
+                    tracing::warn!(source = %name, %address, attempt, retry_in_ms = crate::fields::millis(delay), "cannot connect: {err}");
                     self.receiver.set_error(format!("cannot connect to {address}: {err}"));
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}

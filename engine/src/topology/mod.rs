@@ -15,11 +15,11 @@ use tokio::sync::watch;
 use crate::admin;
 use crate::batch::scheduler::{Checkpointing, RunReport, Scheduler};
 use crate::batch::{self, Batch, Clock};
-use crate::checkpoint::pending::BatchLog;
+use crate::batch_log::BatchLog;
 use crate::checkpoint::resume::{self, Expected, Resumed};
 use crate::graph::{DeadLetter, GraphState};
 use crate::metrics::Metrics;
-use crate::pipeline::{Pipeline, RunOptions};
+use crate::pipeline::Pipeline;
 use crate::receiver::Receiver;
 use crate::receiver::rate::PidEstimator;
 use crate::runtime::deploy::Deployer;
@@ -27,9 +27,43 @@ use crate::runtime::watch as plugin_watch;
 use crate::sinks::{Sink, SinkConfig, SinkContext};
 use crate::sources::{SourceConfig, SourceContext, Sources};
 
-/// Runs `pipeline` until every source has finished or `stop` turns true, then finishes the
-/// batches already received, flushes the sinks and returns. Blocks the calling thread.
-pub(crate) fn run(
+/// How to run a pipeline: process knobs, not pipeline content.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Worker threads for partitions (default: one per core).
+    pub workers: usize,
+    /// Watch plugin files and hot-swap new versions.
+    pub watch_plugins: bool,
+    /// Serve metrics and the admin API here (the next free port if taken); None: do not.
+    pub admin_addr: Option<std::net::SocketAddr>,
+    /// Bearer token the admin API requires (needed off loopback).
+    pub admin_token: Option<String>,
+    /// Set the checkpoint directory aside and start over instead of resuming.
+    pub fresh: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            watch_plugins: true,
+            admin_addr: None,
+            admin_token: None,
+            fresh: false,
+        }
+    }
+}
+
+impl Pipeline {
+    /// Runs until every source has finished or `stop` turns true, then finishes the batches
+    /// already received, flushes the sinks and returns. Blocks the calling thread.
+    pub fn run(&self, options: &RunOptions, stop: watch::Receiver<bool>) -> std::io::Result<RunReport> {
+        run(self, options, stop, Arc::new(Metrics::default()))
+    }
+}
+
+/// Runs `pipeline` as [`Pipeline::run`] does, counting into `metrics`.
+fn run(
     pipeline: &Pipeline,
     options: &RunOptions,
     stop: watch::Receiver<bool>,
@@ -47,7 +81,7 @@ pub(crate) fn run(
             let names: Vec<&str> = config.sources.iter().map(SourceConfig::name).collect();
             let expected = Expected {
                 pipeline: &config.pipeline.name,
-                batch_interval_ms: crate::config::millis(config.pipeline.batch_interval),
+                batch_interval_ms: crate::fields::millis(config.pipeline.batch_interval),
                 sources: &names,
             };
             resume::resume(dir, &expected, options.fresh).map_err(std::io::Error::other)?
@@ -132,7 +166,7 @@ pub(crate) fn run(
     let checkpointing = checkpoint_dir.map(|dir| Checkpointing {
         dir,
         pipeline: config.pipeline.name.clone(),
-        batch_interval_ms: crate::config::millis(config.pipeline.batch_interval),
+        batch_interval_ms: crate::fields::millis(config.pipeline.batch_interval),
         last_good: resumed.stages,
         every: config.pipeline.checkpoint_every,
         since: 0,
@@ -185,7 +219,7 @@ fn start_sources(
             log: checkpoint_dir.map(|dir| BatchLog::new(dir.clone())),
             backlog: metrics.backlog.clone(),
             pipeline: config.pipeline.name.clone(),
-            batch_ms: crate::config::millis(config.pipeline.batch_interval),
+            batch_ms: crate::fields::millis(config.pipeline.batch_interval),
         })?;
         built.push(source);
     }
@@ -213,7 +247,7 @@ fn serve_admin(
         deployer,
         receivers: receivers.to_vec(),
         token: options.admin_token.clone(),
-        batch_interval_ms: crate::config::millis(config.pipeline.batch_interval),
+        batch_interval_ms: crate::fields::millis(config.pipeline.batch_interval),
         stages: admin::StageRow::of(&pipeline.graph, config),
     });
     tracing::info!(address = %format!("http://{bound}"), "dashboard at /, metrics at /metrics, admin API at /api");

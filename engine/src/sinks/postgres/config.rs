@@ -11,7 +11,7 @@ use tokio_postgres::config::Host;
 use super::layout::Layout;
 use super::schema::TableName;
 use super::{PostgresSink, Target};
-use crate::config::{ConfigError, MAX_INTERVAL, MAX_INTERVAL_TEXT};
+use crate::fields::{ConfigError, MAX_INTERVAL, MAX_INTERVAL_TEXT};
 use crate::sinks::{Resource, SinkCheck};
 
 /// `type = "postgres"`.
@@ -42,7 +42,7 @@ pub struct PostgresSinkConfig {
     pub create_table: bool,
     /// How long to keep retrying while the database cannot be reached (default 60s, at most
     /// 24h; back-off 100ms doubling to 5s). Longer than that, the batch fails.
-    #[serde(default = "default_retry_for", with = "crate::config::duration")]
+    #[serde(default = "default_retry_for", with = "crate::fields::duration")]
     pub retry_for: Duration,
     /// The table recording which batches each sink committed (default `sluice_progress`, in the
     /// target table's schema); created if missing.

@@ -471,7 +471,7 @@ fn row_label(layout: &Layout, key: &[String], line: &str) -> String {
     let values: Vec<String> = shown
         .iter()
         .map(|&i| match values.get(i).cloned().flatten() {
-            Some(value) => crate::config::shorten(&value, SHOWN_CHARS).into_owned(),
+            Some(value) => crate::fields::shorten(&value, SHOWN_CHARS).into_owned(),
             None => "NULL".into(),
         })
         .collect();
@@ -483,7 +483,7 @@ fn row_label(layout: &Layout, key: &[String], line: &str) -> String {
 fn record_label(ty: &TypeDesc, record: &[u8]) -> String {
     let mut json = String::new();
     crate::codec::render(ty, record, &mut json);
-    format!("record {}", crate::config::shorten(&json, 2 * SHOWN_CHARS))
+    format!("record {}", crate::fields::shorten(&json, 2 * SHOWN_CHARS))
 }
 
 /// What `sluice check` found about a sink's table.

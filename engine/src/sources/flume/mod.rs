@@ -43,8 +43,8 @@ use serde::Deserialize;
 
 use super::{Cut, Position, Source, SourceContext};
 use crate::block::Block;
-use crate::checkpoint::pending::{BatchLog, LoggedInput};
-use crate::config::ConfigError;
+use crate::batch_log::{BatchLog, LoggedInput};
+use crate::fields::ConfigError;
 use crate::receiver::Receiver;
 
 /// `max_frame` when not set: 16 MB, the `maxLength` of Flume's `TFastFramedTransport`.
@@ -80,7 +80,7 @@ pub struct FlumeSourceConfig {
     pub max_batch: Option<usize>,
     /// The largest frame (one call) a sender may send ("16MiB"; default 16384000 bytes, as
     /// Flume's own transport); a bigger one closes its connection.
-    #[serde(default, with = "crate::config::size::option")]
+    #[serde(default, with = "crate::fields::size::option")]
     pub max_frame: Option<usize>,
     /// Take at most this many records per second; calls over it are answered `FAILED` (try
     /// later).
@@ -144,7 +144,7 @@ impl FlumeSourceConfig {
                 format!(
                     "expected \"host:port\" to listen on (an IP address or hostname, then a port from 1 to 65535, \
                      e.g. \"0.0.0.0:4141\"), found \"{}\": {problem}",
-                    crate::config::shorten(&self.address, 100)
+                    crate::fields::shorten(&self.address, 100)
                 ),
             ));
         }

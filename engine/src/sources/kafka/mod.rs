@@ -33,7 +33,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::Position;
-use crate::config::ConfigError;
+use crate::fields::ConfigError;
 pub(crate) use source::KafkaSource;
 
 /// `type = "kafka"`.
@@ -61,7 +61,7 @@ pub struct KafkaSourceConfig {
     #[serde(default)]
     pub format: KafkaFormat,
     /// How often new partitions are looked for (default 5 s).
-    #[serde(default, with = "crate::config::duration::option")]
+    #[serde(default, with = "crate::fields::duration::option")]
     pub discovery_interval: Option<Duration>,
     /// More librdkafka consumer properties (TLS, SASL, fetch sizes), passed through.
     #[serde(default)]

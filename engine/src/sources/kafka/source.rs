@@ -11,8 +11,8 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::discover::{self, Discovered, Topics};
 use super::{KafkaSourceConfig, OffsetRange, TopicPartition, record};
+use crate::batch_log::{BatchLog, LoggedInput};
 use crate::block::Block;
-use crate::checkpoint::pending::{BatchLog, LoggedInput};
 use crate::kafka::{KafkaLog, REQUEST_TIMEOUT, client_config};
 use crate::receiver::{PartitionStatus, Receiver};
 use crate::sources::{Cut, Position, Source, SourceContext};

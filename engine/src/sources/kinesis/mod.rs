@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::fields::ConfigError;
 pub(crate) use source::KinesisSource;
 
 /// `type = "kinesis"`.
@@ -60,11 +60,11 @@ pub struct KinesisSourceConfig {
     /// share: rate × batch interval, split over the shards being read).
     pub max_rate: Option<u64>,
     /// How often the shards are listed (default 10 s).
-    #[serde(default, with = "crate::config::duration::option")]
+    #[serde(default, with = "crate::fields::duration::option")]
     pub discovery_interval: Option<Duration>,
     /// How long a reader that is not behind waits between `GetRecords` calls (default 200 ms;
     /// Kinesis allows 5 calls per second per shard).
-    #[serde(default, with = "crate::config::duration::option")]
+    #[serde(default, with = "crate::fields::duration::option")]
     pub poll_interval: Option<Duration>,
     /// At most this many records per `GetRecords` call (1 to 10 000; default 10 000).
     pub records_per_call: Option<i32>,

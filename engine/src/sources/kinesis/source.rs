@@ -10,7 +10,7 @@ use super::reader::Reader;
 use super::shards::{self, Discovery, Fetched, Phase, Shared, StartAt};
 use super::{KinesisSourceConfig, RECORDS_PER_CALL, ShardPositions, ShardRange, record, seq_cmp};
 use crate::block::Block;
-use crate::checkpoint::pending::{BatchLog, LoggedInput};
+use crate::batch_log::{BatchLog, LoggedInput};
 use crate::receiver::{Receiver, ShardStatus};
 use crate::sources::{Cut, Position, Source, SourceContext};
 

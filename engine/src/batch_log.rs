@@ -8,7 +8,9 @@
 //!   (`<source>.files`, written by earlier versions for directory sources, reads the same.)
 //!
 //! A source writes here itself, through its [`BatchLog`]: the WAL is a capability of the
-//! sources that need it, not a step of the clock.
+//! sources that need it, not a step of the clock. This room sits below `sources/` and
+//! `checkpoint/` (which reads the log on resume and forgets what a checkpoint covers) and
+//! depends on neither.
 //!
 //! After the checkpoint of batch T is written, every `batches/<t>` with t <= T is deleted. On
 //! start, every remaining directory after the checkpoint's batch is a batch to run again, with
@@ -17,7 +19,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::write_durably;
+use std::io::Write as _;
+
 use crate::block::Block;
 
 const BLOCK_MAGIC: &[u8; 4] = b"SLBK";
@@ -109,6 +112,41 @@ fn write_block(root: &Path, time: u64, n: usize, block: &Block) -> std::io::Resu
     write_durably(&dir.join(format!(".{name}.tmp")), &dir.join(name), &bytes)
 }
 
+/// Writes `bytes` to `tmp`, syncs it, renames it to `target` and syncs the directory: after
+/// this returns, `target` holds `bytes` whatever happens to the process or the machine.
+pub fn write_durably(tmp: &Path, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(tmp, target)?;
+    if let Some(parent) = target.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// A batch log that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchLogError {
+    /// Reading failed.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A logged file is damaged.
+    #[error("{} is corrupted ({reason})", path.display())]
+    Corrupted {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
 /// Deletes the pending batches up to and including `time`.
 pub fn forget_through(root: &Path, time: u64) -> std::io::Result<()> {
     for (t, dir) in list(root)? {
@@ -137,10 +175,10 @@ fn list(root: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
 }
 
 /// The pending batches after `after`, oldest first. A damaged block is an error naming it.
-pub fn load(root: &Path, after: u64) -> Result<Vec<PendingBatch>, super::CheckpointError> {
+pub fn load(root: &Path, after: u64) -> Result<Vec<PendingBatch>, BatchLogError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| super::CheckpointError::Io { path: path.clone(), source }
+        move |source| BatchLogError::Io { path: path.clone(), source }
     };
     let mut out = Vec::new();
     for (time, dir) in list(root).map_err(io(root))? {
@@ -161,8 +199,7 @@ pub fn load(root: &Path, after: u64) -> Result<Vec<PendingBatch>, super::Checkpo
         });
         for name in names {
             let path = dir.join(&name);
-            let corrupted =
-                |reason: &str| super::CheckpointError::Corrupted { path: path.clone(), reason: reason.to_string() };
+            let corrupted = |reason: &str| BatchLogError::Corrupted { path: path.clone(), reason: reason.to_string() };
             if let Some(source) = name.strip_suffix(".position").or_else(|| name.strip_suffix(".files")) {
                 let source: usize = source.parse().map_err(|_| corrupted("its name is not <source>.position"))?;
                 let bytes = std::fs::read(&path).map_err(io(&path))?;
