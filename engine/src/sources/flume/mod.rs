@@ -42,8 +42,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{Cut, Position, Source, SourceContext};
-use crate::block::Block;
 use crate::batch_log::{BatchLog, LoggedInput};
+use crate::block::Block;
 use crate::fields::ConfigError;
 use crate::receiver::Receiver;
 

@@ -9,8 +9,8 @@ use super::client::{self, Failure, RETRY_MAX, RETRY_MIN};
 use super::reader::Reader;
 use super::shards::{self, Discovery, Fetched, Phase, Shared, StartAt};
 use super::{KinesisSourceConfig, RECORDS_PER_CALL, ShardPositions, ShardRange, record, seq_cmp};
-use crate::block::Block;
 use crate::batch_log::{BatchLog, LoggedInput};
+use crate::block::Block;
 use crate::receiver::{Receiver, ShardStatus};
 use crate::sources::{Cut, Position, Source, SourceContext};
 
