@@ -37,14 +37,6 @@ fn client(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A pipeline of one Flume source on `address` into a file sink `out/`, plus `extra` source
 /// fields.
 fn flume_pipeline(address: &str, extra: &str) -> String {
@@ -103,7 +95,7 @@ fn nothing_answered_ok_is_lost_across_20_kill_9s() {
         running.signal("KILL");
         let (code, log) = running.finish(Duration::from_secs(10));
         assert_eq!(code, -1, "killed by signal 9; log:\n{log}");
-        replayed += crate::kafka::replayed_with_records(&log);
+        replayed += replayed_with_records(&log);
     }
     let running = work.spawn(&["pipeline.toml", "--no-ui"]);
     let status = sender.wait().unwrap();

@@ -85,14 +85,6 @@ pub fn produce_in_background(brokers: &str, topic: &str, file: &std::path::Path,
         .unwrap()
 }
 
-/// Waits for a background producer; its acknowledged count.
-pub fn acked(child: Child) -> u64 {
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "producer failed");
-    let text = String::from_utf8(out.stdout).unwrap();
-    text.trim().strip_prefix("acked ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("producer said {text}"))
-}
-
 /// A word count from Kafka topic `topic`, its counts to the file sink `out/` and `sink`.
 /// With checkpoints, one every 5 batches: a crash leaves batches that reached the sinks but no
 /// checkpoint, which the restart replays.
@@ -137,19 +129,6 @@ path = "out"
 {extra}"#,
         checkpoint = if checkpoint { "checkpoint_dir = \"ckpt\"\ncheckpoint_every = 5" } else { "" },
     )
-}
-
-/// Batches with records that a run replayed (its summary lines say "(replayed)").
-pub fn replayed_with_records(log: &str) -> usize {
-    log.lines().filter(|l| l.contains("(replayed)") && !l.contains(": 0 records")).count()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Sums per word of the records a consumer read: key `"word"`, value `n`, both JSON.

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::kafka::{Broker, acked, client, produce_in_background, replayed_with_records};
+use crate::kafka::{Broker, client, produce_in_background};
 use crate::postgres::Db;
 use crate::support::*;
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::mocking::MockCluster;
 
-use crate::kafka::{acked, client, count_values, kafka_wordcount, produce_in_background, replayed_with_records};
+use crate::kafka::{client, count_values, kafka_wordcount, produce_in_background};
 use crate::support::*;
 
 #[test]

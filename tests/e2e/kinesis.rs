@@ -102,14 +102,6 @@ fn produce_in_background(endpoint: &str, stream: &str, file: &std::path::Path, p
         .unwrap()
 }
 
-/// Waits for a background producer; its acknowledged count.
-fn acked(child: Child) -> u64 {
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "producer failed");
-    let text = String::from_utf8(out.stdout).unwrap();
-    text.trim().strip_prefix("acked ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("producer said {text}"))
-}
-
 /// A work directory whose `sluice` runs have (dummy) AWS credentials, as kinesalite wants.
 fn workdir() -> Workdir {
     let work = Workdir::new();
@@ -163,19 +155,6 @@ path = "out"
 "#,
         checkpoint = if checkpoint { "checkpoint_dir = \"ckpt\"\ncheckpoint_every = 5" } else { "" },
     )
-}
-
-/// Batches with records that a run replayed (its summary lines say "(replayed)").
-fn replayed_with_records(log: &str) -> usize {
-    log.lines().filter(|l| l.contains("(replayed)") && !l.contains(": 0 records")).count()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]

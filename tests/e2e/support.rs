@@ -382,3 +382,25 @@ impl Lcg {
         (self.0 >> 33) % n
     }
 }
+
+/// Waits until `done`, or panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Batches with records that a run replayed (its summary lines say "(replayed)").
+pub fn replayed_with_records(log: &str) -> usize {
+    log.lines().filter(|l| l.contains("(replayed)") && !l.contains(": 0 records")).count()
+}
+
+/// Waits for a background test client that prints "acked N" (Kafka, Kinesis); returns N.
+pub fn acked(child: Child) -> u64 {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "producer failed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.trim().strip_prefix("acked ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("producer said {text}"))
+}
