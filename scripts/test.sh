@@ -16,5 +16,7 @@ scripts/setup-postgres.sh >/dev/null
 scripts/setup-kinesis.sh >/dev/null
 # The Flume tests' client: PyPI's thrift, Python code generated from Flume's IDL.
 scripts/setup-flume.sh >/dev/null
+# The cluster tests' S3 checkpoint store: PyPI's moto[server] (and boto3).
+scripts/setup-s3.sh >/dev/null
 scripts/build-plugins.sh
 cargo test --workspace --release "$@"

@@ -57,7 +57,7 @@ fn block(lines: usize, vocab: u64, seed: u64) -> Block {
             .collect();
         sluice::codec::write_frame(&mut data, words.join(" ").as_str()).unwrap();
     }
-    Block { source: 0, seq: seed, records: lines as u64, invalid: 0, data }
+    Block { source: 0, seq: seed, records: lines as u64, invalid: 0, data, task: None }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -105,7 +105,7 @@ fn state_bench(runtime: &PluginRuntime, workers: usize, keys: u64) -> f64 {
         sluice::codec::write_frame(&mut data, line.as_str()).unwrap();
         filled += 1;
     }
-    let fill = Block { source: 0, seq: 0, records: filled, invalid: 0, data };
+    let fill = Block { source: 0, seq: 0, records: filled, invalid: 0, data, task: None };
     run_batch(&p.graph, &mut state, &snapshot, BATCH_MS, false, vec![fill], &pool).unwrap();
     // Then batches with new values for 10% of the keys: every key in the store is updated.
     let mut rates = Vec::new();

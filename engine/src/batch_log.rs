@@ -220,7 +220,14 @@ pub fn load(root: &Path, after: u64) -> Result<Vec<PendingBatch>, BatchLogError>
                 if counted != records {
                     return Err(corrupted("its records do not match its header"));
                 }
-                batch.inputs.entry(source).or_default().blocks.push(Block { source, seq, records, invalid, data });
+                batch.inputs.entry(source).or_default().blocks.push(Block {
+                    source,
+                    seq,
+                    records,
+                    invalid,
+                    data,
+                    task: None,
+                });
             }
         }
         out.push(batch);
@@ -238,7 +245,7 @@ mod tests {
         let block = |source, seq, text: &str| {
             let mut data = Vec::new();
             crate::codec::write_frame(&mut data, &text.to_string()).unwrap();
-            Block { source, seq, records: 1, invalid: 0, data }
+            Block { source, seq, records: 1, invalid: 0, data, task: None }
         };
         let log = BatchLog::new(root.path().to_path_buf());
         log.write_block(2000, 0, &block(0, 11, "b")).unwrap();

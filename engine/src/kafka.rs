@@ -6,16 +6,19 @@
 use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
+use rdkafka::TopicPartitionList;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::ConsumerContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaRespErr;
 
 use crate::fields::ConfigError;
 use crate::receiver::Receiver;
 
 /// librdkafka's log lines and client errors (a broker down, all brokers down) go to `tracing`,
-/// naming the component; a source's errors also land on its receiver row.
-#[derive(Clone, Debug)]
+/// naming the component; a source's errors also land on its receiver row. A consumer that is a
+/// group member hands its rebalances to `rebalance`.
+#[derive(Clone)]
 pub(crate) struct KafkaLog {
     /// `source` or `sink`.
     pub(crate) kind: &'static str,
@@ -23,6 +26,22 @@ pub(crate) struct KafkaLog {
     pub(crate) name: String,
     /// A source's receiver.
     pub(crate) receiver: Option<std::sync::Arc<Receiver>>,
+    /// A group member's rebalance hook.
+    pub(crate) rebalance: Option<std::sync::Arc<dyn Rebalance>>,
+}
+
+impl std::fmt::Debug for KafkaLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaLog").field("kind", &self.kind).field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// What a group member does when the group gives it partitions or takes them away.
+pub(crate) trait Rebalance: Send + Sync {
+    /// Partitions assigned: set each one's starting offset in `partitions` before it is read.
+    fn assign(&self, partitions: &mut TopicPartitionList);
+    /// Partitions revoked (or lost): stop reading them.
+    fn revoke(&self, partitions: &TopicPartitionList);
 }
 
 impl rdkafka::ClientContext for KafkaLog {
@@ -49,7 +68,37 @@ impl rdkafka::ClientContext for KafkaLog {
     }
 }
 
-impl ConsumerContext for KafkaLog {}
+impl ConsumerContext for KafkaLog {
+    /// librdkafka's own rebalance steps (incremental for a cooperative assignor), with the
+    /// member's hook first: offsets set before an assignment, reading stopped before a revoke.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, partitions: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let done = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Some(hook) = &self.rebalance {
+                    hook.assign(partitions);
+                }
+                if cooperative { consumer.incremental_assign(partitions) } else { consumer.assign(partitions) }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if let Some(hook) = &self.rebalance {
+                    hook.revoke(partitions);
+                }
+                if cooperative { consumer.incremental_unassign(partitions) } else { consumer.unassign() }
+            }
+            other => {
+                tracing::warn!(kind = self.kind, name = %self.name, "kafka: rebalance failed: {other:?}");
+                if let Some(hook) = &self.rebalance {
+                    hook.revoke(partitions);
+                }
+                consumer.unassign()
+            }
+        };
+        if let Err(err) = done {
+            tracing::warn!(kind = self.kind, name = %self.name, "kafka: cannot take the group's new assignment: {err}");
+        }
+    }
+}
 
 /// How long a metadata or offset request to the brokers may take before it counts as failed.
 pub(crate) const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -6,6 +6,7 @@ mod batch_log;
 pub mod block;
 pub mod checkpoint;
 pub mod cli;
+mod cluster;
 pub mod codec;
 pub mod config;
 mod fields;

@@ -3,6 +3,7 @@
 
 mod admin;
 mod bad_config;
+mod cluster;
 mod connectors;
 mod dashboard;
 mod examples;

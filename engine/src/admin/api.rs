@@ -16,7 +16,46 @@ use crate::runtime::deploy::{DeployError, Deployed};
 use crate::runtime::event::PluginEvent;
 
 pub(super) async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], admin.metrics.prometheus(&admin.registry)).into_response()
+    let mut text = admin.metrics.prometheus(&admin.registry);
+    if let Some(cluster) = &admin.cluster {
+        text = with_label(&text, "member", &cluster.member);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Liveness (Kubernetes' `livenessProbe`): the process serves requests.
+pub(super) async fn healthz() -> Response {
+    "ok\n".into_response()
+}
+
+/// Readiness (`readinessProbe`): 200 once the first batch has run, 503 until then.
+pub(super) async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
+    if admin.metrics.batches() > 0 {
+        "ready\n".into_response()
+    } else {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting: no batch has run yet\n").into_response()
+    }
+}
+
+/// Prometheus text with `name="value"` added to every sample's labels.
+fn with_label(text: &str, name: &str, value: &str) -> String {
+    let value = value.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut out = String::with_capacity(text.len() + text.len() / 4);
+    for line in text.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            out.push_str(line);
+        } else if let Some(brace) = line.find('{').filter(|b| line.find(' ').is_none_or(|space| *b < space)) {
+            out.push_str(&line[..=brace]);
+            out.push_str(&format!("{name}=\"{value}\","));
+            out.push_str(&line[brace + 1..]);
+        } else if let Some((metric, rest)) = line.split_once(' ') {
+            out.push_str(&format!("{metric}{{{name}=\"{value}\"}} {rest}"));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
 }
 
 fn millis(time: std::time::SystemTime) -> u64 {
@@ -34,6 +73,7 @@ pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Response {
         },
         "sources": sources(&admin),
         "plugins": plugins(&admin),
+        "cluster": admin.cluster,
     }))
     .into_response()
 }
@@ -174,4 +214,18 @@ fn set_paused(admin: &Admin, name: &str, paused: bool) -> Response {
         admin.metrics.events.receiver(name, action, "through the admin API".into());
     }
     axum::Json(json!({ "source": name, "paused": paused, "changed": changed })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_label;
+
+    #[test]
+    fn every_sample_gets_the_member_label_and_comments_stay() {
+        let text = "# HELP a A.\n# TYPE a counter\na 3\nb{x=\"1\"} 2\nc{le=\"+Inf\"} 1\n";
+        assert_eq!(
+            with_label(text, "member", "pod\"a"),
+            "# HELP a A.\n# TYPE a counter\na{member=\"pod\\\"a\"} 3\nb{member=\"pod\\\"a\",x=\"1\"} 2\nc{member=\"pod\\\"a\",le=\"+Inf\"} 1\n"
+        );
+    }
 }

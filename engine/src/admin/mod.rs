@@ -65,6 +65,20 @@ pub struct Admin {
     pub batch_interval_ms: u64,
     /// The stages that run.
     pub stages: Vec<StageRow>,
+    /// As a cluster's member: which one, in which group.
+    pub cluster: Option<ClusterRow>,
+}
+
+/// A cluster member as `/api/status` shows it; `/metrics` then labels every sample with
+/// `member`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterRow {
+    /// `cluster.group_id`.
+    pub group_id: String,
+    /// This member's name.
+    pub member: String,
+    /// `cluster.checkpoint_store`.
+    pub checkpoint_store: String,
 }
 
 /// One stage as the page shows it.
@@ -154,7 +168,10 @@ fn router(admin: Arc<Admin>) -> Router {
         .route("/api/dashboard", get(page::dashboard))
         .route("/api/events", get(page::events))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token_or_query));
-    let open = Router::new().route("/assets/{file}", get(page::asset));
+    let open = Router::new()
+        .route("/assets/{file}", get(page::asset))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz));
     api.merge(browser).merge(open).layer(DefaultBodyLimit::max(MAX_UPLOAD)).with_state(admin)
 }
 

@@ -28,7 +28,7 @@ use crate::sinks::{BatchRef, Sink, SinkError};
 use crate::sources::Sources;
 
 use super::Batch;
-use crate::block::{Backlog, now_ms};
+use crate::block::{Backlog, Task, now_ms};
 
 /// Totals over a run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -179,10 +179,47 @@ struct RunState {
     restored: Vec<Option<u64>>,
 }
 
+/// One task's output: a cluster's source partition (None: the whole batch).
+#[derive(Debug)]
+struct TaskOutcome {
+    task: Option<Arc<Task>>,
+    outcome: BatchOutcome,
+}
+
+/// A batch's blocks by task, in the order tasks first appear; one task (None) with every block
+/// outside a cluster, and for a batch with no blocks.
+fn tasks(blocks: Vec<crate::block::Block>) -> Vec<(Option<Arc<Task>>, Vec<crate::block::Block>)> {
+    let mut groups: Vec<(Option<Arc<Task>>, Vec<crate::block::Block>)> = Vec::new();
+    for block in blocks {
+        match groups.iter_mut().find(|(task, _)| *task == block.task) {
+            Some((_, group)) => group.push(block),
+            None => groups.push((block.task.clone(), vec![block])),
+        }
+    }
+    if groups.is_empty() {
+        groups.push((None, Vec::new()));
+    }
+    groups
+}
+
+/// Adds one task's stage figures to the batch's.
+fn add_figures(total: &mut Vec<crate::metrics::events::StageFigures>, more: Vec<crate::metrics::events::StageFigures>) {
+    if total.is_empty() {
+        *total = more;
+        return;
+    }
+    for (sum, part) in total.iter_mut().zip(more) {
+        sum.records_in += part.records_in;
+        sum.records_out += part.records_out;
+        sum.calls += part.calls;
+        sum.micros += part.micros;
+    }
+}
+
 /// One batch on its way through the scheduler.
 #[derive(Debug)]
 struct Job {
-    batch: BatchRef,
+    batch: BatchRef<'static>,
     last: bool,
     close_windows: bool,
     blocks: Vec<crate::block::Block>,
@@ -275,7 +312,7 @@ impl Scheduler<'_> {
             tracing::warn!(batch = batch.time_ms, lines = invalid, "dropped lines that are not UTF-8");
         }
         Job {
-            batch: BatchRef { time_ms: batch.time_ms, replayed },
+            batch: BatchRef { time_ms: batch.time_ms, replayed, task: None },
             last: batch.last,
             close_windows: batch.close_windows,
             block_count: batch.blocks.len(),
@@ -291,11 +328,27 @@ impl Scheduler<'_> {
         }
     }
 
-    /// Runs the graph over the batch, accounting for the failures its policies absorbed. A
-    /// failed batch (None) puts every stage's state back to the last good one.
-    fn execute(&mut self, run: &mut RunState, job: &mut Job) -> Option<BatchOutcome> {
-        let time = job.batch.time_ms;
-        let blocks = std::mem::take(&mut job.blocks);
+    /// Runs the graph over the batch, once per task (a cluster's source partition; one run with
+    /// every block otherwise), accounting for the failures its policies absorbed. A failed
+    /// batch (None) puts every stage's state back to the last good one.
+    fn execute(&mut self, run: &mut RunState, job: &mut Job) -> Option<Vec<TaskOutcome>> {
+        let mut outcomes = Vec::new();
+        for (task, blocks) in tasks(std::mem::take(&mut job.blocks)) {
+            let outcome =
+                self.execute_task(run, job, task.as_ref().map_or(job.batch.time_ms, |t| t.batch_ms), blocks)?;
+            outcomes.push(TaskOutcome { task, outcome });
+        }
+        Some(outcomes)
+    }
+
+    /// Runs the graph over one task's blocks, as of batch time `time`.
+    fn execute_task(
+        &mut self,
+        run: &mut RunState,
+        job: &mut Job,
+        time: u64,
+        blocks: Vec<crate::block::Block>,
+    ) -> Option<BatchOutcome> {
         match run_batch(self.graph, &mut run.state, &run.serving, time, job.close_windows, blocks, self.pool) {
             Ok(outcome) => {
                 let late = run.state.late_records().saturating_sub(run.late_before);
@@ -339,10 +392,23 @@ impl Scheduler<'_> {
 
     /// Writes and commits the sinks, then the checkpoint, then lets the sources commit. Err:
     /// what could not be written after retries (the run stops without a checkpoint).
-    fn commit(&mut self, run: &mut RunState, job: &mut Job, outcome: Option<BatchOutcome>) -> Result<(), CommitError> {
-        if let Some(outcome) = outcome {
-            job.outputs = self.write(job.batch, &outcome)?;
-            job.info.stages = outcome.stages;
+    fn commit(
+        &mut self,
+        run: &mut RunState,
+        job: &mut Job,
+        outcomes: Option<Vec<TaskOutcome>>,
+    ) -> Result<(), CommitError> {
+        for TaskOutcome { task, outcome } in outcomes.unwrap_or_default() {
+            let batch = match &task {
+                None => job.batch,
+                Some(task) if !task.owned() => {
+                    tracing::warn!(batch = task.batch_ms, task = %task.name, "partition revoked: its output of this batch is not written (its next owner replays it)");
+                    continue;
+                }
+                Some(task) => BatchRef { time_ms: task.batch_ms, replayed: task.replayed, task: Some(&task.name) },
+            };
+            job.outputs += self.write(batch, &outcome)?;
+            add_figures(&mut job.info.stages, outcome.stages);
         }
         let checkpointed = self.checkpoint(job, &run.state, &run.serving)?;
         // Without checkpoints, a batch is as final as it gets once its sinks committed.
@@ -390,7 +456,7 @@ impl Scheduler<'_> {
     /// Writes a batch's streams to the sinks and its dead letters to theirs, then commits every
     /// sink; each write and commit is retried [`SINK_RETRIES`] times. Returns the records
     /// written, or what could not be written.
-    fn write(&mut self, batch: BatchRef, outcome: &BatchOutcome) -> Result<u64, CommitError> {
+    fn write(&mut self, batch: BatchRef<'_>, outcome: &BatchOutcome) -> Result<u64, CommitError> {
         let time = batch.time_ms;
         let mut outputs = 0;
         for (sink, node) in self.sinks.iter_mut().zip(&self.graph.sinks) {

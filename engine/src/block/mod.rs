@@ -32,6 +32,38 @@ pub struct Block {
     pub invalid: u64,
     /// The records as frames.
     pub data: Vec<u8>,
+    /// In a cluster: the source partition whose records these are, run as a task of its own.
+    pub task: Option<Arc<Task>>,
+}
+
+/// In a cluster, a source partition's records of one batch run as a task of their own: the
+/// task's output is written under its own batch time and name, so whichever member runs it
+/// (the owner, or the next one after a crash, replaying its log entry) writes the same output.
+#[derive(Debug)]
+pub struct Task {
+    /// `<topic>-<partition>`, as output names show it.
+    pub name: String,
+    /// The batch time it belongs to: an earlier one for a replayed log entry.
+    pub batch_ms: u64,
+    /// A log entry written before (by this member or another), run again.
+    pub replayed: bool,
+    /// Whether this member still owns the partition: a revoked task's output is not written.
+    pub owned: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PartialEq for Task {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.name, self.batch_ms, self.replayed) == (&other.name, other.batch_ms, other.replayed)
+    }
+}
+
+impl Eq for Task {}
+
+impl Task {
+    /// Whether this member still owns the task's partition.
+    pub fn owned(&self) -> bool {
+        self.owned.load(Ordering::Acquire)
+    }
 }
 
 /// One partition of a stream in one batch: frames of records.

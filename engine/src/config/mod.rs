@@ -63,6 +63,8 @@ pub(crate) struct PipelineConfig {
     /// Where streams go.
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
+    /// Run as one member of a cluster of processes sharing the Kafka source's partitions.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// `[pipeline]`.
@@ -259,6 +261,9 @@ impl PipelineFile {
         }
         for sink in &c.sinks {
             errors.extend(sink.validate());
+        }
+        if let Some(cluster) = &c.cluster {
+            errors.extend(cluster.validate(c));
         }
         errors
     }

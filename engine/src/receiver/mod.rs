@@ -199,6 +199,7 @@ impl Receiver {
                 records: block.records,
                 invalid: block.invalid,
                 data: block.data,
+                task: None,
             })
             .collect()
     }

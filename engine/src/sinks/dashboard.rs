@@ -86,7 +86,7 @@ fn measure(row: &[Value]) -> Option<f64> {
 
 impl Sink for DashboardSink {
     /// Publishes the batch's first `limit` rows (after sorting).
-    fn write(&mut self, batch: BatchRef, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError> {
+    fn write(&mut self, batch: BatchRef<'_>, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError> {
         let batch_time_ms = batch.time_ms;
         let total: u64 = partitions.iter().map(|p| p.records).sum();
         let columns: Vec<String> = match ty {
@@ -172,7 +172,7 @@ mod tests {
         let events = Arc::new(Events::default());
         let config =
             DashboardSinkConfig { name: "w".into(), input: Some("x".into()), chart: Chart::Bar, limit: 2, sort: None };
-        let batch = BatchRef { time_ms: 1000, replayed: false };
+        let batch = BatchRef { time_ms: 1000, replayed: false, task: None };
         let shown = config.build(events.clone()).write(batch, &ty, &[part]).unwrap();
         assert_eq!(shown, 2);
         let results = &events.history().results["w"];

@@ -1,4 +1,5 @@
-//! The file sink: one file per batch that has output, `<path>/batch-<batch time in ms>.jsonl`,
+//! The file sink: one file per batch that has output, `<path>/batch-<batch time in ms>.jsonl`
+//! (in a cluster one per batch and source partition, `batch-<ms>-<topic>-<partition>.jsonl`),
 //! one JSON value per line. `write` fills and syncs a temporary file; `commit` renames it into
 //! place and syncs the directory, so a reader never sees half a batch. Idempotent: a replayed
 //! batch rewrites the same file with the same records.
@@ -50,17 +51,28 @@ impl FileSinkConfig {
 #[derive(Debug)]
 pub struct FileSink {
     dir: PathBuf,
-    /// The batch written and not yet committed, staged in its temporary file.
-    staged: Option<u64>,
+    /// The batch (file name stem) written and not yet committed, staged in its temporary file.
+    staged: Option<String>,
 }
 
 impl FileSink {
-    fn target(&self, time: u64) -> PathBuf {
-        self.dir.join(format!("batch-{time}.jsonl"))
+    /// `batch-<ms>`, or `batch-<ms>-<task>` for a cluster's task.
+    fn stem(batch: BatchRef<'_>) -> String {
+        match batch.task {
+            None => format!("batch-{}", batch.time_ms),
+            Some(task) => format!("batch-{}-{task}", batch.time_ms),
+        }
     }
 
-    fn temporary(&self, time: u64) -> PathBuf {
-        self.dir.join(format!(".batch-{time}.jsonl.tmp"))
+    fn target(&self, stem: &str) -> PathBuf {
+        self.dir.join(format!("{stem}.jsonl"))
+    }
+
+    /// The process id is in the name: in a cluster, a zombie and the partition's new owner may
+    /// write the same batch at once, each into a file of its own (the renames replace each other
+    /// with the same records).
+    fn temporary(&self, stem: &str) -> PathBuf {
+        self.dir.join(format!(".{stem}.jsonl.{}.tmp", std::process::id()))
     }
 }
 
@@ -71,13 +83,14 @@ impl Sink for FileSink {
     }
 
     /// Writes the batch's records, if any, to a synced temporary file.
-    fn write(&mut self, batch: BatchRef, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError> {
+    fn write(&mut self, batch: BatchRef<'_>, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError> {
         self.staged = None;
         let total: u64 = partitions.iter().map(|p| p.records).sum();
         if total == 0 {
             return Ok(0);
         }
-        let tmp = self.temporary(batch.time_ms);
+        let stem = Self::stem(batch);
+        let tmp = self.temporary(&stem);
         let io = |source| SinkError::Io { path: tmp.display().to_string(), source };
         std::fs::create_dir_all(&self.dir).map_err(io)?;
         let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).map_err(io)?);
@@ -90,18 +103,19 @@ impl Sink for FileSink {
         }
         let file = file.into_inner().map_err(|err| io(err.into_error()))?;
         file.sync_data().map_err(io)?;
-        self.staged = Some(batch.time_ms);
+        self.staged = Some(stem);
         Ok(total)
     }
 
     /// Renames the staged file to `batch-<ms>.jsonl` and syncs the directory.
-    fn commit(&mut self, batch: BatchRef) -> Result<(), SinkError> {
-        if self.staged != Some(batch.time_ms) {
+    fn commit(&mut self, batch: BatchRef<'_>) -> Result<(), SinkError> {
+        let stem = Self::stem(batch);
+        if self.staged.as_ref() != Some(&stem) {
             return Ok(()); // nothing to write for this batch
         }
-        let target = self.target(batch.time_ms);
+        let target = self.target(&stem);
         let io = |source| SinkError::Io { path: target.display().to_string(), source };
-        std::fs::rename(self.temporary(batch.time_ms), &target).map_err(io)?;
+        std::fs::rename(self.temporary(&stem), &target).map_err(io)?;
         // The rename itself survives a power loss only once the directory is synced.
         std::fs::File::open(&self.dir).and_then(|dir| dir.sync_all()).map_err(io)?;
         self.staged = None;

@@ -214,7 +214,7 @@ fn producer(config: &KafkaSinkConfig, id: Option<&str>) -> Result<ThreadedProduc
     if let Some(id) = id {
         own.push(("transactional.id", id.to_string()));
     }
-    let log = crate::kafka::KafkaLog { kind: "sink", name: config.name.clone(), receiver: None };
+    let log = crate::kafka::KafkaLog { kind: "sink", name: config.name.clone(), receiver: None, rebalance: None };
     client_config(&config.brokers, &config.properties, &own)
         .create_with_context(Context(Arc::default(), log))
         .map_err(kafka)
@@ -399,7 +399,7 @@ impl Sink for KafkaSink {
         Ok(())
     }
 
-    fn write(&mut self, batch: BatchRef, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError> {
+    fn write(&mut self, batch: BatchRef<'_>, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError> {
         let format = self.config.format;
         let pair = ty.as_pair();
         let mut staged = Vec::new();
@@ -417,7 +417,7 @@ impl Sink for KafkaSink {
         Ok(written)
     }
 
-    fn commit(&mut self, batch: BatchRef) -> Result<(), SinkError> {
+    fn commit(&mut self, batch: BatchRef<'_>) -> Result<(), SinkError> {
         if self.producer.is_none() {
             self.open()?;
         }

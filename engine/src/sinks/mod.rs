@@ -131,11 +131,14 @@ pub struct SinkCheck {
 
 /// One batch as a sink sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BatchRef {
+pub struct BatchRef<'a> {
     /// The batch time, ms since the Unix epoch: the same on a replay.
     pub time_ms: u64,
     /// Written again after a restart.
     pub replayed: bool,
+    /// In a cluster, the source partition (`<topic>-<partition>`) this output is of: each
+    /// partition's output of a batch is its own (a file of its own), whichever member writes it.
+    pub task: Option<&'a str>,
 }
 
 /// A sink failed.
@@ -167,10 +170,10 @@ pub trait Sink: Send + std::fmt::Debug {
     /// Writes one batch's records of a stream of type `ty`; returns how many it wrote. Until
     /// [`Sink::commit`], the output need not be visible. Called again for the same batch after
     /// a failure.
-    fn write(&mut self, batch: BatchRef, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError>;
+    fn write(&mut self, batch: BatchRef<'_>, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError>;
 
     /// Makes the written batch final. Called again after a failure.
-    fn commit(&mut self, _batch: BatchRef) -> Result<(), SinkError> {
+    fn commit(&mut self, _batch: BatchRef<'_>) -> Result<(), SinkError> {
         Ok(())
     }
 }

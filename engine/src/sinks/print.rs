@@ -50,13 +50,14 @@ pub struct PrintSink {
 impl Sink for PrintSink {
     /// Prints the batch header and up to `num` records, then `...` if there were more. Returns
     /// how many records it printed (none once standard output is closed).
-    fn write(&mut self, batch: BatchRef, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError> {
+    fn write(&mut self, batch: BatchRef<'_>, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError> {
         if self.closed {
             return Ok(0);
         }
         let batch_time_ms = batch.time_ms;
+        let task = batch.task.map(|t| format!(" ({t})")).unwrap_or_default();
         let mut text = format!(
-            "-------------------------------------------\nTime: {batch_time_ms} ms\n-------------------------------------------\n"
+            "-------------------------------------------\nTime: {batch_time_ms} ms{task}\n-------------------------------------------\n"
         );
         let total: u64 = partitions.iter().map(|p| p.records).sum();
         for record in records(partitions).take(self.num) {

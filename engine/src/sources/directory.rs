@@ -221,7 +221,14 @@ pub fn read_blocks(source: usize, seq: u64, path: &Path) -> std::io::Result<Vec<
     let seal = |open: &mut PendingBlock, blocks: &mut Vec<Block>| {
         let done = std::mem::take(open);
         if done.records > 0 || done.invalid > 0 {
-            blocks.push(Block { source, seq, records: done.records, invalid: done.invalid, data: done.data });
+            blocks.push(Block {
+                source,
+                seq,
+                records: done.records,
+                invalid: done.invalid,
+                data: done.data,
+                task: None,
+            });
         }
     };
     loop {

@@ -171,6 +171,8 @@ pub struct SourceContext {
     pub pipeline: String,
     /// Its batch interval, ms.
     pub batch_ms: u64,
+    /// As a cluster's member: the group, the member's name, the checkpoint store.
+    pub(crate) cluster: Option<crate::cluster::Membership>,
 }
 
 /// One block cut, as a source sees it.

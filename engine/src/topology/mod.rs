@@ -206,6 +206,14 @@ fn start_sources(
     checkpoint_dir: Option<&std::path::PathBuf>,
 ) -> std::io::Result<Arc<Sources>> {
     let config = &pipeline.file.config;
+    // A cluster's member opens the checkpoint store its source keeps partitions' logs in.
+    let cluster = match &config.cluster {
+        Some(cluster) => Some(
+            crate::cluster::Membership::open(cluster, &config.pipeline.name)
+                .map_err(|err| std::io::Error::other(format!("cluster.checkpoint_store: {err}")))?,
+        ),
+        None => None,
+    };
     let mut built = Vec::new();
     for (index, source_config) in config.sources.iter().enumerate() {
         let mut source = source_config.build(|p| pipeline.file.resolve(p));
@@ -220,6 +228,7 @@ fn start_sources(
             backlog: metrics.backlog.clone(),
             pipeline: config.pipeline.name.clone(),
             batch_ms: crate::fields::millis(config.pipeline.batch_interval),
+            cluster: cluster.clone(),
         })?;
         built.push(source);
     }
@@ -249,6 +258,11 @@ fn serve_admin(
         token: options.admin_token.clone(),
         batch_interval_ms: crate::fields::millis(config.pipeline.batch_interval),
         stages: admin::StageRow::of(&pipeline.graph, config),
+        cluster: config.cluster.as_ref().map(|c| admin::ClusterRow {
+            group_id: c.group_id.clone(),
+            member: c.member(),
+            checkpoint_store: c.checkpoint_store.clone(),
+        }),
     });
     tracing::info!(address = %format!("http://{bound}"), "dashboard at /, metrics at /metrics, admin API at /api");
     let _guard = io.enter();

@@ -147,7 +147,7 @@ impl Sink for PostgresSink {
 
     /// Checks the table if not yet done (retrying connection failures), then stages the
     /// batch's rows; returns how many rows it will write.
-    fn write(&mut self, batch: BatchRef, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError> {
+    fn write(&mut self, batch: BatchRef<'_>, ty: &TypeDesc, partitions: &[Partition]) -> Result<u64, SinkError> {
         self.staged = None;
         if partitions.iter().all(|p| p.records == 0) {
             return Ok(0);
@@ -167,7 +167,7 @@ impl Sink for PostgresSink {
 
     /// Writes the staged rows and the batch's progress row in one transaction (retrying
     /// connection failures); a batch committed before is not written again.
-    fn commit(&mut self, batch: BatchRef) -> Result<(), SinkError> {
+    fn commit(&mut self, batch: BatchRef<'_>) -> Result<(), SinkError> {
         let Some(staged) = self.staged.as_ref().filter(|s| s.time_ms == batch.time_ms) else {
             return Ok(()); // nothing to write for this batch
         };

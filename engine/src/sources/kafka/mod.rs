@@ -24,6 +24,7 @@
 //!   reported on the receiver row; the run goes on.
 
 mod discover;
+mod member;
 pub(crate) mod record;
 mod source;
 
@@ -157,6 +158,8 @@ const OWNED: &[(&str, &str)] = &[
     ("enable.auto.commit", "the source (offsets are committed after each checkpoint)"),
     ("enable.auto.offset.store", "the source"),
     ("enable.partition.eof", "the source"),
+    ("partition.assignment.strategy", "`[cluster]` (cooperative-sticky)"),
+    ("session.timeout.ms", "`cluster.session_timeout`"),
 ];
 
 impl KafkaSourceConfig {

@@ -2,6 +2,7 @@
 //! ranges, position, commits to the group and replay. See the folder's module docs.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,9 +11,12 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::discover::{self, Discovered, Topics};
+use super::member::{Changes, Member, Owned, Rebalancer, task_name};
 use super::{KafkaSourceConfig, OffsetRange, TopicPartition, record};
 use crate::batch_log::{BatchLog, LoggedInput};
-use crate::block::Block;
+use crate::block::{Block, Task};
+use crate::cluster::Membership;
+use crate::cluster::store::{Appended, Entry};
 use crate::kafka::{KafkaLog, REQUEST_TIMEOUT, client_config};
 use crate::receiver::{PartitionStatus, Receiver};
 use crate::sources::{Cut, Position, Source, SourceContext};
@@ -71,8 +75,10 @@ struct Started {
     /// Partitions assigned to the consumer, and whether discovery had looked once by then.
     assigned: BTreeSet<TopicPartition>,
     first_look_assigned: bool,
-    /// Blocks of the batch being collected, handed over at the cut that closes it.
-    blocks: Vec<Block>,
+    /// Blocks of the batch being collected, by partition, handed over at the cut that closes it.
+    blocks: Vec<(TopicPartition, Block)>,
+    /// As a cluster's member: owned partitions, their logs' next entries, replays.
+    member: Option<Member>,
     /// Its ranges so far, per partition: `(from, until)`.
     ranges: BTreeMap<TopicPartition, (i64, i64)>,
     /// Records each partition took for it.
@@ -274,6 +280,9 @@ impl KafkaSource {
     /// The batch this cut closes: logs its ranges, then hands over its blocks; what was carried
     /// past a partition's share starts the next batch.
     fn close(&mut self, cut: Cut) -> Vec<Block> {
+        if self.started.as_ref().is_some_and(|s| s.member.is_some()) {
+            return self.close_as_member(cut);
+        }
         let Some(started) = &mut self.started else { return Vec::new() };
         let ranges: Vec<OffsetRange> = started
             .ranges
@@ -295,7 +304,19 @@ impl KafkaSource {
                 return Vec::new();
             }
         }
-        let blocks = std::mem::take(&mut started.blocks);
+        let blocks = std::mem::take(&mut started.blocks).into_iter().map(|(_, block)| block).collect();
+        self.next_batch(cut);
+        if !ranges.is_empty() {
+            self.by_batch.insert(cut.batch, ranges);
+        }
+        self.report_partitions();
+        blocks
+    }
+
+    /// After a closing cut: what was carried past a partition's share starts the next batch,
+    /// capped partitions read again.
+    fn next_batch(&mut self, cut: Cut) {
+        let Some(started) = &mut self.started else { return };
         started.ranges.clear();
         started.counts.clear();
         for (tp, part) in std::mem::take(&mut started.carry) {
@@ -306,11 +327,6 @@ impl KafkaSource {
             let _ = started.consumer.resume(&list(&started.capped));
             started.capped.clear();
         }
-        if !ranges.is_empty() {
-            self.by_batch.insert(cut.batch, ranges);
-        }
-        self.report_partitions();
-        blocks
     }
 
     /// Per-partition offsets and lag on the receiver row (ends as discovery last saw them).
@@ -347,8 +363,8 @@ impl KafkaSource {
         }
     }
 
-    /// Reads `ranges` again with a consumer of their own.
-    fn read_ranges(&self, source: usize, seq: u64, ranges: &[OffsetRange]) -> Vec<Block> {
+    /// Reads `ranges` again with a consumer of their own: a block per partition.
+    fn read_ranges(&self, source: usize, seq: u64, ranges: &[OffsetRange]) -> Vec<(TopicPartition, Block)> {
         let name = &self.config.name;
         let group = self.group.clone().unwrap_or_else(|| self.config.group("replay"));
         let consumer: BaseConsumer = match client_config(
@@ -415,8 +431,10 @@ impl KafkaSource {
             );
         }
         taken
-            .into_values()
-            .map(|part| Block { source, seq, records: part.records, invalid: part.invalid, data: part.data })
+            .into_iter()
+            .map(|(tp, part)| {
+                (tp, Block { source, seq, records: part.records, invalid: part.invalid, data: part.data, task: None })
+            })
             .collect()
     }
 }
@@ -452,17 +470,19 @@ impl Started {
     fn add(&mut self, tp: TopicPartition, part: Taken, seq: u64) {
         let Some(from) = part.from else { return };
         self.receiver.count(part.records, part.invalid);
-        let range = self.ranges.entry(tp).or_insert((from, part.until));
+        let range = self.ranges.entry(tp.clone()).or_insert((from, part.until));
         range.0 = range.0.min(from);
         range.1 = range.1.max(part.until);
         if part.records + part.invalid > 0 {
-            self.blocks.push(Block {
+            let block = Block {
                 source: self.receiver.source,
                 seq,
                 records: part.records,
                 invalid: part.invalid,
                 data: part.data,
-            });
+                task: None,
+            };
+            self.blocks.push((tp, block));
         }
     }
 }
@@ -518,20 +538,24 @@ impl Source for KafkaSource {
     }
 
     fn start(&mut self, context: SourceContext) -> std::io::Result<()> {
+        if let Some(cluster) = context.cluster.clone() {
+            return self.start_as_member(context, &cluster);
+        }
         let group = self.config.group(&context.pipeline);
         let settings = self.own_settings(&group, self.config.reset());
-        let log = KafkaLog { kind: "source", name: self.config.name.clone(), receiver: Some(context.receiver.clone()) };
+        let log = KafkaLog {
+            kind: "source",
+            name: self.config.name.clone(),
+            receiver: Some(context.receiver.clone()),
+            rebalance: None,
+        };
         let consumer: BaseConsumer<KafkaLog> = client_config(&self.config.brokers, &self.config.properties, &settings)
             .create_with_context(log)
             .map_err(|err| std::io::Error::other(format!("source `{}`: {err}", self.config.name)))?;
         refuse_a_shared_group(&consumer, &group, &self.config.name)?;
         refuse_offsets_past_the_checkpoint(&consumer, &group, &self.config.name, &self.next)?;
         let consumer = Arc::new(consumer);
-        let topics = match (&self.config.topics, &self.config.topic_pattern) {
-            (_, Some(pattern)) => Topics::Pattern(regex::Regex::new(pattern).map_err(std::io::Error::other)?),
-            (Some(topics), None) => Topics::Named(topics.clone()),
-            (None, None) => Topics::Named(Vec::new()),
-        };
+        let topics = self.topics()?;
         let receiver = context.receiver.clone();
         receiver.set_rate(None);
         let discovered = discover::spawn(
@@ -550,6 +574,7 @@ impl Source for KafkaSource {
             assigned: BTreeSet::new(),
             first_look_assigned: false,
             blocks: Vec::new(),
+            member: None,
             ranges: BTreeMap::new(),
             counts: BTreeMap::new(),
             carry: BTreeMap::new(),
@@ -571,8 +596,15 @@ impl Source for KafkaSource {
     }
 
     fn cut(&mut self, cut: Cut) -> Vec<Block> {
-        self.assign_new();
-        self.take(cut.seq);
+        if self.started.as_ref().is_some_and(|s| s.member.is_some()) {
+            // The group assigns; what it changed during a poll is taken up after it too.
+            self.apply_changes();
+            self.take(cut.seq);
+            self.apply_changes();
+        } else {
+            self.assign_new();
+            self.take(cut.seq);
+        }
         if cut.closes_batch { self.close(cut) } else { Vec::new() }
     }
 
@@ -589,6 +621,10 @@ impl Source for KafkaSource {
     }
 
     fn commit(&mut self, through: u64) {
+        if self.started.as_ref().is_some_and(|s| s.member.is_some()) {
+            self.commit_as_member(through);
+            return;
+        }
         if let Position::Offsets(topics) = self.position(through) {
             for (topic, partitions) in topics {
                 for (partition, next) in partitions {
@@ -603,7 +639,7 @@ impl Source for KafkaSource {
     fn replay(&mut self, time: u64, logged: LoggedInput) -> Vec<Block> {
         let ranges = logged_ranges(&logged);
         let source = self.started.as_ref().map_or(0, |s| s.receiver.source);
-        let blocks = self.read_ranges(source, time, &ranges);
+        let blocks: Vec<Block> = self.read_ranges(source, time, &ranges).into_iter().map(|(_, block)| block).collect();
         if let Some(started) = &self.started {
             started.receiver.count(blocks.iter().map(|b| b.records).sum(), blocks.iter().map(|b| b.invalid).sum());
         }
@@ -654,4 +690,294 @@ fn refuse_a_shared_group(consumer: &BaseConsumer<KafkaLog>, group: &str, source:
         )));
     }
     Ok(())
+}
+
+/// A cluster's member: see `member.rs` for the protocol.
+impl KafkaSource {
+    /// `topics` or `topic_pattern`, as discovery looks for them.
+    fn topics(&self) -> std::io::Result<Topics> {
+        Ok(match (&self.config.topics, &self.config.topic_pattern) {
+            (_, Some(pattern)) => Topics::Pattern(regex::Regex::new(pattern).map_err(std::io::Error::other)?),
+            (Some(topics), None) => Topics::Named(topics.clone()),
+            (None, None) => Topics::Named(Vec::new()),
+        })
+    }
+
+    /// Joins the cluster's group: subscribes (cooperative-sticky) with the rebalance hook that
+    /// reads each gained partition's log from the store.
+    fn start_as_member(&mut self, context: SourceContext, cluster: &Membership) -> std::io::Result<()> {
+        let rebalancer = Arc::new(Rebalancer {
+            store: cluster.store.clone(),
+            config: self.config.clone(),
+            receiver: context.receiver.clone(),
+            stop: context.stop.clone(),
+            changes: Mutex::new(Changes::default()),
+        });
+        let session = crate::fields::millis(cluster.session_timeout);
+        let mut settings = self.own_settings(&cluster.group_id, self.config.reset());
+        settings.extend([
+            ("partition.assignment.strategy", "cooperative-sticky".to_string()),
+            ("session.timeout.ms", session.to_string()),
+            ("heartbeat.interval.ms", (session / 4).max(100).to_string()),
+            ("client.id", cluster.member.clone()),
+        ]);
+        let hook: Arc<dyn crate::kafka::Rebalance> = rebalancer.clone();
+        let log = KafkaLog {
+            kind: "source",
+            name: self.config.name.clone(),
+            receiver: Some(context.receiver.clone()),
+            rebalance: Some(hook),
+        };
+        let consumer: BaseConsumer<KafkaLog> = client_config(&self.config.brokers, &self.config.properties, &settings)
+            .create_with_context(log)
+            .map_err(|err| std::io::Error::other(format!("source `{}`: {err}", self.config.name)))?;
+        let subscription: Vec<String> = match (&self.config.topics, &self.config.topic_pattern) {
+            // librdkafka takes a subscription starting with `^` as a regular expression.
+            (_, Some(pattern)) => vec![format!("^(?:{pattern})$")],
+            (Some(topics), None) => topics.clone(),
+            (None, None) => Vec::new(),
+        };
+        let names: Vec<&str> = subscription.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|err| std::io::Error::other(format!("source `{}`: cannot subscribe: {err}", self.config.name)))?;
+        let consumer = Arc::new(consumer);
+        let receiver = context.receiver.clone();
+        receiver.set_rate(None);
+        // Discovery only finds the partitions' ends here (the lag): the group assigns.
+        let discovered = discover::spawn(
+            consumer.clone(),
+            self.topics()?,
+            self.config.brokers.clone(),
+            self.config.discovery_interval.unwrap_or(DISCOVERY_INTERVAL),
+            receiver.clone(),
+            context.stop.clone(),
+        );
+        self.started = Some(Started {
+            receiver,
+            log: None,
+            consumer,
+            discovered,
+            assigned: BTreeSet::new(),
+            first_look_assigned: true,
+            blocks: Vec::new(),
+            member: Some(Member {
+                store: cluster.store.clone(),
+                rebalancer,
+                owned: BTreeMap::new(),
+                replays: Vec::new(),
+                ran: BTreeMap::new(),
+                name: cluster.member.clone(),
+            }),
+            ranges: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            carry: BTreeMap::new(),
+            capped: BTreeSet::new(),
+            all_paused: false,
+            batch_ms: context.batch_ms,
+        });
+        tracing::info!(
+            source = %self.config.name,
+            group = %cluster.group_id,
+            member = %cluster.member,
+            store = %cluster.store.url(),
+            "kafka source joined the cluster's group"
+        );
+        self.group = Some(cluster.group_id.clone());
+        Ok(())
+    }
+
+    /// Takes up what the group changed: a gained partition starts where its log says (its
+    /// pending entries replayed first); a lost one leaves the batch being collected, and its
+    /// tasks already cut are no longer owned.
+    fn apply_changes(&mut self) {
+        let Some(started) = self.started.as_mut() else { return };
+        let Some(member) = started.member.as_mut() else { return };
+        let changes = std::mem::take(&mut *member.rebalancer.changes.lock().expect("changes lock"));
+        if changes.gained.is_empty() && changes.lost.is_empty() {
+            return;
+        }
+        for tp in changes.lost {
+            if let Some(owned) = member.owned.remove(&tp) {
+                owned.flag.store(false, Ordering::Release);
+            }
+            self.next.remove(&tp);
+            self.completed.remove(&tp);
+            started.ranges.remove(&tp);
+            started.counts.remove(&tp);
+            started.carry.remove(&tp);
+            started.capped.remove(&tp);
+            started.assigned.remove(&tp);
+            started.blocks.retain(|(p, _)| *p != tp);
+            member.replays.retain(|(p, _)| *p != tp);
+            for entries in member.ran.values_mut() {
+                entries.retain(|(p, _, _)| *p != tp);
+            }
+        }
+        for (tp, loaded) in changes.gained {
+            member.owned.insert(tp.clone(), Owned { next_seq: loaded.next_seq, flag: Arc::new(AtomicBool::new(true)) });
+            match loaded.next_offset {
+                Some(next) => self.next.insert(tp.clone(), next),
+                None => self.next.remove(&tp),
+            };
+            member.replays.extend(loaded.pending.into_iter().map(|entry| (tp.clone(), entry)));
+            started.assigned.insert(tp);
+        }
+        // Pause or resume what is assigned now at the next take.
+        started.all_paused = false;
+        started.receiver.clear_error();
+        self.report_partitions();
+    }
+
+    /// The closing cut of a member: appends each partition's range to its log (a partition
+    /// whose entry another member wrote first drops its records and runs that entry instead),
+    /// reads the entries to replay, and hands over every block as its partition's task.
+    fn close_as_member(&mut self, cut: Cut) -> Vec<Block> {
+        let Some(started) = self.started.as_mut() else { return Vec::new() };
+        let Some(member) = started.member.as_mut() else { return Vec::new() };
+        let mut ran = Vec::new();
+        // Partitions whose records of this batch are dropped, and where they read on.
+        let mut restart: Vec<(TopicPartition, i64)> = Vec::new();
+        for (tp, (from, until)) in &started.ranges {
+            let Some(owned) = member.owned.get_mut(tp) else { continue };
+            let entry = Entry {
+                seq: owned.next_seq,
+                batch: cut.batch,
+                from: *from,
+                until: *until,
+                member: member.name.clone(),
+            };
+            match member.store.append(&tp.topic, tp.partition, &entry) {
+                Ok(Appended::Written) => {
+                    tracing::debug!(source = %self.config.name, "logged entry {} of {}/{}: batch {}, offsets {}..{}", entry.seq, tp.topic, tp.partition, entry.batch, entry.from, entry.until);
+                    owned.next_seq += 1;
+                    ran.push((tp.clone(), entry.seq, entry.until));
+                }
+                Ok(Appended::Fenced(theirs)) => {
+                    tracing::warn!(
+                        source = %self.config.name,
+                        "{}/{}: entry {} of its log was written by `{}` first (batch {}, offsets {}..{}): this member's records of batch {} are dropped and that entry runs here",
+                        tp.topic, tp.partition, theirs.seq, theirs.member, theirs.batch, theirs.from, theirs.until, cut.batch
+                    );
+                    owned.next_seq = theirs.seq + 1;
+                    restart.push((tp.clone(), theirs.until));
+                    member.replays.push((tp.clone(), theirs));
+                }
+                Ok(Appended::Behind) => match member.store.load(&tp.topic, tp.partition) {
+                    Ok(loaded) => {
+                        tracing::warn!(
+                            source = %self.config.name,
+                            "{}/{}: its log has moved past entry {} (this member was behind): its records of batch {} are dropped; reading on from {:?}",
+                            tp.topic, tp.partition, entry.seq, cut.batch, loaded.next_offset
+                        );
+                        owned.next_seq = loaded.next_seq;
+                        restart.push((tp.clone(), loaded.next_offset.unwrap_or(*from)));
+                        member.replays.extend(loaded.pending.into_iter().map(|e| (tp.clone(), e)));
+                    }
+                    Err(err) => {
+                        tracing::error!(source = %self.config.name, "cannot read the log of {}/{}: {err}; its records are read again for the next batch", tp.topic, tp.partition);
+                        restart.push((tp.clone(), *from));
+                    }
+                },
+                Err(err) => {
+                    tracing::error!(source = %self.config.name, "cannot log batch {} of {}/{}: {err}; its records are read again for the next batch", cut.batch, tp.topic, tp.partition);
+                    started.receiver.set_error(format!("checkpoint store: {err}"));
+                    restart.push((tp.clone(), *from));
+                }
+            }
+        }
+        for (tp, offset) in &restart {
+            started.blocks.retain(|(p, _)| p != tp);
+            started.carry.remove(tp);
+            self.next.insert(tp.clone(), *offset);
+            if let Err(err) = started.consumer.seek(&tp.topic, tp.partition, Offset::Offset(*offset), REQUEST_TIMEOUT) {
+                tracing::warn!(source = %self.config.name, "cannot seek {}/{} to {offset}: {err}", tp.topic, tp.partition);
+            }
+        }
+        let flags: BTreeMap<TopicPartition, Arc<AtomicBool>> =
+            member.owned.iter().map(|(tp, owned)| (tp.clone(), owned.flag.clone())).collect();
+        let task = |tp: &TopicPartition, batch_ms: u64, replayed: bool| {
+            flags.get(tp).map(|flag| Arc::new(Task { name: task_name(tp), batch_ms, replayed, owned: flag.clone() }))
+        };
+        let mut tasks: BTreeMap<TopicPartition, Arc<Task>> = BTreeMap::new();
+        let mut blocks: Vec<Block> = Vec::new();
+        for (tp, mut block) in std::mem::take(&mut started.blocks) {
+            if !tasks.contains_key(&tp)
+                && let Some(made) = task(&tp, cut.batch, false)
+            {
+                tasks.insert(tp.clone(), made);
+            }
+            block.task = tasks.get(&tp).cloned();
+            blocks.extend(block.task.is_some().then_some(block));
+        }
+        let replays = std::mem::take(&mut member.replays);
+        for (tp, entry) in &replays {
+            tracing::info!(
+                source = %self.config.name,
+                "replaying entry {} of {}/{}: batch {}, offsets {}..{}, logged by `{}`",
+                entry.seq, tp.topic, tp.partition, entry.batch, entry.from, entry.until, entry.member
+            );
+        }
+        for round in rounds(replays) {
+            let ranges: Vec<OffsetRange> = round
+                .iter()
+                .map(|(tp, e)| OffsetRange {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    from: e.from,
+                    until: e.until,
+                })
+                .collect();
+            for (tp, mut block) in
+                self.read_ranges(self.started.as_ref().map_or(0, |s| s.receiver.source), cut.seq, &ranges)
+            {
+                let entry = &round.iter().find(|(p, _)| *p == tp).expect("read what was asked").1;
+                block.task = task(&tp, entry.batch, true);
+                blocks.extend(block.task.is_some().then_some(block));
+            }
+            ran.extend(round.into_iter().map(|(tp, entry)| (tp, entry.seq, entry.until)));
+        }
+        if let Some(member) = self.started.as_mut().and_then(|s| s.member.as_mut()) {
+            member.ran.entry(cut.batch).or_default().extend(ran);
+        }
+        self.next_batch(cut);
+        self.report_partitions();
+        blocks
+    }
+
+    /// A member's batches through `through` committed: their entries are done in the store,
+    /// and their offsets go to the group (for Kafka's tools; the store is what members read).
+    fn commit_as_member(&mut self, through: u64) {
+        let Some(started) = self.started.as_mut() else { return };
+        let Some(member) = started.member.as_mut() else { return };
+        let later = member.ran.split_off(&(through + 1));
+        let committed = std::mem::replace(&mut member.ran, later);
+        let mut last: BTreeMap<TopicPartition, (u64, i64)> = BTreeMap::new();
+        for (tp, seq, until) in committed.into_values().flatten() {
+            if member.owned.get(&tp).is_some_and(|o| o.flag.load(Ordering::Acquire)) {
+                let at = last.entry(tp).or_insert((seq, until));
+                *at = (at.0.max(seq), at.1.max(until));
+            }
+        }
+        for (tp, (seq, until)) in last {
+            if let Err(err) = member.store.done(&tp.topic, tp.partition, seq) {
+                // Not fatal: the partition's next owner runs the entry again.
+                tracing::warn!(source = %self.config.name, "cannot mark entry {seq} of {}/{} done: {err}", tp.topic, tp.partition);
+            }
+            self.completed.insert(tp, until);
+        }
+        self.commit_to_group();
+    }
+}
+
+/// Entries to replay in rounds that read each partition at most once, in log order.
+fn rounds(entries: Vec<(TopicPartition, Entry)>) -> Vec<Vec<(TopicPartition, Entry)>> {
+    let mut rounds: Vec<Vec<(TopicPartition, Entry)>> = Vec::new();
+    for (tp, entry) in entries {
+        match rounds.iter_mut().find(|round| !round.iter().any(|(p, _)| *p == tp)) {
+            Some(round) => round.push((tp, entry)),
+            None => rounds.push(vec![(tp, entry)]),
+        }
+    }
+    rounds
 }

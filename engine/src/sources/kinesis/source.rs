@@ -247,7 +247,7 @@ fn block(format: super::KinesisFormat, shard: &str, records: &[Fetched], source:
     for r in records {
         valid += u64::from(record::append(format, shard, r, &mut data));
     }
-    Block { source, seq, records: valid, invalid: records.len() as u64 - valid, data }
+    Block { source, seq, records: valid, invalid: records.len() as u64 - valid, data, task: None }
 }
 
 impl Started {

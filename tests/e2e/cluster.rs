@@ -1,0 +1,266 @@
+//! One pipeline on several `sluice` processes (`[cluster]`): the members share a Kafka topic's
+//! partitions through a consumer group on a real broker (tansu), keep each partition's batch
+//! log in a checkpoint store (a shared directory, or S3 on moto's server), and write each
+//! partition's output under its own name. Records come from confluent-kafka.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::admin::get;
+use crate::kafka::{Broker, client, produce_in_background};
+use crate::support::*;
+
+/// Words from `flat_map` to a file sink, as a cluster in group `group` with store `store`.
+fn cluster_pipeline(brokers: &str, store: &str, extra: &str) -> String {
+    format!(
+        r#"[pipeline]
+name = "cluster-test"
+batch_interval = "300ms"
+block_interval = "100ms"
+
+[plugins]
+wordcount = "wordcount.wasm"
+
+[cluster]
+group_id = "cluster-test"
+checkpoint_store = "{store}"
+session_timeout = "3s"
+{extra}
+
+[[sources]]
+name = "lines"
+type = "kafka"
+brokers = "{brokers}"
+topics = ["lines"]
+
+[[stages]]
+name = "words"
+input = "lines"
+op = "flat_map"
+plugin = "wordcount"
+function = "split_words"
+
+[[sinks]]
+name = "out"
+input = "words"
+type = "file"
+path = "out"
+"#
+    )
+}
+
+/// Every word in every committed file of `out/` (a `[word, 1]` record a line), counted.
+fn word_ledger(work: &Workdir) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(work.path("out")) else { return counts };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            continue; // a batch being written
+        }
+        assert!(name.starts_with("batch-") && name.contains("-lines-"), "unexpected file {name}");
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            // `split_words` emits `(word, 1)`.
+            let pair: (String, u64) = serde_json::from_str(line).unwrap();
+            *counts.entry(pair.0).or_insert(0) += pair.1;
+        }
+    }
+    counts
+}
+
+/// Words lost and words written more than once, against `expected`.
+fn lost_and_duplicated(expected: &BTreeMap<String, u64>, got: &BTreeMap<String, u64>) -> (u64, u64) {
+    let lost = expected.iter().map(|(w, n)| n.saturating_sub(got.get(w).copied().unwrap_or(0))).sum();
+    let dup = got.iter().map(|(w, n)| n.saturating_sub(expected.get(w).copied().unwrap_or(0))).sum();
+    (lost, dup)
+}
+
+/// Waits up to 90 s for the output to hold every word of the input (the members catch up).
+fn settle(work: &Workdir, expected: &BTreeMap<String, u64>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while word_ledger(work) != *expected && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (lost, duplicated) = lost_and_duplicated(expected, &word_ledger(work));
+    assert_eq!((lost, duplicated), (0, 0), "words lost and duplicated in out/ after 90 s");
+}
+
+fn store_url(work: &Workdir) -> String {
+    format!("file://{}", work.path("store").display())
+}
+
+/// Three members, one `kill -9`ed and restarted again and again mid-stream, a fourth joining:
+/// the partitions of the dead go to the living with their logs, and the output ledger is exact.
+#[test]
+fn members_share_partitions_and_a_killed_members_partitions_are_taken_over_exactly_once() {
+    let broker = Broker::start();
+    let b = broker.address.clone();
+    client(&["create", &b, "lines", "6"]);
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    work.write("pipeline.toml", &cluster_pipeline(&b, &store_url(&work), ""));
+    let lines = corpus(40_000, 6, 11);
+    let expected = count_words(&lines);
+    let input = work.write("input.txt", &(lines.join("\n") + "\n"));
+    // About 20 s of input, arriving while members die and join.
+    let producer = produce_in_background(&b, "lines", &input, 100, 200);
+    let mut members: Vec<Running> = (0..3).map(|_| work.spawn(&["pipeline.toml", "--no-ui"])).collect();
+    for member in &members {
+        member.wait_for("gained partition", Duration::from_secs(30));
+    }
+    let mut rng = Lcg::seeded();
+    let mut logs = String::new();
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(1_500 + rng.below(1_500)));
+        let victim = members.remove(rng.below(members.len() as u64) as usize);
+        victim.signal("KILL");
+        let (code, log) = victim.finish(Duration::from_secs(10));
+        assert_eq!(code, -1, "killed by signal 9; log:\n{log}");
+        logs.push_str(&log);
+        members.push(work.spawn(&["pipeline.toml", "--no-ui"]));
+    }
+    // A fourth member joins and is given partitions; it shows them, labelled, to its probes.
+    let ui = format!("127.0.0.1:{}", crate::admin::free_port());
+    let fourth = work.spawn(&["pipeline.toml", "--ui", &ui]);
+    fourth.wait_for("gained partition", Duration::from_secs(30));
+    wait_until("the fourth member ready", Duration::from_secs(30), || get(&ui, "/readyz", None).0 == 200);
+    assert_eq!(get(&ui, "/healthz", None), (200, "ok\n".to_string()));
+    let status: serde_json::Value = serde_json::from_str(&get(&ui, "/api/status", None).1).unwrap();
+    let member = status["cluster"]["member"].as_str().expect("a member name").to_string();
+    assert_eq!(status["cluster"]["group_id"], "cluster-test");
+    wait_until("partitions on the fourth member's receiver row", Duration::from_secs(30), || {
+        let status: serde_json::Value = serde_json::from_str(&get(&ui, "/api/status", None).1).unwrap();
+        status["sources"][0]["partitions"].as_array().is_some_and(|p| !p.is_empty())
+    });
+    let metrics = get(&ui, "/metrics", None).1;
+    let samples: Vec<&str> = metrics.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+    assert!(!samples.is_empty());
+    let label = format!("member=\"{member}\"");
+    assert!(samples.iter().all(|l| l.contains(&label)), "every sample labelled {label}:\n{metrics}");
+    members.push(fourth);
+    assert_eq!(acked(producer), lines.len() as u64);
+    settle(&work, &expected);
+    for member in &members {
+        member.signal("TERM");
+    }
+    for member in members {
+        let (code, log) = member.finish(Duration::from_secs(30));
+        assert_eq!(code, 0, "log:\n{log}");
+        logs.push_str(&log);
+    }
+    let got = word_ledger(&work);
+    let (lost, duplicated) = lost_and_duplicated(&expected, &got);
+    let replays = logs.lines().filter(|l| l.contains("replaying entry")).count();
+    println!(
+        "cluster of 3 (+1), 6 kill -9s: {replays} log entries replayed by a partition's next owner; {lost} lost, {duplicated} duplicated"
+    );
+    assert!(replays > 0, "no kill left an entry to replay: the test proves nothing");
+    assert_eq!((lost, duplicated), (0, 0), "exactly once across members");
+}
+
+/// An S3-compatible server (moto, PyPI) on a free loopback port with bucket `sluice-test`,
+/// created by boto3; stopped on drop.
+struct S3 {
+    endpoint: String,
+    child: std::process::Child,
+}
+
+impl S3 {
+    fn start() -> Self {
+        let status = std::process::Command::new(repo().join("scripts/setup-s3.sh")).status().unwrap();
+        assert!(status.success(), "scripts/setup-s3.sh failed");
+        let port = crate::admin::free_port();
+        let child = std::process::Command::new("python3")
+            .args(["-m", "moto.server", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let create = format!(
+            "import boto3, time\nfor _ in range(100):\n    try:\n        boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1').create_bucket(Bucket='sluice-test')\n        break\n    except Exception:\n        time.sleep(0.1)\nelse:\n    raise SystemExit('moto did not answer')\n"
+        );
+        let status = std::process::Command::new("python3").args(["-c", &create]).status().unwrap();
+        assert!(status.success(), "could not create the bucket");
+        Self { endpoint, child }
+    }
+
+    fn configure(&self, work: &Workdir) {
+        work.set_env("AWS_ENDPOINT_URL", &self.endpoint);
+        work.set_env("AWS_ACCESS_KEY_ID", "test");
+        work.set_env("AWS_SECRET_ACCESS_KEY", "test");
+        work.set_env("AWS_REGION", "us-east-1");
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The store on S3 (moto), and a zombie: one member is stopped (SIGSTOP) past the session
+/// timeout, its partitions go to the others, then it runs again (SIGCONT). It loses its
+/// partitions; whatever it still writes is fenced or replaced: the ledger stays exact.
+#[test]
+fn a_zombie_member_is_fenced_and_the_s3_store_keeps_the_ledger_exact() {
+    let broker = Broker::start();
+    let b = broker.address.clone();
+    client(&["create", &b, "lines", "4"]);
+    let s3 = S3::start();
+    let work = Workdir::new();
+    s3.configure(&work);
+    work.add_plugin("wordcount", "wordcount");
+    work.write("pipeline.toml", &cluster_pipeline(&b, "s3://sluice-test/run", ""));
+    let lines = corpus(20_000, 6, 12);
+    let expected = count_words(&lines);
+    let input = work.write("input.txt", &(lines.join("\n") + "\n"));
+    let producer = produce_in_background(&b, "lines", &input, 100, 200);
+    let members: Vec<Running> = (0..3).map(|_| work.spawn(&["pipeline.toml", "--no-ui"])).collect();
+    for member in &members {
+        member.wait_for("gained partition", Duration::from_secs(30));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let zombie = &members[0];
+    zombie.signal("STOP");
+    // Past the 3 s session timeout: the group moves the zombie's partitions to the others.
+    std::thread::sleep(Duration::from_secs(8));
+    zombie.signal("CONT");
+    assert_eq!(acked(producer), lines.len() as u64);
+    settle(&work, &expected);
+    zombie.wait_for("lost partition", Duration::from_secs(30));
+    let mut logs = String::new();
+    for member in &members {
+        member.signal("TERM");
+    }
+    for member in members {
+        let (code, log) = member.finish(Duration::from_secs(30));
+        assert_eq!(code, 0, "log:\n{log}");
+        logs.push_str(&log);
+    }
+    let got = word_ledger(&work);
+    let (lost, duplicated) = lost_and_duplicated(&expected, &got);
+    let fenced = logs.lines().filter(|l| l.contains("first (batch")).count();
+    let abandoned = logs.lines().filter(|l| l.contains("partition revoked: its output")).count();
+    println!(
+        "zombie on S3: {fenced} entries fenced, {abandoned} tasks abandoned; {lost} lost, {duplicated} duplicated"
+    );
+    assert_eq!((lost, duplicated), (0, 0), "exactly once with a zombie");
+}
+
+/// Mistakes in `[cluster]` name the file and the field.
+#[test]
+fn cluster_config_mistakes_name_the_file_and_field() {
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    let text = cluster_pipeline("127.0.0.1:1", "/not/a/url", "")
+        .replace("op = \"flat_map\"\nplugin = \"wordcount\"\nfunction = \"split_words\"", "op = \"count_by_value\"");
+    work.write("pipeline.toml", &text);
+    let out = work.sluice(&["check", "pipeline.toml"]);
+    let said = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("pipeline.toml: cluster.checkpoint_store: not a URL"), "{said}");
+    assert!(said.contains("pipeline.toml: stages `words`.op: groups records across partitions"), "{said}");
+}
