@@ -20,4 +20,4 @@ pub(crate) mod sources;
 mod topology;
 
 pub use pipeline::Pipeline;
-pub use topology::RunOptions;
+pub use topology::{RunError, RunOptions};

@@ -280,7 +280,7 @@ impl PipelineFile {
             if let crate::sinks::SinkConfig::File(file) = sink
                 && let Err(problem) = file.check_writable(&self.resolve(&file.path))
             {
-                errors.push(ConfigError::new(format!("sinks `{}`.path", file.name), problem));
+                errors.push(ConfigError::new(format!("sinks `{}`.path", file.name), problem.to_string()));
             }
         }
         errors

@@ -738,7 +738,7 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
                 Some(name) => match event::TimeField::find(key, value, name) {
                     Ok(field) => Some(field),
                     Err(problem) => {
-                        cx.error("time_field", problem);
+                        cx.error("time_field", problem.to_string());
                         return None;
                     }
                 },

@@ -399,7 +399,8 @@ mod tests {
 
     static FAIL_INVERSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-    /// `subtract`, failing while `FAIL_INVERSE` is set.
+    /// `subtract`, failing while `FAIL_INVERSE` is set. (`Result<(), String>` is the SDK's
+    /// `NativeFunction::call` signature: a guest's error message.)
     fn flaky_subtract(input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
         if FAIL_INVERSE.load(std::sync::atomic::Ordering::SeqCst) {
             return Err("asked to fail".into());
