@@ -20,5 +20,8 @@ pub(crate) mod sinks;
 pub(crate) mod sources;
 mod topology;
 
+#[cfg(test)]
+mod tests;
+
 pub use pipeline::Pipeline;
-pub use topology::RunOptions;
+pub use topology::{RunError, RunOptions};

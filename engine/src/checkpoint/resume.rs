@@ -108,6 +108,7 @@ pub(crate) fn resume(dir: &Path, expected: &Expected<'_>, fresh: bool) -> Result
 
 /// Sources logged as `saved` (by position) must keep their positions among `now`; sources that
 /// are gone or new at the end are fine.
+// A `String`: it is the `reason` of a `CheckpointError::Incompatible`, like every refusal in `resume`.
 fn check_order(saved: &[&str], now: &[&str]) -> Result<(), String> {
     for (index, name) in saved.iter().enumerate() {
         if now.get(index) != Some(name)

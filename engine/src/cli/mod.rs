@@ -161,16 +161,15 @@ struct PluginArgs {
 }
 
 impl PluginArgs {
-    fn runtime(&self) -> Result<PluginRuntime, String> {
+    fn runtime(&self) -> Result<PluginRuntime, runtime::StartError> {
         let cache = if self.no_cache { None } else { self.cache_dir.clone().or_else(default_cache_dir) };
         let limits = Limits { timeout: self.call_timeout, memory: self.memory_limit_mib.saturating_mul(1 << 20) };
-        Ok(PluginRuntime::new(limits, cache)
-            .map_err(|err| err.to_string())?
-            .with_validate_timeout(self.validate_timeout))
+        Ok(PluginRuntime::new(limits, cache)?.with_validate_timeout(self.validate_timeout))
     }
 }
 
 /// `--call-timeout`: a human duration within the bounds a stage's `timeout` has.
+// A `String` error: clap's value parser shows it as the argument's problem, and nothing else sees it.
 fn parse_call_timeout(text: &str) -> Result<Duration, String> {
     let timeout = humantime::parse_duration(text).map_err(|err| err.to_string())?;
     if timeout < Duration::from_millis(10) {

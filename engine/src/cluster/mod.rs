@@ -4,8 +4,9 @@
 //! checkpoint store ([`store`]) holds each partition's batch log, so a member that gains a
 //! partition carries on exactly where its last owner stopped. No home-made cluster manager.
 //!
-//! This room owns the `[cluster]` section, its validation (what a cluster can run today) and the
-//! checkpoint store. It never touches Kafka: the Kafka source (`sources/kafka/member.rs`) joins
+//! This room owns the `[cluster]` section, its fields' validation and the checkpoint store
+//! (`config/cluster.rs` checks what a cluster can run, with the rest of the file). It never
+//! touches Kafka: the Kafka source (`sources/kafka/member.rs`) joins
 //! the group and writes the log; the scheduler runs each partition's records as a task of their
 //! own (`block::Task`), so each partition's output is written under its own batch and name.
 //!
@@ -21,10 +22,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{PipelineConfig, StageOp};
 use crate::fields::{ConfigError, duration};
-use crate::sinks::SinkConfig;
-use crate::sources::SourceConfig;
 
 pub(crate) use store::CheckpointStore;
 
@@ -87,8 +85,9 @@ impl ClusterConfig {
         self.session_timeout.unwrap_or(SESSION_TIMEOUT)
     }
 
-    /// Everything a cluster cannot run, each naming the field.
-    pub(crate) fn validate(&self, config: &PipelineConfig) -> Vec<ConfigError> {
+    /// Problems with `[cluster]`'s own fields; what a cluster can run is checked with the
+    /// rest of the file (`config/cluster.rs`).
+    pub(crate) fn validate(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         if self.group_id.trim().is_empty() {
             errors
@@ -105,58 +104,8 @@ impl ClusterConfig {
         if self.member.as_deref().is_some_and(|m| m.trim().is_empty()) {
             errors.push(ConfigError::new("cluster.member", "must not be empty (leave it out for <host>-<pid>)"));
         }
-        if config.pipeline.checkpoint_dir.is_some() {
-            errors.push(ConfigError::new(
-                "pipeline.checkpoint_dir",
-                "a cluster keeps its checkpoints in cluster.checkpoint_store: remove checkpoint_dir",
-            ));
-        }
-        match config.sources.as_slice() {
-            [SourceConfig::Kafka(kafka)] if kafka.group_id.is_some() => errors.push(ConfigError::new(
-                format!("sources `{}`.group_id", kafka.name),
-                "in a cluster the group is cluster.group_id: remove it here",
-            )),
-            [SourceConfig::Kafka(_)] => {}
-            _ => errors.push(ConfigError::new(
-                "sources",
-                "a cluster reads one source, of type \"kafka\": its partitions are what the members share",
-            )),
-        }
-        for stage in &config.stages {
-            if !per_partition(&stage.op) {
-                errors.push(ConfigError::new(
-                    format!("stages `{}`.op", stage.name),
-                    "groups records across partitions, which a cluster cannot run yet (keyed work needs \
-                     the repartition topic); in a cluster use map, flat_map, filter, map_partitions, \
-                     key_by, union or repartition",
-                ));
-            }
-        }
-        for sink in &config.sinks {
-            if matches!(sink, SinkConfig::Kafka(_) | SinkConfig::Postgres(_)) {
-                errors.push(ConfigError::new(
-                    format!("sinks `{}`.type", sink.name()),
-                    "a cluster cannot write to this sink type yet (its replay detection is per sink, not \
-                     per partition); in a cluster use file, print or dashboard",
-                ));
-            }
-        }
         errors
     }
-}
-
-/// Whether a stage's op works on each partition's records alone.
-fn per_partition(op: &StageOp) -> bool {
-    matches!(
-        op,
-        StageOp::Map
-            | StageOp::FlatMap
-            | StageOp::Filter
-            | StageOp::MapPartitions
-            | StageOp::KeyBy
-            | StageOp::Union
-            | StageOp::Repartition(_)
-    )
 }
 
 /// What is wrong with `checkpoint_store`'s form (the store itself is not asked), if anything.
@@ -167,70 +116,5 @@ fn url_problem(url: &str) -> Option<String> {
         Ok(parsed) if parsed.scheme() == "file" && parsed.to_file_path().is_ok() => None,
         Ok(parsed) if parsed.scheme() == "s3" && parsed.host_str().is_some_and(|b| !b.is_empty()) => None,
         Ok(_) => Some(format!("`{url}`: {EXPECTED}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const BASE: &str = r#"
-[pipeline]
-name = "p"
-
-[plugins]
-
-[[sources]]
-name = "lines"
-type = "kafka"
-brokers = "127.0.0.1:9092"
-topics = ["lines"]
-
-[[sinks]]
-name = "out"
-input = "lines"
-type = "file"
-path = "out"
-"#;
-
-    fn problems(cluster: &str, more: &str) -> Vec<String> {
-        let config: PipelineConfig = toml::from_str(&format!("{BASE}{more}\n[cluster]\n{cluster}")).unwrap();
-        let cluster = config.cluster.as_ref().expect("a [cluster] section");
-        cluster.validate(&config).into_iter().map(|e| format!("{}: {}", e.location, e.message)).collect()
-    }
-
-    const GOOD: &str = "group_id = \"g\"\ncheckpoint_store = \"file:///tmp/store\"\n";
-
-    #[test]
-    fn a_kafka_source_with_per_partition_stages_and_file_sinks_runs_in_a_cluster() {
-        assert!(problems(GOOD, "").is_empty(), "{:?}", problems(GOOD, ""));
-        let s3 = "group_id = \"g\"\ncheckpoint_store = \"s3://bucket/prefix\"\n";
-        assert!(problems(s3, "").is_empty());
-    }
-
-    #[test]
-    fn what_a_cluster_cannot_run_is_refused_by_field() {
-        let bad_store = problems("group_id = \"g\"\ncheckpoint_store = \"/tmp/store\"\n", "");
-        assert!(bad_store[0].starts_with("cluster.checkpoint_store: not a URL"), "{bad_store:?}");
-        let bad_scheme = problems("group_id = \"g\"\ncheckpoint_store = \"http://x/y\"\n", "");
-        assert!(bad_scheme[0].contains("expected file:///absolute/directory or s3://bucket/prefix"), "{bad_scheme:?}");
-        let keyed = problems(GOOD, "[[stages]]\nname = \"c\"\ninput = \"lines\"\nop = \"count_by_value\"\n");
-        assert_eq!(keyed.len(), 1, "{keyed:?}");
-        assert!(keyed[0].starts_with("stages `c`.op: groups records across partitions"), "{keyed:?}");
-        let timeout = problems(&format!("{GOOD}session_timeout = \"10m\"\n"), "");
-        assert_eq!(timeout, ["cluster.session_timeout: expected 1s to 5m"]);
-        let empty = problems("group_id = \" \"\ncheckpoint_store = \"file:///tmp/s\"\n", "");
-        assert_eq!(empty.len(), 1);
-        assert!(empty[0].starts_with("cluster.group_id"));
-    }
-
-    #[test]
-    fn a_cluster_reads_one_kafka_source_and_keeps_no_checkpoint_dir() {
-        let two = problems(GOOD, "[[sources]]\nname = \"more\"\ntype = \"socket\"\naddress = \"127.0.0.1:9\"\n");
-        assert!(two.iter().any(|p| p.starts_with("sources: a cluster reads one source")), "{two:?}");
-        let with_dir = BASE.replace("name = \"p\"", "name = \"p\"\ncheckpoint_dir = \"c\"");
-        let config: PipelineConfig = toml::from_str(&format!("{with_dir}\n[cluster]\n{GOOD}")).unwrap();
-        let found = config.cluster.as_ref().unwrap().validate(&config);
-        assert!(found.iter().any(|e| e.location == "pipeline.checkpoint_dir"), "{found:?}");
     }
 }

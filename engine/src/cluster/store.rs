@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 /// What went wrong talking to the store.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum StoreError {
+pub enum StoreError {
     /// The URL names no store this engine reads.
     #[error("{0}")]
     Url(String),

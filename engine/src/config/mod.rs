@@ -28,6 +28,7 @@
 //! type = "print"
 //! ```
 
+mod cluster;
 mod stage;
 
 use std::collections::BTreeMap;
@@ -263,7 +264,7 @@ impl PipelineFile {
             errors.extend(sink.validate());
         }
         if let Some(cluster) = &c.cluster {
-            errors.extend(cluster.validate(c));
+            errors.extend(cluster::validate(c, cluster));
         }
         errors
     }
@@ -285,7 +286,7 @@ impl PipelineFile {
             if let crate::sinks::SinkConfig::File(file) = sink
                 && let Err(problem) = file.check_writable(&self.resolve(&file.path))
             {
-                errors.push(ConfigError::new(format!("sinks `{}`.path", file.name), problem));
+                errors.push(ConfigError::new(format!("sinks `{}`.path", file.name), problem.to_string()));
             }
         }
         errors

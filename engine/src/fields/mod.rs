@@ -15,4 +15,4 @@ pub use duration::{MAX_INTERVAL, MAX_INTERVAL_TEXT, MAX_SPAN, MAX_SPAN_TEXT};
 pub(crate) use duration::{millis, next_multiple};
 pub use error::{ConfigError, ConfigErrors};
 pub(crate) use error::{shorten, toml_error};
-pub(crate) use writable::writable_dir;
+pub(crate) use writable::{WritableError, writable_dir};

@@ -2,13 +2,38 @@
 
 use serde::{Deserialize, Deserializer};
 
+/// A size that cannot be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// No number first.
+    #[error("invalid size \"{text}\"; expected e.g. \"64MiB\"")]
+    Number {
+        /// The size as written (trimmed).
+        text: String,
+    },
+    /// A unit that is none of the known ones.
+    #[error("invalid size unit \"{unit}\" in \"{text}\"; expected B, KiB, MiB, GiB, KB, MB or GB")]
+    Unit {
+        /// The unit as written.
+        unit: String,
+        /// The size as written (trimmed).
+        text: String,
+    },
+    /// More bytes than a `usize` holds.
+    #[error("size \"{text}\" is too large")]
+    TooLarge {
+        /// The size as written (trimmed).
+        text: String,
+    },
+}
+
 /// Parses a size: a number, optionally followed by B, KiB, MiB, GiB (powers of 1024) or KB, MB,
 /// GB (powers of 1000).
-pub fn parse(text: &str) -> Result<usize, String> {
+pub fn parse(text: &str) -> Result<usize, SizeError> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: usize = number.parse().map_err(|_| format!("invalid size \"{text}\"; expected e.g. \"64MiB\""))?;
+    let number: usize = number.parse().map_err(|_| SizeError::Number { text: text.to_string() })?;
     let scale: usize = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -17,13 +42,9 @@ pub fn parse(text: &str) -> Result<usize, String> {
         "KB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        other => {
-            return Err(format!(
-                "invalid size unit \"{other}\" in \"{text}\"; expected B, KiB, MiB, GiB, KB, MB or GB"
-            ));
-        }
+        other => return Err(SizeError::Unit { unit: other.to_string(), text: text.to_string() }),
     };
-    number.checked_mul(scale).ok_or_else(|| format!("size \"{text}\" is too large"))
+    number.checked_mul(scale).ok_or_else(|| SizeError::TooLarge { text: text.to_string() })
 }
 
 /// `Option<usize>` fields: absent, or a human size string.
@@ -45,7 +66,7 @@ mod tests {
         assert_eq!(super::parse("1 GiB"), Ok(1 << 30));
         assert_eq!(super::parse("1500"), Ok(1500));
         assert_eq!(super::parse("2KB"), Ok(2000));
-        assert!(super::parse("12 parsecs").unwrap_err().contains("invalid size unit"));
+        assert!(super::parse("12 parsecs").unwrap_err().to_string().contains("invalid size unit"));
         assert!(super::parse("MiB").is_err());
     }
 }

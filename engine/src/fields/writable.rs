@@ -9,26 +9,82 @@
 //!   directory sources already skip.
 
 use std::io::ErrorKind;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// What stands in the way of writing files into a directory, naming it (and the level of it at
+/// fault, when that is a parent).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WritableError {
+    /// The path is a file (or another non-directory).
+    #[error("{} is not a directory", dir.display())]
+    NotADirectory {
+        /// The directory asked for.
+        dir: PathBuf,
+    },
+    /// A parent level is a file.
+    #[error("cannot create the directory {}: {} is not a directory", dir.display(), at.display())]
+    ParentNotADirectory {
+        /// The directory asked for.
+        dir: PathBuf,
+        /// The level in the way.
+        at: PathBuf,
+    },
+    /// A level cannot be looked at.
+    #[error("cannot use {}: {}{source}", dir.display(), Level(at.as_deref()))]
+    Unusable {
+        /// The directory asked for.
+        dir: PathBuf,
+        /// The parent at fault; `None`: `dir` itself.
+        at: Option<PathBuf>,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A missing level cannot be created.
+    #[error("cannot create the directory {}: {}{source}", dir.display(), Level(at.as_deref()))]
+    Uncreatable {
+        /// The directory asked for.
+        dir: PathBuf,
+        /// The parent at fault; `None`: `dir` itself.
+        at: Option<PathBuf>,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The directory is there, but no file can be created in it.
+    #[error("cannot create files in {}: {source}", dir.display())]
+    NoFiles {
+        /// The directory asked for.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Nothing when the problem is the directory itself, else `<parent>: `.
+struct Level<'a>(Option<&'a Path>);
+
+impl std::fmt::Display for Level<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(at) => write!(f, "{}: ", at.display()),
+            None => Ok(()),
+        }
+    }
+}
 
 /// `Ok` if `dir` is, or can be made, a directory files can be created in; else what stands in
-/// the way, naming `dir` (and the level of it at fault, when that is a parent).
-pub(crate) fn writable_dir(dir: &Path) -> Result<(), String> {
-    // "" when the problem is `dir` itself, else "<parent>: ".
-    let level = |at: &Path| if at == dir { String::new() } else { format!("{}: ", at.display()) };
+/// the way.
+pub(crate) fn writable_dir(dir: &Path) -> Result<(), WritableError> {
+    // `None` when the problem is `dir` itself, else the parent at fault.
+    let level = |at: &Path| (at != dir).then(|| at.to_path_buf());
     // The missing levels, innermost first, up to the first that exists.
     let mut missing = Vec::new();
     let mut at = dir;
     loop {
         match std::fs::metadata(at) {
             Ok(meta) if meta.is_dir() => break,
-            Ok(_) if at == dir => return Err(format!("{} is not a directory", dir.display())),
+            Ok(_) if at == dir => return Err(WritableError::NotADirectory { dir: dir.to_path_buf() }),
             Ok(_) => {
-                return Err(format!(
-                    "cannot create the directory {}: {} is not a directory",
-                    dir.display(),
-                    at.display()
-                ));
+                return Err(WritableError::ParentNotADirectory { dir: dir.to_path_buf(), at: at.to_path_buf() });
             }
             Err(err) if err.kind() == ErrorKind::NotFound => {
                 missing.push(at);
@@ -37,7 +93,7 @@ pub(crate) fn writable_dir(dir: &Path) -> Result<(), String> {
                     _ => break, // the working directory
                 }
             }
-            Err(err) => return Err(format!("cannot use {}: {}{err}", dir.display(), level(at))),
+            Err(source) => return Err(WritableError::Unusable { dir: dir.to_path_buf(), at: level(at), source }),
         }
     }
     let mut created = Vec::new();
@@ -52,13 +108,15 @@ fn create_and_probe<'a>(
     dir: &Path,
     missing: &[&'a Path],
     created: &mut Vec<&'a Path>,
-    level: &dyn Fn(&Path) -> String,
-) -> Result<(), String> {
+    level: &dyn Fn(&Path) -> Option<PathBuf>,
+) -> Result<(), WritableError> {
     for &at in missing.iter().rev() {
         match std::fs::create_dir(at) {
             Ok(()) => created.push(at),
             Err(err) if err.kind() == ErrorKind::AlreadyExists && at.is_dir() => {}
-            Err(err) => return Err(format!("cannot create the directory {}: {}{err}", dir.display(), level(at))),
+            Err(source) => {
+                return Err(WritableError::Uncreatable { dir: dir.to_path_buf(), at: level(at), source });
+            }
         }
     }
     let probe = dir.join(format!(".sluice-check-{}", std::process::id()));
@@ -68,7 +126,7 @@ fn create_and_probe<'a>(
             let _ = std::fs::remove_file(&probe);
             Ok(())
         }
-        Err(err) => Err(format!("cannot create files in {}: {err}", dir.display())),
+        Err(source) => Err(WritableError::NoFiles { dir: dir.to_path_buf(), source }),
     }
 }
 
@@ -80,10 +138,10 @@ mod tests {
     fn a_missing_directory_is_proven_creatable_and_not_left_behind() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("a/b/c");
-        assert_eq!(writable_dir(&dir), Ok(()));
+        assert!(writable_dir(&dir).is_ok());
         assert!(!root.path().join("a").exists(), "the check leaves nothing behind");
         std::fs::create_dir_all(&dir).unwrap();
-        assert_eq!(writable_dir(&dir), Ok(()));
+        assert!(writable_dir(&dir).is_ok());
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the probe is removed");
     }
 
@@ -92,13 +150,13 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let file = root.path().join("file");
         std::fs::write(&file, "x").unwrap();
-        let problem = writable_dir(&file).unwrap_err();
+        let problem = writable_dir(&file).unwrap_err().to_string();
         assert!(problem.ends_with("file is not a directory"), "{problem}");
-        let problem = writable_dir(&file.join("sub")).unwrap_err();
+        let problem = writable_dir(&file.join("sub")).unwrap_err().to_string();
         assert!(problem.starts_with("cannot use ") && problem.contains("file/sub: "), "{problem}");
-        let problem = writable_dir(Path::new("/proc/forbidden")).unwrap_err();
+        let problem = writable_dir(Path::new("/proc/forbidden")).unwrap_err().to_string();
         assert!(problem.starts_with("cannot create the directory /proc/forbidden: No such file"), "{problem}");
-        let problem = writable_dir(Path::new("/proc/forbidden/ckpt")).unwrap_err();
+        let problem = writable_dir(Path::new("/proc/forbidden/ckpt")).unwrap_err().to_string();
         assert!(
             problem.starts_with("cannot create the directory /proc/forbidden/ckpt: /proc/forbidden: "),
             "{problem}"

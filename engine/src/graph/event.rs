@@ -252,23 +252,61 @@ pub(crate) struct TimeField {
     ty: TypeDesc,
 }
 
+/// Why `time_field` names no event time.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum TimeFieldError {
+    /// The values are no struct.
+    #[error("expected the values to be a struct with a field `{field}`, found {found}")]
+    NotAStruct {
+        /// The field asked for.
+        field: String,
+        /// The value type.
+        found: TypeDesc,
+    },
+    /// The struct has no such field.
+    #[error("{struct_name} has no field `{field}` (its fields: {})", fields.join(", "))]
+    NoSuchField {
+        /// The field asked for.
+        field: String,
+        /// The struct.
+        struct_name: String,
+        /// The fields it has.
+        fields: Vec<String>,
+    },
+    /// The field holds no integer.
+    #[error("`{field}` of {struct_name} is {found}: expected ms since the epoch, an integer or an Option of one")]
+    NotATime {
+        /// The field asked for.
+        field: String,
+        /// The struct.
+        struct_name: String,
+        /// The field's type.
+        found: TypeDesc,
+    },
+}
+
 impl TimeField {
     /// The field `name` of the value type, if it holds a time.
-    pub(super) fn find(key: &TypeDesc, value: &TypeDesc, name: &str) -> Result<Self, String> {
+    pub(super) fn find(key: &TypeDesc, value: &TypeDesc, name: &str) -> Result<Self, TimeFieldError> {
         let TypeDesc::Struct { name: struct_name, fields } = value else {
-            return Err(format!("expected the values to be a struct with a field `{name}`, found {value}"));
+            return Err(TimeFieldError::NotAStruct { field: name.to_string(), found: value.clone() });
         };
         let Some(at) = fields.iter().position(|(field, _)| field == name) else {
-            let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
-            return Err(format!("{struct_name} has no field `{name}` (its fields: {})", names.join(", ")));
+            return Err(TimeFieldError::NoSuchField {
+                field: name.to_string(),
+                struct_name: struct_name.clone(),
+                fields: fields.iter().map(|(n, _)| n.clone()).collect(),
+            });
         };
         let ty = fields[at].1.clone();
         let integer = |t: &TypeDesc| matches!(t, TypeDesc::Signed(_) | TypeDesc::Unsigned(_));
         let fits = integer(&ty) || matches!(&ty, TypeDesc::Option(inner) if integer(inner));
         if !fits {
-            return Err(format!(
-                "`{name}` of {struct_name} is {ty}: expected ms since the epoch, an integer or an Option of one"
-            ));
+            return Err(TimeFieldError::NotATime {
+                field: name.to_string(),
+                struct_name: struct_name.clone(),
+                found: ty,
+            });
         }
         Ok(Self { key: key.clone(), before: fields[..at].iter().map(|(_, t)| t.clone()).collect(), ty })
     }
@@ -493,8 +531,13 @@ mod tests {
         }
         let input = [Partition { data, records: 3 }];
         assert_eq!(field.times(&input, 42), [1_700_000_000_123, 42, 42]);
-        assert!(TimeField::find(&TypeDesc::String, &value, "page").unwrap_err().contains("expected ms"));
-        assert!(TimeField::find(&TypeDesc::String, &value, "nope").unwrap_err().contains("its fields: page, at"));
+        assert!(TimeField::find(&TypeDesc::String, &value, "page").unwrap_err().to_string().contains("expected ms"));
+        assert!(
+            TimeField::find(&TypeDesc::String, &value, "nope")
+                .unwrap_err()
+                .to_string()
+                .contains("its fields: page, at")
+        );
     }
 
     #[test]

@@ -49,32 +49,16 @@ pub(crate) struct FunctionRef {
     pub function: String,
 }
 
-/// What a windowed stage computes over its window: the part of [`Operator::Window`] that tells
-/// its five ops apart (`Operator::name` reads the op from it). Not a second operator enum: the
-/// pipeline file's op is `config::StageOp`, the resolved one `Operator`, and `window.rs` steps
-/// all five through one history and one slide, matching on this alone.
-#[derive(Clone, Debug)]
-pub(crate) enum WindowKind {
-    /// The records themselves (`window`).
-    Records,
-    /// Their number (`count_by_window`).
-    Count,
-    /// All of them reduced to one (`reduce_by_window`).
-    Reduce(FunctionRef),
-    /// Values per key reduced (`reduce_by_key_and_window`), incrementally with an inverse.
-    ReduceByKey {
-        /// The reduce function.
-        reduce: FunctionRef,
-        /// Its inverse, if given.
-        inverse: Option<FunctionRef>,
-        /// Key type.
-        key: TypeDesc,
-    },
-    /// Counts per distinct record (`count_by_value_and_window`), incrementally.
-    CountByValue {
-        /// The record type (the key of the counts).
-        key: TypeDesc,
-    },
+/// The batches a processing-time window covers: the last `window_ms` of batch time, emitted
+/// when the batch time is a multiple of `slide_ms` (both multiples of the batch interval, checked
+/// at load time). Every windowed [`Operator`] carries one; `window.rs` steps them all through one
+/// history and one slide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Span {
+    /// Window length.
+    pub window_ms: u64,
+    /// Slide.
+    pub slide_ms: u64,
 }
 
 /// What a stage does.
@@ -130,15 +114,36 @@ pub(crate) enum Operator {
         /// Key type.
         key: TypeDesc,
     },
-    /// A computation over the last `window_ms` of batches, emitted when the batch time is a
-    /// multiple of `slide_ms`.
-    Window {
-        /// Window length.
-        window_ms: u64,
-        /// Slide.
-        slide_ms: u64,
-        /// What it computes.
-        kind: WindowKind,
+    /// The records of the batches in the window (`window`).
+    Window(Span),
+    /// The number of records in the window, as one `u64` record (`count_by_window`).
+    CountByWindow(Span),
+    /// All records in the window reduced to one (`reduce_by_window`).
+    ReduceByWindow {
+        /// The window.
+        span: Span,
+        /// The reduce function.
+        reduce: FunctionRef,
+    },
+    /// Values per key in the window reduced (`reduce_by_key_and_window`), incrementally when an
+    /// inverse is given.
+    ReduceByKeyAndWindow {
+        /// The window.
+        span: Span,
+        /// The reduce function.
+        reduce: FunctionRef,
+        /// Its inverse, if given.
+        inverse: Option<FunctionRef>,
+        /// Key type.
+        key: TypeDesc,
+    },
+    /// `(record, u64)` per distinct record in the window, incrementally
+    /// (`count_by_value_and_window`).
+    CountByValueAndWindow {
+        /// The window.
+        span: Span,
+        /// The record type (the key of the counts).
+        key: TypeDesc,
     },
     /// Per-key state kept across batches, updated by a plugin function every batch.
     UpdateStateByKey {
@@ -193,15 +198,27 @@ impl Operator {
             Self::Repartition(_) => "repartition",
             Self::Join { .. } => "join",
             Self::Cogroup { .. } => "cogroup",
-            Self::Window { kind: WindowKind::Records, .. } => "window",
-            Self::Window { kind: WindowKind::Count, .. } => "count_by_window",
-            Self::Window { kind: WindowKind::Reduce(_), .. } => "reduce_by_window",
-            Self::Window { kind: WindowKind::ReduceByKey { .. }, .. } => "reduce_by_key_and_window",
-            Self::Window { kind: WindowKind::CountByValue { .. }, .. } => "count_by_value_and_window",
+            Self::Window(_) => "window",
+            Self::CountByWindow(_) => "count_by_window",
+            Self::ReduceByWindow { .. } => "reduce_by_window",
+            Self::ReduceByKeyAndWindow { .. } => "reduce_by_key_and_window",
+            Self::CountByValueAndWindow { .. } => "count_by_value_and_window",
             Self::UpdateStateByKey { .. } => "update_state_by_key",
             Self::MapWithState { .. } => "map_with_state",
             Self::KeyBy(_) => "key_by",
             Self::EventWindow { .. } => "event_window",
+        }
+    }
+
+    /// The processing-time window of a windowed operator; `None` for every other.
+    pub(crate) fn span(&self) -> Option<Span> {
+        match self {
+            Self::Window(span)
+            | Self::CountByWindow(span)
+            | Self::ReduceByWindow { span, .. }
+            | Self::ReduceByKeyAndWindow { span, .. }
+            | Self::CountByValueAndWindow { span, .. } => Some(*span),
+            _ => None,
         }
     }
 }
@@ -651,19 +668,21 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
         | StageOp::ReduceByWindow(_)
         | StageOp::ReduceByKeyAndWindow(_)
         | StageOp::CountByValueAndWindow(_) => {
-            let span = op.batch_window()?;
-            let window_ms = crate::fields::millis(span.window?);
-            let slide_ms = span.slide.map_or(batch_ms, crate::fields::millis);
-            let (kind, ty) = match op {
-                StageOp::Window(_) => (WindowKind::Records, input.ty.clone()),
-                StageOp::CountByWindow(_) => (WindowKind::Count, u64_ty),
+            let window = op.batch_window()?;
+            let span = Span {
+                window_ms: crate::fields::millis(window.window?),
+                slide_ms: window.slide.map_or(batch_ms, crate::fields::millis),
+            };
+            match op {
+                StageOp::Window(_) => (Operator::Window(span), input.ty.clone()),
+                StageOp::CountByWindow(_) => (Operator::CountByWindow(span), u64_ty),
                 StageOp::ReduceByWindow(_) => {
-                    let (reference, info) = function(cx)?;
+                    let (reduce, info) = function(cx)?;
                     cx.expect_input(&info, &input.ty, &carries)?;
-                    (WindowKind::Reduce(reference), input.ty.clone())
+                    (Operator::ReduceByWindow { span, reduce }, input.ty.clone())
                 }
                 StageOp::CountByValueAndWindow(_) => {
-                    (WindowKind::CountByValue { key: input.ty.clone() }, pair(&input.ty, u64_ty))
+                    (Operator::CountByValueAndWindow { span, key: input.ty.clone() }, pair(&input.ty, u64_ty))
                 }
                 _ => {
                     let (key, value) = cx.keyed(input)?;
@@ -686,10 +705,10 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
                             Some(inverse)
                         }
                     };
-                    (WindowKind::ReduceByKey { reduce, inverse, key: key.clone() }, pair(key, info.output.clone()))
+                    let operator = Operator::ReduceByKeyAndWindow { span, reduce, inverse, key: key.clone() };
+                    (operator, pair(key, info.output.clone()))
                 }
-            };
-            (Operator::Window { window_ms, slide_ms, kind }, ty)
+            }
         }
         StageOp::KeyBy => {
             let (reference, info) = function(cx)?;
@@ -719,7 +738,7 @@ fn resolve(cx: &mut Context<'_, '_>, inputs: &[&Stream], batch_ms: u64) -> Optio
                 Some(name) => match event::TimeField::find(key, value, name) {
                     Ok(field) => Some(field),
                     Err(problem) => {
-                        cx.error("time_field", problem);
+                        cx.error("time_field", problem.to_string());
                         return None;
                     }
                 },

@@ -174,13 +174,11 @@ pub fn run_batch(
         };
         let inputs: Vec<&[Partition]> =
             stage.inputs.iter().map(|&i| outcome.streams[i].as_deref().unwrap_or_default()).collect();
-        let stateful = matches!(
-            stage.operator,
-            Operator::Window { .. }
-                | Operator::UpdateStateByKey { .. }
-                | Operator::MapWithState { .. }
-                | Operator::EventWindow { .. }
-        );
+        let stateful = stage.operator.span().is_some()
+            || matches!(
+                stage.operator,
+                Operator::UpdateStateByKey { .. } | Operator::MapWithState { .. } | Operator::EventWindow { .. }
+            );
         let saved = (stateful && policy.on_error != OnError::Fail).then(|| state.save(index));
         let started = std::time::Instant::now();
         let records_in: u64 = inputs.iter().flat_map(|parts| parts.iter()).map(|p| p.records).sum();
@@ -366,16 +364,19 @@ fn run_stage(
         Operator::Repartition(n) => keyed::repartition(input, *n),
         Operator::Join { how, key } => vec![keyed::join(*how, key, inputs[0], inputs[1]).map_err(host)?],
         Operator::Cogroup { key } => vec![keyed::cogroup(key, inputs[0], inputs[1]).map_err(host)?],
-        Operator::Window { window_ms, slide_ms, kind } => state
-            .window(index)
-            .step(kind, *window_ms, *slide_ms, time, input, snapshot)
-            .map_err(|failed| match kind {
-                super::WindowKind::ReduceByKey { inverse: Some(f), .. } if failed.inverse => call(f, failed.error),
-                super::WindowKind::Reduce(f) | super::WindowKind::ReduceByKey { reduce: f, .. } => {
+        windowed @ (Operator::Window(_)
+        | Operator::CountByWindow(_)
+        | Operator::ReduceByWindow { .. }
+        | Operator::ReduceByKeyAndWindow { .. }
+        | Operator::CountByValueAndWindow { .. }) => {
+            state.window(index).step(windowed, time, input, snapshot).map_err(|failed| match windowed {
+                Operator::ReduceByKeyAndWindow { inverse: Some(f), .. } if failed.inverse => call(f, failed.error),
+                Operator::ReduceByWindow { reduce: f, .. } | Operator::ReduceByKeyAndWindow { reduce: f, .. } => {
                     call(f, failed.error)
                 }
                 _ => host(failed.error),
-            })?,
+            })?
+        }
         Operator::MapWithState { function, key, timeout_ms } => state
             .mapped(index)
             .step(&snapshot[function.plugin], &function.function, key, input, time, *timeout_ms, buckets, pool)

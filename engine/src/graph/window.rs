@@ -16,9 +16,9 @@ use rustc_hash::FxHashMap;
 use sluice_sdk::TypeDesc;
 use sluice_sdk::abi::Frames;
 
-use super::WindowKind;
 use super::keyed::{count_by_value, fold_counts};
 use super::ops::{self, split};
+use super::{Operator, Span};
 use crate::block::Partition;
 use crate::codec;
 use crate::runtime::CallError;
@@ -85,19 +85,20 @@ impl Combine<'_> {
 
 impl WindowState {
     /// Takes batch `time`'s input; returns the window's output if a window ends at `time`.
+    /// `operator` is one of the five windowed operators (those with a [`Operator::span`]).
     pub(super) fn step(
         &mut self,
-        kind: &WindowKind,
-        window_ms: u64,
-        slide_ms: u64,
+        operator: &Operator,
         time: u64,
         input: &[Partition],
         snapshot: &Snapshot,
     ) -> Result<Vec<Partition>, WindowError> {
-        let contribution = match kind {
-            WindowKind::Records => Contribution::Records(input.iter().filter(|p| p.records > 0).cloned().collect()),
-            WindowKind::Count => Contribution::Count(input.iter().map(|p| p.records).sum()),
-            WindowKind::Reduce(f) => {
+        let (Span { window_ms, slide_ms }, contribution) = match operator {
+            Operator::Window(span) => {
+                (*span, Contribution::Records(input.iter().filter(|p| p.records > 0).cloned().collect()))
+            }
+            Operator::CountByWindow(span) => (*span, Contribution::Count(input.iter().map(|p| p.records).sum())),
+            Operator::ReduceByWindow { span, reduce: f } => {
                 let version = &snapshot[f.plugin];
                 let partials: Vec<Vec<u8>> = input
                     .iter()
@@ -107,39 +108,39 @@ impl WindowState {
                     .flatten()
                     .collect();
                 let partials: Vec<&[u8]> = partials.iter().map(Vec::as_slice).collect();
-                Contribution::Value(if partials.is_empty() {
-                    None
-                } else {
-                    Some(ops::reduce_values(version, &f.function, &partials)?)
-                })
+                let value =
+                    if partials.is_empty() { None } else { Some(ops::reduce_values(version, &f.function, &partials)?) };
+                (*span, Contribution::Value(value))
             }
-            WindowKind::ReduceByKey { reduce, key, .. } => {
+            Operator::ReduceByKeyAndWindow { span, reduce, key, .. } => {
                 let parts: Vec<&[u8]> = input.iter().map(|p| p.data.as_slice()).collect();
-                Contribution::ByKey(ops::combine(&snapshot[reduce.plugin], &reduce.function, key, &parts)?)
+                (*span, Contribution::ByKey(ops::combine(&snapshot[reduce.plugin], &reduce.function, key, &parts)?))
             }
-            WindowKind::CountByValue { .. } => Contribution::ByKey(count_by_value(input)),
+            Operator::CountByValueAndWindow { span, .. } => (*span, Contribution::ByKey(count_by_value(input))),
+            // `run_stage` calls `step` for the windowed operators only: a bug here, not input.
+            other => unreachable!("`{}` is not a processing-time window", other.name()),
         };
         self.history.push_back((time, contribution));
         if !time.is_multiple_of(slide_ms) {
             return Ok(Vec::new());
         }
         let start = time.saturating_sub(window_ms); // the window is (start, time]
-        let output = match kind {
-            WindowKind::Records => self
+        let output = match operator {
+            Operator::Window(_) => self
                 .in_window(start)
                 .flat_map(|c| match c {
                     Contribution::Records(parts) => parts.clone(),
                     _ => Vec::new(),
                 })
                 .collect(),
-            WindowKind::Count => {
+            Operator::CountByWindow(_) => {
                 let count: u64 =
                     self.in_window(start).map(|c| if let Contribution::Count(n) = c { *n } else { 0 }).sum();
                 let mut out = Partition { data: Vec::new(), records: 1 };
                 crate::codec::write_frame(&mut out.data, &count).expect("a u64 encodes");
                 vec![out]
             }
-            WindowKind::Reduce(f) => {
+            Operator::ReduceByWindow { reduce: f, .. } => {
                 let values: Vec<&[u8]> = self
                     .in_window(start)
                     .filter_map(|c| if let Contribution::Value(Some(v)) = c { Some(v.as_slice()) } else { None })
@@ -153,20 +154,21 @@ impl WindowState {
                     vec![out]
                 }
             }
-            WindowKind::ReduceByKey { reduce, inverse: None, key } => {
+            Operator::ReduceByKeyAndWindow { reduce, inverse: None, key, .. } => {
                 let parts: Vec<&[u8]> = self.by_key_in_window(start);
                 vec![ops::combine(&snapshot[reduce.plugin], &reduce.function, key, &parts)?]
             }
-            WindowKind::ReduceByKey { reduce, inverse: Some(inverse), key } => {
+            Operator::ReduceByKeyAndWindow { reduce, inverse: Some(inverse), key, .. } => {
                 let add = Combine::Plugin(&snapshot[reduce.plugin], &reduce.function);
                 let remove = Combine::Plugin(&snapshot[inverse.plugin], &inverse.function);
                 self.slide_incrementally(key, start, time, window_ms, &add, &remove)?;
                 vec![self.running_output()]
             }
-            WindowKind::CountByValue { key } => {
+            Operator::CountByValueAndWindow { key, .. } => {
                 self.slide_incrementally(key, start, time, window_ms, &Combine::AddCounts, &Combine::SubtractCounts)?;
                 vec![self.running_output()]
             }
+            other => unreachable!("`{}` is not a processing-time window", other.name()),
         };
         // Keep what a later window (or the next slide's removal) still needs.
         while self.history.front().is_some_and(|(t, _)| *t <= start) {
@@ -363,17 +365,20 @@ mod tests {
             let slide = slide_seed.min(window);
             let snapshot = snapshot();
             let key = TypeDesc::String;
-            let with_inverse = WindowKind::ReduceByKey { reduce: f("sum"), inverse: Some(f("subtract")), key: key.clone() };
-            let without = WindowKind::ReduceByKey { reduce: f("sum"), inverse: None, key: key.clone() };
+            let span = Span { window_ms: window * BATCH, slide_ms: slide * BATCH };
+            let with_inverse =
+                Operator::ReduceByKeyAndWindow { span, reduce: f("sum"), inverse: Some(f("subtract")), key: key.clone() };
+            let without = Operator::ReduceByKeyAndWindow { span, reduce: f("sum"), inverse: None, key: key.clone() };
             let (mut a, mut b, mut c) = (WindowState::default(), WindowState::default(), WindowState::default());
-            let counting = WindowKind::CountByValue { key: TypeDesc::Tuple(vec![key.clone(), TypeDesc::Unsigned(64)]) };
+            let counting =
+                Operator::CountByValueAndWindow { span, key: TypeDesc::Tuple(vec![key.clone(), TypeDesc::Unsigned(64)]) };
             for (i, words) in batches.iter().enumerate() {
                 let time = (i as u64 + 1) * BATCH;
                 let input = batch(words);
-                let incremental = a.step(&with_inverse, window * BATCH, slide * BATCH, time, &input, &snapshot).unwrap();
-                let recomputed = b.step(&without, window * BATCH, slide * BATCH, time, &input, &snapshot).unwrap();
+                let incremental = a.step(&with_inverse, time, &input, &snapshot).unwrap();
+                let recomputed = b.step(&without, time, &input, &snapshot).unwrap();
                 // count_by_value_and_window over the (word, 1) records: counts of each pair.
-                let by_value = c.step(&counting, window * BATCH, slide * BATCH, time, &input, &snapshot).unwrap();
+                let by_value = c.step(&counting, time, &input, &snapshot).unwrap();
                 if time.is_multiple_of(slide * BATCH) {
                     let expected = model(&batches, i, window as usize);
                     prop_assert_eq!(decode(&incremental), expected.clone());
@@ -394,7 +399,8 @@ mod tests {
 
     static FAIL_INVERSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-    /// `subtract`, failing while `FAIL_INVERSE` is set.
+    /// `subtract`, failing while `FAIL_INVERSE` is set. (`Result<(), String>` is the SDK's
+    /// `NativeFunction::call` signature: a guest's error message.)
     fn flaky_subtract(input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
         if FAIL_INVERSE.load(std::sync::atomic::Ordering::SeqCst) {
             return Err("asked to fail".into());
@@ -408,14 +414,19 @@ mod tests {
             sluice_sdk::abi::NativeFunction { describe: wordcount::__sluice_subtract.describe, call: flaky_subtract };
         let version = PluginRuntime::native("wordcount", &[wordcount::__sluice_sum, flaky]);
         let snapshot: Snapshot = Arc::from(vec![Arc::new(version)]);
-        let kind = WindowKind::ReduceByKey { reduce: f("sum"), inverse: Some(f("subtract")), key: TypeDesc::String };
+        let operator = Operator::ReduceByKeyAndWindow {
+            span: Span { window_ms: 3 * BATCH, slide_ms: BATCH },
+            reduce: f("sum"),
+            inverse: Some(f("subtract")),
+            key: TypeDesc::String,
+        };
         let batches: Vec<Vec<u8>> =
             vec![vec![1; 7], vec![1], vec![1, 2], vec![2], vec![2], vec![2], vec![2], vec![], vec![]];
         let mut window = WindowState::default();
         for (i, words) in batches.iter().enumerate() {
             let time = (i as u64 + 1) * BATCH;
             FAIL_INVERSE.store(i == 3, std::sync::atomic::Ordering::SeqCst);
-            let result = window.step(&kind, 3 * BATCH, BATCH, time, &batch(words), &snapshot);
+            let result = window.step(&operator, time, &batch(words), &snapshot);
             if i == 3 {
                 let failed = result.unwrap_err();
                 assert!(failed.inverse, "the inverse failed, not the reduce");
@@ -432,12 +443,14 @@ mod tests {
         let mut count = WindowState::default();
         let mut records = WindowState::default();
         let batches: Vec<Vec<u8>> = vec![vec![1, 2], vec![3], vec![], vec![4, 5, 6]];
+        let count_op = Operator::CountByWindow(Span { window_ms: 2 * BATCH, slide_ms: BATCH });
+        let records_op = Operator::Window(Span { window_ms: 3 * BATCH, slide_ms: 3 * BATCH });
         let mut counts = Vec::new();
         for (i, words) in batches.iter().enumerate() {
             let time = (i as u64 + 1) * BATCH;
-            let out = count.step(&WindowKind::Count, 2 * BATCH, BATCH, time, &batch(words), &snapshot).unwrap();
+            let out = count.step(&count_op, time, &batch(words), &snapshot).unwrap();
             counts.push(postcard::from_bytes::<u64>(Frames::new(&out[0].data).next().unwrap()).unwrap());
-            let out = records.step(&WindowKind::Records, 3 * BATCH, 3 * BATCH, time, &batch(words), &snapshot).unwrap();
+            let out = records.step(&records_op, time, &batch(words), &snapshot).unwrap();
             if time.is_multiple_of(3 * BATCH) {
                 assert_eq!(out.iter().map(|p| p.records).sum::<u64>(), 3, "batches 1..=3 hold 3 records");
             } else {

@@ -17,6 +17,7 @@ use sluice_sdk::TypeDesc;
 use super::{BatchRef, Sink, SinkError};
 use crate::block::{Partition, records};
 use crate::codec::render;
+use crate::fields::WritableError;
 
 /// `type = "file"`.
 #[derive(Clone, Debug, Deserialize)]
@@ -35,16 +36,25 @@ impl FileSinkConfig {
     /// Whether the sink can write its batch files into `resolved` (its `path`, resolved): the
     /// directory exists or can be created, and files can be created in it. Made directories and
     /// the probe file are removed again. Else what stands in the way, naming the path.
-    pub fn check_writable(&self, resolved: &Path) -> Result<(), String> {
-        crate::fields::writable_dir(resolved).map_err(|problem| {
-            format!("{problem}; expected a directory sink `{}` can create and write its batch files in", self.name)
-        })
+    pub fn check_writable(&self, resolved: &Path) -> Result<(), NotWritable> {
+        crate::fields::writable_dir(resolved).map_err(|problem| NotWritable { sink: self.name.clone(), problem })
     }
 
     /// The sink, writing into `dir` (the resolved `path`).
     pub fn build(&self, dir: PathBuf) -> FileSink {
         FileSink { dir, staged: None }
     }
+}
+
+/// The directory of a file sink cannot be written (what `sluice check` reports).
+#[derive(Debug, thiserror::Error)]
+#[error("{problem}; expected a directory sink `{sink}` can create and write its batch files in")]
+pub struct NotWritable {
+    /// The sink's name.
+    sink: String,
+    /// What stands in the way.
+    #[source]
+    problem: WritableError,
 }
 
 /// See the module docs.

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
@@ -134,7 +135,7 @@ impl KafkaSinkConfig {
         }
         match probe_transactions(self, &format!("{}.check", self.transactional_id(pipeline))) {
             Ok(()) => (SinkGuarantee::Transactional, None),
-            Err(why) => (SinkGuarantee::AtLeastOnce, Some(why)),
+            Err(why) => (SinkGuarantee::AtLeastOnce, Some(why.to_string())),
         }
     }
 
@@ -220,22 +221,41 @@ fn producer(config: &KafkaSinkConfig, id: Option<&str>) -> Result<ThreadedProduc
         .map_err(kafka)
 }
 
+/// Why the brokers take no transaction (`delivery = "auto"` then writes at least once).
+#[derive(Debug, thiserror::Error)]
+enum NoTransactions {
+    /// No producer could be made.
+    #[error(transparent)]
+    Producer(SinkError),
+    /// The brokers refused to initialise transactions.
+    #[error("the brokers refuse transactions: {0}")]
+    Refused(#[source] KafkaError),
+    /// No consumer could be made for the probe group.
+    #[error("{0}")]
+    Consumer(#[source] KafkaError),
+    /// The probe consumer has no group metadata.
+    #[error("no consumer group metadata")]
+    NoGroupMetadata,
+    /// The probe transaction failed.
+    #[error("the brokers do not support transactions: {0}")]
+    Unsupported(#[source] KafkaError),
+}
+
 /// Whether the brokers take a transaction: one that commits an offset of a probe group (so
 /// nothing is written to the topic) under transactional id `id`.
-fn probe_transactions(config: &KafkaSinkConfig, id: &str) -> Result<(), String> {
-    let producer = producer(config, Some(id)).map_err(|e| e.to_string())?;
-    producer.init_transactions(REQUEST_TIMEOUT).map_err(|e| format!("the brokers refuse transactions: {e}"))?;
+fn probe_transactions(config: &KafkaSinkConfig, id: &str) -> Result<(), NoTransactions> {
+    let producer = producer(config, Some(id)).map_err(NoTransactions::Producer)?;
+    producer.init_transactions(REQUEST_TIMEOUT).map_err(NoTransactions::Refused)?;
     let group = format!("{id}.probe");
     let consumer: BaseConsumer = client_config(&config.brokers, &config.properties, &[("group.id", group)])
         .create()
-        .map_err(|e| e.to_string())?;
-    let metadata = consumer.group_metadata().ok_or("no consumer group metadata")?;
+        .map_err(NoTransactions::Consumer)?;
+    let metadata = consumer.group_metadata().ok_or(NoTransactions::NoGroupMetadata)?;
     let mut offsets = TopicPartitionList::new();
     let _ = offsets.add_partition_offset(&config.topic, 0, Offset::Offset(0));
-    let refused = |e: rdkafka::error::KafkaError| format!("the brokers do not support transactions: {e}");
-    producer.begin_transaction().map_err(refused)?;
-    producer.send_offsets_to_transaction(&offsets, &metadata, REQUEST_TIMEOUT).map_err(refused)?;
-    producer.commit_transaction(REQUEST_TIMEOUT).map_err(refused)
+    producer.begin_transaction().map_err(NoTransactions::Unsupported)?;
+    producer.send_offsets_to_transaction(&offsets, &metadata, REQUEST_TIMEOUT).map_err(NoTransactions::Unsupported)?;
+    producer.commit_transaction(REQUEST_TIMEOUT).map_err(NoTransactions::Unsupported)
 }
 
 impl KafkaSink {

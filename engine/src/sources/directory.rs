@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{Cut, Position, Source, SourceContext};
+use super::{Cut, Position, Source, SourceContext, StartError};
 use crate::batch_log::{BatchLog, LoggedInput};
 use crate::block::Block;
 use crate::receiver::{LineFramer, MAX_BLOCK_BYTES, PendingBlock, Receiver};
@@ -147,7 +147,7 @@ impl Source for DirectorySource {
         }
     }
 
-    fn start(&mut self, context: SourceContext) -> std::io::Result<()> {
+    fn start(&mut self, context: SourceContext) -> Result<(), StartError> {
         self.started = Some(Started { receiver: context.receiver, log: context.log, backlog: context.backlog });
         Ok(())
     }

@@ -186,6 +186,20 @@ pub struct Cut {
     pub closes_batch: bool,
 }
 
+/// A source that cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A task, a thread or a socket could not be made.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A Kafka source refuses to start: its client, its topics or its consumer group.
+    #[error(transparent)]
+    Kafka(#[from] kafka::KafkaStartError),
+    /// A cluster's checkpoint store cannot be opened.
+    #[error("cluster.checkpoint_store: {0}")]
+    Store(#[from] crate::cluster::store::StoreError),
+}
+
 /// The shape of every source; see the module docs.
 pub trait Source: Send + std::fmt::Debug {
     /// Takes up the checkpoint's position and the input of the batches logged after it (not
@@ -193,7 +207,7 @@ pub trait Source: Send + std::fmt::Debug {
     fn resume(&mut self, position: Option<Position>, logged: &[(u64, &LoggedInput)]);
 
     /// Starts receiving (a socket connects); a source that reads at cut time keeps the context.
-    fn start(&mut self, context: SourceContext) -> std::io::Result<()>;
+    fn start(&mut self, context: SourceContext) -> Result<(), StartError>;
 
     /// Whether no more input will come; `stopping`: the pipeline is stopping.
     fn finished(&mut self, stopping: bool) -> bool;

@@ -26,10 +26,10 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
 
-use super::{Cut, Position, Source, SourceContext};
+use super::{Cut, Position, Source, SourceContext, StartError};
 use crate::batch_log::{BatchLog, LoggedInput};
 use crate::block::Block;
-use crate::fields::ConfigError;
+use crate::fields::{ConfigError, shorten};
 use crate::receiver::rate::Throttle;
 use crate::receiver::{LineFramer, Receiver};
 
@@ -63,32 +63,87 @@ pub struct SocketSourceConfig {
     pub max_rate: Option<u64>,
 }
 
+/// What is wrong with an address that should be `host:port` (long parts shortened).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum AddressError {
+    /// No `:` (or only inside brackets).
+    #[error("no `:port`")]
+    NoPort,
+    /// An IPv6 address without its brackets.
+    #[error("an IPv6 address goes in brackets: \"[{host}]:{port}\"")]
+    Unbracketed {
+        /// The host as written.
+        host: String,
+        /// The port as written.
+        port: String,
+    },
+    /// Nothing after the `:`.
+    #[error("no port after `:`")]
+    EmptyPort,
+    /// A port that is not digits.
+    #[error("port `{}` is not a number", shorten(port, 20))]
+    PortNotANumber {
+        /// The port as written.
+        port: String,
+    },
+    /// A port outside 1..=65535.
+    #[error("port {} is out of range", shorten(port, 20))]
+    PortOutOfRange {
+        /// The port as written.
+        port: String,
+    },
+    /// Brackets around something that is no IPv6 address.
+    #[error("`{}` is not an IPv6 address in brackets", shorten(host, 50))]
+    NotIpv6 {
+        /// The host as written.
+        host: String,
+    },
+    /// Nothing before the `:`.
+    #[error("no host before `:`")]
+    NoHost,
+    /// Digits in the last label, but no IPv4 address.
+    #[error("`{}` is not an IPv4 address", shorten(host, 50))]
+    NotIpv4 {
+        /// The host as written.
+        host: String,
+    },
+    /// Neither an address nor a hostname.
+    #[error(
+        "`{}` is not an IP address or a hostname (letters, digits and `-` in labels separated by `.`)",
+        shorten(host, 50)
+    )]
+    NotAHost {
+        /// The host as written.
+        host: String,
+    },
+}
+
 /// Whether `address` is `host:port` as [`TcpStream::connect`] takes it, without resolving the
 /// host; else what is wrong with it.
-pub(crate) fn check_address(address: &str) -> Result<(), String> {
+pub(crate) fn check_address(address: &str) -> Result<(), AddressError> {
     let Some((host, port)) = address.rsplit_once(':').filter(|_| !address.ends_with(']')) else {
-        return Err("no `:port`".into());
+        return Err(AddressError::NoPort);
     };
     if host.contains(':') && !host.starts_with('[') {
-        return Err(format!("an IPv6 address goes in brackets: \"[{host}]:{port}\""));
+        return Err(AddressError::Unbracketed { host: host.to_string(), port: port.to_string() });
     }
     if port.is_empty() {
-        return Err("no port after `:`".into());
+        return Err(AddressError::EmptyPort);
     }
     if !port.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("port `{}` is not a number", crate::fields::shorten(port, 20)));
+        return Err(AddressError::PortNotANumber { port: port.to_string() });
     }
     if !port.parse::<u32>().is_ok_and(|port| (1..=65535).contains(&port)) {
-        return Err(format!("port {} is out of range", crate::fields::shorten(port, 20)));
+        return Err(AddressError::PortOutOfRange { port: port.to_string() });
     }
     if let Some(inner) = host.strip_prefix('[') {
         return match inner.strip_suffix(']').map(str::parse::<Ipv6Addr>) {
             Some(Ok(_)) => Ok(()),
-            _ => Err(format!("`{}` is not an IPv6 address in brackets", crate::fields::shorten(host, 50))),
+            _ => Err(AddressError::NotIpv6 { host: host.to_string() }),
         };
     }
     if host.is_empty() {
-        return Err("no host before `:`".into());
+        return Err(AddressError::NoHost);
     }
     // A last label of digits only is an IPv4 address or nothing (RFC 1123: `256.1.1.1` is no name).
     let last_label = host.trim_end_matches('.').rsplit('.').next().unwrap_or_default();
@@ -96,7 +151,7 @@ pub(crate) fn check_address(address: &str) -> Result<(), String> {
     if numeric {
         return match host.parse::<Ipv4Addr>() {
             Ok(_) => Ok(()),
-            Err(_) => Err(format!("`{}` is not an IPv4 address", crate::fields::shorten(host, 50))),
+            Err(_) => Err(AddressError::NotIpv4 { host: host.to_string() }),
         };
     }
     let label_ok = |label: &str| {
@@ -106,10 +161,7 @@ pub(crate) fn check_address(address: &str) -> Result<(), String> {
             && !label.ends_with('-')
     };
     if host.len() > 253 || !host.trim_end_matches('.').split('.').all(label_ok) {
-        return Err(format!(
-            "`{}` is not an IP address or a hostname (letters, digits and `-` in labels separated by `.`)",
-            crate::fields::shorten(host, 50)
-        ));
+        return Err(AddressError::NotAHost { host: host.to_string() });
     }
     Ok(())
 }
@@ -142,7 +194,7 @@ impl Source for SocketSource {
         // Nothing to take up: what the last run received and logged is replayed from the log.
     }
 
-    fn start(&mut self, context: SourceContext) -> std::io::Result<()> {
+    fn start(&mut self, context: SourceContext) -> Result<(), StartError> {
         let receiver = context.receiver.clone();
         receiver.set_rate(self.config.max_rate.map(|r| r as f64));
         let reader = Reader { config: self.config.clone(), receiver: receiver.clone() };
@@ -426,7 +478,7 @@ mod tests {
             ("-bad.host:80", "`-bad.host` is not an IP address or a hostname"),
             (".:80", "`.` is not an IP address or a hostname"),
         ] {
-            let found = check_address(bad).unwrap_err();
+            let found = check_address(bad).unwrap_err().to_string();
             assert!(found.starts_with(problem), "{bad}: {found}");
         }
     }

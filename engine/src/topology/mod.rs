@@ -16,6 +16,7 @@ use crate::admin;
 use crate::batch::scheduler::{Checkpointing, RunReport, Scheduler};
 use crate::batch::{self, Batch, Clock};
 use crate::batch_log::BatchLog;
+use crate::checkpoint::CheckpointError;
 use crate::checkpoint::resume::{self, Expected, Resumed};
 use crate::graph::{DeadLetter, GraphState};
 use crate::metrics::Metrics;
@@ -25,7 +26,7 @@ use crate::receiver::rate::PidEstimator;
 use crate::runtime::deploy::Deployer;
 use crate::runtime::watch as plugin_watch;
 use crate::sinks::{Sink, SinkConfig, SinkContext};
-use crate::sources::{SourceConfig, SourceContext, Sources};
+use crate::sources::{self, SourceConfig, SourceContext, Sources};
 
 /// How to run a pipeline: process knobs, not pipeline content.
 #[derive(Clone, Debug)]
@@ -40,6 +41,29 @@ pub struct RunOptions {
     pub admin_token: Option<String>,
     /// Set the checkpoint directory aside and start over instead of resuming.
     pub fresh: bool,
+}
+
+/// A pipeline that cannot start (once running, a batch that stops it is the `RunReport`'s `fatal`).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The worker pool could not be made.
+    #[error(transparent)]
+    Pool(#[from] rayon::ThreadPoolBuildError),
+    /// The checkpoint cannot be resumed from (or its directory used).
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// Plugin files cannot be watched.
+    #[error(transparent)]
+    Watch(#[from] notify::Error),
+    /// The admin server cannot serve where asked.
+    #[error(transparent)]
+    Admin(#[from] admin::ServeError),
+    /// A source cannot start.
+    #[error(transparent)]
+    Source(#[from] sources::StartError),
+    /// A runtime, a thread or a socket could not be made.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 impl Default for RunOptions {
@@ -57,7 +81,7 @@ impl Default for RunOptions {
 impl Pipeline {
     /// Runs until every source has finished or `stop` turns true, then finishes the batches
     /// already received, flushes the sinks and returns. Blocks the calling thread.
-    pub fn run(&self, options: &RunOptions, stop: watch::Receiver<bool>) -> std::io::Result<RunReport> {
+    pub fn run(&self, options: &RunOptions, stop: watch::Receiver<bool>) -> Result<RunReport, RunError> {
         run(self, options, stop, Arc::new(Metrics::default()))
     }
 }
@@ -68,13 +92,12 @@ fn run(
     options: &RunOptions,
     stop: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
-) -> std::io::Result<RunReport> {
+) -> Result<RunReport, RunError> {
     let config = &pipeline.file.config;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(options.workers.max(1))
         .thread_name(|i| format!("sluice-worker-{i}"))
-        .build()
-        .map_err(std::io::Error::other)?;
+        .build()?;
     let checkpoint_dir = config.pipeline.checkpoint_dir.as_ref().map(|d| pipeline.file.resolve(d));
     let resumed = match &checkpoint_dir {
         Some(dir) => {
@@ -84,7 +107,7 @@ fn run(
                 batch_interval_ms: crate::fields::millis(config.pipeline.batch_interval),
                 sources: &names,
             };
-            resume::resume(dir, &expected, options.fresh).map_err(std::io::Error::other)?
+            resume::resume(dir, &expected, options.fresh)?
         }
         None => Resumed::default(),
     };
@@ -95,9 +118,7 @@ fn run(
         None => None,
     };
     let _watcher = match (&deployer, options.watch_plugins) {
-        (Some(deployer), true) => {
-            Some(plugin_watch::watch(pipeline.registry.clone(), deployer.clone()).map_err(std::io::Error::other)?)
-        }
+        (Some(deployer), true) => Some(plugin_watch::watch(pipeline.registry.clone(), deployer.clone())?),
         _ => None,
     };
     let events = &metrics.events;
@@ -190,9 +211,9 @@ fn run(
     Ok(report)
 }
 
-fn incompatible_state(resumed: &Resumed, problems: Vec<String>) -> std::io::Error {
+fn incompatible_state(resumed: &Resumed, problems: Vec<String>) -> CheckpointError {
     let path = resumed.checkpoint.as_ref().map(|(p, _)| p.clone()).unwrap_or_default();
-    std::io::Error::other(crate::checkpoint::CheckpointError::Incompatible { path, reason: problems.join("; ") })
+    CheckpointError::Incompatible { path, reason: problems.join("; ") }
 }
 
 /// Builds every source, resumes it from the checkpoint and the logged batches, and starts it.
@@ -204,14 +225,11 @@ fn start_sources(
     stop: &watch::Receiver<bool>,
     metrics: &Metrics,
     checkpoint_dir: Option<&std::path::PathBuf>,
-) -> std::io::Result<Arc<Sources>> {
+) -> Result<Arc<Sources>, sources::StartError> {
     let config = &pipeline.file.config;
     // A cluster's member opens the checkpoint store its source keeps partitions' logs in.
     let cluster = match &config.cluster {
-        Some(cluster) => Some(
-            crate::cluster::Membership::open(cluster, &config.pipeline.name)
-                .map_err(|err| std::io::Error::other(format!("cluster.checkpoint_store: {err}")))?,
-        ),
+        Some(cluster) => Some(crate::cluster::Membership::open(cluster, &config.pipeline.name)?),
         None => None,
     };
     let mut built = Vec::new();
@@ -245,9 +263,9 @@ fn serve_admin(
     deployer: Option<Arc<Deployer>>,
     receivers: &[Arc<Receiver>],
     io: &tokio::runtime::Runtime,
-) -> std::io::Result<()> {
+) -> Result<(), RunError> {
     let config = &pipeline.file.config;
-    let listener = admin::bind(addr, options.admin_token.as_deref()).map_err(std::io::Error::other)?;
+    let listener = admin::bind(addr, options.admin_token.as_deref())?;
     let bound = listener.local_addr()?;
     let admin = Arc::new(admin::Admin {
         pipeline: config.pipeline.name.clone(),

@@ -8,8 +8,9 @@ use serde::Deserialize;
 use sluice_sdk::TypeDesc;
 use tokio_postgres::config::Host;
 
+use super::error::Unusable;
 use super::layout::Layout;
-use super::schema::TableName;
+use super::schema::{TableName, TableNameError};
 use super::{PostgresSink, Target};
 use crate::fields::{ConfigError, MAX_INTERVAL, MAX_INTERVAL_TEXT};
 use crate::sinks::{Resource, SinkCheck};
@@ -67,64 +68,113 @@ pub enum Mode {
 /// The progress table's name when `progress_table` is not given.
 pub(crate) const DEFAULT_PROGRESS_TABLE: &str = "sluice_progress";
 
+/// What is wrong with `url` or `url_env` (never echoing the URL, which may hold a password).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum UrlError {
+    /// Both fields are given.
+    #[error("give `url` or `url_env`, not both")]
+    Both,
+    /// Neither is.
+    #[error("missing: `url = \"postgres://user@host:5432/database\"` or `url_env = \"<variable holding it>\"`")]
+    Missing,
+    /// `url_env` names a variable that is empty.
+    #[error("the environment variable `{var}` is empty; expected a database URL")]
+    EnvEmpty {
+        /// The variable.
+        var: String,
+    },
+    /// `url_env` names a variable that is not set.
+    #[error("the environment variable `{var}` is not set; expected a database URL in it")]
+    EnvUnset {
+        /// The variable.
+        var: String,
+    },
+    /// The URL does not parse.
+    #[error("not a PostgreSQL URL ({reason}); expected e.g. \"postgres://user@127.0.0.1:5432/database\"")]
+    NotAUrl {
+        /// `url` or `url_env`.
+        field: &'static str,
+        /// The parser's words.
+        reason: String,
+    },
+    /// The URL names no host.
+    #[error("the URL names no host; expected postgres://user@<host>:5432/database")]
+    NoHost {
+        /// `url` or `url_env`.
+        field: &'static str,
+    },
+    /// The URL asks for TLS.
+    #[error("sslmode=require: this sink has no TLS yet; expected sslmode=disable or prefer")]
+    Tls {
+        /// `url` or `url_env`.
+        field: &'static str,
+    },
+    /// The URL names no user.
+    #[error("the URL names no user; expected postgres://<user>@host:5432/database")]
+    NoUser {
+        /// `url` or `url_env`.
+        field: &'static str,
+    },
+}
+
+impl UrlError {
+    /// The field at fault: `url` or `url_env`.
+    pub(crate) const fn field(&self) -> &'static str {
+        match self {
+            Self::Both | Self::Missing => "url",
+            Self::EnvEmpty { .. } | Self::EnvUnset { .. } => "url_env",
+            Self::NotAUrl { field, .. } | Self::NoHost { field } | Self::Tls { field } | Self::NoUser { field } => {
+                field
+            }
+        }
+    }
+}
+
 impl PostgresSinkConfig {
     fn at(&self, field: &str) -> String {
         format!("sinks `{}`.{field}", self.name)
     }
 
-    /// The URL, from `url` or the variable `url_env` names; else the field and the problem.
-    fn url(&self) -> Result<String, (&'static str, String)> {
+    /// The URL, from `url` or the variable `url_env` names; else the problem (naming its field).
+    fn url(&self) -> Result<String, UrlError> {
         match (&self.url, &self.url_env) {
-            (Some(_), Some(_)) => Err(("url", "give `url` or `url_env`, not both".into())),
-            (None, None) => Err((
-                "url",
-                "missing: `url = \"postgres://user@host:5432/database\"` or `url_env = \"<variable holding it>\"`"
-                    .into(),
-            )),
+            (Some(_), Some(_)) => Err(UrlError::Both),
+            (None, None) => Err(UrlError::Missing),
             (Some(url), None) => Ok(url.clone()),
             (None, Some(var)) => match std::env::var(var) {
                 Ok(url) if !url.trim().is_empty() => Ok(url),
-                Ok(_) => {
-                    Err(("url_env", format!("the environment variable `{var}` is empty; expected a database URL")))
-                }
-                Err(_) => Err((
-                    "url_env",
-                    format!("the environment variable `{var}` is not set; expected a database URL in it"),
-                )),
+                Ok(_) => Err(UrlError::EnvEmpty { var: var.clone() }),
+                Err(_) => Err(UrlError::EnvUnset { var: var.clone() }),
             },
         }
     }
 
-    /// The connection settings, from the URL; else the field and the problem (never echoing
-    /// the URL, which may hold a password).
-    pub(crate) fn connection(&self) -> Result<tokio_postgres::Config, (&'static str, String)> {
+    /// The connection settings, from the URL; else the problem, naming its field (never
+    /// echoing the URL, which may hold a password).
+    pub(crate) fn connection(&self) -> Result<tokio_postgres::Config, UrlError> {
         let url = self.url()?;
         let field = if self.url.is_some() { "url" } else { "url_env" };
-        let config = tokio_postgres::Config::from_str(&url).map_err(|err| {
-            (field, format!("not a PostgreSQL URL ({err}); expected e.g. \"postgres://user@127.0.0.1:5432/database\""))
-        })?;
+        let config = tokio_postgres::Config::from_str(&url)
+            .map_err(|err| UrlError::NotAUrl { field, reason: err.to_string() })?;
         if config.get_hosts().is_empty() {
-            return Err((field, "the URL names no host; expected postgres://user@<host>:5432/database".into()));
+            return Err(UrlError::NoHost { field });
         }
         if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err((
-                field,
-                "sslmode=require: this sink has no TLS yet; expected sslmode=disable or prefer".into(),
-            ));
+            return Err(UrlError::Tls { field });
         }
         if config.get_user().is_none() {
-            return Err((field, "the URL names no user; expected postgres://<user>@host:5432/database".into()));
+            return Err(UrlError::NoUser { field });
         }
         Ok(config)
     }
 
     /// The table; valid after [`PostgresSinkConfig::validate`].
-    fn table(&self) -> Result<TableName, String> {
+    fn table(&self) -> Result<TableName, TableNameError> {
         TableName::parse(&self.table)
     }
 
     /// The progress table, beside the target unless it names its own schema.
-    fn progress(&self) -> Result<TableName, String> {
+    fn progress(&self) -> Result<TableName, TableNameError> {
         let table = self.table()?;
         match &self.progress_table {
             None => Ok(table.sibling(DEFAULT_PROGRESS_TABLE)),
@@ -142,12 +192,12 @@ impl PostgresSinkConfig {
     /// Checks the fields on their own; every problem, each naming its field.
     pub fn validate(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
-        if let Err((field, problem)) = self.connection() {
-            errors.push(ConfigError::new(self.at(field), problem));
+        if let Err(problem) = self.connection() {
+            errors.push(ConfigError::new(self.at(problem.field()), problem.to_string()));
         }
         match (self.table(), self.progress()) {
-            (Err(problem), _) => errors.push(ConfigError::new(self.at("table"), problem)),
-            (Ok(_), Err(problem)) => errors.push(ConfigError::new(self.at("progress_table"), problem)),
+            (Err(problem), _) => errors.push(ConfigError::new(self.at("table"), problem.to_string())),
+            (Ok(_), Err(problem)) => errors.push(ConfigError::new(self.at("progress_table"), problem.to_string())),
             (Ok(table), Ok(progress)) if table == progress => errors.push(ConfigError::new(
                 self.at("progress_table"),
                 format!("`{progress}` is the table the sink writes; expected another table"),
@@ -189,7 +239,7 @@ impl PostgresSinkConfig {
     pub fn validate_input(&self, ty: &TypeDesc) -> Vec<ConfigError> {
         let layout = match Layout::of(ty) {
             Ok(layout) => layout,
-            Err(problem) => return vec![ConfigError::new(self.at("input"), problem)],
+            Err(problem) => return vec![ConfigError::new(self.at("input"), problem.to_string())],
         };
         self.key()
             .iter()
@@ -227,8 +277,8 @@ impl PostgresSinkConfig {
         )]
     }
 
-    fn target(&self, pipeline: &str) -> Result<Target, String> {
-        let mut connection = self.connection().map_err(|(_, problem)| problem)?;
+    fn target(&self, pipeline: &str) -> Result<Target, Unusable> {
+        let mut connection = self.connection()?;
         if connection.get_connect_timeout().is_none() {
             connection.connect_timeout(Duration::from_secs(5));
         }

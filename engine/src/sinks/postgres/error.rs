@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use tokio_postgres::error::DbError;
 
+use super::config::UrlError;
+use super::layout::LayoutError;
+use super::schema::TableNameError;
+
 /// The PostgreSQL sink cannot take a batch.
 #[derive(Debug, thiserror::Error)]
 pub enum PostgresError {
@@ -62,9 +66,27 @@ pub enum PostgresError {
         /// The database's message.
         message: String,
     },
-    /// The URL was unusable when the sink was built.
-    #[error("{0}")]
-    Config(String),
+    /// The URL, the table's name or the records' type was unusable when the sink was built.
+    #[error(transparent)]
+    Config(#[from] Unusable),
+    /// The sink's own runtime (that drives its connection) could not start.
+    #[error("cannot start the sink's runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// Why a sink cannot be used as configured, found as it is built (`validate` and
+/// `validate_input` refused the same at load).
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Unusable {
+    /// `url` or `url_env`.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// `table` or `progress_table`.
+    #[error(transparent)]
+    Table(#[from] TableNameError),
+    /// The records' type makes no columns.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
 }
 
 /// ` (retried for 1m)`, or nothing when it was not retried.

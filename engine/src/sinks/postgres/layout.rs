@@ -110,9 +110,28 @@ pub(crate) struct Layout {
     pub columns: Vec<Column>,
 }
 
+/// Why records of a type cannot be a table's rows.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum LayoutError {
+    /// A struct without fields.
+    #[error("records of type {ty} have no fields, so no columns")]
+    NoFields {
+        /// The record type.
+        ty: TypeDesc,
+    },
+    /// Two fields (or the key and a field) of one name.
+    #[error("records of type {ty} give two columns named `{name}`")]
+    TwoColumns {
+        /// The record type.
+        ty: TypeDesc,
+        /// The column name.
+        name: String,
+    },
+}
+
 impl Layout {
     /// The columns of records of type `ty`; else why they cannot be a table's rows.
-    pub(crate) fn of(ty: &TypeDesc) -> Result<Self, String> {
+    pub(crate) fn of(ty: &TypeDesc) -> Result<Self, LayoutError> {
         let fields: Vec<(String, TypeDesc)> = match ty {
             TypeDesc::Struct { fields, .. } => fields.clone(),
             TypeDesc::Tuple(items) if items.len() == 2 => match &items[1] {
@@ -124,12 +143,12 @@ impl Layout {
             other => vec![("value".into(), other.clone())],
         };
         if fields.is_empty() {
-            return Err(format!("records of type {ty} have no fields, so no columns"));
+            return Err(LayoutError::NoFields { ty: ty.clone() });
         }
         let mut columns: Vec<Column> = Vec::with_capacity(fields.len());
         for (name, field) in fields {
             if columns.iter().any(|c| c.name == name) {
-                return Err(format!("records of type {ty} give two columns named `{name}`"));
+                return Err(LayoutError::TwoColumns { ty: ty.clone(), name });
             }
             let (kind, nullable) = kind_of(&field);
             columns.push(Column { name, ty: field, kind, nullable });

@@ -61,8 +61,8 @@ use tokio_postgres::{Client, NoTls, Transaction};
 pub use config::PostgresSinkConfig;
 pub use error::PostgresError;
 
-use self::error::Failure;
-use self::layout::{Encoding, Layout};
+use self::error::{Failure, Unusable};
+use self::layout::{Encoding, Layout, LayoutError};
 use self::schema::{TableName, column_list, quote};
 use super::{BatchRef, Sink, SinkError};
 use crate::block::{Partition, records};
@@ -101,8 +101,8 @@ struct Staged {
 /// See the module docs.
 #[derive(Debug)]
 pub struct PostgresSink {
-    target: Result<Target, String>,
-    layout: Result<Layout, String>,
+    target: Result<Target, Unusable>,
+    layout: Result<Layout, LayoutError>,
     link: Link,
     /// How each column is written, once the table was checked (or created).
     encodings: Option<Vec<Encoding>>,
@@ -110,13 +110,19 @@ pub struct PostgresSink {
 }
 
 impl PostgresSink {
-    fn new(target: Result<Target, String>, ty: &TypeDesc) -> Self {
+    fn new(target: Result<Target, Unusable>, ty: &TypeDesc) -> Self {
         Self { target, layout: Layout::of(ty), link: Link::default(), encodings: None, staged: None }
     }
 }
 
-fn unusable(problem: &str) -> PostgresError {
-    PostgresError::Config(problem.to_string())
+/// The sink's target and layout, or why it cannot be used (every call of the sink says it again).
+fn usable<'a>(
+    target: &'a Result<Target, Unusable>,
+    layout: &'a Result<Layout, LayoutError>,
+) -> Result<(&'a Target, &'a Layout), PostgresError> {
+    let target = target.as_ref().map_err(|problem| PostgresError::Config(problem.clone()))?;
+    let layout = layout.as_ref().map_err(|problem| PostgresError::Config(problem.clone().into()))?;
+    Ok((target, layout))
 }
 
 /// The column encodings, checking (or creating) the table first unless done; `retry`: through
@@ -139,8 +145,7 @@ impl Sink for PostgresSink {
     /// Connects and checks (or creates) the table, once, without retrying: a failure is a
     /// warning and the first batch tries again.
     fn open(&mut self) -> Result<(), SinkError> {
-        let target = self.target.as_ref().map_err(|p| unusable(p))?;
-        let layout = self.layout.as_ref().map_err(|p| unusable(p))?;
+        let (target, layout) = usable(&self.target, &self.layout)?;
         ready(&mut self.link, &mut self.encodings, target, layout, false)?;
         Ok(())
     }
@@ -156,8 +161,7 @@ impl Sink for PostgresSink {
             self.layout = Layout::of(ty);
             self.encodings = None;
         }
-        let target = self.target.as_ref().map_err(|p| unusable(p))?;
-        let layout = self.layout.as_ref().map_err(|p| unusable(p))?;
+        let (target, layout) = usable(&self.target, &self.layout)?;
         let encodings = ready(&mut self.link, &mut self.encodings, target, layout, true)?;
         let staged = stage(target, layout, &encodings, partitions, batch.time_ms)?;
         let rows = staged.lines.len() as u64;
@@ -171,8 +175,7 @@ impl Sink for PostgresSink {
         let Some(staged) = self.staged.as_ref().filter(|s| s.time_ms == batch.time_ms) else {
             return Ok(()); // nothing to write for this batch
         };
-        let target = self.target.as_ref().map_err(|p| unusable(p))?;
-        let layout = self.layout.as_ref().map_err(|p| unusable(p))?;
+        let (target, layout) = usable(&self.target, &self.layout)?;
         let committed =
             self.link.run(target, true, async |client| commit_batch(client, target, layout, staged).await)?;
         if !committed {
@@ -241,13 +244,15 @@ impl Link {
         op: &mut impl AsyncFnMut(&mut Client) -> Result<T, Failure>,
     ) -> Result<T, Failure> {
         let Self { runtime, client, .. } = self;
-        let runtime =
-            match runtime {
-                Some(runtime) => runtime,
-                None => runtime.insert(tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(
-                    |err| Failure::Final(PostgresError::Config(format!("cannot start the sink's runtime: {err}"))),
-                )?),
-            };
+        let runtime = match runtime {
+            Some(runtime) => runtime,
+            None => runtime.insert(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|err| Failure::Final(PostgresError::Runtime(err)))?,
+            ),
+        };
         // An attempt that hangs (a network gone quiet) counts as a lost connection.
         let limit = target.retry_for.max(Duration::from_secs(30));
         runtime.block_on(async {

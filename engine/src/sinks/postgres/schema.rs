@@ -21,22 +21,45 @@ pub(crate) struct TableName {
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1), in bytes.
 const MAX_NAME_BYTES: usize = 63;
 
+/// What is wrong with a `table` (or `progress_table`) name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum TableNameError {
+    /// The schema or the table is empty.
+    #[error("`{text}` has an empty name; expected \"<table>\" or \"<schema>.<table>\"")]
+    Empty {
+        /// The name as written.
+        text: String,
+    },
+    /// A part longer than PostgreSQL takes.
+    #[error("`{part}` is longer than PostgreSQL's {MAX_NAME_BYTES} bytes for a name")]
+    TooLong {
+        /// The schema or the table.
+        part: String,
+    },
+    /// A NUL, or more than one `.`.
+    #[error("`{text}`: expected \"<table>\" or \"<schema>.<table>\"")]
+    Malformed {
+        /// The name as written.
+        text: String,
+    },
+}
+
 impl TableName {
     /// `[schema.]name`; else what is wrong with it.
-    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, TableNameError> {
         let (schema, name) = match text.split_once('.') {
             Some((schema, name)) => (Some(schema), name),
             None => (None, text),
         };
         for part in schema.iter().chain([&name]) {
             if part.is_empty() {
-                return Err(format!("`{text}` has an empty name; expected \"<table>\" or \"<schema>.<table>\""));
+                return Err(TableNameError::Empty { text: text.to_string() });
             }
             if part.len() > MAX_NAME_BYTES {
-                return Err(format!("`{part}` is longer than PostgreSQL's {MAX_NAME_BYTES} bytes for a name"));
+                return Err(TableNameError::TooLong { part: part.to_string() });
             }
             if part.contains(['\0', '.']) {
-                return Err(format!("`{text}`: expected \"<table>\" or \"<schema>.<table>\""));
+                return Err(TableNameError::Malformed { text: text.to_string() });
             }
         }
         Ok(Self { schema: schema.map(str::to_string), name: name.to_string() })

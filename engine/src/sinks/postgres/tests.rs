@@ -50,10 +50,10 @@ fn nested_values_are_jsonb_and_duplicate_or_no_columns_are_refused() {
     let triple = Layout::of(&TypeDesc::Tuple(vec![TypeDesc::Bool; 3])).unwrap();
     assert_eq!(names(&triple), [("value", Kind::Json, false)]);
     let twice = TypeDesc::Struct { name: "V".into(), fields: vec![("key".into(), TypeDesc::Bool)] };
-    let problem = Layout::of(&pair(TypeDesc::String, twice)).unwrap_err();
+    let problem = Layout::of(&pair(TypeDesc::String, twice)).unwrap_err().to_string();
     assert!(problem.contains("two columns named `key`"), "{problem}");
     let empty = TypeDesc::Struct { name: "Empty".into(), fields: vec![] };
-    assert!(Layout::of(&empty).unwrap_err().contains("no fields"));
+    assert!(Layout::of(&empty).unwrap_err().to_string().contains("no fields"));
 }
 
 fn line<T: Serialize>(ty: &TypeDesc, value: &T, encodings: Option<&[Encoding]>) -> String {

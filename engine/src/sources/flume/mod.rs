@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Cut, Position, Source, SourceContext};
+use super::{Cut, Position, Source, SourceContext, StartError};
 use crate::batch_log::{BatchLog, LoggedInput};
 use crate::block::Block;
 use crate::fields::ConfigError;
@@ -188,7 +188,7 @@ impl Source for FlumeSource {
         // Nothing to take up: what the last run logged is replayed from the log.
     }
 
-    fn start(&mut self, context: SourceContext) -> std::io::Result<()> {
+    fn start(&mut self, context: SourceContext) -> Result<(), StartError> {
         let receiver = context.receiver.clone();
         receiver.set_rate(self.config.max_rate.map(|r| r as f64));
         receiver.answers_update(|_| {});

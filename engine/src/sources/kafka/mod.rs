@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Position;
 use crate::fields::ConfigError;
-pub(crate) use source::KafkaSource;
+pub(crate) use source::{KafkaSource, KafkaStartError};
 
 /// `type = "kafka"`.
 #[derive(Clone, Debug, Deserialize)]

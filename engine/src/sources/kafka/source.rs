@@ -19,7 +19,7 @@ use crate::cluster::Membership;
 use crate::cluster::store::{Appended, Entry};
 use crate::kafka::{KafkaLog, REQUEST_TIMEOUT, client_config};
 use crate::receiver::{PartitionStatus, Receiver};
-use crate::sources::{Cut, Position, Source, SourceContext};
+use crate::sources::{Cut, Position, Source, SourceContext, StartError};
 
 /// How long one cut may spend taking records (the rest waits for the next cut).
 const CUT_BUDGET: Duration = Duration::from_millis(100);
@@ -29,6 +29,65 @@ const REPLAY_PATIENCE: Duration = Duration::from_secs(120);
 const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(3);
 /// Default `discovery_interval`.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why a Kafka source refuses to start.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaStartError {
+    /// librdkafka refused the client's settings.
+    #[error("source `{name}`: {error}")]
+    Client {
+        /// The source.
+        name: String,
+        /// What librdkafka said.
+        #[source]
+        error: KafkaError,
+    },
+    /// The group would not take the subscription.
+    #[error("source `{name}`: cannot subscribe to its topics: {error}")]
+    Subscribe {
+        /// The source.
+        name: String,
+        /// What librdkafka said.
+        #[source]
+        error: KafkaError,
+    },
+    /// `topic_pattern` is no regular expression (checked at load: not expected here).
+    #[error(transparent)]
+    Pattern(regex::Error),
+    /// Another consumer reads with the source's group.
+    #[error(
+        "source `{name}`: consumer group `{group}` has {members} active member(s) (another consumer reads with \
+         it); a Kafka source owns its group: set a group_id of its own"
+    )]
+    SharedGroup {
+        /// The source.
+        name: String,
+        /// Its consumer group.
+        group: String,
+        /// Members the group has.
+        members: usize,
+    },
+    /// The group holds an offset past this pipeline's checkpoint: another consumer commits with it.
+    #[error(
+        "source `{name}`: consumer group `{group}` has offset {offset} committed for {topic}/{partition}, past this \
+         pipeline's checkpoint ({ours}): another consumer commits with this group id; a Kafka source owns its \
+         group: set a group_id of its own"
+    )]
+    OffsetsAhead {
+        /// The source.
+        name: String,
+        /// Its consumer group.
+        group: String,
+        /// The offset committed.
+        offset: i64,
+        /// Its topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// The next offset this pipeline's checkpoint and logged batches hold.
+        ours: i64,
+    },
+}
 
 /// See the module docs.
 #[derive(Debug)]
@@ -537,7 +596,7 @@ impl Source for KafkaSource {
         }
     }
 
-    fn start(&mut self, context: SourceContext) -> std::io::Result<()> {
+    fn start(&mut self, context: SourceContext) -> Result<(), StartError> {
         if let Some(cluster) = context.cluster.clone() {
             return self.start_as_member(context, &cluster);
         }
@@ -551,7 +610,7 @@ impl Source for KafkaSource {
         };
         let consumer: BaseConsumer<KafkaLog> = client_config(&self.config.brokers, &self.config.properties, &settings)
             .create_with_context(log)
-            .map_err(|err| std::io::Error::other(format!("source `{}`: {err}", self.config.name)))?;
+            .map_err(|error| KafkaStartError::Client { name: self.config.name.clone(), error })?;
         refuse_a_shared_group(&consumer, &group, &self.config.name)?;
         refuse_offsets_past_the_checkpoint(&consumer, &group, &self.config.name, &self.next)?;
         let consumer = Arc::new(consumer);
@@ -655,7 +714,7 @@ fn refuse_offsets_past_the_checkpoint(
     group: &str,
     source: &str,
     next: &BTreeMap<TopicPartition, i64>,
-) -> std::io::Result<()> {
+) -> Result<(), KafkaStartError> {
     if next.is_empty() {
         return Ok(());
     }
@@ -665,12 +724,14 @@ fn refuse_offsets_past_the_checkpoint(
         if let (Offset::Offset(offset), Some(ours)) = (element.offset(), next.get(&tp))
             && offset > *ours
         {
-            return Err(std::io::Error::other(format!(
-                "source `{source}`: consumer group `{group}` has offset {offset} committed for {}/{}, past this \
-                 pipeline's checkpoint ({ours}): another consumer commits with this group id; a Kafka source owns \
-                 its group: set a group_id of its own",
-                tp.topic, tp.partition
-            )));
+            return Err(KafkaStartError::OffsetsAhead {
+                name: source.to_string(),
+                group: group.to_string(),
+                offset,
+                topic: tp.topic,
+                partition: tp.partition,
+                ours: *ours,
+            });
         }
     }
     Ok(())
@@ -678,16 +739,16 @@ fn refuse_offsets_past_the_checkpoint(
 
 /// A source owns its group: refuses to start when the group has active members (another
 /// consumer reads with it). An unreachable broker is no reason to refuse: discovery reports it.
-fn refuse_a_shared_group(consumer: &BaseConsumer<KafkaLog>, group: &str, source: &str) -> std::io::Result<()> {
+fn refuse_a_shared_group(consumer: &BaseConsumer<KafkaLog>, group: &str, source: &str) -> Result<(), KafkaStartError> {
     let Ok(groups) = consumer.fetch_group_list(Some(group), REQUEST_TIMEOUT) else { return Ok(()) };
     if let Some(found) = groups.groups().iter().find(|g| g.name() == group)
         && !found.members().is_empty()
     {
-        return Err(std::io::Error::other(format!(
-            "source `{source}`: consumer group `{group}` has {} active member(s) (another consumer reads with it); \
-             a Kafka source owns its group: set a group_id of its own",
-            found.members().len()
-        )));
+        return Err(KafkaStartError::SharedGroup {
+            name: source.to_string(),
+            group: group.to_string(),
+            members: found.members().len(),
+        });
     }
     Ok(())
 }
@@ -695,9 +756,9 @@ fn refuse_a_shared_group(consumer: &BaseConsumer<KafkaLog>, group: &str, source:
 /// A cluster's member: see `member.rs` for the protocol.
 impl KafkaSource {
     /// `topics` or `topic_pattern`, as discovery looks for them.
-    fn topics(&self) -> std::io::Result<Topics> {
+    fn topics(&self) -> Result<Topics, KafkaStartError> {
         Ok(match (&self.config.topics, &self.config.topic_pattern) {
-            (_, Some(pattern)) => Topics::Pattern(regex::Regex::new(pattern).map_err(std::io::Error::other)?),
+            (_, Some(pattern)) => Topics::Pattern(regex::Regex::new(pattern).map_err(KafkaStartError::Pattern)?),
             (Some(topics), None) => Topics::Named(topics.clone()),
             (None, None) => Topics::Named(Vec::new()),
         })
@@ -705,7 +766,7 @@ impl KafkaSource {
 
     /// Joins the cluster's group: subscribes (cooperative-sticky) with the rebalance hook that
     /// reads each gained partition's log from the store.
-    fn start_as_member(&mut self, context: SourceContext, cluster: &Membership) -> std::io::Result<()> {
+    fn start_as_member(&mut self, context: SourceContext, cluster: &Membership) -> Result<(), StartError> {
         let rebalancer = Arc::new(Rebalancer {
             store: cluster.store.clone(),
             config: self.config.clone(),
@@ -730,7 +791,7 @@ impl KafkaSource {
         };
         let consumer: BaseConsumer<KafkaLog> = client_config(&self.config.brokers, &self.config.properties, &settings)
             .create_with_context(log)
-            .map_err(|err| std::io::Error::other(format!("source `{}`: {err}", self.config.name)))?;
+            .map_err(|error| KafkaStartError::Client { name: self.config.name.clone(), error })?;
         let subscription: Vec<String> = match (&self.config.topics, &self.config.topic_pattern) {
             // librdkafka takes a subscription starting with `^` as a regular expression.
             (_, Some(pattern)) => vec![format!("^(?:{pattern})$")],
@@ -740,7 +801,7 @@ impl KafkaSource {
         let names: Vec<&str> = subscription.iter().map(String::as_str).collect();
         consumer
             .subscribe(&names)
-            .map_err(|err| std::io::Error::other(format!("source `{}`: cannot subscribe: {err}", self.config.name)))?;
+            .map_err(|error| KafkaStartError::Subscribe { name: self.config.name.clone(), error })?;
         let consumer = Arc::new(consumer);
         let receiver = context.receiver.clone();
         receiver.set_rate(None);

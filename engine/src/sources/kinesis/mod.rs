@@ -119,6 +119,7 @@ impl<'de> Deserialize<'de> for InitialPosition {
 
 /// A time as ms since the epoch, from an integer, an RFC 3339 string or a TOML date-time; what
 /// was found if it is none of them.
+// The `String` is the value found, not a message: the caller puts it into serde's error.
 fn timestamp_ms(value: &toml::Value) -> Result<i64, String> {
     let parse = |text: &str| {
         humantime::parse_rfc3339_weak(text)
@@ -224,6 +225,7 @@ impl KinesisSourceConfig {
 mod tests {
     use super::*;
 
+    // The deserializer's message as text: what these tests assert on.
     fn config(toml: &str) -> Result<KinesisSourceConfig, String> {
         toml::from_str(&format!("name = \"k\"\nstream = \"events\"\n{toml}")).map_err(|e| e.to_string())
     }

@@ -12,7 +12,7 @@ use super::{KinesisSourceConfig, RECORDS_PER_CALL, ShardPositions, ShardRange, r
 use crate::batch_log::{BatchLog, LoggedInput};
 use crate::block::Block;
 use crate::receiver::{Receiver, ShardStatus};
-use crate::sources::{Cut, Position, Source, SourceContext};
+use crate::sources::{Cut, Position, Source, SourceContext, StartError};
 
 /// Default `discovery_interval` and `poll_interval`.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
@@ -313,7 +313,7 @@ impl Source for KinesisSource {
         }
     }
 
-    fn start(&mut self, context: SourceContext) -> std::io::Result<()> {
+    fn start(&mut self, context: SourceContext) -> Result<(), StartError> {
         let first_start = self.completed.started_ms == 0;
         if first_start {
             self.completed.started_ms = now_ms();
