@@ -86,6 +86,37 @@ fn settle(work: &Workdir, expected: &BTreeMap<String, u64>) {
     assert_eq!((lost, duplicated), (0, 0), "words lost and duplicated in out/ after 90 s");
 }
 
+/// Which of `pids` has a log entry in the store that is not done yet (it logged a batch and
+/// has not committed it), watching for up to `patience`.
+fn pending_writer(work: &Workdir, pids: &[u32], patience: Duration) -> Option<usize> {
+    let partitions = work.path("store/cluster-test/partitions/lines");
+    let numbers = |dir: std::path::PathBuf| -> Vec<u64> {
+        std::fs::read_dir(dir)
+            .map_or(Vec::new(), |d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+    };
+    let deadline = std::time::Instant::now() + patience;
+    while std::time::Instant::now() < deadline {
+        for partition in std::fs::read_dir(&partitions).into_iter().flatten().flatten() {
+            let done = numbers(partition.path().join("done")).into_iter().max();
+            for seq in numbers(partition.path().join("log")) {
+                if done.is_some_and(|d| seq <= d) {
+                    continue;
+                }
+                let Ok(text) = std::fs::read_to_string(partition.path().join("log").join(format!("{seq:012}"))) else {
+                    continue;
+                };
+                let Ok(entry) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+                let member = entry["member"].as_str().unwrap_or_default();
+                if let Some(at) = pids.iter().position(|pid| member.ends_with(&format!("-{pid}"))) {
+                    return Some(at);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
+}
+
 fn store_url(work: &Workdir) -> String {
     format!("file://{}", work.path("store").display())
 }
@@ -112,8 +143,13 @@ fn members_share_partitions_and_a_killed_members_partitions_are_taken_over_exact
     let mut rng = Lcg::seeded();
     let mut logs = String::new();
     for _ in 0..6 {
-        std::thread::sleep(Duration::from_millis(1_500 + rng.below(1_500)));
-        let victim = members.remove(rng.below(members.len() as u64) as usize);
+        std::thread::sleep(Duration::from_millis(1_000 + rng.below(1_000)));
+        // Mostly a member caught between logging a batch and committing it (the case a next
+        // owner must replay), else any member.
+        let pids: Vec<u32> = members.iter().map(|m| m.child.id()).collect();
+        let at =
+            pending_writer(&work, &pids, Duration::from_secs(3)).unwrap_or(rng.below(members.len() as u64) as usize);
+        let victim = members.remove(at);
         victim.signal("KILL");
         let (code, log) = victim.finish(Duration::from_secs(10));
         assert_eq!(code, -1, "killed by signal 9; log:\n{log}");
