@@ -11,10 +11,11 @@
 //! own (`block::Task`), so each partition's output is written under its own batch and name.
 //!
 //! What runs in a cluster today: one Kafka source, per-record and per-partition stages (`map`,
-//! `flat_map`, `filter`, `map_partitions`, `key_by`, `union`, `repartition`), and the file,
-//! print and dashboard sinks. Stages that group by key across partitions need the repartition
-//! topic, not built yet: they are refused with that reason, as are the Kafka and PostgreSQL
-//! sinks (their replay detection is per sink, not yet per partition).
+//! `flat_map`, `filter`, `map_partitions`, `key_by`, `union`, `repartition`), the file, print
+//! and dashboard sinks, and the Kafka sink at least once. Stages that group by key across
+//! partitions need the repartition topic, not built yet: they are refused with that reason, as
+//! are the PostgreSQL sink and a transactional Kafka sink (their replay detection is per sink,
+//! not yet per partition).
 
 pub(crate) mod store;
 

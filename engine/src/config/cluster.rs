@@ -39,11 +39,20 @@ pub(super) fn validate(config: &PipelineConfig, cluster: &ClusterConfig) -> Vec<
         }
     }
     for sink in &config.sinks {
-        if matches!(sink, SinkConfig::Kafka(_) | SinkConfig::Postgres(_)) {
+        if let SinkConfig::Kafka(kafka) = sink
+            && kafka.delivery != crate::sinks::kafka::Delivery::AtLeastOnce
+        {
+            errors.push(ConfigError::new(
+                format!("sinks `{}`.delivery", kafka.name),
+                "in a cluster a Kafka sink writes at least once: set delivery = \"at_least_once\" (its \
+                 transactions are per sink, and members would fence each other's)",
+            ));
+        }
+        if matches!(sink, SinkConfig::Postgres(_)) {
             errors.push(ConfigError::new(
                 format!("sinks `{}`.type", sink.name()),
                 "a cluster cannot write to this sink type yet (its replay detection is per sink, not \
-                     per partition); in a cluster use file, print or dashboard",
+                     per partition); in a cluster use file, print, dashboard or kafka (at least once)",
             ));
         }
     }
@@ -126,5 +135,23 @@ path = "out"
         let config: PipelineConfig = toml::from_str(&format!("{with_dir}\n[cluster]\n{GOOD}")).unwrap();
         let found = validate(&config, config.cluster.as_ref().unwrap());
         assert!(found.iter().any(|e| e.location == "pipeline.checkpoint_dir"), "{found:?}");
+    }
+
+    #[test]
+    fn a_kafka_sink_in_a_cluster_writes_at_least_once_and_says_so_otherwise() {
+        let sink = |delivery: &str| {
+            format!(
+                "[[sinks]]\nname = \"k\"\ninput = \"lines\"\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\ntopic = \"t\"\n{delivery}\n"
+            )
+        };
+        assert!(problems(GOOD, &sink("delivery = \"at_least_once\"")).is_empty());
+        let auto = problems(GOOD, &sink(""));
+        assert_eq!(auto.len(), 1, "{auto:?}");
+        assert!(auto[0].starts_with("sinks `k`.delivery: in a cluster a Kafka sink writes at least once"), "{auto:?}");
+        let postgres = problems(
+            GOOD,
+            "[[sinks]]\nname = \"pg\"\ninput = \"lines\"\ntype = \"postgres\"\nurl = \"postgres://x\"\ntable = \"t\"\n",
+        );
+        assert!(postgres.iter().any(|p| p.starts_with("sinks `pg`.type: a cluster cannot write")), "{postgres:?}");
     }
 }
