@@ -334,9 +334,14 @@ impl Scheduler<'_> {
     fn execute(&mut self, run: &mut RunState, job: &mut Job) -> Option<Vec<TaskOutcome>> {
         let mut outcomes = Vec::new();
         for (task, blocks) in tasks(std::mem::take(&mut job.blocks)) {
-            let outcome =
-                self.execute_task(run, job, task.as_ref().map_or(job.batch.time_ms, |t| t.batch_ms), blocks)?;
-            outcomes.push(TaskOutcome { task, outcome });
+            let time = task.as_ref().map_or(job.batch.time_ms, |t| t.batch_ms);
+            match self.execute_task(run, job, time, blocks) {
+                Some(outcome) => outcomes.push(TaskOutcome { task, outcome }),
+                // A cluster's task fails alone (a cluster keeps no state across partitions):
+                // its output is dropped as a failed batch's is, the other tasks' is written.
+                None if task.is_some() => {}
+                None => return None,
+            }
         }
         Some(outcomes)
     }

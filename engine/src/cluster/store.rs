@@ -74,6 +74,8 @@ pub(crate) struct Loaded {
     pub(crate) next_offset: Option<i64>,
     /// The number the next entry gets.
     pub(crate) next_seq: u64,
+    /// The last entry's batch time.
+    pub(crate) last_batch: Option<u64>,
 }
 
 /// What [`CheckpointStore::append`] found.
@@ -193,7 +195,10 @@ impl CheckpointStore {
             let done = Self::numbers(store.clone(), base.clone().join("done")).await?;
             let entries = Self::numbers(store.clone(), base.clone().join("log")).await?;
             let last_done = done.last().copied();
-            let mut loaded = Loaded { next_seq: entries.last().map_or(0, |s| s + 1), ..Loaded::default() };
+            // Past the last entry and the last done marker (an entry deleted by hand or by a
+            // lifecycle rule does not send the log back to 0).
+            let next_seq = entries.last().copied().max(last_done).map_or(0, |s| s + 1);
+            let mut loaded = Loaded { next_seq, ..Loaded::default() };
             let wanted: Vec<u64> = match (last_done, entries.last()) {
                 (_, None) => Vec::new(),
                 (Some(d), Some(_)) => entries.iter().copied().filter(|s| *s >= d).collect(),
@@ -202,6 +207,7 @@ impl CheckpointStore {
             for seq in wanted {
                 let entry = Self::read(&store, &base, seq).await?;
                 loaded.next_offset = Some(entry.until);
+                loaded.last_batch = Some(entry.batch);
                 if last_done.is_none_or(|d| seq > d) {
                     loaded.pending.push(entry);
                 }
@@ -312,6 +318,7 @@ mod tests {
         let loaded = store.load("t", 3).unwrap();
         assert_eq!(loaded.next_seq, 3);
         assert_eq!(loaded.next_offset, Some(30));
+        assert_eq!(loaded.last_batch, Some(3000));
         assert_eq!(loaded.pending, vec![entry(1, 2000, 10, 25, "a"), entry(2, 3000, 25, 30, "a")]);
         store.done("t", 3, 2).unwrap();
         let loaded = store.load("t", 3).unwrap();
@@ -341,6 +348,9 @@ mod tests {
         assert!(matches!(store.append("t", 0, &entry(1, 9000, 10, 50, "zombie")).unwrap(), Appended::Behind));
         let loaded = store.load("t", 0).unwrap();
         assert_eq!((loaded.next_seq, loaded.next_offset, loaded.pending.len()), (3, Some(30), 0));
+        // The last entry removed by hand: the log still goes on after the last done marker.
+        std::fs::remove_file(_dir.path().join("p/partitions/t/0/log/000000000002")).unwrap();
+        assert_eq!(store.load("t", 0).unwrap().next_seq, 3);
     }
 
     #[test]

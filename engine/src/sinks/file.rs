@@ -78,11 +78,11 @@ impl FileSink {
         self.dir.join(format!("{stem}.jsonl"))
     }
 
-    /// The process id is in the name: in a cluster, a zombie and the partition's new owner may
-    /// write the same batch at once, each into a file of its own (the renames replace each other
-    /// with the same records).
+    /// A name of this process's own: in a cluster, a zombie and the partition's new owner may
+    /// write the same batch at once (into a shared directory, from containers that are all
+    /// pid 1), each into a file of its own; the renames replace each other with the same records.
     fn temporary(&self, stem: &str) -> PathBuf {
-        self.dir.join(format!(".{stem}.jsonl.{}.tmp", std::process::id()))
+        self.dir.join(format!(".{stem}.jsonl.{}.tmp", writer_id()))
     }
 }
 
@@ -131,4 +131,14 @@ impl Sink for FileSink {
         self.staged = None;
         Ok(())
     }
+}
+
+/// This process's writer id: its pid and the time it first wrote, ns (unique across the hosts
+/// and containers of one cluster in practice).
+fn writer_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        format!("{}-{nanos:x}", std::process::id())
+    })
 }

@@ -116,6 +116,9 @@ impl crate::kafka::Rebalance for Rebalancer {
 pub(super) struct Owned {
     /// The number its next log entry gets.
     pub(super) next_seq: u64,
+    /// The batch time of its last entry: the next one must be later (output names are by
+    /// batch time).
+    pub(super) last_batch: Option<u64>,
     /// Shared with its tasks: false once revoked.
     pub(super) flag: Arc<AtomicBool>,
 }

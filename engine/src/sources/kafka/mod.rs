@@ -22,6 +22,10 @@
 //!   is refused at start. Give each pipeline its own `group_id`.
 //! - An unreachable broker or a topic that does not exist yet is retried with back-off and
 //!   reported on the receiver row; the run goes on.
+//! - As a cluster's member (`[cluster]`, `member.rs`) all of the above about assignment and
+//!   the batch log is different: the source subscribes in the cluster's group (cooperative-
+//!   sticky) and the group assigns; each partition's batch log is in the checkpoint store, not
+//!   the batch log; each partition's records of a batch are a task of their own.
 
 mod discover;
 mod member;

@@ -25,6 +25,9 @@ use crate::sources::{Cut, Position, Source, SourceContext, StartError};
 const CUT_BUDGET: Duration = Duration::from_millis(100);
 /// How long a replay keeps trying to read a logged batch's ranges.
 const REPLAY_PATIENCE: Duration = Duration::from_secs(120);
+/// The same for a cluster's member, which must poll its group meanwhile: an entry not read
+/// whole in this time is tried again at the next batch.
+const MEMBER_REPLAY_PATIENCE: Duration = Duration::from_secs(15);
 /// How long a stopping source waits for its last offset commit.
 const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(3);
 /// Default `discovery_interval`.
@@ -422,9 +425,12 @@ impl KafkaSource {
         }
     }
 
-    /// Reads `ranges` again with a consumer of their own: a block per partition.
-    fn read_ranges(&self, source: usize, seq: u64, ranges: &[OffsetRange]) -> Vec<(TopicPartition, Block)> {
+    /// Reads `ranges` again with a consumer of their own, for at most `patience`: a block per
+    /// partition, and the partitions whose range could not be read whole.
+    fn read_ranges(&self, source: usize, seq: u64, ranges: &[OffsetRange], patience: Duration) -> ReadBack {
         let name = &self.config.name;
+        let all: Vec<TopicPartition> =
+            ranges.iter().map(|r| TopicPartition { topic: r.topic.clone(), partition: r.partition }).collect();
         let group = self.group.clone().unwrap_or_else(|| self.config.group("replay"));
         let consumer: BaseConsumer = match client_config(
             &self.config.brokers,
@@ -436,7 +442,7 @@ impl KafkaSource {
             Ok(consumer) => consumer,
             Err(err) => {
                 tracing::error!(source = %name, "cannot create a consumer to replay a batch, its records are missing: {err}");
-                return Vec::new();
+                return (Vec::new(), all);
             }
         };
         let mut tpl = TopicPartitionList::new();
@@ -450,12 +456,12 @@ impl KafkaSource {
         }
         if let Err(err) = consumer.assign(&tpl) {
             tracing::error!(source = %name, "cannot assign partitions to replay a batch: {err}");
-            return Vec::new();
+            return (Vec::new(), all);
         }
         let mut taken: BTreeMap<TopicPartition, Taken> = BTreeMap::new();
         let started = Instant::now();
         let mut warned = Instant::now();
-        while !wanted.is_empty() && started.elapsed() < REPLAY_PATIENCE {
+        while !wanted.is_empty() && started.elapsed() < patience {
             match consumer.poll(Duration::from_millis(100)) {
                 None => {}
                 Some(Err(err)) if warned.elapsed() > Duration::from_secs(5) => {
@@ -485,16 +491,17 @@ impl KafkaSource {
         for tp in wanted.keys() {
             tracing::error!(
                 source = %name,
-                "replaying a batch: cannot read all of {}/{} within {REPLAY_PATIENCE:?}; its missing records are not in the batch",
+                "replaying a batch: cannot read all of {}/{} within {patience:?}; its missing records are not in the batch",
                 tp.topic, tp.partition
             );
         }
-        taken
+        let blocks = taken
             .into_iter()
             .map(|(tp, part)| {
                 (tp, Block { source, seq, records: part.records, invalid: part.invalid, data: part.data, task: None })
             })
-            .collect()
+            .collect();
+        (blocks, wanted.into_keys().collect())
     }
 }
 
@@ -698,7 +705,8 @@ impl Source for KafkaSource {
     fn replay(&mut self, time: u64, logged: LoggedInput) -> Vec<Block> {
         let ranges = logged_ranges(&logged);
         let source = self.started.as_ref().map_or(0, |s| s.receiver.source);
-        let blocks: Vec<Block> = self.read_ranges(source, time, &ranges).into_iter().map(|(_, block)| block).collect();
+        let (read, _) = self.read_ranges(source, time, &ranges, REPLAY_PATIENCE);
+        let blocks: Vec<Block> = read.into_iter().map(|(_, block)| block).collect();
         if let Some(started) = &self.started {
             started.receiver.count(blocks.iter().map(|b| b.records).sum(), blocks.iter().map(|b| b.invalid).sum());
         }
@@ -875,8 +883,17 @@ impl KafkaSource {
                 entries.retain(|(p, _, _)| *p != tp);
             }
         }
+        let mut gained = Vec::new();
         for (tp, loaded) in changes.gained {
-            member.owned.insert(tp.clone(), Owned { next_seq: loaded.next_seq, flag: Arc::new(AtomicBool::new(true)) });
+            gained.push(tp.clone());
+            member.owned.insert(
+                tp.clone(),
+                Owned {
+                    next_seq: loaded.next_seq,
+                    last_batch: loaded.last_batch,
+                    flag: Arc::new(AtomicBool::new(true)),
+                },
+            );
             match loaded.next_offset {
                 Some(next) => self.next.insert(tp.clone(), next),
                 None => self.next.remove(&tp),
@@ -884,8 +901,11 @@ impl KafkaSource {
             member.replays.extend(loaded.pending.into_iter().map(|entry| (tp.clone(), entry)));
             started.assigned.insert(tp);
         }
-        // Pause or resume what is assigned now at the next take.
-        started.all_paused = false;
+        // librdkafka keeps a partition's pause across an unassign: a gained partition is set
+        // to what the rest is now, explicitly (it may have been paused when this member last
+        // had it).
+        let gained = list(&gained);
+        let _ = if started.all_paused { started.consumer.pause(&gained) } else { started.consumer.resume(&gained) };
         started.receiver.clear_error();
         self.report_partitions();
     }
@@ -897,10 +917,18 @@ impl KafkaSource {
         let Some(started) = self.started.as_mut() else { return Vec::new() };
         let Some(member) = started.member.as_mut() else { return Vec::new() };
         let mut ran = Vec::new();
+        // The entries this batch appended, for a partition whose replay must wait (below).
+        let mut fresh: Vec<(TopicPartition, Entry)> = Vec::new();
         // Partitions whose records of this batch are dropped, and where they read on.
         let mut restart: Vec<(TopicPartition, i64)> = Vec::new();
         for (tp, (from, until)) in &started.ranges {
             let Some(owned) = member.owned.get_mut(tp) else { continue };
+            if owned.last_batch.is_some_and(|last| cut.batch <= last) {
+                // The last entry (another member's, by its clock) is of this batch time or later:
+                // an entry of the same time would take its output's name. Read these again.
+                restart.push((tp.clone(), *from));
+                continue;
+            }
             let entry = Entry {
                 seq: owned.next_seq,
                 batch: cut.batch,
@@ -912,7 +940,9 @@ impl KafkaSource {
                 Ok(Appended::Written) => {
                     tracing::debug!(source = %self.config.name, "logged entry {} of {}/{}: batch {}, offsets {}..{}", entry.seq, tp.topic, tp.partition, entry.batch, entry.from, entry.until);
                     owned.next_seq += 1;
+                    owned.last_batch = Some(cut.batch);
                     ran.push((tp.clone(), entry.seq, entry.until));
+                    fresh.push((tp.clone(), entry));
                 }
                 Ok(Appended::Fenced(theirs)) => {
                     tracing::warn!(
@@ -921,6 +951,7 @@ impl KafkaSource {
                         tp.topic, tp.partition, theirs.seq, theirs.member, theirs.batch, theirs.from, theirs.until, cut.batch
                     );
                     owned.next_seq = theirs.seq + 1;
+                    owned.last_batch = Some(theirs.batch);
                     restart.push((tp.clone(), theirs.until));
                     member.replays.push((tp.clone(), theirs));
                 }
@@ -932,6 +963,7 @@ impl KafkaSource {
                             tp.topic, tp.partition, entry.seq, cut.batch, loaded.next_offset
                         );
                         owned.next_seq = loaded.next_seq;
+                        owned.last_batch = loaded.last_batch;
                         restart.push((tp.clone(), loaded.next_offset.unwrap_or(*from)));
                         member.replays.extend(loaded.pending.into_iter().map(|e| (tp.clone(), e)));
                     }
@@ -972,6 +1004,7 @@ impl KafkaSource {
             blocks.extend(block.task.is_some().then_some(block));
         }
         let replays = std::mem::take(&mut member.replays);
+        let mut retry = Vec::new();
         for (tp, entry) in &replays {
             tracing::info!(
                 source = %self.config.name,
@@ -980,6 +1013,11 @@ impl KafkaSource {
             );
         }
         for round in rounds(replays) {
+            // A partition whose earlier entry could not be read waits whole: no later entry of
+            // it may be written (and marked done) before that one.
+            let (round, waiting): (Vec<_>, Vec<_>) =
+                round.into_iter().partition(|(tp, _)| !retry.iter().any(|(p, _): &(TopicPartition, Entry)| p == tp));
+            retry.extend(waiting);
             let ranges: Vec<OffsetRange> = round
                 .iter()
                 .map(|(tp, e)| OffsetRange {
@@ -989,17 +1027,39 @@ impl KafkaSource {
                     until: e.until,
                 })
                 .collect();
-            for (tp, mut block) in
-                self.read_ranges(self.started.as_ref().map_or(0, |s| s.receiver.source), cut.seq, &ranges)
-            {
+            let source = self.started.as_ref().map_or(0, |s| s.receiver.source);
+            let (read, short) = self.read_ranges(source, cut.seq, &ranges, MEMBER_REPLAY_PATIENCE);
+            for (tp, mut block) in read {
+                if short.contains(&tp) {
+                    continue; // not whole: tried again at the next batch, never written in part
+                }
                 let entry = &round.iter().find(|(p, _)| *p == tp).expect("read what was asked").1;
                 block.task = task(&tp, entry.batch, true);
+                if let Some(started) = &self.started {
+                    started.receiver.count(block.records, block.invalid);
+                }
                 blocks.extend(block.task.is_some().then_some(block));
             }
-            ran.extend(round.into_iter().map(|(tp, entry)| (tp, entry.seq, entry.until)));
+            for (tp, entry) in round {
+                if short.contains(&tp) {
+                    retry.push((tp, entry));
+                } else {
+                    ran.push((tp, entry.seq, entry.until));
+                }
+            }
+        }
+        // This batch's own entry of a waiting partition waits too, after the others.
+        for (tp, entry) in fresh {
+            if retry.iter().any(|(p, _)| *p == tp) {
+                ran.retain(|(p, seq, _)| !(*p == tp && *seq == entry.seq));
+                let name = task_name(&tp);
+                blocks.retain(|b| b.task.as_ref().is_none_or(|t| t.name != name || t.replayed));
+                retry.push((tp, entry));
+            }
         }
         if let Some(member) = self.started.as_mut().and_then(|s| s.member.as_mut()) {
             member.ran.entry(cut.batch).or_default().extend(ran);
+            member.replays.splice(0..0, retry);
         }
         self.next_batch(cut);
         self.report_partitions();
@@ -1030,6 +1090,10 @@ impl KafkaSource {
         self.commit_to_group();
     }
 }
+
+/// What [`KafkaSource::read_ranges`] read: a block per partition, and the partitions it could
+/// not read whole.
+type ReadBack = (Vec<(TopicPartition, Block)>, Vec<TopicPartition>);
 
 /// Entries to replay in rounds that read each partition at most once, in log order.
 fn rounds(entries: Vec<(TopicPartition, Entry)>) -> Vec<Vec<(TopicPartition, Entry)>> {
