@@ -76,6 +76,20 @@ fn lost_and_duplicated(expected: &BTreeMap<String, u64>, got: &BTreeMap<String, 
     (lost, dup)
 }
 
+/// Stops every member gracefully (TERM), each exiting 0; returns their logs.
+fn stop_all(members: Vec<Running>) -> String {
+    for member in &members {
+        member.signal("TERM");
+    }
+    let mut logs = String::new();
+    for member in members {
+        let (code, log) = member.finish(Duration::from_secs(30));
+        assert_eq!(code, 0, "log:\n{log}");
+        logs.push_str(&log);
+    }
+    logs
+}
+
 /// Waits up to 90 s for the output to hold every word of the input (the members catch up).
 fn settle(work: &Workdir, expected: &BTreeMap<String, u64>) {
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
@@ -181,14 +195,7 @@ fn members_share_partitions_and_a_killed_members_partitions_are_taken_over_exact
     members.push(fourth);
     assert_eq!(acked(producer), lines.len() as u64);
     settle(&work, &expected);
-    for member in &members {
-        member.signal("TERM");
-    }
-    for member in members {
-        let (code, log) = member.finish(Duration::from_secs(30));
-        assert_eq!(code, 0, "log:\n{log}");
-        logs.push_str(&log);
-    }
+    logs.push_str(&stop_all(members));
     let got = word_ledger(&work);
     let (lost, duplicated) = lost_and_duplicated(&expected, &got);
     let replays = logs.lines().filter(|l| l.contains("replaying entry")).count();
@@ -276,15 +283,7 @@ fn a_zombie_member_is_fenced_and_the_s3_store_keeps_the_ledger_exact() {
     assert_eq!(acked(producer), lines.len() as u64);
     settle(&work, &expected);
     zombie.wait_for("lost partition", Duration::from_secs(30));
-    let mut logs = String::new();
-    for member in &members {
-        member.signal("TERM");
-    }
-    for member in members {
-        let (code, log) = member.finish(Duration::from_secs(30));
-        assert_eq!(code, 0, "log:\n{log}");
-        logs.push_str(&log);
-    }
+    let logs = stop_all(members);
     let got = word_ledger(&work);
     let (lost, duplicated) = lost_and_duplicated(&expected, &got);
     let fenced = logs.lines().filter(|l| l.contains("first (batch")).count();

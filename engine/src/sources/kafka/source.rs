@@ -620,34 +620,7 @@ impl Source for KafkaSource {
             .map_err(|error| KafkaStartError::Client { name: self.config.name.clone(), error })?;
         refuse_a_shared_group(&consumer, &group, &self.config.name)?;
         refuse_offsets_past_the_checkpoint(&consumer, &group, &self.config.name, &self.next)?;
-        let consumer = Arc::new(consumer);
-        let topics = self.topics()?;
-        let receiver = context.receiver.clone();
-        receiver.set_rate(None);
-        let discovered = discover::spawn(
-            consumer.clone(),
-            topics,
-            self.config.brokers.clone(),
-            self.config.discovery_interval.unwrap_or(DISCOVERY_INTERVAL),
-            receiver.clone(),
-            context.stop.clone(),
-        );
-        self.started = Some(Started {
-            receiver,
-            log: context.log,
-            consumer,
-            discovered,
-            assigned: BTreeSet::new(),
-            first_look_assigned: false,
-            blocks: Vec::new(),
-            member: None,
-            ranges: BTreeMap::new(),
-            counts: BTreeMap::new(),
-            carry: BTreeMap::new(),
-            capped: BTreeSet::new(),
-            all_paused: false,
-            batch_ms: context.batch_ms,
-        });
+        self.start_reading(consumer, context, None)?;
         tracing::info!(source = %self.config.name, group, "kafka source started");
         self.group = Some(group);
         Ok(())
@@ -810,10 +783,37 @@ impl KafkaSource {
         consumer
             .subscribe(&names)
             .map_err(|error| KafkaStartError::Subscribe { name: self.config.name.clone(), error })?;
+        let member = Member {
+            store: cluster.store.clone(),
+            rebalancer,
+            owned: BTreeMap::new(),
+            replays: Vec::new(),
+            ran: BTreeMap::new(),
+            name: cluster.member.clone(),
+        };
+        self.start_reading(consumer, context, Some(member))?;
+        tracing::info!(
+            source = %self.config.name,
+            group = %cluster.group_id,
+            member = %cluster.member,
+            store = %cluster.store.url(),
+            "kafka source joined the cluster's group"
+        );
+        self.group = Some(cluster.group_id.clone());
+        Ok(())
+    }
+
+    /// Starts discovery (as a member: for the partitions' ends only, the group assigns) and
+    /// the state cuts read through.
+    fn start_reading(
+        &mut self,
+        consumer: BaseConsumer<KafkaLog>,
+        context: SourceContext,
+        member: Option<Member>,
+    ) -> Result<(), StartError> {
         let consumer = Arc::new(consumer);
         let receiver = context.receiver.clone();
         receiver.set_rate(None);
-        // Discovery only finds the partitions' ends here (the lag): the group assigns.
         let discovered = discover::spawn(
             consumer.clone(),
             self.topics()?,
@@ -824,20 +824,13 @@ impl KafkaSource {
         );
         self.started = Some(Started {
             receiver,
-            log: None,
+            log: context.log,
             consumer,
             discovered,
             assigned: BTreeSet::new(),
-            first_look_assigned: true,
+            first_look_assigned: false,
             blocks: Vec::new(),
-            member: Some(Member {
-                store: cluster.store.clone(),
-                rebalancer,
-                owned: BTreeMap::new(),
-                replays: Vec::new(),
-                ran: BTreeMap::new(),
-                name: cluster.member.clone(),
-            }),
+            member,
             ranges: BTreeMap::new(),
             counts: BTreeMap::new(),
             carry: BTreeMap::new(),
@@ -845,14 +838,6 @@ impl KafkaSource {
             all_paused: false,
             batch_ms: context.batch_ms,
         });
-        tracing::info!(
-            source = %self.config.name,
-            group = %cluster.group_id,
-            member = %cluster.member,
-            store = %cluster.store.url(),
-            "kafka source joined the cluster's group"
-        );
-        self.group = Some(cluster.group_id.clone());
         Ok(())
     }
 
