@@ -148,6 +148,24 @@
     }).join("");
   }
 
+  // A cluster's members, from their heartbeats: partitions with lag, the versions each serves.
+  function drawCluster() {
+    const c = state.info && state.info.cluster;
+    $("cluster-section").hidden = !c;
+    if (!c) return;
+    $("cluster-title").textContent = `Cluster ${c.group_id}: ${(c.members || []).length} members (this one: ${c.member})`;
+    $("cluster").tBodies[0].innerHTML = (c.members || []).map((m) => {
+      const parts = (m.partitions || []).map((p) => `${esc(p.topic)}/${p.partition}` +
+        ` <span class="muted">lag</span> <b class="lag">${p.lag == null ? "—" : fmt(p.lag)}</b>`).join(", ");
+      const serving = Object.entries(m.serving || {}).map(([p, h]) => `${esc(p)}@${esc(h)}`).join(" ");
+      const age = state.info.now_ms ? Math.max(0, state.info.now_ms - m.updated_ms) : null;
+      return `<tr data-member="${esc(m.member)}"><td>${esc(m.member)}${m.member === c.member ? " <span class=\"badge\">this</span>" : ""}</td>` +
+        `<td>${parts || "<span class=\"muted\">none</span>"}</td><td class="hash">${serving}</td>` +
+        `<td class="num">${age == null ? "—" : fmt(age) + " ms"}</td>` +
+        `<td>${m.admin ? `<a href="${esc(m.admin)}/">${esc(m.admin)}</a>` : "—"}</td></tr>`;
+    }).join("") + (c.members_error ? `<tr><td colspan="5" class="status-error">${esc(c.members_error)}</td></tr>` : "");
+  }
+
   function drawStages() {
     if (!state.info) return;
     $("stages").tBodies[0].innerHTML = state.info.stages.map((s) => {
@@ -226,7 +244,7 @@
   }
 
   function drawAll() {
-    drawSummary(); drawCharts(); drawBatches(); drawSources(); drawStages(); drawPlugins(); drawResults();
+    drawSummary(); drawCharts(); drawBatches(); drawSources(); drawCluster(); drawStages(); drawPlugins(); drawResults();
   }
 
   // ---- data ---------------------------------------------------------------------------
@@ -259,7 +277,11 @@
       refresh = null;
       try {
         const r = await fetch("/api/dashboard" + (query ? query + "&" : "?") + "history=false");
-        if (r.ok) { const info = await r.json(); state.info.sources = info.sources; state.info.plugins = info.plugins; drawSources(); drawPlugins(); }
+        if (r.ok) {
+          const info = await r.json();
+          state.info.sources = info.sources; state.info.plugins = info.plugins; state.info.cluster = info.cluster;
+          drawSources(); drawPlugins(); drawCluster();
+        }
       } catch (e) { /* the event stream reports the connection */ }
     }, 250);
   }

@@ -1,7 +1,8 @@
 //! One pipeline on several `sluice` processes (`[cluster]`): the members share a Kafka topic's
 //! partitions through a consumer group on a real broker (tansu), keep each partition's batch
 //! log in a checkpoint store (a shared directory, or S3 on moto's server), and write each
-//! partition's output under its own name. Records come from confluent-kafka.
+//! partition's output under its own name. Records come from confluent-kafka; what the
+//! PostgreSQL sink wrote is read back with psql.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -148,7 +149,18 @@ fn members_share_partitions_and_a_killed_members_partitions_are_taken_over_exact
     let to_kafka = format!(
         "\n[[sinks]]\nname = \"to_kafka\"\ninput = \"words\"\ntype = \"kafka\"\nbrokers = \"{b}\"\ntopic = \"words\"\ndelivery = \"at_least_once\"\n"
     );
-    work.write("pipeline.toml", &(cluster_pipeline(&b, &store_url(&work), "") + &to_kafka));
+    let db = crate::postgres::Db::new("cluster");
+    let to_postgres = format!(
+        "\n[[sinks]]\nname = \"to_pg\"\ninput = \"words\"\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"words\"\ncreate_table = true\n",
+        db.url
+    );
+    work.write("pipeline.toml", &(cluster_pipeline(&b, &store_url(&work), "") + &to_kafka + &to_postgres));
+    let check = work.sluice(&["check", "pipeline.toml"]);
+    let said = String::from_utf8_lossy(&check.stdout).to_string();
+    assert!(check.status.success(), "{said}{}", String::from_utf8_lossy(&check.stderr));
+    assert!(said.contains("path lines (kafka) → out (file): exactly once"), "{said}");
+    assert!(said.contains("path lines (kafka) → to_pg (postgres): exactly once"), "{said}");
+    assert!(said.contains("path lines (kafka) → to_kafka (kafka): at least once"), "{said}");
     let lines = corpus(40_000, 6, 11);
     let expected = count_words(&lines);
     let input = work.write("input.txt", &(lines.join("\n") + "\n"));
@@ -209,6 +221,17 @@ fn members_share_partitions_and_a_killed_members_partitions_are_taken_over_exact
     let (lost, duplicated) = lost_and_duplicated(&expected, &seen);
     println!("the same run into Kafka: {lost} lost, {duplicated} duplicated words");
     assert_eq!(lost, 0, "at least once: nothing lost");
+    // Kafka → PostgreSQL in a cluster: exactly once, through progress rows per partition and batch.
+    let rows = db.counts("SELECT key, sum(value) FROM words GROUP BY key");
+    let (lost, duplicated) = lost_and_duplicated(&expected, &rows);
+    let skipped = logs.lines().filter(|l| l.contains("committed before (a replay)")).count();
+    println!(
+        "the same run into PostgreSQL: {lost} lost, {duplicated} duplicated words; {skipped} replayed tasks found committed"
+    );
+    assert_eq!((lost, duplicated), (0, 0), "exactly once into PostgreSQL across members");
+    let partitions =
+        db.sql("SELECT count(DISTINCT source_partition) FROM sluice_partition_progress WHERE sink = 'to_pg'");
+    assert_eq!(partitions.trim(), "6", "progress rows for each of the 6 partitions");
 }
 
 /// An S3-compatible server (moto, PyPI) on a free loopback port with bucket `sluice-test`,
@@ -307,4 +330,182 @@ fn cluster_config_mistakes_name_the_file_and_field() {
     assert!(!out.status.success(), "{said}");
     assert!(said.contains("pipeline.toml: cluster.checkpoint_store: not a URL"), "{said}");
     assert!(said.contains("pipeline.toml: stages `words`.op: groups records across partitions"), "{said}");
+}
+
+/// `bytes` (a Wasm module) with its memory's initial size set to `pages` (64 KiB each): the
+/// same functions, but every instance starts that large.
+fn with_initial_memory(bytes: &[u8], pages: u32) -> Vec<u8> {
+    fn leb(bytes: &[u8], at: &mut usize) -> u32 {
+        let (mut value, mut shift) = (0u32, 0);
+        loop {
+            let byte = bytes[*at];
+            *at += 1;
+            value |= u32::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                return value;
+            }
+        }
+    }
+    fn put(out: &mut Vec<u8>, mut value: u32) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            out.push(if value == 0 { byte } else { byte | 0x80 });
+            if value == 0 {
+                return;
+            }
+        }
+    }
+    let mut out = bytes[..8].to_vec();
+    let mut at = 8;
+    while at < bytes.len() {
+        let id = bytes[at];
+        at += 1;
+        let size = leb(bytes, &mut at) as usize;
+        let (start, end) = (at, at + size);
+        at = end;
+        if id != 5 {
+            out.push(id);
+            put(&mut out, size as u32);
+            out.extend_from_slice(&bytes[start..end]);
+            continue;
+        }
+        let mut p = start;
+        assert_eq!(leb(bytes, &mut p), 1, "one memory");
+        let flags = bytes[p];
+        p += 1;
+        let _old = leb(bytes, &mut p);
+        let mut section = vec![1, flags];
+        put(&mut section, pages);
+        if flags & 1 == 1 {
+            let max = leb(bytes, &mut p);
+            put(&mut section, max.max(pages));
+        }
+        out.push(5);
+        put(&mut out, section.len() as u32);
+        out.extend_from_slice(&section);
+    }
+    out
+}
+
+/// Each committed file's batch time and whether its words are upper case (every record of a
+/// file must agree: one version per task).
+fn file_cases(work: &Workdir) -> Vec<(u64, bool)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(work.path("out")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let Some(rest) = name.strip_prefix("batch-") else { continue };
+        let ms: u64 = rest.split('-').next().unwrap().parse().unwrap();
+        let words: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<(String, u64)>(l).unwrap().0)
+            .collect();
+        let upper = words.iter().filter(|w| w.starts_with('W')).count();
+        assert!(upper == 0 || upper == words.len(), "{name} mixes versions: {upper} of {} upper case", words.len());
+        found.push((ms, upper > 0));
+    }
+    found.sort_unstable();
+    found
+}
+
+/// The `from_batch_ms` of a deploy's or rollback's answer.
+fn from_batch(out: &std::process::Output) -> u64 {
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    answer["from_batch_ms"].as_u64().unwrap_or_else(|| panic!("no from_batch_ms: {text}"))
+}
+
+/// A deploy to one member while three run: every member validates it; one member refusing
+/// (its memory cap is lower than the new version's initial memory) refuses it for all; a good
+/// version then serves on every member from one batch on, and a rollback sent to another member
+/// returns every member to the first version at one batch. No word lost or doubled throughout.
+#[test]
+fn a_cluster_wide_deploy_swaps_every_member_at_one_batch_and_one_refusal_refuses_for_all() {
+    let broker = Broker::start();
+    let b = broker.address.clone();
+    client(&["create", &b, "lines", "4"]);
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    work.write("pipeline.toml", &cluster_pipeline(&b, &store_url(&work), ""));
+    let lines = corpus(24_000, 6, 13);
+    let expected = count_words(&lines);
+    let input = work.write("input.txt", &(lines.join("\n") + "\n"));
+    let producer = produce_in_background(&b, "lines", &input, 100, 200);
+    let uis: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", crate::admin::free_port())).collect();
+    let members: Vec<Running> = uis
+        .iter()
+        .enumerate()
+        .map(|(i, ui)| {
+            let name = format!("member-{i}");
+            let mut args = vec!["pipeline.toml", "--ui", ui.as_str(), "--member", name.as_str()];
+            if i == 2 {
+                args.extend(["--memory-limit-mib", "8"]); // a member with a smaller memory cap
+            }
+            work.spawn(&args)
+        })
+        .collect();
+    for member in &members {
+        member.wait_for("gained partition", Duration::from_secs(30));
+    }
+    wait_until("three members in the cluster view", Duration::from_secs(30), || {
+        let status: serde_json::Value = serde_json::from_str(&get(&uis[0], "/api/status", None).1).unwrap();
+        status["cluster"]["members"].as_array().is_some_and(|m| m.len() == 3)
+    });
+    // 16 MiB of initial memory: fine for two members, past member-2's 8 MiB cap.
+    let big = work.path("big.wasm");
+    std::fs::write(&big, with_initial_memory(&std::fs::read(plugin("uppercase")).unwrap(), 256)).unwrap();
+    let out = work.sluice(&["deploy", "wordcount", big.to_str().unwrap(), "--ui", &uis[0]]);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "one member's refusal refuses the deploy: {said}");
+    assert!(said.contains("refused by the cluster") && said.contains("member member-2"), "{said}");
+    assert!(said.contains("memory"), "{said}");
+
+    let out = work.sluice(&["deploy", "wordcount", plugin("uppercase").to_str().unwrap(), "--ui", &uis[1]]);
+    assert!(out.status.success(), "deploy: {}", String::from_utf8_lossy(&out.stderr));
+    let upper_from = from_batch(&out);
+    std::thread::sleep(Duration::from_secs(4));
+    // Every member shows the new version in the cluster view.
+    let status: serde_json::Value = serde_json::from_str(&get(&uis[2], "/api/status", None).1).unwrap();
+    let serving: Vec<String> = status["cluster"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["serving"]["wordcount"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(serving.len(), 3);
+    assert!(serving.iter().all(|h| *h == serving[0]), "one version across the cluster: {serving:?}");
+    let out = work.sluice(&["rollback", "wordcount", "--ui", &uis[2]]);
+    assert!(out.status.success(), "rollback: {}", String::from_utf8_lossy(&out.stderr));
+    let lower_from = from_batch(&out);
+    assert!(lower_from > upper_from);
+
+    assert_eq!(acked(producer), lines.len() as u64);
+    let lowered = |work: &Workdir| {
+        let mut counts = BTreeMap::new();
+        for (word, n) in word_ledger(work) {
+            *counts.entry(word.to_lowercase()).or_insert(0) += n;
+        }
+        counts
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while lowered(&work) != expected && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let logs = stop_all(members);
+    let (lost, duplicated) = lost_and_duplicated(&expected, &lowered(&work));
+    assert_eq!((lost, duplicated), (0, 0), "no word lost or doubled across the swaps");
+    let cases = file_cases(&work);
+    let wrong: Vec<&(u64, bool)> =
+        cases.iter().filter(|(ms, upper)| *upper != (upper_from <= *ms && *ms < lower_from)).collect();
+    let upper_files = cases.iter().filter(|(_, upper)| *upper).count();
+    println!(
+        "cluster deploy: {} files, {upper_files} by the new version (batches {upper_from}..{lower_from}), {} on the wrong side",
+        cases.len(),
+        wrong.len()
+    );
+    assert!(upper_files > 0, "the new version served some batches");
+    assert!(wrong.is_empty(), "every batch by one version across members: {wrong:?}\n{logs}");
 }

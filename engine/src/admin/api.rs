@@ -64,6 +64,7 @@ fn millis(time: std::time::SystemTime) -> u64 {
 
 pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Response {
     let last = admin.metrics.last_batch();
+    let cluster = cluster(&admin).await;
     axum::Json(json!({
         "pipeline": admin.pipeline,
         "batches": admin.metrics.batches(),
@@ -73,9 +74,31 @@ pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Response {
         },
         "sources": sources(&admin),
         "plugins": plugins(&admin),
-        "cluster": admin.cluster,
+        "cluster": cluster,
     }))
     .into_response()
+}
+
+/// This member and, from their heartbeats in the store, every live member: partitions with
+/// offset and lag, the versions each serves.
+pub(super) async fn cluster(admin: &Arc<Admin>) -> Value {
+    let Some(row) = &admin.cluster else { return Value::Null };
+    let mut shown = json!(row);
+    if let Some(agent) = admin.agent.clone() {
+        let members = tokio::task::spawn_blocking(move || agent.members()).await;
+        shown["members"] = match members {
+            Ok(Ok(members)) => json!(members),
+            Ok(Err(err)) => {
+                shown["members_error"] = json!(err.to_string());
+                json!([])
+            }
+            Err(join) => {
+                shown["members_error"] = json!(join.to_string());
+                json!([])
+            }
+        };
+    }
+    shown
 }
 
 /// Each source's receiver, for `/api/status` and `/api/dashboard`.
@@ -125,6 +148,9 @@ pub(super) async fn deploy_plugin(State(admin): State<Arc<Admin>>, Path(name): P
     let Some(index) = admin.registry.index(&name) else {
         return error(StatusCode::NOT_FOUND, &format!("no plugin `{name}` in this pipeline"));
     };
+    if let Some(agent) = admin.agent.clone() {
+        return cluster_deploy(agent, name, index, body).await;
+    }
     let Some(deployer) = admin.deployer.as_ref() else {
         return error(StatusCode::CONFLICT, "this pipeline's plugins cannot be replaced");
     };
@@ -150,6 +176,37 @@ pub(super) async fn deploy_plugin(State(admin): State<Arc<Admin>>, Path(name): P
     }
 }
 
+/// A deploy to every member: answered once the cluster decided.
+async fn cluster_deploy(agent: Arc<crate::cluster::Agent>, name: String, index: usize, body: Bytes) -> Response {
+    let outcome = tokio::task::spawn_blocking(move || agent.deploy(index, &body)).await;
+    match outcome {
+        Ok(Ok(Some(decided))) => decided_answer(&name, &decided),
+        Ok(Ok(None)) => {
+            axum::Json(json!({ "plugin": name, "status": "unchanged: this version already serves" })).into_response()
+        }
+        Ok(Err(refused)) => propose_error(&refused),
+        Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, &join.to_string()),
+    }
+}
+
+fn decided_answer(name: &str, decided: &crate::cluster::agent::Decided) -> Response {
+    axum::Json(json!({
+        "plugin": name, "hash": decided.hash, "from_batch_ms": decided.from_ms, "members": decided.members,
+        "status": format!("accepted by {} member(s); every member serves it from batch {}", decided.members.len(), decided.from_ms),
+    }))
+    .into_response()
+}
+
+fn propose_error(refused: &crate::cluster::agent::ProposeError) -> Response {
+    use crate::cluster::agent::ProposeError;
+    let status = match refused {
+        ProposeError::Local(_) | ProposeError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        ProposeError::NoEarlierVersion(_) => StatusCode::CONFLICT,
+        ProposeError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, &refused.to_string())
+}
+
 /// `?to=<hash prefix>` on a rollback.
 #[derive(Debug, serde::Deserialize)]
 pub(super) struct RollbackQuery {
@@ -164,6 +221,14 @@ pub(super) async fn rollback_plugin(
     let Some(index) = admin.registry.index(&name) else {
         return error(StatusCode::NOT_FOUND, &format!("no plugin `{name}` in this pipeline"));
     };
+    if let Some(agent) = admin.agent.clone() {
+        let outcome = tokio::task::spawn_blocking(move || agent.rollback(index, query.to.as_deref())).await;
+        return match outcome {
+            Ok(Ok(decided)) => decided_answer(&name, &decided),
+            Ok(Err(refused)) => propose_error(&refused),
+            Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, &join.to_string()),
+        };
+    }
     if let Some(hash) = query.to {
         return match admin.registry.rollback_to(index, &hash) {
             Ok((from, to)) => {

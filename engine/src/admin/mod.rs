@@ -6,8 +6,8 @@
 //! |---|---|---|
 //! | GET | `/metrics` | Prometheus text format |
 //! | GET | `/api/status` | pipeline, last batch, sources, plugins with their versions and history (JSON) |
-//! | POST | `/api/plugins/{name}/deploy` | body: a `.wasm`; validated, then swapped in at the next batch |
-//! | POST | `/api/plugins/{name}/rollback` | back to the version that served before the current one (`?to=<hash prefix>`: to that earlier version) |
+//! | POST | `/api/plugins/{name}/deploy` | body: a `.wasm`; validated, then swapped in at the next batch (in a cluster: validated by every member, swapped by all at one batch) |
+//! | POST | `/api/plugins/{name}/rollback` | back to the version that served before the current one (`?to=<hash prefix>`: to that earlier version; in a cluster, on every member at one batch) |
 //! | POST | `/api/sources/{name}/pause`, `/resume` | stop and restart reading a source |
 //! | GET | `/api/events` | server-sent events: every batch, plugin, receiver and results event (JSON) |
 //! | GET | `/api/dashboard` | the recent history the page starts from (JSON) |
@@ -67,6 +67,9 @@ pub struct Admin {
     pub stages: Vec<StageRow>,
     /// As a cluster's member: which one, in which group.
     pub cluster: Option<ClusterRow>,
+    /// As a cluster's member: the agent that deploys and rolls back cluster-wide, and knows
+    /// the other members.
+    pub agent: Option<Arc<crate::cluster::Agent>>,
 }
 
 /// A cluster member as `/api/status` shows it; `/metrics` then labels every sample with

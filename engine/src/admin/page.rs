@@ -75,6 +75,7 @@ pub(super) async fn dashboard(
         "sources": sources(&admin),
         "stages": stages,
         "plugins": plugins(&admin),
+        "cluster": super::api::cluster(&admin).await,
         "history": if with_history { serde_json::to_value(&history).unwrap_or(Value::Null) } else { Value::Null },
     }))
     .into_response()

@@ -156,6 +156,9 @@ pub struct Scheduler<'a> {
     pub backpressure: BTreeMap<usize, (PidEstimator, Option<u64>)>,
     /// `[pipeline] rollback_after`.
     pub rollback_after: u32,
+    /// A cluster's member: the agent that says which versions serve a batch (installed before
+    /// it starts), and rolls back cluster-wide.
+    pub cluster: Option<Arc<crate::cluster::Agent>>,
 }
 
 /// Per plugin: the version swapped in that has not yet served a batch without failing, and its
@@ -269,6 +272,9 @@ impl Scheduler<'_> {
         }
         let started = Instant::now();
         let scheduling_delay = now_ms().saturating_sub(batch.time_ms);
+        if let Some(cluster) = &self.cluster {
+            cluster.before_batch(batch.time_ms); // the swaps the cluster decided for this batch
+        }
         let snapshot = self.registry.snapshot();
         for (index, (old, new)) in run.serving.iter().zip(snapshot.iter()).enumerate() {
             if old.id != new.id {
@@ -564,6 +570,15 @@ impl Scheduler<'_> {
             }
             trial.failures += 1;
             if self.rollback_after == 0 || trial.failures < self.rollback_after {
+                continue;
+            }
+            if let Some(cluster) = &self.cluster {
+                // Every member swaps back at one batch boundary: proposed like `sluice rollback`.
+                tracing::warn!(plugin = %version.plugin, failed_batches = trial.failures,
+                    "the new version keeps failing: proposing a cluster rollback");
+                cluster.roll_back_detached(index);
+                rolled_back += 1;
+                *slot = None;
                 continue;
             }
             if let Some((from, to)) = self.registry.rollback(index) {

@@ -73,6 +73,10 @@ enum Command {
         /// not a loopback address.
         #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
+        /// In a cluster, this process's member name (overrides `cluster.member`; default
+        /// `<host>-<pid>`); on Kubernetes, the pod's name.
+        #[arg(long, env = "SLUICE_MEMBER", value_parser = member_name)]
+        member: Option<String>,
     },
     /// Upload a new version of a plugin to a running engine; it is validated, then swapped in
     /// at the next batch boundary.
@@ -123,6 +127,15 @@ enum Command {
         #[command(flatten)]
         plugins: PluginArgs,
     },
+}
+
+/// `--member`: a name that can be part of the store's object names.
+fn member_name(name: &str) -> Result<String, String> {
+    // clap's value parsers report a String.
+    if name.trim().is_empty() || name.contains('/') {
+        return Err("expected a non-empty name without `/`".into());
+    }
+    Ok(name.to_string())
 }
 
 /// Where `sluice run` serves its admin API by default.
@@ -226,12 +239,13 @@ pub fn main() -> ExitCode {
         Command::Resume { source, remote } => {
             remote_call(&remote, &format!("/api/sources/{source}/resume"), Some(Vec::new()))
         }
-        Command::Run { pipeline, plugins, workers, no_hot_swap, ui, no_ui, admin_token, fresh, quiet: _ } => {
+        Command::Run { pipeline, plugins, workers, no_hot_swap, ui, no_ui, admin_token, fresh, quiet: _, member } => {
             let mut options = RunOptions {
                 watch_plugins: !no_hot_swap,
                 fresh,
                 admin_addr: (!no_ui).then_some(ui),
                 admin_token,
+                member,
                 ..RunOptions::default()
             };
             if let Some(workers) = workers {
@@ -321,7 +335,8 @@ fn check(path: &Path, plugins: &PluginArgs) -> ExitCode {
 /// One line per source → sink path: `path files (directory) → out (file): exactly once`.
 fn guarantees(pipeline: &Pipeline) -> Vec<String> {
     let config = &pipeline.file.config;
-    let checkpointed = config.pipeline.checkpoint_dir.is_some();
+    // A cluster's progress is its partitions' logs in the checkpoint store.
+    let checkpointed = config.pipeline.checkpoint_dir.is_some() || config.cluster.is_some();
     let graph = &pipeline.graph;
     let sinks = graph.sinks.iter().map(|node| (&node.config, graph.sources_of(node.input)));
     let letters = graph.dead_letters.iter().enumerate().map(|(i, c)| (c, graph.sources_of_dead_letter(i)));

@@ -4,19 +4,24 @@
 //! checkpoint store ([`store`]) holds each partition's batch log, so a member that gains a
 //! partition carries on exactly where its last owner stopped. No home-made cluster manager.
 //!
-//! This room owns the `[cluster]` section, its fields' validation and the checkpoint store
-//! (`config/cluster.rs` checks what a cluster can run, with the rest of the file). It never
-//! touches Kafka: the Kafka source (`sources/kafka/member.rs`) joins
-//! the group and writes the log; the scheduler runs each partition's records as a task of their
-//! own (`block::Task`), so each partition's output is written under its own batch and name.
+//! This room owns the `[cluster]` section, its fields' validation, the checkpoint store
+//! (`config/cluster.rs` checks what a cluster can run, with the rest of the file), each
+//! member's heartbeat ([`members`]) and cluster-wide hot swaps ([`agent`], [`deploys`]). It
+//! never touches Kafka: the Kafka source (`sources/kafka/member.rs`) joins the group and writes
+//! the partitions' logs; the scheduler runs each partition's records as a task of their own
+//! (`block::Task`), so each partition's output is written under its own batch and name, and asks
+//! the agent before each batch which versions serve it.
 //!
 //! What runs in a cluster today: one Kafka source, per-record and per-partition stages (`map`,
-//! `flat_map`, `filter`, `map_partitions`, `key_by`, `union`, `repartition`), the file, print
-//! and dashboard sinks, and the Kafka sink at least once. Stages that group by key across
-//! partitions need the repartition topic, not built yet: they are refused with that reason, as
-//! are the PostgreSQL sink and a transactional Kafka sink (their replay detection is per sink,
-//! not yet per partition).
+//! `flat_map`, `filter`, `map_partitions`, `key_by`, `union`, `repartition`), the file, print,
+//! dashboard and PostgreSQL sinks (the last with progress rows per partition and batch), and
+//! the Kafka sink at least once. Stages that group by key across partitions need the
+//! repartition topic, not built yet: they are refused with that reason, as is a transactional
+//! Kafka sink (its transactional id is per sink, not yet per partition).
 
+pub(crate) mod agent;
+mod deploys;
+mod members;
 pub(crate) mod store;
 
 use std::time::Duration;
@@ -25,6 +30,7 @@ use serde::Deserialize;
 
 use crate::fields::{ConfigError, duration};
 
+pub(crate) use agent::{Agent, JoinError};
 pub(crate) use store::CheckpointStore;
 
 /// What a member's source works with: its group, its name, the store.
@@ -41,11 +47,16 @@ pub(crate) struct Membership {
 }
 
 impl Membership {
-    /// Opens the store of `config` for pipeline `pipeline`.
-    pub(crate) fn open(config: &ClusterConfig, pipeline: &str) -> Result<Self, store::StoreError> {
+    /// Opens the store of `config` for pipeline `pipeline`, as member `member` (`--member`)
+    /// or the one the config names.
+    pub(crate) fn open(
+        config: &ClusterConfig,
+        pipeline: &str,
+        member: Option<&str>,
+    ) -> Result<Self, store::StoreError> {
         Ok(Self {
             group_id: config.group_id.clone(),
-            member: config.member(),
+            member: member.map_or_else(|| config.member(), str::to_string),
             store: CheckpointStore::open(&config.checkpoint_store, pipeline)?,
             session_timeout: config.session_timeout(),
         })

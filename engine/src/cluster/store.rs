@@ -284,6 +284,73 @@ impl CheckpointStore {
     pub(crate) fn url(&self) -> &str {
         &self.url
     }
+
+    /// `key` (`/`-separated, under the pipeline's root) as a store path.
+    fn at(&self, key: &str) -> Path {
+        key.split('/').filter(|part| !part.is_empty()).fold(self.root.clone(), |path, part| path.join(part))
+    }
+
+    /// Creates object `key` with `body` unless it exists: false if it did (nothing written).
+    pub(crate) fn create(&self, key: &str, body: Vec<u8>) -> Result<bool, StoreError> {
+        let (store, at) = (self.store.clone(), self.at(key));
+        self.block(async move {
+            let create = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
+            match store.put_opts(&at, PutPayload::from(body), create).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+                Err(source) => Err(StoreError::Request { at: at.to_string(), source }),
+            }
+        })
+    }
+
+    /// Writes object `key`, replacing what was there.
+    pub(crate) fn replace(&self, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        let (store, at) = (self.store.clone(), self.at(key));
+        self.block(async move {
+            store
+                .put(&at, PutPayload::from(body))
+                .await
+                .map(drop)
+                .map_err(|source| StoreError::Request { at: at.to_string(), source })
+        })
+    }
+
+    /// Object `key`'s content; None if there is none.
+    pub(crate) fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let (store, at) = (self.store.clone(), self.at(key));
+        self.block(async move {
+            let fail = |source| StoreError::Request { at: at.to_string(), source };
+            match store.get(&at).await {
+                Ok(found) => Ok(Some(found.bytes().await.map_err(fail)?.to_vec())),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(source) => Err(fail(source)),
+            }
+        })
+    }
+
+    /// The names of the objects directly under `prefix` (not in its sub-folders).
+    pub(crate) fn names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let (store, at) = (self.store.clone(), self.at(prefix));
+        self.block(async move {
+            let listing = match store.list_with_delimiter(Some(&at)).await {
+                Ok(listing) => listing,
+                Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+                Err(source) => return Err(StoreError::Request { at: at.to_string(), source }),
+            };
+            Ok(listing.objects.into_iter().filter_map(|meta| Some(meta.location.filename()?.to_string())).collect())
+        })
+    }
+
+    /// Deletes object `key` (one already gone is not an error).
+    pub(crate) fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let (store, at) = (self.store.clone(), self.at(key));
+        self.block(async move {
+            match store.delete(&at).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(source) => Err(StoreError::Request { at: at.to_string(), source }),
+            }
+        })
+    }
 }
 
 #[cfg(test)]

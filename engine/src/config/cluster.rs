@@ -48,11 +48,14 @@ pub(super) fn validate(config: &PipelineConfig, cluster: &ClusterConfig) -> Vec<
                  transactions are per sink, and members would fence each other's)",
             ));
         }
-        if matches!(sink, SinkConfig::Postgres(_)) {
+        if let SinkConfig::Postgres(postgres) = sink
+            && postgres.progress_table.is_none()
+            && let (Ok(table), Ok(progress)) = (postgres.table(), postgres.progress(true))
+            && table == progress
+        {
             errors.push(ConfigError::new(
-                format!("sinks `{}`.type", sink.name()),
-                "a cluster cannot write to this sink type yet (its replay detection is per sink, not \
-                     per partition); in a cluster use file, print, dashboard or kafka (at least once)",
+                format!("sinks `{}`.progress_table", postgres.name),
+                format!("`{progress}` is where a cluster records its progress by default; name another progress_table"),
             ));
         }
     }
@@ -148,10 +151,21 @@ path = "out"
         let auto = problems(GOOD, &sink(""));
         assert_eq!(auto.len(), 1, "{auto:?}");
         assert!(auto[0].starts_with("sinks `k`.delivery: in a cluster a Kafka sink writes at least once"), "{auto:?}");
-        let postgres = problems(
-            GOOD,
-            "[[sinks]]\nname = \"pg\"\ninput = \"lines\"\ntype = \"postgres\"\nurl = \"postgres://x\"\ntable = \"t\"\n",
+    }
+
+    #[test]
+    fn a_postgres_sink_in_a_cluster_records_progress_per_partition() {
+        let sink = |table: &str| {
+            format!(
+                "[[sinks]]\nname = \"pg\"\ninput = \"lines\"\ntype = \"postgres\"\nurl = \"postgres://x\"\ntable = \"{table}\"\n"
+            )
+        };
+        assert!(problems(GOOD, &sink("counts")).is_empty(), "{:?}", problems(GOOD, &sink("counts")));
+        let clash = problems(GOOD, &sink("sluice_partition_progress"));
+        assert_eq!(clash.len(), 1, "{clash:?}");
+        assert!(
+            clash[0].starts_with("sinks `pg`.progress_table: `sluice_partition_progress` is where a cluster"),
+            "{clash:?}"
         );
-        assert!(postgres.iter().any(|p| p.starts_with("sinks `pg`.type: a cluster cannot write")), "{postgres:?}");
     }
 }

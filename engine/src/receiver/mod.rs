@@ -94,7 +94,7 @@ pub struct Answers {
 }
 
 /// One partition of a source, as its receiver row and `/metrics` show it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PartitionStatus {
     /// The topic.
     pub topic: String,

@@ -51,6 +51,14 @@ pub(crate) enum DeployError {
     /// The pipeline is stopping.
     #[error("the pipeline is stopping")]
     Stopped,
+    /// A cluster's version could not be fetched from the checkpoint store.
+    #[error("plugin `{plugin}`: cannot fetch the version: {what}")]
+    Unavailable {
+        /// The plugin.
+        plugin: String,
+        /// What failed.
+        what: String,
+    },
 }
 
 impl DeployError {
@@ -61,6 +69,7 @@ impl DeployError {
             Self::Incompatible { .. } => "incompatible",
             Self::Superseded { .. } => "superseded",
             Self::Stopped => "stopped",
+            Self::Unavailable { .. } => "unavailable",
         }
     }
 }

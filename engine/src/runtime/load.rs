@@ -72,7 +72,7 @@ impl PluginRuntime {
                 format!("the module is {} bytes; a plugin may be at most {MAX_PLUGIN_BYTES} bytes", bytes.len()),
             ));
         }
-        let hash = hex(&Sha256::digest(bytes));
+        let hash = content_hash(bytes);
         let module = self
             .compile(bytes, &hash)
             .map_err(|err| refuse(LoadClass::Invalid, None, format!("it does not compile: {err:#}")))?;
@@ -262,6 +262,11 @@ fn func_export(module: &wasmtime::Module, name: &str, params: &[ValType], result
         Some(other) => format!("{other:?}").split('(').next().unwrap_or("something else").to_lowercase(),
     };
     Err((LoadClass::BadAbi, Some(ModulePart::Export(name.into())), format!("expected {expected}, found {found}")))
+}
+
+/// A plugin's content hash: SHA-256 of its bytes, hex.
+pub(crate) fn content_hash(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

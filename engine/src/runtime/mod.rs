@@ -27,7 +27,7 @@ use std::time::Duration;
 use sluice_sdk::abi::{FunctionInfo, NativeFunction};
 
 pub use error::{CallError, LoadClass, LoadError, ModulePart, StartError};
-pub(crate) use load::{DEFAULT_VALIDATE_TIMEOUT, MAX_PLUGIN_BYTES};
+pub(crate) use load::{DEFAULT_VALIDATE_TIMEOUT, MAX_PLUGIN_BYTES, content_hash};
 pub(crate) use version::Implementation;
 pub use version::PluginVersion;
 

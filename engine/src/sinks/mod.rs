@@ -118,6 +118,8 @@ pub struct SinkContext<'a> {
     pub ty: &'a TypeDesc,
     /// Where dashboard sinks publish.
     pub events: &'a Arc<Events>,
+    /// The pipeline runs as a member of a cluster: output comes per source partition.
+    pub in_cluster: bool,
 }
 
 /// What `sluice check` found asking the system a sink writes to.
@@ -274,7 +276,7 @@ impl SinkConfig {
             Self::Print(c) => Box::new(c.build()),
             Self::File(c) => Box::new(c.build(resolve(&c.path))),
             Self::Dashboard(c) => Box::new(c.build(context.events.clone())),
-            Self::Postgres(c) => Box::new(c.build(context.pipeline, context.ty)),
+            Self::Postgres(c) => Box::new(c.build(context.pipeline, context.ty, context.in_cluster)),
             Self::Kafka(c) => Box::new(c.build(context.pipeline)),
         }
     }

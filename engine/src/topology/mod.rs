@@ -41,6 +41,8 @@ pub struct RunOptions {
     pub admin_token: Option<String>,
     /// Set the checkpoint directory aside and start over instead of resuming.
     pub fresh: bool,
+    /// In a cluster, this process's member name (`--member`), over `cluster.member`.
+    pub member: Option<String>,
 }
 
 /// A pipeline that cannot start (once running, a batch that stops it is the `RunReport`'s `fatal`).
@@ -61,6 +63,10 @@ pub enum RunError {
     /// A source cannot start.
     #[error(transparent)]
     Source(#[from] sources::StartError),
+    /// This process cannot join its cluster (the store fails, or the cluster serves a plugin
+    /// version it cannot load).
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::JoinError),
     /// A runtime, a thread or a socket could not be made.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -74,6 +80,7 @@ impl Default for RunOptions {
             admin_addr: None,
             admin_token: None,
             fresh: false,
+            member: None,
         }
     }
 }
@@ -117,16 +124,38 @@ fn run(
         Some(runtime) => Some(Arc::new(Deployer::start(runtime.clone(), pipeline.registry.clone())?)),
         None => None,
     };
-    let _watcher = match (&deployer, options.watch_plugins) {
+    // A cluster's member opens the checkpoint store its source keeps partitions' logs in, and
+    // swaps plugins when the cluster does (so its own plugin files are not watched).
+    let membership = match &config.cluster {
+        Some(cluster) => Some(
+            crate::cluster::Membership::open(cluster, &config.pipeline.name, options.member.as_deref())
+                .map_err(|err| RunError::Cluster(err.into()))?,
+        ),
+        None => None,
+    };
+    let agent = match (&membership, &pipeline.runtime) {
+        (Some(membership), Some(runtime)) => Some(crate::cluster::Agent::join(
+            membership,
+            crate::fields::millis(config.pipeline.batch_interval),
+            pipeline.registry.clone(),
+            runtime.clone(),
+        )?),
+        _ => None,
+    };
+    let _watcher = match (&deployer, options.watch_plugins && agent.is_none()) {
         (Some(deployer), true) => Some(plugin_watch::watch(pipeline.registry.clone(), deployer.clone())?),
         _ => None,
     };
+    if agent.is_some() && options.watch_plugins {
+        tracing::info!("a cluster member does not watch its plugin files: `sluice deploy` to any member swaps on all");
+    }
     let events = &metrics.events;
     let pipeline_name = config.pipeline.name.as_str();
+    let in_cluster = config.cluster.is_some();
     // A sink that cannot open yet (a directory in the way, a database still starting) is not
     // fatal here: its writes retry, and what still fails then stops the run.
     let open = |config: &SinkConfig, ty: &TypeDesc| {
-        let context = SinkContext { pipeline: pipeline_name, ty, events };
+        let context = SinkContext { pipeline: pipeline_name, ty, events, in_cluster };
         let mut sink = config.build(|p| pipeline.file.resolve(p), &context);
         if let Err(err) = sink.open() {
             tracing::warn!(sink = %config.name(), "cannot open the sink yet: {err}; its writes will retry");
@@ -142,7 +171,15 @@ fn run(
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("sluice-io").enable_all().build()?;
     let receivers: Vec<Arc<Receiver>> =
         config.sources.iter().enumerate().map(|(index, s)| Arc::new(Receiver::new(index, s.name()))).collect();
-    let sources = start_sources(pipeline, &resumed, &receivers, &io, &stop, &metrics, checkpoint_dir.as_ref())?;
+    let sources = start_sources(
+        pipeline,
+        &resumed,
+        &receivers,
+        &io,
+        &stop,
+        &metrics,
+        Kept { checkpoint_dir: checkpoint_dir.as_ref(), cluster: membership.as_ref() },
+    )?;
     let mut backpressure = BTreeMap::new();
     if config.pipeline.backpressure {
         for (index, source) in config.sources.iter().enumerate() {
@@ -154,7 +191,11 @@ fn run(
     metrics.watch_receivers(&receivers);
     pipeline.registry.report_to(metrics.clone());
     if let Some(addr) = options.admin_addr {
-        serve_admin(pipeline, options, addr, &metrics, deployer.clone(), &receivers, &io)?;
+        let swaps = Swaps { deployer: deployer.clone(), agent: agent.clone() };
+        serve_admin(pipeline, options, addr, &metrics, swaps, &receivers, &io)?;
+    }
+    if let Some(agent) = &agent {
+        agent.start(receivers.clone(), metrics.clone(), stop.clone())?;
     }
     let (batches_tx, batches_rx) = std::sync::mpsc::channel::<Batch>();
     // Batches a crash left unfinished run first, with their own times; their input is
@@ -205,6 +246,7 @@ fn run(
         checkpointing,
         backpressure,
         rollback_after: config.pipeline.rollback_after,
+        cluster: agent,
     };
     let report = scheduler.run(state, batches_rx);
     io.shutdown_background();
@@ -216,6 +258,19 @@ fn incompatible_state(resumed: &Resumed, problems: Vec<String>) -> CheckpointErr
     CheckpointError::Incompatible { path, reason: problems.join("; ") }
 }
 
+/// Where a run keeps its progress: the checkpoint directory, or a cluster's store.
+#[derive(Clone, Copy)]
+struct Kept<'a> {
+    checkpoint_dir: Option<&'a std::path::PathBuf>,
+    cluster: Option<&'a crate::cluster::Membership>,
+}
+
+/// Who replaces plugins: the deploy lanes, and in a cluster the agent that swaps cluster-wide.
+struct Swaps {
+    deployer: Option<Arc<Deployer>>,
+    agent: Option<Arc<crate::cluster::Agent>>,
+}
+
 /// Builds every source, resumes it from the checkpoint and the logged batches, and starts it.
 fn start_sources(
     pipeline: &Pipeline,
@@ -224,14 +279,10 @@ fn start_sources(
     io: &tokio::runtime::Runtime,
     stop: &watch::Receiver<bool>,
     metrics: &Metrics,
-    checkpoint_dir: Option<&std::path::PathBuf>,
+    kept: Kept<'_>,
 ) -> Result<Arc<Sources>, sources::StartError> {
     let config = &pipeline.file.config;
-    // A cluster's member opens the checkpoint store its source keeps partitions' logs in.
-    let cluster = match &config.cluster {
-        Some(cluster) => Some(crate::cluster::Membership::open(cluster, &config.pipeline.name)?),
-        None => None,
-    };
+    let Kept { checkpoint_dir, cluster } = kept;
     let mut built = Vec::new();
     for (index, source_config) in config.sources.iter().enumerate() {
         let mut source = source_config.build(|p| pipeline.file.resolve(p));
@@ -246,7 +297,7 @@ fn start_sources(
             backlog: metrics.backlog.clone(),
             pipeline: config.pipeline.name.clone(),
             batch_ms: crate::fields::millis(config.pipeline.batch_interval),
-            cluster: cluster.clone(),
+            cluster: cluster.cloned(),
         })?;
         built.push(source);
     }
@@ -260,10 +311,11 @@ fn serve_admin(
     options: &RunOptions,
     addr: std::net::SocketAddr,
     metrics: &Arc<Metrics>,
-    deployer: Option<Arc<Deployer>>,
+    swaps: Swaps,
     receivers: &[Arc<Receiver>],
     io: &tokio::runtime::Runtime,
 ) -> Result<(), RunError> {
+    let Swaps { deployer, agent } = swaps;
     let config = &pipeline.file.config;
     let listener = admin::bind(addr, options.admin_token.as_deref())?;
     let bound = listener.local_addr()?;
@@ -278,10 +330,14 @@ fn serve_admin(
         stages: admin::StageRow::of(&pipeline.graph, config),
         cluster: config.cluster.as_ref().map(|c| admin::ClusterRow {
             group_id: c.group_id.clone(),
-            member: c.member(),
+            member: options.member.clone().unwrap_or_else(|| c.member()),
             checkpoint_store: c.checkpoint_store.clone(),
         }),
+        agent: agent.clone(),
     });
+    if let Some(agent) = &agent {
+        agent.serving_admin_at(format!("http://{bound}"));
+    }
     tracing::info!(address = %format!("http://{bound}"), "dashboard at /, metrics at /metrics, admin API at /api");
     let _guard = io.enter();
     io.spawn(async move {

@@ -45,8 +45,8 @@ pub struct PostgresSinkConfig {
     /// 24h; back-off 100ms doubling to 5s). Longer than that, the batch fails.
     #[serde(default = "default_retry_for", with = "crate::fields::duration")]
     pub retry_for: Duration,
-    /// The table recording which batches each sink committed (default `sluice_progress`, in the
-    /// target table's schema); created if missing.
+    /// The table recording which batches each sink committed (default `sluice_progress`, in a
+    /// cluster `sluice_partition_progress`, in the target table's schema); created if missing.
     pub progress_table: Option<String>,
 }
 
@@ -67,6 +67,8 @@ pub enum Mode {
 
 /// The progress table's name when `progress_table` is not given.
 pub(crate) const DEFAULT_PROGRESS_TABLE: &str = "sluice_progress";
+/// The same in a cluster, whose progress rows are per source partition and batch.
+pub(crate) const DEFAULT_PARTITION_PROGRESS_TABLE: &str = "sluice_partition_progress";
 
 /// What is wrong with `url` or `url_env` (never echoing the URL, which may hold a password).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -169,14 +171,16 @@ impl PostgresSinkConfig {
     }
 
     /// The table; valid after [`PostgresSinkConfig::validate`].
-    fn table(&self) -> Result<TableName, TableNameError> {
+    pub(crate) fn table(&self) -> Result<TableName, TableNameError> {
         TableName::parse(&self.table)
     }
 
-    /// The progress table, beside the target unless it names its own schema.
-    fn progress(&self) -> Result<TableName, TableNameError> {
+    /// The progress table (`in_cluster`: of a cluster's run), beside the target unless it
+    /// names its own schema.
+    pub(crate) fn progress(&self, in_cluster: bool) -> Result<TableName, TableNameError> {
         let table = self.table()?;
         match &self.progress_table {
+            None if in_cluster => Ok(table.sibling(DEFAULT_PARTITION_PROGRESS_TABLE)),
             None => Ok(table.sibling(DEFAULT_PROGRESS_TABLE)),
             Some(name) => TableName::parse(name),
         }
@@ -195,7 +199,7 @@ impl PostgresSinkConfig {
         if let Err(problem) = self.connection() {
             errors.push(ConfigError::new(self.at(problem.field()), problem.to_string()));
         }
-        match (self.table(), self.progress()) {
+        match (self.table(), self.progress(false)) {
             (Err(problem), _) => errors.push(ConfigError::new(self.at("table"), problem.to_string())),
             (Ok(_), Err(problem)) => errors.push(ConfigError::new(self.at("progress_table"), problem.to_string())),
             (Ok(table), Ok(progress)) if table == progress => errors.push(ConfigError::new(
@@ -277,7 +281,7 @@ impl PostgresSinkConfig {
         )]
     }
 
-    fn target(&self, pipeline: &str) -> Result<Target, Unusable> {
+    fn target(&self, pipeline: &str, in_cluster: bool) -> Result<Target, Unusable> {
         let mut connection = self.connection()?;
         if connection.get_connect_timeout().is_none() {
             connection.connect_timeout(Duration::from_secs(5));
@@ -292,16 +296,18 @@ impl PostgresSinkConfig {
             database: Self::database(&connection),
             connection,
             table: self.table()?,
-            progress: self.progress()?,
+            progress: self.progress(in_cluster)?,
+            per_partition: in_cluster,
             key: self.key(),
             create_table: self.create_table,
             retry_for: self.retry_for,
         })
     }
 
-    /// The sink, for records of type `ty`, recording its batches under `pipeline`.
-    pub fn build(&self, pipeline: &str, ty: &TypeDesc) -> PostgresSink {
-        PostgresSink::new(self.target(pipeline), ty)
+    /// The sink, for records of type `ty`, recording its batches under `pipeline` (per source
+    /// partition and batch `in_cluster`).
+    pub fn build(&self, pipeline: &str, ty: &TypeDesc, in_cluster: bool) -> PostgresSink {
+        PostgresSink::new(self.target(pipeline, in_cluster), ty)
     }
 
     /// What `sluice check` asks the database: the table exists (or will be created) with
@@ -309,7 +315,7 @@ impl PostgresSinkConfig {
     /// the run retries it.
     pub fn check(&self, ty: &TypeDesc) -> SinkCheck {
         let mut check = SinkCheck::default();
-        let (Ok(target), Ok(layout)) = (self.target(""), Layout::of(ty)) else {
+        let (Ok(target), Ok(layout)) = (self.target("", false), Layout::of(ty)) else {
             return check; // reported by validate and validate_input
         };
         match super::check_table(&target, &layout) {

@@ -28,6 +28,12 @@
 //! `checkpoint_dir`, exactly once ([`SinkGuarantee::Transactional`](super::SinkGuarantee)). A
 //! commit whose answer was lost is simply tried again: the progress row tells.
 //!
+//! In a cluster each source partition's output of a batch is a task of its own, written by
+//! whichever member owns the partition then; its progress row is per partition and batch
+//! (`sluice_partition_progress`: pipeline, sink, source_partition, batch_time). A member that
+//! replays another's entry, or a zombie finishing one, finds the row and writes nothing. The two
+//! shapes never share a table: each checks the other's is not the one it was given.
+//!
 //! COPY's text format, not binary: the server parses every value against its column's type, so
 //! a value the column cannot take (a count past `smallint`, a `u64` past `bigint`, a string
 //! past `varchar(n)`) is refused by the database with the line, which names the row's key in
@@ -84,6 +90,8 @@ pub(crate) struct Target {
     pub connection: tokio_postgres::Config,
     pub table: TableName,
     pub progress: TableName,
+    /// Progress rows per source partition and batch (a cluster), not per batch.
+    pub per_partition: bool,
     /// The key columns; empty in append mode.
     pub key: Vec<String>,
     pub create_table: bool,
@@ -94,6 +102,8 @@ pub(crate) struct Target {
 #[derive(Debug)]
 struct Staged {
     time_ms: u64,
+    /// A cluster's source partition whose output this is.
+    task: Option<String>,
     /// COPY text lines, without their newlines; one per key in upsert mode.
     lines: Vec<String>,
 }
@@ -163,7 +173,7 @@ impl Sink for PostgresSink {
         }
         let (target, layout) = usable(&self.target, &self.layout)?;
         let encodings = ready(&mut self.link, &mut self.encodings, target, layout, true)?;
-        let staged = stage(target, layout, &encodings, partitions, batch.time_ms)?;
+        let staged = stage(target, layout, &encodings, partitions, batch)?;
         let rows = staged.lines.len() as u64;
         self.staged = Some(staged);
         Ok(rows)
@@ -172,14 +182,16 @@ impl Sink for PostgresSink {
     /// Writes the staged rows and the batch's progress row in one transaction (retrying
     /// connection failures); a batch committed before is not written again.
     fn commit(&mut self, batch: BatchRef<'_>) -> Result<(), SinkError> {
-        let Some(staged) = self.staged.as_ref().filter(|s| s.time_ms == batch.time_ms) else {
+        let Some(staged) =
+            self.staged.as_ref().filter(|s| s.time_ms == batch.time_ms && s.task.as_deref() == batch.task)
+        else {
             return Ok(()); // nothing to write for this batch
         };
         let (target, layout) = usable(&self.target, &self.layout)?;
         let committed =
             self.link.run(target, true, async |client| commit_batch(client, target, layout, staged).await)?;
         if !committed {
-            tracing::info!(sink = %target.sink, batch = batch.time_ms, table = %target.table,
+            tracing::info!(sink = %target.sink, batch = batch.time_ms, task = batch.task, table = %target.table,
                 "batch committed before (a replay): not written again");
         }
         self.staged = None;
@@ -307,7 +319,7 @@ fn failure(err: tokio_postgres::Error, target: &Target, rows: Option<(&Layout, &
 /// The progress table made if missing, then the target table checked (or created).
 async fn prepare(client: &mut Client, target: &Target, layout: &Layout) -> Result<Vec<Encoding>, Failure> {
     let fail = |err| failure(err, target, None);
-    create_if_missing(client, &target.progress, &schema::create_progress(&target.progress)).await.map_err(fail)?;
+    prepare_progress(client, target).await?;
     match schema::columns(client, &target.table).await.map_err(fail)? {
         Some(found) => {
             let unique = if target.key.is_empty() {
@@ -326,6 +338,38 @@ async fn prepare(client: &mut Client, target: &Target, layout: &Layout) -> Resul
         }
         None => Err(table_error(target, vec![missing_table(target, layout)])),
     }
+}
+
+/// The progress table made if missing, or checked to have the shape this run records (per
+/// batch, or per partition and batch in a cluster).
+async fn prepare_progress(client: &mut Client, target: &Target) -> Result<(), Failure> {
+    let fail = |err| failure(err, target, None);
+    let progress = &target.progress;
+    let Some(found) = schema::columns(client, progress).await.map_err(fail)? else {
+        let create = if target.per_partition {
+            schema::create_partition_progress(progress)
+        } else {
+            schema::create_progress(progress)
+        };
+        return create_if_missing(client, progress, &create).await.map_err(fail);
+    };
+    let partitioned = found.iter().any(|c| c.name == schema::PARTITION_COLUMN);
+    let problem = match (target.per_partition, partitioned) {
+        (true, false) => {
+            "records one process's batches (it has no source_partition column), and a cluster records \
+                          each partition's: set progress_table to a table of the cluster's own"
+        }
+        (false, true) => {
+            "records a cluster's batches per partition (it has a source_partition column), and this \
+                          pipeline runs on its own: set progress_table to another table"
+        }
+        _ => return Ok(()),
+    };
+    Err(Failure::Final(PostgresError::Table {
+        table: progress.to_string(),
+        database: target.database.clone(),
+        problems: vec![problem.to_string()],
+    }))
 }
 
 fn table_error(target: &Target, problems: Vec<String>) -> Failure {
@@ -362,7 +406,7 @@ fn stage(
     layout: &Layout,
     encodings: &[Encoding],
     partitions: &[Partition],
-    time_ms: u64,
+    batch: BatchRef<'_>,
 ) -> Result<Staged, PostgresError> {
     let key_columns: Vec<usize> =
         target.key.iter().filter_map(|k| layout.columns.iter().position(|c| &c.name == k)).collect();
@@ -389,18 +433,21 @@ fn stage(
             }
         }
     }
-    Ok(Staged { time_ms, lines })
+    Ok(Staged { time_ms: batch.time_ms, task: batch.task.map(str::to_string), lines })
 }
 
-/// One transaction: the progress row, then the rows. False if the batch was committed before.
+/// One transaction: the progress row (per partition and batch for a cluster's task), then the
+/// rows. False if the batch was committed before.
 async fn commit_batch(client: &mut Client, target: &Target, layout: &Layout, staged: &Staged) -> Result<bool, Failure> {
     let fail = |err| failure(err, target, Some((layout, staged)));
     let tx = client.transaction().await.map_err(fail)?;
     let time = i64::try_from(staged.time_ms).unwrap_or(i64::MAX);
-    let claimed = tx
-        .execute(&schema::claim_batch(&target.progress), &[&target.pipeline, &target.sink, &time])
-        .await
-        .map_err(fail)?;
+    let (pipeline, sink, progress) = (&target.pipeline, &target.sink, &target.progress);
+    let claimed = match &staged.task {
+        None => tx.execute(&schema::claim_batch(progress), &[pipeline, sink, &time]).await,
+        Some(task) => tx.execute(&schema::claim_partition_batch(progress), &[pipeline, sink, task, &time]).await,
+    }
+    .map_err(fail)?;
     if claimed == 0 {
         tx.rollback().await.map_err(fail)?;
         return Ok(false);

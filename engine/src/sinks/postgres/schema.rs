@@ -112,6 +112,28 @@ pub(crate) fn claim_batch(progress: &TableName) -> String {
     format!("INSERT INTO {} (pipeline, sink, batch_time) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", progress.sql())
 }
 
+/// The column a cluster's progress table has and one process's has not.
+pub(crate) const PARTITION_COLUMN: &str = "source_partition";
+
+/// Creates a cluster's progress table if missing: one row per source partition (`<topic>-<p>`)
+/// and batch a sink committed, whichever member committed it.
+pub(crate) fn create_partition_progress(progress: &TableName) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, sink text NOT NULL, {PARTITION_COLUMN} text NOT NULL, \
+         batch_time bigint NOT NULL, committed_at timestamptz NOT NULL DEFAULT now(), \
+         PRIMARY KEY (pipeline, sink, {PARTITION_COLUMN}, batch_time))",
+        progress.sql()
+    )
+}
+
+/// Records one source partition's output of a batch as committed, unless it already is.
+pub(crate) fn claim_partition_batch(progress: &TableName) -> String {
+    format!(
+        "INSERT INTO {} (pipeline, sink, {PARTITION_COLUMN}, batch_time) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        progress.sql()
+    )
+}
+
 /// `CREATE TABLE` for `layout`: each column its kind's type, NOT NULL unless it is an
 /// `Option`; the primary key `key` when given (upsert).
 pub(crate) fn create_table(table: &TableName, layout: &Layout, key: &[String]) -> String {

@@ -201,8 +201,12 @@ fn the_same_table_through_another_spelling_of_the_url_is_the_same_resource() {
 fn target(extra: &str) -> super::Target {
     let config = sink(extra);
     let ty = pair(TypeDesc::String, TypeDesc::Unsigned(64));
-    let built = config.build("p", &ty);
+    let built = config.build("p", &ty, false);
     built.target.unwrap()
+}
+
+fn batch(time_ms: u64) -> crate::sinks::BatchRef<'static> {
+    crate::sinks::BatchRef { time_ms, replayed: false, task: None }
 }
 
 fn partition(records: &[(&str, u64)]) -> Partition {
@@ -218,10 +222,10 @@ fn upsert_stages_the_last_record_of_each_key_and_append_stages_all() {
     let layout = Layout::of(&pair(TypeDesc::String, TypeDesc::Unsigned(64))).unwrap();
     let parts = [partition(&[("a", 1), ("b", 2)]), partition(&[("a", 3), ("c", 4), ("b", 5)])];
     let plain = [Encoding::Plain; 2];
-    let upserted = stage(&target("mode = \"upsert\"\nkey = [\"key\"]"), &layout, &plain, &parts, 7).unwrap();
+    let upserted = stage(&target("mode = \"upsert\"\nkey = [\"key\"]"), &layout, &plain, &parts, batch(7)).unwrap();
     assert_eq!(upserted.lines, ["a\t3", "b\t5", "c\t4"]);
     assert_eq!(upserted.time_ms, 7);
-    let appended = stage(&target(""), &layout, &plain, &parts, 7).unwrap();
+    let appended = stage(&target(""), &layout, &plain, &parts, batch(7)).unwrap();
     assert_eq!(appended.lines.len(), 5);
 }
 

@@ -1,0 +1,600 @@
+//! What one member does for the cluster besides reading its partitions: its heartbeat
+//! ([`super::members`]), the cluster view, and cluster-wide hot swaps ([`super::deploys`] says
+//! which objects): one version of each plugin per batch across every member.
+//!
+//! **A swap.** `sluice deploy` (or `rollback`) to any member: it loads and validates the version
+//! as a deploy outside a cluster would, uploads it and creates a proposal. Every member's agent
+//! sees the proposal within a heartbeat period, loads and validates the version itself, and votes. The
+//! proposer waits for a vote from every live member (fresh heartbeat): one refusal refuses it
+//! for all, silence past the vote timeout too; all accepted, it decides `serve` from the first
+//! batch boundary at least [`lead`] later. Each member installs the version at the start of
+//! its first batch at or after that time (in [`Agent::before_batch`], before the scheduler
+//! takes the batch's versions), so every partition of a batch, whichever member runs it, is
+//! served by one version.
+//!
+//! **Why no member swaps late.** Before each batch at or after `created + lead` of a proposal
+//! it accepted without seeing its decision, a member reads the decision (one GET). If there is
+//! none yet, the proposer will write it after this moment, so it serves from at least `lead`
+//! after this batch. This assumes the members' clocks agree within `lead` (NTP does).
+//!
+//! **Joining.** A member that starts serves what the cluster decided last for each plugin (not
+//! its own file's version), and refuses to start if it cannot load it. It uploads the versions
+//! it starts with, so a rollback can return to them.
+//!
+//! **Owns:** the heartbeat, the `plugins/` and `deploys/` objects, and installing versions the
+//! cluster decided into the registry at a batch boundary. **Never touches:** the partitions'
+//! logs, Kafka, the plugin files.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::Membership;
+use super::deploys::{self, Action, Decision, Proposal, Vote};
+use super::members::{self, Heartbeat};
+use super::store::{CheckpointStore, StoreError};
+use crate::block::now_ms;
+use crate::metrics::Metrics;
+use crate::receiver::Receiver;
+use crate::runtime::deploy::DeployError;
+use crate::runtime::event::PluginEvent;
+use crate::runtime::registry::{PluginRegistry, RegistryError};
+use crate::runtime::{PluginRuntime, PluginVersion};
+
+/// How long before its first batch a decided swap is written: at least 2 s, and 3 batches.
+pub(crate) fn lead(batch_ms: u64) -> u64 {
+    (3 * batch_ms).max(2_000)
+}
+
+/// How long a proposer waits for every live member's vote.
+fn vote_timeout(session_timeout: Duration) -> Duration {
+    (2 * session_timeout).clamp(Duration::from_secs(20), Duration::from_secs(60))
+}
+
+/// How often the agent looks at the stop signal; it writes its heartbeat and looks for
+/// proposals and decisions once per heartbeat period.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Deploy objects of proposals further back than this are deleted by the next proposer.
+const KEPT_PROPOSALS: u64 = 16;
+
+/// Why a cluster-wide deploy or rollback did not happen.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProposeError {
+    /// The member asked refused it itself, as it would outside a cluster.
+    #[error("rejected: {0}")]
+    Local(DeployError),
+    /// Another member refused it, or did not answer: no member swaps.
+    #[error("refused by the cluster: {0}")]
+    Refused(String),
+    /// Nothing to roll back to.
+    #[error(transparent)]
+    NoEarlierVersion(RegistryError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a member cannot start as one.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The cluster serves a version this member cannot load.
+    #[error("plugin `{plugin}`: the cluster serves version {hash}, which this member cannot serve: {reason}")]
+    Unservable {
+        /// The plugin.
+        plugin: String,
+        /// The version's short hash.
+        hash: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A deploy the cluster decided to serve.
+#[derive(Debug)]
+pub(crate) struct Decided {
+    /// The version's short hash.
+    pub(crate) hash: String,
+    /// The batch from which every member serves it.
+    pub(crate) from_ms: u64,
+    /// The members that accepted it.
+    pub(crate) members: Vec<String>,
+}
+
+/// What became of a proposal on this member.
+enum Handled {
+    /// Accepted here, decision not known yet; the version waits here.
+    Accepted { created_ms: u64, proposal: Proposal, version: Box<PluginVersion> },
+    /// Decided, refused here, or given up.
+    Closed,
+}
+
+/// A version to install at the start of the first batch at or after `from_ms`.
+struct Due {
+    from_ms: u64,
+    index: usize,
+    seq: u64,
+    proposal: Proposal,
+    version: PluginVersion,
+}
+
+#[derive(Default)]
+struct State {
+    /// Per plugin index: the proposals handled here, by seq.
+    handled: Vec<BTreeMap<u64, Handled>>,
+    due: Vec<Due>,
+}
+
+/// See the module docs.
+pub struct Agent {
+    store: CheckpointStore,
+    member: String,
+    session_timeout: Duration,
+    batch_ms: u64,
+    registry: Arc<PluginRegistry>,
+    runtime: PluginRuntime,
+    state: Mutex<State>,
+    view: Mutex<members::View>,
+    /// This member's admin API, once it serves one.
+    admin: OnceLock<String>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").field("member", &self.member).finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    /// Joins: uploads the versions this member starts with, takes the cluster's decided ones
+    /// (installed at the first batch), marks the decided proposals as seen.
+    pub(crate) fn join(
+        membership: &Membership,
+        batch_ms: u64,
+        registry: Arc<PluginRegistry>,
+        runtime: PluginRuntime,
+    ) -> Result<Arc<Self>, JoinError> {
+        let plugins = registry.plugins().count();
+        let agent = Arc::new(Self {
+            store: membership.store.clone(),
+            member: membership.member.clone(),
+            session_timeout: membership.session_timeout,
+            batch_ms,
+            registry,
+            runtime,
+            state: Mutex::new(State { handled: (0..plugins).map(|_| BTreeMap::new()).collect(), due: Vec::new() }),
+            view: Mutex::default(),
+            admin: OnceLock::new(),
+        });
+        for index in 0..plugins {
+            agent.upload_initial(index)?;
+            agent.adopt(index)?;
+        }
+        Ok(agent)
+    }
+
+    /// Starts the heartbeat and the watch for proposals; both end (and the heartbeat is
+    /// deleted) when `stop` turns true.
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        receivers: Vec<Arc<Receiver>>,
+        metrics: Arc<Metrics>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> std::io::Result<()> {
+        let agent = self.clone();
+        std::thread::Builder::new().name("sluice-cluster".into()).spawn(move || {
+            // One PUT and one LIST per plugin per period: store requests cost money on S3.
+            let every = members::heartbeat_every(agent.session_timeout);
+            let mut last: Option<Instant> = None;
+            while !*stop.borrow() {
+                if last.is_some_and(|at| at.elapsed() < every) {
+                    std::thread::sleep(TICK);
+                    continue;
+                }
+                last = Some(Instant::now());
+                if let Err(err) = members::beat(&agent.store, &agent.heartbeat(&receivers, &metrics)) {
+                    tracing::warn!("cannot write this member's heartbeat: {err}");
+                }
+                for index in 0..agent.registry.plugins().count() {
+                    if let Err(err) = agent.poll(index) {
+                        tracing::warn!("cannot read the cluster's deploys: {err}");
+                    }
+                }
+            }
+            if let Err(err) = members::leave(&agent.store, &agent.member) {
+                tracing::warn!("cannot remove this member's heartbeat: {err}");
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Notes where this member's admin API listens (shown in the cluster view).
+    pub(crate) fn serving_admin_at(&self, address: String) {
+        let _ = self.admin.set(address);
+    }
+
+    fn heartbeat(&self, receivers: &[Arc<Receiver>], metrics: &Metrics) -> Heartbeat {
+        let last = metrics.last_batch();
+        Heartbeat {
+            member: self.member.clone(),
+            admin: self.admin.get().cloned(),
+            updated_ms: now_ms(),
+            partitions: receivers.iter().flat_map(|r| r.partitions()).collect(),
+            serving: self.registry.snapshot().iter().map(|v| (v.plugin.clone(), v.short_hash().to_string())).collect(),
+            last_batch_ms: (metrics.batches() > 0).then_some(last.time_ms),
+        }
+    }
+
+    /// The live members, for the cluster view (read at most once a second).
+    pub(crate) fn members(&self) -> Result<Vec<Heartbeat>, StoreError> {
+        let mut view = self.view.lock().expect("view lock");
+        view.members(&self.store, self.session_timeout, Duration::from_secs(1))
+    }
+
+    fn name(&self, index: usize) -> String {
+        self.registry.current(index).plugin.clone()
+    }
+
+    /// Puts the version plugin `index` starts with in the store, so a rollback can return to it.
+    fn upload_initial(&self, index: usize) -> Result<(), StoreError> {
+        let current = self.registry.current(index);
+        let Ok(bytes) = std::fs::read(&current.path) else { return Ok(()) }; // not a file (native)
+        if crate::runtime::content_hash(&bytes) == current.hash {
+            self.store.create(&deploys::wasm_key(&current.plugin, &current.hash), bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the version the cluster decided last for plugin `index`, if any, and marks every
+    /// decided proposal as seen (undecided ones are voted on by the watch).
+    fn adopt(&self, index: usize) -> Result<(), JoinError> {
+        let plugin = self.name(index);
+        let listed = deploys::parse_listing(&self.store.names(&deploys::folder(&plugin))?);
+        let mut latest = None;
+        for (&seq, listed) in listed.iter().rev() {
+            if !listed.decision {
+                continue;
+            }
+            if latest.is_none()
+                && let Some(Decision::Serve { from_ms }) = self.decision(&plugin, seq)?
+                && let Some(proposal) = self.proposal(&plugin, seq)?
+            {
+                latest = Some((seq, from_ms, proposal));
+            }
+            self.state.lock().expect("agent lock").handled[index].insert(seq, Handled::Closed);
+        }
+        let Some((seq, from_ms, proposal)) = latest else { return Ok(()) };
+        if proposal.hash == self.registry.current(index).hash {
+            return Ok(());
+        }
+        let unservable = |reason: String| JoinError::Unservable {
+            plugin: plugin.clone(),
+            hash: proposal.hash[..proposal.hash.len().min(12)].to_string(),
+            reason,
+        };
+        let version = self.load(index, &proposal).map_err(|err| unservable(err.to_string()))?;
+        tracing::info!(plugin = %plugin, hash = %version.short_hash(), "serving the cluster's version of the plugin");
+        self.state.lock().expect("agent lock").due.push(Due { from_ms, index, seq, proposal, version });
+        Ok(())
+    }
+
+    fn proposal(&self, plugin: &str, seq: u64) -> Result<Option<Proposal>, StoreError> {
+        self.read_json(&deploys::proposal_key(plugin, seq))
+    }
+
+    fn decision(&self, plugin: &str, seq: u64) -> Result<Option<Decision>, StoreError> {
+        self.read_json(&deploys::decision_key(plugin, seq))
+    }
+
+    /// A JSON object of the store; one that does not decode is logged and taken as missing.
+    fn read_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        let Some(body) = self.store.get(key)? else { return Ok(None) };
+        match serde_json::from_slice(&body) {
+            Ok(found) => Ok(Some(found)),
+            Err(err) => {
+                tracing::warn!(object = %key, "checkpoint store object does not decode: {err}");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Loads and validates a proposal's version as a deploy would.
+    fn load(&self, index: usize, proposal: &Proposal) -> Result<PluginVersion, DeployError> {
+        self.load_stored(index, &proposal.hash, proposal.action)
+    }
+
+    /// Loads and validates version `hash` of plugin `index` from the store.
+    fn load_stored(&self, index: usize, hash: &str, action: Action) -> Result<PluginVersion, DeployError> {
+        let plugin = self.name(index);
+        let key = deploys::wasm_key(&plugin, hash);
+        let origin = PathBuf::from(format!("<cluster {} of {plugin}>", action.name()));
+        let bytes = match self.store.get(&key) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                return Err(DeployError::Unavailable { plugin, what: format!("{key} is not in the checkpoint store") });
+            }
+            Err(err) => return Err(DeployError::Unavailable { plugin, what: err.to_string() }),
+        };
+        self.validate(index, origin, &bytes)
+    }
+
+    fn validate(&self, index: usize, origin: PathBuf, bytes: &[u8]) -> Result<PluginVersion, DeployError> {
+        let plugin = self.name(index);
+        let candidate = self.runtime.load_bytes(&plugin, &origin, bytes)?;
+        self.registry.validate(index, &candidate).map_err(|reason| DeployError::Incompatible { plugin, reason })?;
+        Ok(candidate)
+    }
+
+    /// One look at plugin `index`'s proposals: vote on new ones, apply new decisions.
+    fn poll(&self, index: usize) -> Result<(), StoreError> {
+        let plugin = self.name(index);
+        let listed = deploys::parse_listing(&self.store.names(&deploys::folder(&plugin))?);
+        for (seq, listed) in listed {
+            let known = {
+                let state = self.state.lock().expect("agent lock");
+                match state.handled[index].get(&seq) {
+                    Some(Handled::Closed) => continue,
+                    Some(Handled::Accepted { .. }) => true,
+                    None => false,
+                }
+            };
+            if listed.decision {
+                self.apply_decision(index, seq)?;
+            } else if !known && listed.proposal {
+                self.vote(index, seq)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads and validates proposal `seq`'s version and writes this member's vote.
+    fn vote(&self, index: usize, seq: u64) -> Result<(), StoreError> {
+        let plugin = self.name(index);
+        let Some(proposal) = self.proposal(&plugin, seq)? else { return Ok(()) };
+        let abandoned = proposal.created_ms + 2 * crate::fields::millis(vote_timeout(self.session_timeout));
+        if now_ms() > abandoned {
+            self.state.lock().expect("agent lock").handled[index].insert(seq, Handled::Closed);
+            return Ok(());
+        }
+        let proposal_action = proposal.action.name();
+        let vote = match self.load(index, &proposal) {
+            Ok(version) => {
+                // Noted before the vote is written: the decision cannot come before the vote.
+                let created_ms = proposal.created_ms;
+                let accepted = Handled::Accepted { created_ms, proposal, version: Box::new(version) };
+                self.state.lock().expect("agent lock").handled[index].insert(seq, accepted);
+                Vote { member: self.member.clone(), accepted: true, reason: None }
+            }
+            Err(err) => {
+                self.rejected(index, &proposal, &err);
+                self.state.lock().expect("agent lock").handled[index].insert(seq, Handled::Closed);
+                Vote { member: self.member.clone(), accepted: false, reason: Some(err.to_string()) }
+            }
+        };
+        tracing::info!(plugin = %plugin, proposal = seq, accepted = vote.accepted, reason = vote.reason.as_deref(), "voted on a cluster {}", proposal_action);
+        let body = serde_json::to_vec(&vote).expect("a vote encodes");
+        self.store.create(&deploys::vote_key(&plugin, seq, &self.member), body).map(drop)
+    }
+
+    fn rejected(&self, index: usize, proposal: &Proposal, err: &DeployError) {
+        self.registry.emit(PluginEvent::Rejected {
+            plugin: self.name(index),
+            serving: self.registry.current(index).short_hash().to_string(),
+            candidate: Some(proposal.hash[..proposal.hash.len().min(12)].to_string()),
+            class: err.class(),
+            reason: err.to_string(),
+        });
+    }
+
+    /// Reads proposal `seq`'s decision and acts on it: a version to serve becomes due (loaded
+    /// now if this member never voted, having joined since).
+    fn apply_decision(&self, index: usize, seq: u64) -> Result<(), StoreError> {
+        let plugin = self.name(index);
+        let Some(decision) = self.decision(&plugin, seq)? else { return Ok(()) };
+        let handled = self.state.lock().expect("agent lock").handled[index].insert(seq, Handled::Closed);
+        let Decision::Serve { from_ms } = decision else { return Ok(()) };
+        let (proposal, version) = match handled {
+            Some(Handled::Accepted { proposal, version, .. }) => (proposal, *version),
+            Some(Handled::Closed) => return Ok(()),
+            None => {
+                let Some(proposal) = self.proposal(&plugin, seq)? else { return Ok(()) };
+                match self.load(index, &proposal) {
+                    Ok(version) => (proposal, version),
+                    Err(err) => {
+                        tracing::error!(plugin = %plugin, proposal = seq,
+                            "the cluster serves a version this member cannot load, so it keeps serving its own: {err}");
+                        self.rejected(index, &proposal, &err);
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        self.state.lock().expect("agent lock").due.push(Due { from_ms, index, seq, proposal, version });
+        Ok(())
+    }
+
+    /// At a batch boundary, before the batch at `time_ms` takes its versions: reads the
+    /// decisions that may already apply, installs the versions due.
+    pub(crate) fn before_batch(&self, time_ms: u64) {
+        let lead = lead(self.batch_ms);
+        let waiting: Vec<(usize, u64)> = {
+            let state = self.state.lock().expect("agent lock");
+            let accepted = state.handled.iter().enumerate().flat_map(|(index, handled)| {
+                handled.iter().filter_map(move |(seq, h)| match h {
+                    Handled::Accepted { created_ms, .. } if time_ms >= created_ms + lead => Some((index, *seq)),
+                    _ => None,
+                })
+            });
+            accepted.collect()
+        };
+        for (index, seq) in waiting {
+            if let Err(err) = self.apply_decision(index, seq) {
+                tracing::warn!("cannot read a cluster deploy's decision: {err}");
+            }
+        }
+        let mut state = self.state.lock().expect("agent lock");
+        state.due.sort_by_key(|d| (d.from_ms, d.seq));
+        while state.due.first().is_some_and(|d| d.from_ms <= time_ms) {
+            let due = state.due.remove(0);
+            self.install(due);
+        }
+    }
+
+    fn install(&self, due: Due) {
+        let current = self.registry.current(due.index);
+        if current.hash == due.version.hash {
+            return;
+        }
+        let plugin = current.plugin.clone();
+        let to = due.version.short_hash().to_string();
+        self.registry.install(due.index, due.version);
+        self.registry.emit(PluginEvent::Deployed {
+            plugin: plugin.clone(),
+            from: current.short_hash().to_string(),
+            to,
+            origin: PathBuf::from(format!(
+                "<cluster {} {} of {plugin} by {}, from batch {}>",
+                due.proposal.action.name(),
+                due.seq,
+                due.proposal.proposer,
+                due.from_ms
+            )),
+            load_ms: 0,
+        });
+    }
+
+    /// A cluster-wide deploy of `bytes` as plugin `index`'s next version; blocks until the
+    /// cluster decided (within the vote timeout).
+    pub(crate) fn deploy(&self, index: usize, bytes: &[u8]) -> Result<Option<Decided>, ProposeError> {
+        let origin = PathBuf::from(format!("<upload to {}>", self.name(index)));
+        let version = self.validate(index, origin, bytes).map_err(ProposeError::Local)?;
+        if version.hash == self.registry.current(index).hash {
+            return Ok(None); // this version serves already
+        }
+        self.store.create(&deploys::wasm_key(&version.plugin, &version.hash), bytes.to_vec())?;
+        self.propose(index, version, Action::Deploy).map(Some)
+    }
+
+    /// A cluster-wide rollback of plugin `index` to the version before the current one, or to
+    /// the earlier one whose hash starts with `to`.
+    pub(crate) fn rollback(&self, index: usize, to: Option<&str>) -> Result<Decided, ProposeError> {
+        let history = self.registry.history(index);
+        let target = match to {
+            Some(prefix) => history.iter().rev().find(|v| !prefix.is_empty() && v.hash.starts_with(prefix)),
+            None => history.last(),
+        };
+        let Some(target) = target else {
+            let plugin = self.name(index);
+            return Err(ProposeError::NoEarlierVersion(RegistryError::NoEarlierVersion {
+                plugin,
+                hash: to.unwrap_or_default().to_string(),
+                known: history.iter().map(|v| v.short_hash().to_string()).collect(),
+            }));
+        };
+        let version = self.load_stored(index, &target.hash, Action::Rollback).map_err(ProposeError::Local)?;
+        self.propose(index, version, Action::Rollback)
+    }
+
+    /// Proposes `version` (validated here), waits for the votes, writes the decision.
+    fn propose(&self, index: usize, version: PluginVersion, action: Action) -> Result<Decided, ProposeError> {
+        let plugin = self.name(index);
+        let proposal =
+            Proposal { hash: version.hash.clone(), action, proposer: self.member.clone(), created_ms: now_ms() };
+        let body = serde_json::to_vec(&proposal).expect("a proposal encodes");
+        let mut seq =
+            deploys::parse_listing(&self.store.names(&deploys::folder(&plugin))?).keys().max().map_or(0, |s| s + 1);
+        while !self.store.create(&deploys::proposal_key(&plugin, seq), body.clone())? {
+            seq += 1; // another member proposed at the same moment
+        }
+        tracing::info!(plugin = %plugin, proposal = seq, hash = %version.short_hash(), "proposed a cluster {}", action.name());
+        let created_ms = proposal.created_ms;
+        self.state.lock().expect("agent lock").handled[index]
+            .insert(seq, Handled::Accepted { created_ms, proposal, version: Box::new(version) });
+        let own = Vote { member: self.member.clone(), accepted: true, reason: None };
+        self.store
+            .create(&deploys::vote_key(&plugin, seq, &self.member), serde_json::to_vec(&own).expect("encodes"))?;
+        let (outcome, voters) = self.await_votes(&plugin, seq)?;
+        let decision = match &outcome {
+            Ok(()) => Decision::Serve { from_ms: deploys::serve_from(now_ms(), lead(self.batch_ms), self.batch_ms) },
+            Err(reason) => Decision::Refused { reason: reason.clone() },
+        };
+        self.store.create(&deploys::decision_key(&plugin, seq), serde_json::to_vec(&decision).expect("encodes"))?;
+        self.apply_decision(index, seq)?;
+        self.forget_before(&plugin, seq);
+        match decision {
+            Decision::Serve { from_ms } => {
+                let hash = self.due_hash(index, seq).unwrap_or_default();
+                tracing::info!(plugin = %plugin, proposal = seq, from_batch = from_ms, members = voters.len(), "the cluster serves {hash} from batch {from_ms}");
+                Ok(Decided { hash, from_ms, members: voters })
+            }
+            Decision::Refused { reason } => {
+                tracing::warn!(plugin = %plugin, proposal = seq, "the cluster refused the {}: {reason}", action.name());
+                Err(ProposeError::Refused(reason))
+            }
+        }
+    }
+
+    fn due_hash(&self, index: usize, seq: u64) -> Option<String> {
+        let state = self.state.lock().expect("agent lock");
+        state.due.iter().find(|d| d.index == index && d.seq == seq).map(|d| d.version.short_hash().to_string())
+    }
+
+    /// Waits until [`deploys::decide`] can decide proposal `seq`; returns the outcome and the
+    /// members that accepted.
+    fn await_votes(&self, plugin: &str, seq: u64) -> Result<(Result<(), String>, Vec<String>), StoreError> {
+        let timeout = vote_timeout(self.session_timeout);
+        let started = Instant::now();
+        let mut votes: BTreeMap<String, Vote> = BTreeMap::new();
+        loop {
+            let listed = deploys::parse_listing(&self.store.names(&deploys::folder(plugin))?);
+            for name in listed.get(&seq).map(|l| l.votes.clone()).unwrap_or_default() {
+                if !votes.contains_key(&name)
+                    && let Some(vote) = self.read_json::<Vote>(&format!("{}/{name}", deploys::folder(plugin)))?
+                {
+                    votes.insert(name, vote);
+                }
+            }
+            let live: Vec<String> =
+                members::live(&self.store, self.session_timeout, now_ms())?.into_iter().map(|m| m.member).collect();
+            let cast: Vec<Vote> = votes.values().cloned().collect();
+            let waited = humantime::format_duration(timeout).to_string();
+            if let Some(outcome) = deploys::decide(&live, &cast, started.elapsed() >= timeout, &waited) {
+                let accepted = cast.into_iter().filter(|v| v.accepted).map(|v| v.member).collect();
+                return Ok((outcome, accepted));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Deletes the objects of plugin's proposals [`KEPT_PROPOSALS`] or more before `seq`.
+    fn forget_before(&self, plugin: &str, seq: u64) {
+        let Ok(names) = self.store.names(&deploys::folder(plugin)) else { return };
+        for name in names {
+            let old = name
+                .split_once('.')
+                .and_then(|(s, _)| s.parse::<u64>().ok())
+                .is_some_and(|s| s + KEPT_PROPOSALS <= seq);
+            if old {
+                let _ = self.store.delete(&format!("{}/{name}", deploys::folder(plugin)));
+            }
+        }
+    }
+
+    /// An automatic rollback in a cluster: proposed like a requested one, on a thread of its
+    /// own (the scheduler does not wait); the outcome is logged.
+    pub(crate) fn roll_back_detached(self: &Arc<Self>, index: usize) {
+        let agent = self.clone();
+        let spawned = std::thread::Builder::new().name("sluice-cluster-rollback".into()).spawn(move || {
+            if let Err(err) = agent.rollback(index, None) {
+                tracing::error!(plugin = %agent.name(index), "automatic cluster rollback failed: {err}");
+            }
+        });
+        if let Err(err) = spawned {
+            tracing::error!("cannot start the automatic cluster rollback: {err}");
+        }
+    }
+}
