@@ -6,4 +6,10 @@ scripts/setup.sh
 tansu=$(scripts/setup-kafka.sh)
 scripts/build-plugins.sh
 cargo build --release -p sluice --bin sluice
+# --store: the checkpoint store's requests (S3 on moto) and the 100-machine estimate instead.
+if [ "${1:-}" = "--store" ]; then
+    shift
+    scripts/setup-s3.sh >/dev/null
+    exec python3 scripts/bench-cluster-store.py --tansu "$tansu" "$@"
+fi
 exec python3 scripts/bench-cluster.py --tansu "$tansu" "$@"

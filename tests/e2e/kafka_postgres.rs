@@ -92,6 +92,8 @@ fn kafka_to_postgres_is_exactly_once_across_thirty_kill_9s() {
     let mut replayed = 0;
     for _ in 0..30 {
         let running = work.spawn(&["pipeline.toml", "--no-ui"]);
+        // Killed a while after it runs (a start slowed by a loaded machine is not the window).
+        running.wait_for("pipeline running", Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(400 + rng.below(900)));
         running.signal("KILL");
         let (code, log) = running.finish(Duration::from_secs(10));

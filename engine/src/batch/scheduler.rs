@@ -360,7 +360,10 @@ impl Scheduler<'_> {
         time: u64,
         blocks: Vec<crate::block::Block>,
     ) -> Option<BatchOutcome> {
-        match run_batch(self.graph, &mut run.state, &run.serving, time, job.close_windows, blocks, self.pool) {
+        // A cluster's replayed entry runs with the versions that served its own batch time
+        // across the cluster, not with this batch's (its output must not change on a replay).
+        let serving = self.cluster.as_ref().and_then(|c| c.serving_at(time)).unwrap_or_else(|| run.serving.clone());
+        match run_batch(self.graph, &mut run.state, &serving, time, job.close_windows, blocks, self.pool) {
             Ok(outcome) => {
                 let late = run.state.late_records().saturating_sub(run.late_before);
                 run.late_before = run.state.late_records();

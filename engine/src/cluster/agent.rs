@@ -127,7 +127,13 @@ struct State {
     /// Per plugin index: the proposals handled here, by seq.
     handled: Vec<BTreeMap<u64, Handled>>,
     due: Vec<Due>,
+    /// Per plugin index: the versions this member served, each from the batch time the cluster
+    /// decided (the first from 0), the last [`TIMELINE`]: what a replayed entry runs with.
+    timeline: Vec<Vec<(u64, Arc<PluginVersion>)>>,
 }
+
+/// Versions kept per plugin for replays of entries from before a swap.
+const TIMELINE: usize = 8;
 
 /// See the module docs.
 pub struct Agent {
@@ -159,6 +165,7 @@ impl Agent {
         runtime: PluginRuntime,
     ) -> Result<Arc<Self>, JoinError> {
         let plugins = registry.plugins().count();
+        let timeline = (0..plugins).map(|index| vec![(0, registry.current(index))]).collect();
         let agent = Arc::new(Self {
             store: membership.store.clone(),
             member: membership.member.clone(),
@@ -166,7 +173,11 @@ impl Agent {
             batch_ms,
             registry,
             runtime,
-            state: Mutex::new(State { handled: (0..plugins).map(|_| BTreeMap::new()).collect(), due: Vec::new() }),
+            state: Mutex::new(State {
+                handled: (0..plugins).map(|_| BTreeMap::new()).collect(),
+                due: Vec::new(),
+                timeline,
+            }),
             view: Mutex::default(),
             admin: OnceLock::new(),
         });
@@ -440,14 +451,33 @@ impl Agent {
         state.due.sort_by_key(|d| (d.from_ms, d.seq));
         while state.due.first().is_some_and(|d| d.from_ms <= time_ms) {
             let due = state.due.remove(0);
-            self.install(due);
+            let (index, from_ms) = (due.index, due.from_ms);
+            if self.install(due) {
+                let timeline = &mut state.timeline[index];
+                timeline.push((from_ms, self.registry.current(index)));
+                if timeline.len() > TIMELINE {
+                    timeline.remove(0);
+                }
+            }
         }
     }
 
-    fn install(&self, due: Due) {
+    /// The versions that served batch time `time_ms` across the cluster, if they are not the
+    /// ones serving now (a replayed entry from before a swap); None otherwise.
+    pub(crate) fn serving_at(&self, time_ms: u64) -> Option<crate::runtime::registry::Snapshot> {
+        let state = self.state.lock().expect("agent lock");
+        let then: Vec<Arc<PluginVersion>> =
+            state.timeline.iter().map(|timeline| served_at(timeline, time_ms).clone()).collect();
+        let now = self.registry.snapshot();
+        let differs = then.iter().zip(now.iter()).any(|(a, b)| a.id != b.id);
+        differs.then(|| then.into())
+    }
+
+    /// Installs a due version; false if it serves already.
+    fn install(&self, due: Due) -> bool {
         let current = self.registry.current(due.index);
         if current.hash == due.version.hash {
-            return;
+            return false;
         }
         let plugin = current.plugin.clone();
         let to = due.version.short_hash().to_string();
@@ -465,6 +495,7 @@ impl Agent {
             )),
             load_ms: 0,
         });
+        true
     }
 
     /// A cluster-wide deploy of `bytes` as plugin `index`'s next version; blocks until the
@@ -596,5 +627,29 @@ impl Agent {
         if let Err(err) = spawned {
             tracing::error!("cannot start the automatic cluster rollback: {err}");
         }
+    }
+}
+
+/// Of a plugin's versions with the batch times they serve from (oldest first, never empty),
+/// the one that served batch time `time_ms` (the oldest kept, for a time before all of them).
+fn served_at<T>(timeline: &[(u64, T)], time_ms: u64) -> &T {
+    let at = timeline.iter().rposition(|(from, _)| *from <= time_ms).unwrap_or(0);
+    &timeline[at].1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replayed_batch_time_finds_the_version_that_served_it() {
+        let timeline = [(0, "v1"), (12_300, "v2"), (17_400, "v1 again")];
+        assert_eq!(*served_at(&timeline, 5_000), "v1");
+        assert_eq!(*served_at(&timeline, 12_000), "v1", "the batch before the swap");
+        assert_eq!(*served_at(&timeline, 12_300), "v2", "the swap's first batch");
+        assert_eq!(*served_at(&timeline, 17_399), "v2");
+        assert_eq!(*served_at(&timeline, 90_000), "v1 again");
+        let trimmed = [(12_300, "v2"), (17_400, "v3")];
+        assert_eq!(*served_at(&trimmed, 100), "v2", "older than kept: the oldest kept");
     }
 }
