@@ -279,7 +279,7 @@
         const r = await fetch("/api/dashboard" + (query ? query + "&" : "?") + "history=false");
         if (r.ok) {
           const info = await r.json();
-          state.info.sources = info.sources; state.info.plugins = info.plugins; state.info.cluster = info.cluster;
+          state.info.sources = info.sources; state.info.plugins = info.plugins; state.info.cluster = info.cluster; state.info.now_ms = info.now_ms;
           drawSources(); drawPlugins(); drawCluster();
         }
       } catch (e) { /* the event stream reports the connection */ }

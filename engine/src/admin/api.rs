@@ -178,12 +178,16 @@ pub(super) async fn deploy_plugin(State(admin): State<Arc<Admin>>, Path(name): P
 
 /// A deploy to every member: answered once the cluster decided.
 async fn cluster_deploy(agent: Arc<crate::cluster::Agent>, name: String, index: usize, body: Bytes) -> Response {
+    let mut current_hash = crate::runtime::content_hash(&body);
+    current_hash.truncate(12);
     let outcome = tokio::task::spawn_blocking(move || agent.deploy(index, &body)).await;
     match outcome {
         Ok(Ok(Some(decided))) => decided_answer(&name, &decided),
-        Ok(Ok(None)) => {
-            axum::Json(json!({ "plugin": name, "status": "unchanged: this version already serves" })).into_response()
-        }
+        Ok(Ok(None)) => axum::Json(json!({
+            "plugin": name, "hash": current_hash,
+            "status": "unchanged: this version already serves across the cluster",
+        }))
+        .into_response(),
         Ok(Err(refused)) => propose_error(&refused),
         Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, &join.to_string()),
     }
@@ -200,8 +204,9 @@ fn decided_answer(name: &str, decided: &crate::cluster::agent::Decided) -> Respo
 fn propose_error(refused: &crate::cluster::agent::ProposeError) -> Response {
     use crate::cluster::agent::ProposeError;
     let status = match refused {
+        ProposeError::Local(DeployError::Unavailable { .. } | DeployError::Stopped) => StatusCode::SERVICE_UNAVAILABLE,
         ProposeError::Local(_) | ProposeError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        ProposeError::NoEarlierVersion(_) => StatusCode::CONFLICT,
+        ProposeError::NoEarlierVersion(_) | ProposeError::NoHistory(_) => StatusCode::CONFLICT,
         ProposeError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, &refused.to_string())

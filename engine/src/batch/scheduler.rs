@@ -279,8 +279,9 @@ impl Scheduler<'_> {
         for (index, (old, new)) in run.serving.iter().zip(snapshot.iter()).enumerate() {
             if old.id != new.id {
                 run.report.swaps += 1;
-                run.probation[index] =
-                    (run.restored[index] != Some(new.id)).then_some(Probation { version: new.id, failures: 0 });
+                let trusted = run.restored[index] == Some(new.id)
+                    || self.cluster.as_ref().is_some_and(|cluster| cluster.rolled_back_to(index, new.id));
+                run.probation[index] = (!trusted).then_some(Probation { version: new.id, failures: 0 });
                 self.registry.emit(PluginEvent::Swapped {
                     plugin: new.plugin.clone(),
                     from: old.short_hash().to_string(),

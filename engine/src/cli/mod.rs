@@ -132,10 +132,10 @@ enum Command {
 /// `--member`: a name that can be part of the store's object names.
 fn member_name(name: &str) -> Result<String, String> {
     // clap's value parsers report a String.
-    if name.trim().is_empty() || name.contains('/') {
-        return Err("expected a non-empty name without `/`".into());
+    match crate::cluster::member_name_problem(name) {
+        Some(problem) => Err(problem.into()),
+        None => Ok(name.to_string()),
     }
-    Ok(name.to_string())
 }
 
 /// Where `sluice run` serves its admin API by default.

@@ -23,7 +23,7 @@
 //!
 //! **Owns:** the heartbeat, the `plugins/` and `deploys/` objects, and installing versions the
 //! cluster decided into the registry at a batch boundary. **Never touches:** the partitions'
-//! logs, Kafka, the plugin files.
+//! logs, Kafka; it reads the plugin files it starts with, never writes them.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -68,9 +68,12 @@ pub(crate) enum ProposeError {
     /// Another member refused it, or did not answer: no member swaps.
     #[error("refused by the cluster: {0}")]
     Refused(String),
-    /// Nothing to roll back to.
+    /// No earlier version with the hash prefix asked for.
     #[error(transparent)]
     NoEarlierVersion(RegistryError),
+    /// A rollback without a hash, and this member served no version before the current one.
+    #[error("plugin `{0}` has served no earlier version on this member: nothing to roll back to")]
+    NoHistory(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -130,6 +133,12 @@ struct State {
     /// Per plugin index: the versions this member served, each from the batch time the cluster
     /// decided (the first from 0), the last [`TIMELINE`]: what a replayed entry runs with.
     timeline: Vec<Vec<(u64, Arc<PluginVersion>)>>,
+    /// Per plugin index: the highest seq of a `serve` decision taken here (its objects are
+    /// never deleted: a joiner adopts it).
+    served: Vec<Option<u64>>,
+    /// Per plugin index: the id of the version a cluster rollback installed last (trusted: not
+    /// put on probation, so a rollback never flips back to the version it left).
+    rolled_back_to: Vec<Option<u64>>,
 }
 
 /// Versions kept per plugin for replays of entries from before a swap.
@@ -147,6 +156,8 @@ pub struct Agent {
     view: Mutex<members::View>,
     /// This member's admin API, once it serves one.
     admin: OnceLock<String>,
+    /// The run ended: the threads stop.
+    left: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Agent {
@@ -177,9 +188,12 @@ impl Agent {
                 handled: (0..plugins).map(|_| BTreeMap::new()).collect(),
                 due: Vec::new(),
                 timeline,
+                served: vec![None; plugins],
+                rolled_back_to: vec![None; plugins],
             }),
             view: Mutex::default(),
             admin: OnceLock::new(),
+            left: std::sync::atomic::AtomicBool::new(false),
         });
         for index in 0..plugins {
             agent.upload_initial(index)?;
@@ -190,37 +204,56 @@ impl Agent {
 
     /// Starts the heartbeat and the watch for proposals; both end (and the heartbeat is
     /// deleted) when `stop` turns true.
+    /// The heartbeat runs on a thread of its own (a vote that loads a module never delays it),
+    /// the watch on another; both end when `stop` turns true or [`Agent::leave`] is called.
     pub(crate) fn start(
         self: &Arc<Self>,
         receivers: Vec<Arc<Receiver>>,
         metrics: Arc<Metrics>,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> std::io::Result<()> {
-        let agent = self.clone();
-        std::thread::Builder::new().name("sluice-cluster".into()).spawn(move || {
-            // One PUT and one LIST per plugin per period: store requests cost money on S3.
-            let every = members::heartbeat_every(agent.session_timeout);
-            let mut last: Option<Instant> = None;
-            while !*stop.borrow() {
-                if last.is_some_and(|at| at.elapsed() < every) {
-                    std::thread::sleep(TICK);
-                    continue;
-                }
-                last = Some(Instant::now());
+        // One PUT, and one LIST per plugin, per period: store requests cost money on S3.
+        let every = members::heartbeat_every(self.session_timeout);
+        let (agent, stopped) = (self.clone(), stop.clone());
+        std::thread::Builder::new().name("sluice-heartbeat".into()).spawn(move || {
+            agent.every(every, &stopped, || {
                 if let Err(err) = members::beat(&agent.store, &agent.heartbeat(&receivers, &metrics)) {
                     tracing::warn!("cannot write this member's heartbeat: {err}");
                 }
+            });
+        })?;
+        let agent = self.clone();
+        std::thread::Builder::new().name("sluice-cluster".into()).spawn(move || {
+            agent.every(every, &stop, || {
                 for index in 0..agent.registry.plugins().count() {
                     if let Err(err) = agent.poll(index) {
                         tracing::warn!("cannot read the cluster's deploys: {err}");
                     }
                 }
-            }
-            if let Err(err) = members::leave(&agent.store, &agent.member) {
-                tracing::warn!("cannot remove this member's heartbeat: {err}");
-            }
+            });
         })?;
         Ok(())
+    }
+
+    /// Runs `work` every `period` until `stop` turns true or the agent leaves.
+    fn every(&self, period: Duration, stop: &tokio::sync::watch::Receiver<bool>, mut work: impl FnMut()) {
+        let mut last: Option<Instant> = None;
+        while !*stop.borrow() && !self.left.load(std::sync::atomic::Ordering::Relaxed) {
+            if last.is_none_or(|at| at.elapsed() >= period) {
+                last = Some(Instant::now());
+                work();
+            }
+            std::thread::sleep(TICK);
+        }
+    }
+
+    /// Leaves the cluster's view: the threads stop and the heartbeat is deleted (the run ended).
+    pub(crate) fn leave(&self) {
+        self.left.store(true, std::sync::atomic::Ordering::Relaxed);
+        std::thread::sleep(TICK * 2); // a heartbeat being written lands before the delete
+        if let Err(err) = members::leave(&self.store, &self.member) {
+            tracing::warn!("cannot remove this member's heartbeat: {err}");
+        }
     }
 
     /// Notes where this member's admin API listens (shown in the cluster view).
@@ -260,36 +293,39 @@ impl Agent {
         Ok(())
     }
 
-    /// Takes the version the cluster decided last for plugin `index`, if any, and marks every
-    /// decided proposal as seen (undecided ones are voted on by the watch).
+    /// Takes the versions the cluster decided for plugin `index`: the one serving now (the last
+    /// by serve time among those already serving) and any due later, and marks every decided
+    /// proposal as seen (undecided ones are voted on by the watch).
     fn adopt(&self, index: usize) -> Result<(), JoinError> {
         let plugin = self.name(index);
         let listed = deploys::parse_listing(&self.store.names(&deploys::folder(&plugin))?);
-        let mut latest = None;
-        for (&seq, listed) in listed.iter().rev() {
+        let mut serves = Vec::new();
+        for (&seq, listed) in &listed {
             if !listed.decision {
                 continue;
             }
-            if latest.is_none()
-                && let Some(Decision::Serve { from_ms }) = self.decision(&plugin, seq)?
+            if let Some(Decision::Serve { from_ms }) = self.decision(&plugin, seq)?
                 && let Some(proposal) = self.proposal(&plugin, seq)?
             {
-                latest = Some((seq, from_ms, proposal));
+                serves.push((from_ms, seq, proposal));
             }
             self.state.lock().expect("agent lock").handled[index].insert(seq, Handled::Closed);
         }
-        let Some((seq, from_ms, proposal)) = latest else { return Ok(()) };
-        if proposal.hash == self.registry.current(index).hash {
-            return Ok(());
+        serves.sort_by_key(|(from_ms, seq, _)| (*from_ms, *seq));
+        let now = now_ms();
+        let current = serves.iter().rposition(|(from_ms, _, _)| *from_ms <= now);
+        for (from_ms, seq, proposal) in serves.into_iter().skip(current.unwrap_or(0)) {
+            let unservable = |reason: String| JoinError::Unservable {
+                plugin: plugin.clone(),
+                hash: proposal.hash[..proposal.hash.len().min(12)].to_string(),
+                reason,
+            };
+            let version = self.load(index, &proposal).map_err(|err| unservable(err.to_string()))?;
+            tracing::info!(plugin = %plugin, hash = %version.short_hash(), from_batch = from_ms, "serving the cluster's version of the plugin");
+            let mut state = self.state.lock().expect("agent lock");
+            state.served[index] = state.served[index].max(Some(seq));
+            state.due.push(Due { from_ms, index, seq, proposal, version });
         }
-        let unservable = |reason: String| JoinError::Unservable {
-            plugin: plugin.clone(),
-            hash: proposal.hash[..proposal.hash.len().min(12)].to_string(),
-            reason,
-        };
-        let version = self.load(index, &proposal).map_err(|err| unservable(err.to_string()))?;
-        tracing::info!(plugin = %plugin, hash = %version.short_hash(), "serving the cluster's version of the plugin");
-        self.state.lock().expect("agent lock").due.push(Due { from_ms, index, seq, proposal, version });
         Ok(())
     }
 
@@ -307,7 +343,7 @@ impl Agent {
         match serde_json::from_slice(&body) {
             Ok(found) => Ok(Some(found)),
             Err(err) => {
-                tracing::warn!(object = %key, "checkpoint store object does not decode: {err}");
+                tracing::error!(object = %key, "checkpoint store object does not decode (not written by a member?): {err}");
                 Ok(None)
             }
         }
@@ -344,11 +380,20 @@ impl Agent {
     fn poll(&self, index: usize) -> Result<(), StoreError> {
         let plugin = self.name(index);
         let listed = deploys::parse_listing(&self.store.names(&deploys::folder(&plugin))?);
+        let give_up = 2 * crate::fields::millis(vote_timeout(self.session_timeout));
         for (seq, listed) in listed {
             let known = {
-                let state = self.state.lock().expect("agent lock");
+                let mut state = self.state.lock().expect("agent lock");
                 match state.handled[index].get(&seq) {
                     Some(Handled::Closed) => continue,
+                    // Its proposer never decided (it died): drop the version waiting here.
+                    Some(Handled::Accepted { created_ms, .. })
+                        if !listed.decision && now_ms() > created_ms + give_up =>
+                    {
+                        tracing::warn!(plugin = %plugin, proposal = seq, "a cluster deploy was never decided: given up");
+                        state.handled[index].insert(seq, Handled::Closed);
+                        continue;
+                    }
                     Some(Handled::Accepted { .. }) => true,
                     None => false,
                 }
@@ -373,6 +418,11 @@ impl Agent {
         }
         let proposal_action = proposal.action.name();
         let vote = match self.load(index, &proposal) {
+            // The store failed, not the version: the next poll tries again.
+            Err(DeployError::Unavailable { what, .. }) => {
+                tracing::warn!(plugin = %plugin, proposal = seq, "cannot fetch a proposed version yet: {what}");
+                return Ok(());
+            }
             Ok(version) => {
                 // Noted before the vote is written: the decision cannot come before the vote.
                 let created_ms = proposal.created_ms;
@@ -388,7 +438,11 @@ impl Agent {
         };
         tracing::info!(plugin = %plugin, proposal = seq, accepted = vote.accepted, reason = vote.reason.as_deref(), "voted on a cluster {}", proposal_action);
         let body = serde_json::to_vec(&vote).expect("a vote encodes");
-        self.store.create(&deploys::vote_key(&plugin, seq, &self.member), body).map(drop)
+        let written = self.store.create(&deploys::vote_key(&plugin, seq, &self.member), body);
+        if written.is_err() {
+            self.state.lock().expect("agent lock").handled[index].remove(&seq); // voted again next poll
+        }
+        written.map(drop)
     }
 
     fn rejected(&self, index: usize, proposal: &Proposal, err: &DeployError) {
@@ -406,25 +460,46 @@ impl Agent {
     fn apply_decision(&self, index: usize, seq: u64) -> Result<(), StoreError> {
         let plugin = self.name(index);
         let Some(decision) = self.decision(&plugin, seq)? else { return Ok(()) };
-        let handled = self.state.lock().expect("agent lock").handled[index].insert(seq, Handled::Closed);
-        let Decision::Serve { from_ms } = decision else { return Ok(()) };
-        let (proposal, version) = match handled {
-            Some(Handled::Accepted { proposal, version, .. }) => (proposal, *version),
-            Some(Handled::Closed) => return Ok(()),
-            None => {
+        let Decision::Serve { from_ms } = decision else {
+            self.state.lock().expect("agent lock").handled[index].insert(seq, Handled::Closed);
+            return Ok(());
+        };
+        let unseen = !self.state.lock().expect("agent lock").handled[index].contains_key(&seq);
+        // Never voted (it joined since, or its heartbeat was late): load it now.
+        let loaded = match unseen {
+            false => None,
+            true => {
                 let Some(proposal) = self.proposal(&plugin, seq)? else { return Ok(()) };
                 match self.load(index, &proposal) {
-                    Ok(version) => (proposal, version),
+                    Ok(version) => Some((proposal, version)),
+                    Err(DeployError::Unavailable { what, .. }) => {
+                        tracing::warn!(plugin = %plugin, proposal = seq, "cannot fetch the cluster's version yet: {what}");
+                        return Ok(()); // the next poll tries again
+                    }
                     Err(err) => {
                         tracing::error!(plugin = %plugin, proposal = seq,
                             "the cluster serves a version this member cannot load, so it keeps serving its own: {err}");
                         self.rejected(index, &proposal, &err);
+                        self.state.lock().expect("agent lock").handled[index].insert(seq, Handled::Closed);
                         return Ok(());
                     }
                 }
             }
         };
-        self.state.lock().expect("agent lock").due.push(Due { from_ms, index, seq, proposal, version });
+        // One critical section: `before_batch` sees the proposal accepted or the version due.
+        let mut state = self.state.lock().expect("agent lock");
+        let (proposal, version) = match (state.handled[index].insert(seq, Handled::Closed), loaded) {
+            (Some(Handled::Accepted { proposal, version, .. }), _) => (proposal, *version),
+            (None, Some(loaded)) => loaded,
+            (Some(Handled::Closed), _) => {
+                tracing::error!(plugin = %plugin, proposal = seq, from_batch = from_ms,
+                    "the cluster serves a version this member refused: it keeps serving its own");
+                return Ok(());
+            }
+            (None, None) => return Ok(()), // handled by a concurrent call
+        };
+        state.served[index] = state.served[index].max(Some(seq));
+        state.due.push(Due { from_ms, index, seq, proposal, version });
         Ok(())
     }
 
@@ -443,16 +518,17 @@ impl Agent {
             accepted.collect()
         };
         for (index, seq) in waiting {
-            if let Err(err) = self.apply_decision(index, seq) {
-                tracing::warn!("cannot read a cluster deploy's decision: {err}");
-            }
+            self.apply_decision_before(index, seq, time_ms);
         }
         let mut state = self.state.lock().expect("agent lock");
         state.due.sort_by_key(|d| (d.from_ms, d.seq));
         while state.due.first().is_some_and(|d| d.from_ms <= time_ms) {
             let due = state.due.remove(0);
-            let (index, from_ms) = (due.index, due.from_ms);
+            let (index, from_ms, action) = (due.index, due.from_ms, due.proposal.action);
             if self.install(due) {
+                if action == Action::Rollback {
+                    state.rolled_back_to[index] = Some(self.registry.current(index).id);
+                }
                 let timeline = &mut state.timeline[index];
                 timeline.push((from_ms, self.registry.current(index)));
                 if timeline.len() > TIMELINE {
@@ -460,6 +536,25 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Reads proposal `seq`'s decision before the batch at `time_ms` runs, asking again (with
+    /// back-off up to 5 s) while the store fails: the batch must not run without knowing whether
+    /// the cluster swaps at it. (A store that is down holds the batch logs back too.)
+    fn apply_decision_before(&self, index: usize, seq: u64, time_ms: u64) {
+        let mut backoff = Duration::from_millis(100);
+        while let Err(err) = self.apply_decision(index, seq) {
+            tracing::warn!(plugin = %self.name(index), proposal = seq, batch = time_ms,
+                "cannot read a cluster deploy's decision, which may apply to this batch: {err}; asking again in {}",
+                humantime::format_duration(backoff));
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Whether version `id` of plugin `index` is what a cluster rollback returned to.
+    pub(crate) fn rolled_back_to(&self, index: usize, id: u64) -> bool {
+        self.state.lock().expect("agent lock").rolled_back_to[index] == Some(id)
     }
 
     /// The versions that served batch time `time_ms` across the cluster, if they are not the
@@ -520,11 +615,14 @@ impl Agent {
         };
         let Some(target) = target else {
             let plugin = self.name(index);
-            return Err(ProposeError::NoEarlierVersion(RegistryError::NoEarlierVersion {
-                plugin,
-                hash: to.unwrap_or_default().to_string(),
-                known: history.iter().map(|v| v.short_hash().to_string()).collect(),
-            }));
+            return Err(match to {
+                None => ProposeError::NoHistory(plugin),
+                Some(prefix) => ProposeError::NoEarlierVersion(RegistryError::NoEarlierVersion {
+                    plugin,
+                    hash: prefix.to_string(),
+                    known: history.iter().map(|v| v.short_hash().to_string()).collect(),
+                }),
+            });
         };
         let version = self.load_stored(index, &target.hash, Action::Rollback).map_err(ProposeError::Local)?;
         self.propose(index, version, Action::Rollback)
@@ -533,32 +631,40 @@ impl Agent {
     /// Proposes `version` (validated here), waits for the votes, writes the decision.
     fn propose(&self, index: usize, version: PluginVersion, action: Action) -> Result<Decided, ProposeError> {
         let plugin = self.name(index);
-        let proposal =
-            Proposal { hash: version.hash.clone(), action, proposer: self.member.clone(), created_ms: now_ms() };
+        let hash = version.short_hash().to_string();
+        let created_ms = now_ms();
+        let proposal = Proposal { hash: version.hash.clone(), action, proposer: self.member.clone(), created_ms };
         let body = serde_json::to_vec(&proposal).expect("a proposal encodes");
         let mut seq =
             deploys::parse_listing(&self.store.names(&deploys::folder(&plugin))?).keys().max().map_or(0, |s| s + 1);
         while !self.store.create(&deploys::proposal_key(&plugin, seq), body.clone())? {
             seq += 1; // another member proposed at the same moment
         }
-        tracing::info!(plugin = %plugin, proposal = seq, hash = %version.short_hash(), "proposed a cluster {}", action.name());
-        let created_ms = proposal.created_ms;
+        tracing::info!(plugin = %plugin, proposal = seq, hash = %hash, "proposed a cluster {}", action.name());
         self.state.lock().expect("agent lock").handled[index]
             .insert(seq, Handled::Accepted { created_ms, proposal, version: Box::new(version) });
-        let own = Vote { member: self.member.clone(), accepted: true, reason: None };
-        self.store
-            .create(&deploys::vote_key(&plugin, seq, &self.member), serde_json::to_vec(&own).expect("encodes"))?;
-        let (outcome, voters) = self.await_votes(&plugin, seq)?;
+        // From here on every way out writes a decision: members never wait on this proposal.
+        let own =
+            serde_json::to_vec(&Vote { member: self.member.clone(), accepted: true, reason: None }).expect("encodes");
+        let counted = self
+            .store
+            .create(&deploys::vote_key(&plugin, seq, &self.member), own)
+            .and_then(|_| self.await_votes(&plugin, seq, created_ms));
+        let (outcome, voters) = match counted {
+            Ok(counted) => counted,
+            Err(err) => (Err(format!("the proposer could not count the votes: {err}")), Vec::new()),
+        };
         let decision = match &outcome {
             Ok(()) => Decision::Serve { from_ms: deploys::serve_from(now_ms(), lead(self.batch_ms), self.batch_ms) },
             Err(reason) => Decision::Refused { reason: reason.clone() },
         };
-        self.store.create(&deploys::decision_key(&plugin, seq), serde_json::to_vec(&decision).expect("encodes"))?;
-        self.apply_decision(index, seq)?;
-        self.forget_before(&plugin, seq);
+        self.write_decision(&plugin, seq, &decision)?;
+        if let Err(err) = self.apply_decision(index, seq) {
+            tracing::warn!(plugin = %plugin, proposal = seq, "decided; this member applies it at its next look: {err}");
+        }
+        self.forget_before(index, &plugin, seq);
         match decision {
             Decision::Serve { from_ms } => {
-                let hash = self.due_hash(index, seq).unwrap_or_default();
                 tracing::info!(plugin = %plugin, proposal = seq, from_batch = from_ms, members = voters.len(), "the cluster serves {hash} from batch {from_ms}");
                 Ok(Decided { hash, from_ms, members: voters })
             }
@@ -569,31 +675,47 @@ impl Agent {
         }
     }
 
-    fn due_hash(&self, index: usize, seq: u64) -> Option<String> {
-        let state = self.state.lock().expect("agent lock");
-        state.due.iter().find(|d| d.index == index && d.seq == seq).map(|d| d.version.short_hash().to_string())
+    /// Writes proposal `seq`'s decision, saying so if that took long enough to matter.
+    fn write_decision(&self, plugin: &str, seq: u64, decision: &Decision) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let body = serde_json::to_vec(decision).expect("a decision encodes");
+        if !self.store.create(&deploys::decision_key(plugin, seq), body)? {
+            tracing::error!(plugin = %plugin, proposal = seq, "another member decided this proposal first");
+        }
+        let took = started.elapsed();
+        if took > Duration::from_millis(lead(self.batch_ms) / 2) {
+            tracing::error!(plugin = %plugin, proposal = seq, took_ms = took.as_millis() as u64,
+                "writing the decision took more than half the swap's lead: a member may have run a batch past the swap time with the old version");
+        }
+        Ok(())
     }
 
     /// Waits until [`deploys::decide`] can decide proposal `seq`; returns the outcome and the
     /// members that accepted.
-    fn await_votes(&self, plugin: &str, seq: u64) -> Result<(Result<(), String>, Vec<String>), StoreError> {
+    /// (A store that fails is asked again until the vote timeout, counted from the proposal;
+    /// past it the outcome is refused, never `serve`: members give up waiting then.)
+    fn await_votes(
+        &self,
+        plugin: &str,
+        seq: u64,
+        created_ms: u64,
+    ) -> Result<(Result<(), String>, Vec<String>), StoreError> {
         let timeout = vote_timeout(self.session_timeout);
-        let started = Instant::now();
+        let waited = humantime::format_duration(timeout).to_string();
+        let deadline = created_ms + crate::fields::millis(timeout);
         let mut votes: BTreeMap<String, Vote> = BTreeMap::new();
+        let mut live: Vec<String> = Vec::new();
         loop {
-            let listed = deploys::parse_listing(&self.store.names(&deploys::folder(plugin))?);
-            for name in listed.get(&seq).map(|l| l.votes.clone()).unwrap_or_default() {
-                if !votes.contains_key(&name)
-                    && let Some(vote) = self.read_json::<Vote>(&format!("{}/{name}", deploys::folder(plugin)))?
-                {
-                    votes.insert(name, vote);
-                }
+            if let Err(err) = self.count_votes(plugin, seq, &mut votes, &mut live) {
+                tracing::warn!(plugin = %plugin, proposal = seq, "cannot read the votes: {err}; asking again");
             }
-            let live: Vec<String> =
-                members::live(&self.store, self.session_timeout, now_ms())?.into_iter().map(|m| m.member).collect();
             let cast: Vec<Vote> = votes.values().cloned().collect();
-            let waited = humantime::format_duration(timeout).to_string();
-            if let Some(outcome) = deploys::decide(&live, &cast, started.elapsed() >= timeout, &waited) {
+            let out_of_time = now_ms() >= deadline;
+            if let Some(outcome) = deploys::decide(&live, &cast, out_of_time, &waited) {
+                let outcome = match outcome {
+                    Ok(()) if out_of_time => Err(format!("not decided within {waited}")),
+                    other => other,
+                };
                 let accepted = cast.into_iter().filter(|v| v.accepted).map(|v| v.member).collect();
                 return Ok((outcome, accepted));
             }
@@ -601,14 +723,36 @@ impl Agent {
         }
     }
 
-    /// Deletes the objects of plugin's proposals [`KEPT_PROPOSALS`] or more before `seq`.
-    fn forget_before(&self, plugin: &str, seq: u64) {
+    /// Reads the votes not read yet, and who is live now.
+    fn count_votes(
+        &self,
+        plugin: &str,
+        seq: u64,
+        votes: &mut BTreeMap<String, Vote>,
+        live: &mut Vec<String>,
+    ) -> Result<(), StoreError> {
+        let listed = deploys::parse_listing(&self.store.names(&deploys::folder(plugin))?);
+        for name in listed.get(&seq).map(|l| l.votes.clone()).unwrap_or_default() {
+            if !votes.contains_key(&name)
+                && let Some(vote) = self.read_json::<Vote>(&format!("{}/{name}", deploys::folder(plugin)))?
+            {
+                votes.insert(name, vote);
+            }
+        }
+        *live = members::live(&self.store, self.session_timeout, now_ms())?.into_iter().map(|m| m.member).collect();
+        Ok(())
+    }
+
+    /// Deletes the objects of plugin's proposals [`KEPT_PROPOSALS`] or more before `seq`, but
+    /// never those of the last `serve` decision known here (what a joiner adopts).
+    fn forget_before(&self, index: usize, plugin: &str, seq: u64) {
+        let served = self.state.lock().expect("agent lock").served[index];
         let Ok(names) = self.store.names(&deploys::folder(plugin)) else { return };
         for name in names {
             let old = name
                 .split_once('.')
                 .and_then(|(s, _)| s.parse::<u64>().ok())
-                .is_some_and(|s| s + KEPT_PROPOSALS <= seq);
+                .is_some_and(|s| s + KEPT_PROPOSALS <= seq && served != Some(s));
             if old {
                 let _ = self.store.delete(&format!("{}/{name}", deploys::folder(plugin)));
             }
@@ -618,6 +762,13 @@ impl Agent {
     /// An automatic rollback in a cluster: proposed like a requested one, on a thread of its
     /// own (the scheduler does not wait); the outcome is logged.
     pub(crate) fn roll_back_detached(self: &Arc<Self>, index: usize) {
+        let pending = self.state.lock().expect("agent lock").handled[index].values().any(
+            |handled| matches!(handled, Handled::Accepted { proposal, .. } if proposal.action == Action::Rollback),
+        );
+        if pending {
+            tracing::info!(plugin = %self.name(index), "a cluster rollback is being decided already: not proposing another");
+            return;
+        }
         let agent = self.clone();
         let spawned = std::thread::Builder::new().name("sluice-cluster-rollback".into()).spawn(move || {
             if let Err(err) = agent.rollback(index, None) {

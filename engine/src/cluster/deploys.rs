@@ -12,6 +12,10 @@
 //!   reason}`, after loading and validating the version as a deploy outside a cluster would.
 //! - `deploys/<plugin>/<seq>.decision`: written by the proposer once it can [`decide`]:
 //!   `{"decision": "serve", "from_ms": F}` or `{"decision": "refused", "reason": ...}`.
+//!
+//! **Owns:** these objects' names and shapes, the vote rule ([`decide`]) and the swap's batch
+//! time ([`serve_from`]). **Never touches:** the store itself (the agent reads and writes), the
+//! registry.
 
 use serde::{Deserialize, Serialize};
 

@@ -7,6 +7,9 @@
 //! Kafka's group knows the members too, but only its leader learns who they are, and a member
 //! that is alive but not yet assigned (or a zombie) is exactly what a deploy must hear from; a
 //! heartbeat is one small PUT per member every few seconds.
+//!
+//! **Owns:** the `members/` objects' names and shape, who counts as live. **Never touches:**
+//! anything else in the store; when to beat is the agent's.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -87,7 +87,9 @@ impl ClusterConfig {
     pub(crate) fn member(&self) -> String {
         self.member.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-            let host = if host.is_empty() { "sluice".to_string() } else { host };
+            let host: String =
+                host.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')).collect();
+            let host = if host.is_empty() || host.starts_with('.') { "sluice".to_string() } else { host };
             format!("{host}-{}", std::process::id())
         })
     }
@@ -113,11 +115,22 @@ impl ClusterConfig {
         {
             errors.push(ConfigError::new("cluster.session_timeout", "expected 1s to 5m"));
         }
-        if self.member.as_deref().is_some_and(|m| m.trim().is_empty()) {
-            errors.push(ConfigError::new("cluster.member", "must not be empty (leave it out for <host>-<pid>)"));
+        if let Some(problem) = self.member.as_deref().and_then(member_name_problem) {
+            errors.push(ConfigError::new("cluster.member", format!("{problem} (leave it out for <host>-<pid>)")));
         }
         errors
     }
+}
+
+/// What is wrong with a member's name, if anything: it names objects in the store and shows in
+/// URLs and metric labels, so it keeps to `A-Z a-z 0-9 . _ -`.
+pub(crate) fn member_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.len() > 128 {
+        return Some("expected 1 to 128 characters");
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    (!name.chars().all(allowed) || name.starts_with('.'))
+        .then_some("expected letters, digits, `.`, `_` and `-`, not starting with `.`")
 }
 
 /// What is wrong with `checkpoint_store`'s form (the store itself is not asked), if anything.

@@ -124,24 +124,7 @@ fn run(
         Some(runtime) => Some(Arc::new(Deployer::start(runtime.clone(), pipeline.registry.clone())?)),
         None => None,
     };
-    // A cluster's member opens the checkpoint store its source keeps partitions' logs in, and
-    // swaps plugins when the cluster does (so its own plugin files are not watched).
-    let membership = match &config.cluster {
-        Some(cluster) => Some(
-            crate::cluster::Membership::open(cluster, &config.pipeline.name, options.member.as_deref())
-                .map_err(|err| RunError::Cluster(err.into()))?,
-        ),
-        None => None,
-    };
-    let agent = match (&membership, &pipeline.runtime) {
-        (Some(membership), Some(runtime)) => Some(crate::cluster::Agent::join(
-            membership,
-            crate::fields::millis(config.pipeline.batch_interval),
-            pipeline.registry.clone(),
-            runtime.clone(),
-        )?),
-        _ => None,
-    };
+    let (membership, agent) = join_cluster(pipeline, options)?;
     let _watcher = match (&deployer, options.watch_plugins && agent.is_none()) {
         (Some(deployer), true) => Some(plugin_watch::watch(pipeline.registry.clone(), deployer.clone())?),
         _ => None,
@@ -246,11 +229,36 @@ fn run(
         checkpointing,
         backpressure,
         rollback_after: config.pipeline.rollback_after,
-        cluster: agent,
+        cluster: agent.clone(),
     };
     let report = scheduler.run(state, batches_rx);
+    if let Some(agent) = agent {
+        agent.leave();
+    }
     io.shutdown_background();
     Ok(report)
+}
+
+/// A cluster's member opens the checkpoint store its source keeps partitions' logs in, and
+/// (with plugins) joins the cluster's swaps, so its own plugin files are not watched.
+fn join_cluster(
+    pipeline: &Pipeline,
+    options: &RunOptions,
+) -> Result<(Option<crate::cluster::Membership>, Option<Arc<crate::cluster::Agent>>), RunError> {
+    let config = &pipeline.file.config;
+    let Some(cluster) = &config.cluster else { return Ok((None, None)) };
+    let membership = crate::cluster::Membership::open(cluster, &config.pipeline.name, options.member.as_deref())
+        .map_err(|err| RunError::Cluster(err.into()))?;
+    let agent = match &pipeline.runtime {
+        Some(runtime) => Some(crate::cluster::Agent::join(
+            &membership,
+            crate::fields::millis(config.pipeline.batch_interval),
+            pipeline.registry.clone(),
+            runtime.clone(),
+        )?),
+        None => None,
+    };
+    Ok((Some(membership), agent))
 }
 
 fn incompatible_state(resumed: &Resumed, problems: Vec<String>) -> CheckpointError {
