@@ -2,13 +2,16 @@
 """A cluster of 1, 2 and 3 sluice processes on one tansu broker: throughput, and how long a
 partition that changes owner waits for its next output.
 
-  scripts/bench-cluster.sh [--lines N] [--partitions P] [--runs R]
+  scripts/bench-cluster.sh [--lines N] [--partitions P] [--runs R] [--keyed]
 
 Throughput: a topic of P partitions is filled with N lines (8 words each) by confluent-kafka;
 then K members (K = 1, 2, 3) of a `[cluster]` pipeline (flat_map split_words → file sink, store
 in a temporary directory) read it; records/s is N over the time from the first batch with
 records (any member) to the last. On a 2-core machine more members share the same cores: the
-point is that the work spreads, not that it scales.
+point is that the work spreads, not that it scales. With `--keyed` the words are also counted
+by `reduce_by_key` behind the shuffle (the repartition topic), and a run ends when the counts
+written add up to every word of the input: records/s is then N over the time from the first
+batch with records to the last counts file.
 
 Rebalance: with a producer writing 2,000 lines/s, 2 members run, a third joins, then one is
 killed (`kill -9`). For every partition a member gains, "gain to first output" is the time from
@@ -19,6 +22,7 @@ timeout (3 s here) has passed; that wait comes before the gain and is not in the
 import argparse
 import datetime
 import glob
+import json
 import os
 import random
 import re
@@ -71,6 +75,21 @@ type = "file"
 path = "out"
 """
 
+KEYED = """
+[[stages]]
+name = "counts"
+input = "words"
+op = "reduce_by_key"
+plugin = "wordcount"
+function = "sum"
+
+[[sinks]]
+name = "counts_out"
+input = "counts"
+type = "file"
+path = "counts"
+"""
+
 BATCH = re.compile(r"^(\S+) .*batch (\d+) ms: (\d+) records in", re.M)
 GAINED = re.compile(r"^(\S+) .*gained partition lines/(\d+)", re.M)
 
@@ -95,27 +114,47 @@ class Member:
         self.child.wait(60)
 
 
-def write_pipeline(work, brokers):
+def write_pipeline(work, brokers, keyed=False):
     os.makedirs(os.path.join(work, "store"))
     with open(os.path.join(work, "pipeline.toml"), "w") as f:
         f.write(PIPELINE.format(plugin=os.path.join(ROOT, "target", "plugins", "wordcount.wasm"), brokers=brokers,
-                                group=f"bench-{time.time_ns()}", store=os.path.join(work, "store")))
+                                group=f"bench-{time.time_ns()}", store=os.path.join(work, "store"))
+                + (KEYED if keyed else ""))
 
 
-def throughput(address, members, count):
+def counted(work):
+    """Words counted so far by the keyed stage, and the newest counts file's mtime."""
+    total, newest = 0, 0.0
+    for path in glob.glob(os.path.join(work, "counts", "batch-*.jsonl")):
+        newest = max(newest, os.path.getmtime(path))
+        with open(path) as f:
+            total += sum(json.loads(line)[1] for line in f if line.strip())
+    return total, newest
+
+
+def throughput(address, members, count, keyed=False):
     with tempfile.TemporaryDirectory() as work:
-        write_pipeline(work, address)
+        write_pipeline(work, address, keyed)
         running = [Member(work, f"m{i}") for i in range(members)]
         deadline = time.time() + 300
-        batches = []
+        batches, words = [], (0, 0.0)
         while time.time() < deadline:
             time.sleep(0.5)
             batches = [(int(t), int(n)) for m in running for _, t, n in BATCH.findall(m.text()) if int(n) > 0]
-            if sum(n for _, n in batches) >= count:
+            if keyed:
+                words = counted(work)
+                if words[0] >= count * 8:
+                    break
+            elif sum(n for _, n in batches) >= count:
                 break
         for m in running:
             m.stop()
         taken = sum(n for _, n in batches)
+        if keyed:
+            if words[0] != count * 8:
+                sys.exit(f"{members} member(s) counted {words[0]} of {count * 8} words; logs in {work}")
+            first = min(t for t, _ in batches) / 1000
+            return count / (words[1] - first)
         if taken < count:
             sys.exit(f"{members} member(s) took {taken} of {count} lines; logs in {work}")
         times = sorted(t for t, _ in batches)
@@ -179,11 +218,13 @@ def main():
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tansu", required=True)
+    parser.add_argument("--keyed", action="store_true", help="also count words with reduce_by_key behind the shuffle")
     args = parser.parse_args()
     rnd = random.Random(7)
     words = [f"w{i}" for i in range(5000)]
     lines = [" ".join(rnd.choice(words) for _ in range(8)).encode() for _ in range(args.lines)]
     rates = {1: [], 2: [], 3: []}
+    keyed = {1: [], 2: [], 3: []}
     joins, kills = [], []
     for run in range(args.runs):
         tansu, address = bench_kafka.start_tansu(args.tansu)
@@ -194,6 +235,8 @@ def main():
             bench_kafka.produce(address, "lines", lines)
             for members in rates:
                 rates[members].append(throughput(address, members, len(lines)))
+                if args.keyed:
+                    keyed[members].append(throughput(address, members, len(lines), keyed=True))
             join, kill = rebalance(address, lines)
             joins += join
             kills += kill
@@ -205,6 +248,9 @@ def main():
     for members, figures in rates.items():
         rate = statistics.median(figures)
         print(f"  {members} member(s): {rate:>10,.0f} records/s   {rate / statistics.median(rates[1]):.2f}× one member")
+        if keyed[members]:
+            k = statistics.median(keyed[members])
+            print(f"    + reduce_by_key behind the shuffle: {k:>10,.0f} lines/s   {k / rate:.2f}× without it")
     for name, waits in (("a member joins", joins), ("a member is killed (from the gain, which comes after the 3 s session timeout)", kills)):
         if waits:
             print(f"  gain to first output, {name}: median {statistics.median(waits):.2f} s, "

@@ -1,7 +1,8 @@
 //! What the Kafka source and the Kafka sink share: turning `brokers` and a `[.properties]` table
 //! into a librdkafka client configuration, and the rule for which properties are the
-//! component's own (set from its fields, so refused in `properties`). Each component owns the
-//! rest of its life-cycle in `sources/kafka/` and `sinks/kafka.rs`.
+//! component's own (set from its fields, so refused in `properties`); and, for a cluster's
+//! shuffle, the `sluice-at` header both sides read and the repartition topic's creation. Each
+//! component owns the rest of its life-cycle in `sources/kafka/` and `sinks/kafka.rs`.
 
 use std::collections::BTreeMap;
 
@@ -154,6 +155,81 @@ pub(crate) fn validate_client<C: rdkafka::config::FromClientConfig>(
         // Creating a client checks every property by name and value, and connects lazily.
         if let Err(err) = client_config(brokers, properties, &[]).create::<C>() {
             errors.push(ConfigError::new(format!("{at}.properties"), format!("librdkafka refuses them: {err}")));
+        }
+    }
+}
+
+/// The `sluice-at` header of record `index` of a task's output of batch `batch` on a cluster's
+/// repartition topic: both big-endian, so the bytes order as `(batch, index)` does.
+pub(crate) fn shuffle_at(batch: u64, index: u64) -> [u8; 16] {
+    let mut at = [0; 16];
+    at[..8].copy_from_slice(&batch.to_be_bytes());
+    at[8..].copy_from_slice(&index.to_be_bytes());
+    at
+}
+
+/// `(batch, index)` of a `sluice-at` header.
+pub(crate) fn shuffle_at_parts(at: [u8; 16]) -> (u64, u64) {
+    let (batch, index) = at.split_at(8);
+    (u64::from_be_bytes(batch.try_into().expect("8 bytes")), u64::from_be_bytes(index.try_into().expect("8 bytes")))
+}
+
+/// Creates topic `name` with `partitions` partitions unless it exists; an existing one must have
+/// that many (a shuffle's keys would go elsewhere otherwise). Replication: the brokers' default.
+pub(crate) fn ensure_topic(
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+    name: &str,
+    partitions: i32,
+) -> Result<(), String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers, properties, &[])
+        .create()
+        .map_err(|err| format!("cannot make an admin client: {err}"))?;
+    let consumer: BaseConsumer = client_config(brokers, properties, &[]).create().map_err(|err| err.to_string())?;
+    let existing = |consumer: &BaseConsumer| -> Result<Option<usize>, String> {
+        let metadata = consumer.fetch_metadata(Some(name), REQUEST_TIMEOUT).map_err(|err| err.to_string())?;
+        Ok(metadata.topics().iter().find(|t| t.name() == name && t.error().is_none()).map(|t| t.partitions().len()))
+    };
+    if existing(&consumer)?.is_none_or(|found| found == 0) {
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(-1));
+        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        // On a thread of its own: the caller may be inside the I/O runtime's context.
+        let created = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                    runtime
+                        .map_err(|err| err.to_string())?
+                        .block_on(admin.create_topics([&topic], &options))
+                        .map_err(|err| err.to_string())
+                })
+                .join()
+                .unwrap_or_else(|_| Err("the topic's creation panicked".to_string()))
+        })
+        .map_err(|err| format!("cannot create topic `{name}`: {err}"))?;
+        for result in created {
+            match result {
+                Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => return Err(format!("cannot create topic `{name}`: {code}")),
+            }
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match existing(&consumer)? {
+            Some(found) if found == partitions as usize => return Ok(()),
+            Some(found) if found > 0 => {
+                return Err(format!(
+                    "topic `{name}` has {found} partitions; this pipeline's shuffle needs {partitions} (one per source \
+                     partition): delete it, or give the source topic as many"
+                ));
+            }
+            _ if std::time::Instant::now() > deadline => {
+                return Err(format!("topic `{name}` was created but its partitions do not show within 30 s"));
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(200)),
         }
     }
 }

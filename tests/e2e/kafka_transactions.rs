@@ -36,6 +36,9 @@ fn kafka_to_kafka_is_exactly_once_for_a_read_committed_consumer_across_kill_9s()
     let (mut replayed, mut skipped) = (0, 0);
     for _ in 0..10 {
         let running = work.spawn(&["pipeline.toml", "--no-ui"]);
+        // Killed a while into its run, not during a start slowed by a loaded machine (which
+        // leaves nothing logged to replay).
+        running.wait_for("pipeline running", Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(1_000 + rng.below(1_500)));
         running.signal("KILL");
         let (code, log) = running.finish(Duration::from_secs(10));

@@ -5,6 +5,7 @@
 //! boundary. When every source has finished, it emits the batch holding their last records at the
 //! next boundary and stops; the [`scheduler`] then runs what is queued and returns.
 
+pub mod keyed;
 pub mod scheduler;
 
 use std::collections::BTreeMap;

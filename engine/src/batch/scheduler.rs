@@ -17,7 +17,7 @@ use std::sync::mpsc::Receiver as Queue;
 use std::time::Instant;
 
 use crate::checkpoint::{self, Checkpoint};
-use crate::graph::{BatchOutcome, DeadLetter, Graph, GraphState, StageCheckpoint, run_batch};
+use crate::graph::{BatchOutcome, DeadLetter, Graph, GraphState, Part, StageCheckpoint, run_part};
 use crate::metrics::events::BatchInfo;
 use crate::metrics::{BatchFigures, Metrics};
 use crate::receiver::Receiver;
@@ -102,6 +102,16 @@ pub enum CommitError {
         /// Why.
         source: SinkError,
     },
+    /// A repartition partition's keyed state could not be kept.
+    #[error("cannot keep the keyed state of {task} after batch {batch}: {source}")]
+    KeyedState {
+        /// The batch.
+        batch: u64,
+        /// The task.
+        task: String,
+        /// Why.
+        source: Box<crate::cluster::store::StoreError>,
+    },
     /// The checkpoint could not be written.
     #[error("cannot write the checkpoint of batch {batch}: {source}")]
     Checkpoint {
@@ -159,6 +169,10 @@ pub struct Scheduler<'a> {
     /// A cluster's member: the agent that says which versions serve a batch (installed before
     /// it starts), and rolls back cluster-wide.
     pub cluster: Option<Arc<crate::cluster::Agent>>,
+    /// A cluster with a keyed stage: where source tasks send the keyed stage's records.
+    pub shuffle: Option<crate::sinks::shuffle::ShuffleWriter>,
+    /// A cluster with a keyed stage: each repartition partition's state.
+    pub keyed: Option<super::keyed::KeyedStates>,
 }
 
 /// Per plugin: the version swapped in that has not yet served a batch without failing, and its
@@ -187,6 +201,8 @@ struct RunState {
 struct TaskOutcome {
     task: Option<Arc<Task>>,
     outcome: BatchOutcome,
+    /// A repartition partition's task: its state after it, encoded, to keep once it committed.
+    state: Option<Vec<u8>>,
 }
 
 /// A batch's blocks by task, in the order tasks first appear; one task (None) with every block
@@ -207,15 +223,17 @@ fn tasks(blocks: Vec<crate::block::Block>) -> Vec<(Option<Arc<Task>>, Vec<crate:
 
 /// Adds one task's stage figures to the batch's.
 fn add_figures(total: &mut Vec<crate::metrics::events::StageFigures>, more: Vec<crate::metrics::events::StageFigures>) {
-    if total.is_empty() {
-        *total = more;
-        return;
-    }
-    for (sum, part) in total.iter_mut().zip(more) {
-        sum.records_in += part.records_in;
-        sum.records_out += part.records_out;
-        sum.calls += part.calls;
-        sum.micros += part.micros;
+    // By name: the two sides of a cluster's shuffle run different stages.
+    for part in more {
+        match total.iter_mut().find(|sum| sum.name == part.name) {
+            Some(sum) => {
+                sum.records_in += part.records_in;
+                sum.records_out += part.records_out;
+                sum.calls += part.calls;
+                sum.micros += part.micros;
+            }
+            None => total.push(part),
+        }
     }
 }
 
@@ -342,10 +360,42 @@ impl Scheduler<'_> {
         let mut outcomes = Vec::new();
         for (task, blocks) in tasks(std::mem::take(&mut job.blocks)) {
             let time = task.as_ref().map_or(job.batch.time_ms, |t| t.batch_ms);
-            match self.execute_task(run, job, time, blocks) {
-                Some(outcome) => outcomes.push(TaskOutcome { task, outcome }),
-                // A cluster's task fails alone (a cluster keeps no state across partitions):
-                // its output is dropped as a failed batch's is, the other tasks' is written.
+            let keyed = task.as_ref().and_then(|t| t.keyed.as_ref());
+            let part = match (&self.graph.shuffle, keyed) {
+                (Some(shuffle), Some(_)) => Part::Keyed(shuffle),
+                (Some(shuffle), None) => Part::Sources(shuffle),
+                (None, _) => Part::Whole,
+            };
+            // A repartition partition's task runs on that partition's state; any other on the
+            // run's (a cluster's source tasks keep none).
+            let (through, mut state) = match (keyed, self.keyed.as_mut()) {
+                (Some(keyed), Some(states)) => match states.take(self.graph, keyed) {
+                    Some(held) => held,
+                    None => continue, // its entry is in the kept state already
+                },
+                _ => (None, std::mem::take(&mut run.state)),
+            };
+            let before = keyed.map(|_| state.clone());
+            let outcome = self.execute_task(run, job, time, part, &mut state, blocks);
+            let mut encoded = None;
+            match (keyed, self.keyed.as_mut()) {
+                (Some(keyed), Some(states)) => {
+                    // A failed task's records are dropped: so is what it did to the state.
+                    let (through, state) = match outcome.is_some() {
+                        true => {
+                            encoded = Some(states.encode(self.graph, &state, time, &run.serving));
+                            (Some(keyed.seq), state)
+                        }
+                        false => (through, before.expect("taken for a keyed task")),
+                    };
+                    states.put_back(keyed, through, state);
+                }
+                _ => run.state = state,
+            }
+            match outcome {
+                Some(outcome) => outcomes.push(TaskOutcome { task, outcome, state: encoded }),
+                // A cluster's task fails alone: its output is dropped as a failed batch's is,
+                // the other tasks' is written.
                 None if task.is_some() => {}
                 None => return None,
             }
@@ -353,21 +403,23 @@ impl Scheduler<'_> {
         Some(outcomes)
     }
 
-    /// Runs the graph over one task's blocks, as of batch time `time`.
+    /// Runs `part` of the graph over one task's blocks, as of batch time `time`, on `state`.
     fn execute_task(
         &mut self,
         run: &mut RunState,
         job: &mut Job,
         time: u64,
+        part: Part<'_>,
+        state: &mut GraphState,
         blocks: Vec<crate::block::Block>,
     ) -> Option<BatchOutcome> {
         // A cluster's replayed entry runs with the versions that served its own batch time
         // across the cluster, not with this batch's (its output must not change on a replay).
         let serving = self.cluster.as_ref().and_then(|c| c.serving_at(time)).unwrap_or_else(|| run.serving.clone());
-        match run_batch(self.graph, &mut run.state, &serving, time, job.close_windows, blocks, self.pool) {
+        match run_part(self.graph, part, state, &serving, time, job.close_windows, blocks, self.pool) {
             Ok(outcome) => {
-                let late = run.state.late_records().saturating_sub(run.late_before);
-                run.late_before = run.state.late_records();
+                let late = state.late_records().saturating_sub(run.late_before);
+                run.late_before = state.late_records();
                 if late > 0 {
                     tracing::warn!(batch = time, records = late, "late records: their event-time windows had closed");
                     run.report.late_records += late;
@@ -397,7 +449,7 @@ impl Scheduler<'_> {
                 tracing::error!(batch = time, class = %err.error.class(), "batch failed: {err}");
                 if let Some(checkpointing) = &self.checkpointing {
                     // Stages before the failing one took the batch in: put the state back.
-                    run.state = GraphState::import(self.graph, checkpointing.last_good.clone())
+                    *state = GraphState::import(self.graph, checkpointing.last_good.clone())
                         .expect("the last checkpoint was written from this graph");
                 }
                 None
@@ -413,16 +465,25 @@ impl Scheduler<'_> {
         job: &mut Job,
         outcomes: Option<Vec<TaskOutcome>>,
     ) -> Result<(), CommitError> {
-        for TaskOutcome { task, outcome } in outcomes.unwrap_or_default() {
+        for TaskOutcome { task, outcome, state } in outcomes.unwrap_or_default() {
             let batch = match &task {
                 None => job.batch,
                 Some(task) if !task.owned() => {
                     tracing::warn!(batch = task.batch_ms, task = %task.name, "partition revoked: its output of this batch is not written (its next owner replays it)");
+                    if let (Some(keyed), Some(states)) = (&task.keyed, self.keyed.as_mut()) {
+                        states.forget(keyed);
+                    }
                     continue;
                 }
                 Some(task) => BatchRef { time_ms: task.batch_ms, replayed: task.replayed, task: Some(&task.name) },
             };
+            if let (Some(task), Some(shuffled)) = (&task, &outcome.shuffled) {
+                self.send_shuffled(task, shuffled)?;
+            }
             job.outputs += self.write(batch, &outcome)?;
+            if let (Some(task), Some(state)) = (&task, state) {
+                self.keep_state(task, state)?;
+            }
             add_figures(&mut job.info.stages, outcome.stages);
         }
         let checkpointed = self.checkpoint(job, &run.state, &run.serving)?;
@@ -475,6 +536,10 @@ impl Scheduler<'_> {
         let time = batch.time_ms;
         let mut outputs = 0;
         for (sink, node) in self.sinks.iter_mut().zip(&self.graph.sinks) {
+            // Each side of a cluster's shuffle writes the sinks of the streams it computed.
+            if self.graph.shuffle.is_some() && outcome.streams[node.input].is_none() {
+                continue;
+            }
             let partitions = outcome.streams[node.input].as_deref().unwrap_or_default();
             let ty = &self.graph.streams[node.input].ty;
             outputs += with_retries(time, node.config.name(), || sink.write(batch, ty, partitions))
@@ -510,6 +575,23 @@ impl Scheduler<'_> {
             })?;
         }
         Ok(outputs)
+    }
+
+    /// A cluster's source task: its records for the keyed stage to the repartition topic, all
+    /// delivered before its sinks commit.
+    fn send_shuffled(&self, task: &Task, shuffled: &[crate::block::Partition]) -> Result<(), CommitError> {
+        let Some(writer) = &self.shuffle else { return Ok(()) };
+        with_retries(task.batch_ms, "shuffle", || writer.write(&task.name, task.batch_ms, shuffled))
+            .map(drop)
+            .map_err(|source| CommitError::Write { sink: writer.topic().to_string(), batch: task.batch_ms, source })
+    }
+
+    /// A repartition partition's task committed: its state is kept under its log entry.
+    fn keep_state(&self, task: &Task, state: Vec<u8>) -> Result<(), CommitError> {
+        let (Some(keyed), Some(states)) = (&task.keyed, &self.keyed) else { return Ok(()) };
+        with_retries(task.batch_ms, "keyed state", || states.save(keyed, state.clone())).map_err(|source| {
+            CommitError::KeyedState { batch: task.batch_ms, task: task.name.clone(), source: Box::new(source) }
+        })
     }
 
     /// Writes the checkpoint of a finished batch, if checkpoints are on and it is its turn.

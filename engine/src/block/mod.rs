@@ -49,6 +49,24 @@ pub struct Task {
     pub replayed: bool,
     /// Whether this member still owns the partition: a revoked task's output is not written.
     pub owned: Arc<std::sync::atomic::AtomicBool>,
+    /// A repartition partition's task (it runs the keyed stage on): None for a source
+    /// partition's.
+    pub keyed: Option<KeyedTask>,
+}
+
+/// What a task of a cluster's repartition partition carries besides its records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyedTask {
+    /// The repartition topic.
+    pub topic: String,
+    /// The partition: its keys' state is this task's.
+    pub partition: i32,
+    /// The log entry it runs: its state after the task is kept under this number.
+    pub seq: u64,
+    /// The first task of a partition this member just gained (or whose log moved on without
+    /// it): its state starts from the newest one kept in the store, not from what this member
+    /// held.
+    pub restore: bool,
 }
 
 impl PartialEq for Task {

@@ -2,6 +2,7 @@
 //! or error (`sluice ... | head`) ends that output; the command still exits with its own status.
 
 mod output;
+mod status;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -114,8 +115,12 @@ enum Command {
         #[command(flatten)]
         remote: RemoteArgs,
     },
-    /// Show a running engine's pipeline, last batch, sources and plugin versions.
+    /// Show a running engine's pipeline, last batch, sources and plugin versions (JSON).
     Status {
+        /// A cluster's member: print the cluster as a table instead — each live member, the
+        /// version of each plugin it serves, its last batch, its partitions with their lag.
+        #[arg(long)]
+        cluster: bool,
         #[command(flatten)]
         remote: RemoteArgs,
     },
@@ -232,7 +237,20 @@ pub fn main() -> ExitCode {
             let query = to.map(|hash| format!("?to={hash}")).unwrap_or_default();
             remote_call(&remote, &format!("/api/plugins/{plugin}/rollback{query}"), Some(Vec::new()))
         }
-        Command::Status { remote } => remote_call(&remote, "/api/status", None),
+        Command::Status { cluster: false, remote } => remote_call(&remote, "/api/status", None),
+        Command::Status { cluster: true, remote } => match remote_answer(&remote, "/api/status", None) {
+            Ok(text) => match status::cluster_table(&text) {
+                Ok(table) => {
+                    outln!("{table}");
+                    ExitCode::SUCCESS
+                }
+                Err(why) => {
+                    errln!("error: {}: {why}", remote.ui);
+                    ExitCode::FAILURE
+                }
+            },
+            Err(code) => code,
+        },
         Command::Pause { source, remote } => {
             remote_call(&remote, &format!("/api/sources/{source}/pause"), Some(Vec::new()))
         }
@@ -367,6 +385,20 @@ fn guarantees(pipeline: &Pipeline) -> Vec<String> {
 
 /// Calls the admin API of a running engine: POST with `body`, else GET; prints the JSON answer.
 fn remote_call(remote: &RemoteArgs, path: &str, body: Option<Vec<u8>>) -> ExitCode {
+    match remote_answer(remote, path, body) {
+        Ok(text) => {
+            let pretty = serde_json::from_str::<serde_json::Value>(&text)
+                .and_then(|v| serde_json::to_string_pretty(&v))
+                .unwrap_or(text);
+            outln!("{pretty}");
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// The answer of the admin API to a call (see [`remote_call`]); a failure is reported here.
+fn remote_answer(remote: &RemoteArgs, path: &str, body: Option<Vec<u8>>) -> Result<String, ExitCode> {
     let url = format!("http://{}{path}", remote.ui);
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(120)).build();
     let request = match &body {
@@ -382,14 +414,7 @@ fn remote_call(remote: &RemoteArgs, path: &str, body: Option<Vec<u8>>) -> ExitCo
         None => request.call(),
     };
     match response {
-        Ok(response) => {
-            let text = response.into_string().unwrap_or_default();
-            let pretty = serde_json::from_str::<serde_json::Value>(&text)
-                .and_then(|v| serde_json::to_string_pretty(&v))
-                .unwrap_or(text);
-            outln!("{pretty}");
-            ExitCode::SUCCESS
-        }
+        Ok(response) => Ok(response.into_string().unwrap_or_default()),
         Err(ureq::Error::Status(code, response)) => {
             let text = response.into_string().unwrap_or_default();
             let message = serde_json::from_str::<serde_json::Value>(&text)
@@ -397,14 +422,14 @@ fn remote_call(remote: &RemoteArgs, path: &str, body: Option<Vec<u8>>) -> ExitCo
                 .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
                 .unwrap_or(text);
             errln!("error: {url}: {code}: {message}");
-            ExitCode::FAILURE
+            Err(ExitCode::FAILURE)
         }
         Err(err) => {
             errln!(
                 "error: cannot reach a running sluice at {} ({err}); is `sluice run` serving there (--ui)?",
                 remote.ui
             );
-            ExitCode::FAILURE
+            Err(ExitCode::FAILURE)
         }
     }
 }

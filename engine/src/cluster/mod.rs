@@ -44,6 +44,8 @@ pub(crate) struct Membership {
     pub(crate) store: CheckpointStore,
     /// `session_timeout`.
     pub(crate) session_timeout: Duration,
+    /// With a keyed stage: the repartition topic the source also reads (and creates).
+    pub(crate) shuffle_topic: Option<String>,
 }
 
 impl Membership {
@@ -59,6 +61,7 @@ impl Membership {
             member: member.map_or_else(|| config.member(), str::to_string),
             store: CheckpointStore::open(&config.checkpoint_store, pipeline)?,
             session_timeout: config.session_timeout(),
+            shuffle_topic: None,
         })
     }
 }

@@ -13,11 +13,18 @@
 //!   the highest done entry is final; a member that gains the partition replays the entries
 //!   after it, with their own batch times, and reads on from the last entry's `until`.
 //!
-//! Entries and done markers older than the last done one are deleted once it is written. A
+//! - `state/<seq>` (a repartition partition's only): the keyed stage's state after entry `seq`,
+//!   written once the entry's output committed and before `done/<seq>`; a member that gains the
+//!   partition starts from the newest state there (none: empty) and skips the entries at or
+//!   before it (a zombie may have moved it past the done entry the gainer read).
+//!
+//! Entries and done markers older than the last done one are deleted once it is written (and
+//! states older than the newest one at or before it). A
 //! member far behind (a zombie back after a long pause) could then create an old `seq` again;
 //! an append that finds a done marker at or past its `seq` takes its entry back and reports
 //! [`Appended::Behind`], so loaders (which read from the last done entry on) never see it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -63,7 +70,17 @@ pub(crate) struct Entry {
     pub(crate) until: i64,
     /// The member that wrote it.
     pub(crate) member: String,
+    /// A repartition partition's: per origin, the last record taken once this entry's are
+    /// (`sources/kafka/shuffled.rs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) shuffled: Shuffled,
+    /// The same table before this entry (the entry before's), filled in when the log is read.
+    #[serde(skip)]
+    pub(crate) shuffled_before: Shuffled,
 }
+
+/// Per origin task, the last `(batch, index)` taken from a repartition partition.
+pub(crate) type Shuffled = BTreeMap<String, (u64, u64)>;
 
 /// A partition's log as a member finds it when it gains the partition.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -76,6 +93,10 @@ pub(crate) struct Loaded {
     pub(crate) next_seq: u64,
     /// The last entry's batch time.
     pub(crate) last_batch: Option<u64>,
+    /// The last done entry's number.
+    pub(crate) done: Option<u64>,
+    /// The table after the last entry (a repartition partition's; see [`Entry::shuffled`]).
+    pub(crate) shuffled: Shuffled,
 }
 
 /// What [`CheckpointStore::append`] found.
@@ -198,16 +219,17 @@ impl CheckpointStore {
             // Past the last entry and the last done marker (an entry deleted by hand or by a
             // lifecycle rule does not send the log back to 0).
             let next_seq = entries.last().copied().max(last_done).map_or(0, |s| s + 1);
-            let mut loaded = Loaded { next_seq, ..Loaded::default() };
+            let mut loaded = Loaded { next_seq, done: last_done, ..Loaded::default() };
             let wanted: Vec<u64> = match (last_done, entries.last()) {
                 (_, None) => Vec::new(),
                 (Some(d), Some(_)) => entries.iter().copied().filter(|s| *s >= d).collect(),
                 (None, Some(_)) => entries.clone(),
             };
             for seq in wanted {
-                let entry = Self::read(&store, &base, seq).await?;
+                let mut entry = Self::read(&store, &base, seq).await?;
                 loaded.next_offset = Some(entry.until);
                 loaded.last_batch = Some(entry.batch);
+                entry.shuffled_before = std::mem::replace(&mut loaded.shuffled, entry.shuffled.clone());
                 if last_done.is_none_or(|d| seq > d) {
                     loaded.pending.push(entry);
                 }
@@ -270,13 +292,48 @@ impl CheckpointStore {
                 Err(source) => return Err(StoreError::Request { at: at.to_string(), source }),
             }
             // Older entries and markers are history now; a failed delete is retried next time.
-            for kind in ["log", "done"] {
-                for old in Self::numbers(store.clone(), base.clone().join(kind)).await?.into_iter().filter(|s| *s < seq)
-                {
+            let states = Self::numbers(store.clone(), base.clone().join("state")).await?;
+            // The newest state at or before `seq` stays (none: nothing to delete).
+            let kept_state = states.iter().copied().filter(|s| *s <= seq).max();
+            for (kind, before) in [("log", Some(seq)), ("done", Some(seq)), ("state", kept_state)] {
+                let Some(before) = before else { continue };
+                let numbers = if kind == "state" {
+                    states.clone()
+                } else {
+                    Self::numbers(store.clone(), base.clone().join(kind)).await?
+                };
+                for old in numbers.into_iter().filter(|s| *s < before) {
                     let _ = store.delete(&base.clone().join(kind).join(format!("{old:012}"))).await;
                 }
             }
             Ok(())
+        })
+    }
+
+    /// Writes a repartition partition's keyed state after entry `seq` (before its done marker).
+    pub(crate) fn save_state(&self, topic: &str, partition: i32, seq: u64, state: Vec<u8>) -> Result<(), StoreError> {
+        let at = self.partition(topic, partition).join("state").join(format!("{seq:012}"));
+        let store = self.store.clone();
+        self.block(async move {
+            store
+                .put(&at, PutPayload::from(state))
+                .await
+                .map(drop)
+                .map_err(|source| StoreError::Request { at: at.to_string(), source })
+        })
+    }
+
+    /// The newest keyed state of a repartition partition, with its entry's number; None if there
+    /// is none (the state starts empty).
+    pub(crate) fn load_state(&self, topic: &str, partition: i32) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let (store, base) = (self.store.clone(), self.partition(topic, partition).join("state"));
+        self.block(async move {
+            let newest = Self::numbers(store.clone(), base.clone()).await?.into_iter().max();
+            let Some(seq) = newest else { return Ok(None) };
+            let at = base.join(format!("{seq:012}"));
+            let fail = |source| StoreError::Request { at: at.to_string(), source };
+            let bytes = store.get(&at).await.map_err(fail)?.bytes().await.map_err(fail)?;
+            Ok(Some((seq, bytes.to_vec())))
         })
     }
 
@@ -358,7 +415,40 @@ mod tests {
     use super::*;
 
     fn entry(seq: u64, batch: u64, from: i64, until: i64, member: &str) -> Entry {
-        Entry { seq, batch, from, until, member: member.into() }
+        Entry {
+            seq,
+            batch,
+            from,
+            until,
+            member: member.into(),
+            shuffled: Shuffled::new(),
+            shuffled_before: Shuffled::new(),
+        }
+    }
+
+    #[test]
+    fn a_repartition_partition_keeps_its_tables_and_its_newest_state() {
+        let (_dir, store) = store();
+        let table = |n: u64| Shuffled::from([("src-0".to_string(), (n * 1000, n))]);
+        for seq in 0..4u64 {
+            let mut e = entry(seq, 1000 * (seq + 1), seq as i64 * 10, seq as i64 * 10 + 10, "a");
+            e.shuffled = table(seq);
+            store.append("t", 0, &e).unwrap();
+        }
+        assert_eq!(store.load_state("t", 0).unwrap(), None, "no state yet: start empty");
+        store.save_state("t", 0, 1, b"after 1".to_vec()).unwrap();
+        store.done("t", 0, 1).unwrap();
+        store.save_state("t", 0, 3, b"after 3, not done".to_vec()).unwrap();
+        let loaded = store.load("t", 0).unwrap();
+        assert_eq!(loaded.done, Some(1));
+        let pending: Vec<(u64, Shuffled)> = loaded.pending.iter().map(|e| (e.seq, e.shuffled_before.clone())).collect();
+        assert_eq!(pending, [(2, table(1)), (3, table(2))], "each replay starts from the entry before's table");
+        assert_eq!(loaded.shuffled, table(3));
+        // The newest, though not done: its output committed before it was written.
+        assert_eq!(store.load_state("t", 0).unwrap(), Some((3, b"after 3, not done".to_vec())));
+        store.done("t", 0, 3).unwrap();
+        assert_eq!(store.load_state("t", 0).unwrap(), Some((3, b"after 3, not done".to_vec())));
+        assert!(!_dir.path().join("p/partitions/t/0/state/000000000001").exists(), "older states are deleted");
     }
 
     fn store() -> (tempfile::TempDir, CheckpointStore) {

@@ -1,5 +1,6 @@
 //! What a cluster (`[cluster]`, see `crate::cluster`) can run today: one Kafka source,
-//! per-record and per-partition stages, and sinks whose output is per partition. Checked with
+//! per-record and per-partition stages, one keyed stage (shuffled through a repartition topic,
+//! `graph/shuffle.rs`), and sinks whose output is per partition. Checked with
 //! the rest of the file, so every problem names its field.
 
 use super::{PipelineConfig, StageOp};
@@ -28,15 +29,40 @@ pub(super) fn validate(config: &PipelineConfig, cluster: &ClusterConfig) -> Vec<
             "a cluster reads one source, of type \"kafka\": its partitions are what the members share",
         )),
     }
+    let mut keyed: Option<&str> = None;
     for stage in &config.stages {
-        if !per_partition(&stage.op) {
-            errors.push(ConfigError::new(
-                format!("stages `{}`.op", stage.name),
-                "groups records across partitions, which a cluster cannot run yet (keyed work needs \
-                     the repartition topic); in a cluster use map, flat_map, filter, map_partitions, \
-                     key_by, union or repartition",
-            ));
+        if per_partition(&stage.op) {
+            continue;
         }
+        let at = format!("stages `{}`.op", stage.name);
+        match (shuffles(&stage.op), keyed) {
+            (true, None) => keyed = Some(&stage.name),
+            (true, Some(first)) => errors.push(ConfigError::new(
+                at,
+                format!(
+                    "a cluster shuffles for one keyed stage (`{first}`, through its repartition topic); \
+                     after it use per-partition ops (map, flat_map, filter, map_partitions)"
+                ),
+            )),
+            (false, _) => errors.push(ConfigError::new(
+                at,
+                "works on all of a batch's records or on windows of batches, which a cluster cannot \
+                 run yet; in a cluster use map, flat_map, filter, map_partitions, key_by, union, \
+                 repartition, and one keyed stage: reduce_by_key, group_by_key, update_state_by_key \
+                 or map_with_state",
+            )),
+        }
+    }
+    if let (Some(stage), [SourceConfig::Kafka(kafka)]) = (keyed, config.sources.as_slice())
+        && kafka.topic_pattern.is_some()
+    {
+        errors.push(ConfigError::new(
+            format!("sources `{}`.topic_pattern", kafka.name),
+            format!(
+                "the keyed stage `{stage}` shuffles through a topic with one partition per source \
+                 partition: name the source's topics (`topics`) so their count is known"
+            ),
+        ));
     }
     for sink in &config.sinks {
         if let SinkConfig::Kafka(kafka) = sink
@@ -60,6 +86,11 @@ pub(super) fn validate(config: &PipelineConfig, cluster: &ClusterConfig) -> Vec<
         }
     }
     errors
+}
+
+/// Whether a cluster can run a stage of this op on the far side of a shuffle by key.
+fn shuffles(op: &StageOp) -> bool {
+    matches!(op, StageOp::ReduceByKey | StageOp::GroupByKey | StageOp::UpdateStateByKey | StageOp::MapWithState(_))
 }
 
 /// Whether a stage's op works on each partition's records alone.
@@ -122,12 +153,34 @@ path = "out"
         assert!(bad_scheme[0].contains("expected file:///absolute/directory or s3://bucket/prefix"), "{bad_scheme:?}");
         let keyed = problems(GOOD, "[[stages]]\nname = \"c\"\ninput = \"lines\"\nop = \"count_by_value\"\n");
         assert_eq!(keyed.len(), 1, "{keyed:?}");
-        assert!(keyed[0].starts_with("stages `c`.op: groups records across partitions"), "{keyed:?}");
+        assert!(keyed[0].starts_with("stages `c`.op: works on all of a batch's records"), "{keyed:?}");
         let timeout = problems(&format!("{GOOD}session_timeout = \"10m\"\n"), "");
         assert_eq!(timeout, ["cluster.session_timeout: expected 1s to 5m"]);
         let empty = problems("group_id = \" \"\ncheckpoint_store = \"file:///tmp/s\"\n", "");
         assert_eq!(empty.len(), 1);
         assert!(empty[0].starts_with("cluster.group_id"));
+    }
+
+    #[test]
+    fn a_cluster_shuffles_for_one_keyed_stage_of_named_topics() {
+        let stage = |name: &str, input: &str, op: &str| {
+            format!(
+                "[[stages]]\nname = \"{name}\"\ninput = \"{input}\"\nop = \"{op}\"\nplugin = \"p\"\nfunction = \"f\"\n"
+            )
+        };
+        let one = format!("{}{}", stage("pairs", "lines", "flat_map"), stage("totals", "pairs", "update_state_by_key"));
+        assert!(problems(GOOD, &one).is_empty(), "{:?}", problems(GOOD, &one));
+        let two = format!("{one}{}", stage("again", "totals", "reduce_by_key"));
+        let found = problems(GOOD, &two);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("stages `again`.op: a cluster shuffles for one keyed stage (`totals`"),
+            "{found:?}"
+        );
+        let pattern = BASE.replace("topics = [\"lines\"]", "topic_pattern = \"lines.*\"");
+        let config: PipelineConfig = toml::from_str(&format!("{pattern}{one}\n[cluster]\n{GOOD}")).unwrap();
+        let found = validate(&config, config.cluster.as_ref().unwrap());
+        assert!(found.iter().any(|e| e.location == "sources `lines`.topic_pattern"), "{found:?}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod event;
 mod keyed;
 mod ops;
 mod run;
+pub(crate) mod shuffle;
 mod state;
 mod window;
 
@@ -29,6 +30,8 @@ use crate::sinks::SinkConfig;
 pub(crate) use event::Assigner;
 pub(crate) use run::DeadLetter;
 pub use run::{BatchOutcome, StageError, run_batch};
+pub(crate) use run::{Part, run_part};
+pub(crate) use shuffle::Shuffle;
 pub use state::{GraphState, StageCheckpoint};
 
 /// A named stream: a source's records or a stage's output.
@@ -275,6 +278,8 @@ pub struct Graph {
     pub(crate) sinks: Vec<SinkNode>,
     /// Dead-letter sinks (sinks without an input), in file order.
     pub(crate) dead_letters: Vec<SinkConfig>,
+    /// In a cluster, with a keyed stage: where the graph is split (`shuffle.rs`).
+    pub(crate) shuffle: Option<Shuffle>,
 }
 
 impl Graph {
@@ -399,7 +404,14 @@ impl Graph {
             }
         }
         let stages = fuse(placed.into_iter().filter(|stage| needed[stage.output]).collect(), &sinks);
-        if errors.is_empty() { Ok(Self { streams, sources, stages, sinks, dead_letters }) } else { Err(errors) }
+        let mut graph = Self { streams, sources, stages, sinks, dead_letters, shuffle: None };
+        if config.cluster.is_some() && errors.is_empty() {
+            match Shuffle::plan(&graph, &config.pipeline.name) {
+                Ok(shuffle) => graph.shuffle = shuffle,
+                Err(problem) => errors.push(ConfigError::new("stages", problem)),
+            }
+        }
+        if errors.is_empty() { Ok(graph) } else { Err(errors) }
     }
 }
 

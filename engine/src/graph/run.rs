@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sluice_sdk::TypeDesc;
 
 use super::state::GraphState;
-use super::{FunctionRef, Graph, Operator, Stage, keyed, ops};
+use super::{FunctionRef, Graph, Operator, Shuffle, Stage, keyed, ops};
 use crate::block::Block;
 use crate::block::Partition;
 use crate::codec;
@@ -77,6 +77,21 @@ pub struct BatchOutcome {
     pub(crate) dead_letters: Vec<(usize, Partition)>,
     /// Each stage's records in and out, calls and time.
     pub(crate) stages: Vec<StageFigures>,
+    /// A cluster's source task: what goes to the repartition topic ([`Part::Sources`]).
+    pub(crate) shuffled: Option<Vec<Partition>>,
+}
+
+/// Which stages a run covers: all, or one side of a cluster's shuffle.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Part<'a> {
+    /// Every stage, the blocks into their sources' streams.
+    Whole,
+    /// A source partition's task: the stages before the shuffle; the records for the keyed
+    /// stage come back in [`BatchOutcome::shuffled`].
+    Sources(&'a Shuffle),
+    /// A repartition partition's task: the blocks are the keyed stage's input; it and the
+    /// stages after it run.
+    Keyed(&'a Shuffle),
 }
 
 /// A record a stage could not process, as its dead-letter sink receives it.
@@ -142,7 +157,6 @@ impl From<Vec<Partition>> for StageResult {
 /// `dead_letter` go on without the failing partition (the whole input, for stages that call
 /// once per batch or keep state — whose state is then put back as it was); `fail` fails the
 /// batch with the error.
-#[allow(clippy::too_many_arguments)]
 pub fn run_batch(
     graph: &Graph,
     state: &mut GraphState,
@@ -152,18 +166,55 @@ pub fn run_batch(
     blocks: Vec<Block>,
     pool: &rayon::ThreadPool,
 ) -> Result<BatchOutcome, Box<StageError>> {
+    run_part(graph, Part::Whole, state, snapshot, time, last, blocks, pool)
+}
+
+/// [`run_batch`] over `part` of the graph.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_part(
+    graph: &Graph,
+    part: Part<'_>,
+    state: &mut GraphState,
+    snapshot: &Snapshot,
+    time: u64,
+    last: bool,
+    blocks: Vec<Block>,
+    pool: &rayon::ThreadPool,
+) -> Result<BatchOutcome, Box<StageError>> {
     let mut outcome = BatchOutcome { streams: vec![None; graph.streams.len()], ..BatchOutcome::default() };
-    for stream in outcome.streams.iter_mut().take(graph.sources) {
-        *stream = Some(Vec::new());
+    let entry: Vec<usize> = match part {
+        Part::Keyed(shuffle) => vec![shuffle.received],
+        Part::Whole | Part::Sources(_) => (0..graph.sources).collect(),
+    };
+    for &stream in &entry {
+        outcome.streams[stream] = Some(Vec::new());
     }
     for block in blocks {
-        if let Some(Some(partitions)) = outcome.streams.get_mut(block.source)
-            && block.records > 0
-        {
-            partitions.push(Partition { data: block.data, records: block.records });
+        let stream = match part {
+            Part::Keyed(shuffle) => shuffle.received,
+            Part::Whole | Part::Sources(_) => block.source,
+        };
+        let Some(Some(partitions)) = outcome.streams.get_mut(stream) else { continue };
+        match (part, partitions.first_mut()) {
+            // A source task before a shuffle runs as one partition, however its blocks were
+            // cut: a replay (one block) then gives the same output, record for record, even
+            // through map_partitions or a policy that drops a partition (`sinks/shuffle.rs`).
+            (Part::Sources(_), Some(first)) => {
+                first.data.extend_from_slice(&block.data);
+                first.records += block.records;
+            }
+            _ if block.records > 0 => partitions.push(Partition { data: block.data, records: block.records }),
+            _ => {}
         }
     }
-    for (index, stage) in graph.stages.iter().enumerate() {
+    let stages: Vec<(usize, &Stage)> = match part {
+        Part::Whole => graph.stages.iter().enumerate().collect(),
+        Part::Sources(shuffle) => shuffle.before.iter().map(|&i| (i, &graph.stages[i])).collect(),
+        Part::Keyed(shuffle) => std::iter::once((shuffle.stage, &shuffle.keyed))
+            .chain(shuffle.after.iter().map(|&i| (i, &graph.stages[i])))
+            .collect(),
+    };
+    for (index, stage) in stages {
         let policy = &stage.policy;
         let limited: Snapshot;
         let snapshot = if policy.timeout.is_some() || policy.memory_limit.is_some() {
@@ -242,6 +293,18 @@ pub fn run_batch(
             micros: started.elapsed().as_micros() as u64,
         });
         outcome.streams[stage.output] = Some(output);
+    }
+    match part {
+        // A combined map side's output is partial: only the keyed tasks' is the stage's.
+        Part::Sources(shuffle) => {
+            outcome.shuffled = match shuffle.combined {
+                true => outcome.streams[shuffle.sent].take(),
+                false => outcome.streams[shuffle.sent].clone(),
+            };
+        }
+        // What a keyed task read is a stream of the source side: its sinks are written there.
+        Part::Keyed(shuffle) => outcome.streams[shuffle.received] = None,
+        Part::Whole => {}
     }
     Ok(outcome)
 }

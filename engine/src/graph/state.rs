@@ -27,7 +27,7 @@ pub(crate) enum StageState {
 }
 
 /// The state of every stateful stage of a graph, by stage index.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct GraphState {
     stages: FxHashMap<usize, StageState>,
 }

@@ -160,7 +160,7 @@ struct Deliveries {
 }
 
 #[derive(Clone, Debug)]
-struct Context(Arc<Deliveries>, crate::kafka::KafkaLog);
+pub(super) struct Context(Arc<Deliveries>, crate::kafka::KafkaLog);
 
 impl ClientContext for Context {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
@@ -211,14 +211,56 @@ fn kafka(err: impl std::fmt::Display) -> SinkError {
 
 /// A producer of this sink's settings; transactional with `id`.
 fn producer(config: &KafkaSinkConfig, id: Option<&str>) -> Result<ThreadedProducer<Context>, SinkError> {
-    let mut own = vec![("enable.idempotence", "true".to_string())];
-    if let Some(id) = id {
-        own.push(("transactional.id", id.to_string()));
+    let own: Vec<(&str, String)> = id.map(|id| ("transactional.id", id.to_string())).into_iter().collect();
+    idempotent_producer(&config.name, &config.brokers, &config.properties, &own)
+}
+
+/// Sends one record, waiting (up to the commit timeout) while librdkafka's queue is full.
+pub(super) fn send(
+    producer: &ThreadedProducer<Context>,
+    mut record: BaseRecord<'_, [u8], [u8]>,
+) -> Result<(), SinkError> {
+    let deadline = Instant::now() + COMMIT_TIMEOUT;
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back))
+                if Instant::now() < deadline =>
+            {
+                record = back;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((err, _)) => return Err(kafka(err)),
+        }
     }
-    let log = crate::kafka::KafkaLog { kind: "sink", name: config.name.clone(), receiver: None, rebalance: None };
-    client_config(&config.brokers, &config.properties, &own)
-        .create_with_context(Context(Arc::default(), log))
-        .map_err(kafka)
+}
+
+/// Forgets the delivery failures of records sent before (a write about to start).
+pub(super) fn reset_deliveries(producer: &ThreadedProducer<Context>) {
+    *producer.context().0.failed.lock().expect("deliveries lock") = (0, None);
+}
+
+/// Flushes `producer` and answers whether every record sent since the last call was delivered.
+pub(super) fn delivered(producer: &ThreadedProducer<Context>, what: &str) -> Result<(), SinkError> {
+    producer.flush(COMMIT_TIMEOUT).map_err(kafka)?;
+    let (failed, first) = std::mem::take(&mut *producer.context().0.failed.lock().expect("deliveries lock"));
+    match first {
+        Some(first) => Err(kafka(format!("{failed} records of {what} were not delivered: {first}"))),
+        None => Ok(()),
+    }
+}
+
+/// A producer of the idempotent kind for `brokers` with `properties`, and `own` settings.
+pub(super) fn idempotent_producer(
+    name: &str,
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+    own: &[(&str, String)],
+) -> Result<ThreadedProducer<Context>, SinkError> {
+    let mut settings = vec![("enable.idempotence", "true".to_string())];
+    settings.extend(own.iter().cloned());
+    let log = crate::kafka::KafkaLog { kind: "sink", name: name.to_string(), receiver: None, rebalance: None };
+    client_config(brokers, properties, &settings).create_with_context(Context(Arc::default(), log)).map_err(kafka)
 }
 
 /// Why the brokers take no transaction (`delivery = "auto"` then writes at least once).
@@ -335,20 +377,7 @@ impl KafkaSink {
             if let Some(key) = key {
                 record = record.key(key.as_slice());
             }
-            let deadline = Instant::now() + COMMIT_TIMEOUT;
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((
-                        rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                        back,
-                    )) if Instant::now() < deadline => {
-                        record = back;
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                    Err((err, _)) => return Err(kafka(err)),
-                }
-            }
+            send(producer, record)?;
         }
         Ok(())
     }
@@ -377,15 +406,7 @@ impl KafkaSink {
     fn deliver(&self, producer: &ThreadedProducer<Context>, time: u64, staged: &[Staged]) -> Result<(), SinkError> {
         *producer.context().0.failed.lock().expect("deliveries lock") = (0, None);
         self.send_all(producer, time, staged)?;
-        producer.flush(COMMIT_TIMEOUT).map_err(kafka)?;
-        let (failed, first) = std::mem::take(&mut *producer.context().0.failed.lock().expect("deliveries lock"));
-        if failed > 0 {
-            return Err(kafka(format!(
-                "{failed} records of batch {time} were not delivered: {}",
-                first.unwrap_or_default()
-            )));
-        }
-        Ok(())
+        delivered(producer, &format!("batch {time}"))
     }
 }
 

@@ -26,6 +26,7 @@ pub mod file;
 pub(crate) mod kafka;
 pub mod postgres;
 pub mod print;
+pub(crate) mod shuffle;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -84,6 +84,21 @@ impl SourceConfig {
         }
     }
 
+    /// A cluster's shuffle: the writer of the repartition `topic` on a Kafka source's brokers
+    /// (None for any other kind, which no cluster reads).
+    pub(crate) fn shuffle_writer(
+        &self,
+        topic: &str,
+        key: sluice_sdk::TypeDesc,
+    ) -> Option<Result<crate::sinks::shuffle::ShuffleWriter, crate::sinks::SinkError>> {
+        match self {
+            Self::Kafka(config) => {
+                Some(crate::sinks::shuffle::ShuffleWriter::new(topic, key, &config.brokers, &config.properties))
+            }
+            Self::Socket(_) | Self::Directory(_) | Self::Kinesis(_) | Self::Flume(_) => None,
+        }
+    }
+
     /// Whether backpressure adapts its rate (it reads, or a Flume source takes calls, at a rate
     /// the receiver sets).
     pub const fn adapts_rate(&self) -> bool {

@@ -13,6 +13,7 @@ use sluice_sdk::TypeDesc;
 use tokio::sync::watch;
 
 use crate::admin;
+use crate::batch::keyed::KeyedStates;
 use crate::batch::scheduler::{Checkpointing, RunReport, Scheduler};
 use crate::batch::{self, Batch, Clock};
 use crate::batch_log::BatchLog;
@@ -67,6 +68,9 @@ pub enum RunError {
     /// version it cannot load).
     #[error(transparent)]
     Cluster(#[from] crate::cluster::JoinError),
+    /// A cluster's shuffle cannot write to its repartition topic.
+    #[error("the cluster's shuffle: {0}")]
+    Shuffle(String),
     /// A runtime, a thread or a socket could not be made.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -230,6 +234,15 @@ fn run(
         backpressure,
         rollback_after: config.pipeline.rollback_after,
         cluster: agent.clone(),
+        shuffle: shuffle_writer(pipeline)?,
+        keyed: match (&membership, &pipeline.graph.shuffle) {
+            (Some(membership), Some(_)) => Some(KeyedStates::new(
+                membership.store.clone(),
+                config.pipeline.name.clone(),
+                crate::fields::millis(config.pipeline.batch_interval),
+            )),
+            _ => None,
+        },
     };
     let report = scheduler.run(state, batches_rx);
     if let Some(agent) = agent {
@@ -247,8 +260,9 @@ fn join_cluster(
 ) -> Result<(Option<crate::cluster::Membership>, Option<Arc<crate::cluster::Agent>>), RunError> {
     let config = &pipeline.file.config;
     let Some(cluster) = &config.cluster else { return Ok((None, None)) };
-    let membership = crate::cluster::Membership::open(cluster, &config.pipeline.name, options.member.as_deref())
+    let mut membership = crate::cluster::Membership::open(cluster, &config.pipeline.name, options.member.as_deref())
         .map_err(|err| RunError::Cluster(err.into()))?;
+    membership.shuffle_topic = pipeline.graph.shuffle.as_ref().map(|shuffle| shuffle.topic.clone());
     let agent = match &pipeline.runtime {
         Some(runtime) => Some(crate::cluster::Agent::join(
             &membership,
@@ -259,6 +273,16 @@ fn join_cluster(
         None => None,
     };
     Ok((Some(membership), agent))
+}
+
+/// A cluster with a keyed stage: the writer of its repartition topic.
+fn shuffle_writer(pipeline: &Pipeline) -> Result<Option<crate::sinks::shuffle::ShuffleWriter>, RunError> {
+    let Some(shuffle) = &pipeline.graph.shuffle else { return Ok(None) };
+    let source = &pipeline.file.config.sources[0];
+    match source.shuffle_writer(&shuffle.topic, shuffle.key.clone()) {
+        Some(writer) => writer.map(Some).map_err(|err| RunError::Shuffle(err.to_string())),
+        None => Err(RunError::Shuffle(format!("source `{}` is no Kafka source", source.name()))),
+    }
 }
 
 fn incompatible_state(resumed: &Resumed, problems: Vec<String>) -> CheckpointError {

@@ -22,8 +22,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::{KafkaSourceConfig, TopicPartition};
+use crate::block::{Block, KeyedTask, Task};
 use crate::cluster::CheckpointStore;
-use crate::cluster::store::{Entry, Loaded};
+use crate::cluster::store::{Entry, Loaded, Shuffled};
 use crate::receiver::Receiver;
 
 /// Pauses between reads of a partition's log that failed.
@@ -41,6 +42,8 @@ pub(super) struct Changes {
 /// The rebalance hook: reads a gained partition's log, notes the changes for the source.
 pub(super) struct Rebalancer {
     pub(super) store: CheckpointStore,
+    /// The cluster's repartition topic, if it has a keyed stage.
+    pub(super) shuffle_topic: Option<String>,
     pub(super) config: KafkaSourceConfig,
     pub(super) receiver: Arc<Receiver>,
     pub(super) stop: watch::Receiver<bool>,
@@ -81,6 +84,8 @@ impl crate::kafka::Rebalance for Rebalancer {
             let Some(loaded) = self.load(&tp) else { return };
             let offset = match (loaded.next_offset, self.config.starting_offset(&tp)) {
                 (Some(next), _) => Offset::Offset(next),
+                // Whatever the source starts from, nothing sent to the shuffle is skipped.
+                (None, _) if self.shuffle_topic.as_ref() == Some(&tp.topic) => Offset::Beginning,
                 (None, Some(start)) => Offset::Offset(start),
                 (None, None) => Offset::Stored,
             };
@@ -121,6 +126,32 @@ pub(super) struct Owned {
     pub(super) last_batch: Option<u64>,
     /// Shared with its tasks: false once revoked.
     pub(super) flag: Arc<AtomicBool>,
+    /// A repartition partition's: the table of what its last entry took (`shuffled.rs`).
+    pub(super) shuffled: Option<Shuffled>,
+    /// A repartition partition's, until its next task is cut: that task's keyed state starts
+    /// from the store (it was gained, or its log moved on without this member).
+    pub(super) restore: bool,
+}
+
+impl Owned {
+    /// A partition as its log was found; `shuffled` for one of the repartition topic.
+    pub(super) fn from_log(loaded: &Loaded, shuffled: bool) -> Self {
+        Self {
+            next_seq: loaded.next_seq,
+            last_batch: loaded.last_batch,
+            flag: Arc::new(AtomicBool::new(true)),
+            shuffled: shuffled.then(|| loaded.shuffled.clone()),
+            restore: shuffled,
+        }
+    }
+
+    /// Takes up the log as read again (this member was fenced or behind): where its next entry
+    /// goes, and for a repartition partition, its table and a state restored from the store.
+    pub(super) fn reread(&mut self, loaded: &Loaded) {
+        let shuffled = self.shuffled.is_some();
+        let flag = self.flag.clone();
+        *self = Self { flag, ..Self::from_log(loaded, shuffled) };
+    }
 }
 
 /// The source's cluster state.
@@ -147,4 +178,52 @@ impl std::fmt::Debug for Rebalancer {
 /// `<topic>-<partition>`: a task's name.
 pub(super) fn task_name(tp: &TopicPartition) -> String {
     format!("{}-{}", tp.topic, tp.partition)
+}
+
+/// One log entry's records as the batch runs them.
+pub(super) struct Run {
+    /// The partition.
+    pub(super) tp: TopicPartition,
+    /// The entry's batch time.
+    pub(super) batch_ms: u64,
+    /// Run again (logged before).
+    pub(super) replayed: bool,
+    /// The entry's number.
+    pub(super) seq: u64,
+    /// Its records (or some of them: a fresh entry's come in a block per cut).
+    pub(super) block: Block,
+}
+
+impl Member {
+    /// Each run's block as its partition's task, in order; runs of a partition this member no
+    /// longer owns are dropped. A repartition partition's first task after a gain (or a
+    /// fence) carries where its state starts.
+    pub(super) fn tasks(&mut self, runs: Vec<Run>) -> Vec<Block> {
+        let mut made: BTreeMap<(TopicPartition, u64, bool), Arc<Task>> = BTreeMap::new();
+        let mut replayed_entries = std::collections::BTreeSet::new();
+        let mut blocks = Vec::with_capacity(runs.len());
+        for Run { tp, batch_ms, replayed, seq, mut block } in runs {
+            let Some(owned) = self.owned.get_mut(&tp) else { continue };
+            if replayed && !replayed_entries.insert((tp.clone(), seq)) {
+                tracing::error!(
+                    "{}/{}: entry {seq} was to be replayed twice in one batch: once is run",
+                    tp.topic,
+                    tp.partition
+                );
+                continue;
+            }
+            let task = made.entry((tp.clone(), batch_ms, replayed)).or_insert_with(|| {
+                let keyed = owned.shuffled.is_some().then(|| KeyedTask {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    seq,
+                    restore: std::mem::take(&mut owned.restore),
+                });
+                Arc::new(Task { name: task_name(&tp), batch_ms, replayed, owned: owned.flag.clone(), keyed })
+            });
+            block.task = Some(task.clone());
+            blocks.push(block);
+        }
+        blocks
+    }
 }

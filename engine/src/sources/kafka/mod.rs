@@ -30,6 +30,7 @@
 mod discover;
 mod member;
 pub(crate) mod record;
+mod shuffled;
 mod source;
 
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! ranges, position, commits to the group and replay. See the folder's module docs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,12 +11,12 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::discover::{self, Discovered, Topics};
-use super::member::{Changes, Member, Owned, Rebalancer, task_name};
-use super::{KafkaSourceConfig, OffsetRange, TopicPartition, record};
+use super::member::{Changes, Member, Owned, Rebalancer, Run};
+use super::{KafkaSourceConfig, OffsetRange, TopicPartition, record, shuffled};
 use crate::batch_log::{BatchLog, LoggedInput};
-use crate::block::{Block, Task};
+use crate::block::Block;
 use crate::cluster::Membership;
-use crate::cluster::store::{Appended, Entry};
+use crate::cluster::store::{Appended, Entry, Shuffled};
 use crate::kafka::{KafkaLog, REQUEST_TIMEOUT, client_config};
 use crate::receiver::{PartitionStatus, Receiver};
 use crate::sources::{Cut, Position, Source, SourceContext, StartError};
@@ -53,6 +53,14 @@ pub enum KafkaStartError {
         /// What librdkafka said.
         #[source]
         error: KafkaError,
+    },
+    /// The cluster's repartition topic cannot be made ready.
+    #[error("source `{name}`: the cluster's shuffle: {reason}")]
+    Shuffle {
+        /// The source.
+        name: String,
+        /// What went wrong.
+        reason: String,
     },
     /// `topic_pattern` is no regular expression (checked at load: not expected here).
     #[error(transparent)]
@@ -105,6 +113,8 @@ pub(crate) struct KafkaSource {
     /// The ranges of each batch after the last commit.
     by_batch: BTreeMap<u64, Vec<OffsetRange>>,
     started: Option<Started>,
+    /// In a cluster with a keyed stage: the repartition topic it also reads (`shuffled.rs`).
+    shuffle_topic: Option<String>,
 }
 
 /// One partition's records taken by the cuts of the batch being collected.
@@ -120,6 +130,8 @@ struct Taken {
 /// One partition as a cut takes its records.
 struct CutPartition {
     tp: TopicPartition,
+    /// A partition of the repartition topic: its records are tagged frames.
+    shuffled: bool,
     next: Option<i64>,
     /// Records of the batch so far, against the partition's share.
     count: u64,
@@ -171,6 +183,7 @@ impl KafkaSource {
             completed: BTreeMap::new(),
             by_batch: BTreeMap::new(),
             started: None,
+            shuffle_topic: None,
         }
     }
 
@@ -272,8 +285,10 @@ impl KafkaSource {
                         let next = self.next.get(&tp).copied();
                         let count = started.counts.get(&tp).copied().unwrap_or(0);
                         let capped = started.capped.contains(&tp);
+                        let shuffled = self.shuffle_topic.as_ref() == Some(&tp.topic);
                         cut.push(CutPartition {
                             tp,
+                            shuffled,
                             next,
                             count,
                             capped,
@@ -301,7 +316,11 @@ impl KafkaSource {
             };
             into.from.get_or_insert(offset);
             into.until = offset + 1;
-            if record::append(self.config.format, &message, &mut into.data) {
+            let appended = match part.shuffled {
+                true => super::shuffled::append(&message, &mut into.data),
+                false => record::append(self.config.format, &message, &mut into.data),
+            };
+            if appended {
                 into.records += 1;
             } else {
                 into.invalid += 1;
@@ -475,7 +494,11 @@ impl KafkaSource {
                     let offset = message.offset();
                     if offset >= from && offset < until {
                         let part = taken.entry(tp.clone()).or_default();
-                        if record::append(self.config.format, &message, &mut part.data) {
+                        let appended = match self.shuffle_topic.as_ref() == Some(&tp.topic) {
+                            true => super::shuffled::append(&message, &mut part.data),
+                            false => record::append(self.config.format, &message, &mut part.data),
+                        };
+                        if appended {
                             part.records += 1;
                         } else {
                             part.invalid += 1;
@@ -749,6 +772,7 @@ impl KafkaSource {
     /// reads each gained partition's log from the store.
     fn start_as_member(&mut self, context: SourceContext, cluster: &Membership) -> Result<(), StartError> {
         let rebalancer = Arc::new(Rebalancer {
+            shuffle_topic: cluster.shuffle_topic.clone(),
             store: cluster.store.clone(),
             config: self.config.clone(),
             receiver: context.receiver.clone(),
@@ -779,6 +803,12 @@ impl KafkaSource {
             (Some(topics), None) => topics.clone(),
             (None, None) => Vec::new(),
         };
+        let mut subscription = subscription;
+        if let Some(topic) = &cluster.shuffle_topic {
+            self.ready_shuffle_topic(&consumer, topic)?;
+            subscription.push(topic.clone());
+            self.shuffle_topic = Some(topic.clone());
+        }
         let names: Vec<&str> = subscription.iter().map(String::as_str).collect();
         consumer
             .subscribe(&names)
@@ -801,6 +831,24 @@ impl KafkaSource {
         );
         self.group = Some(cluster.group_id.clone());
         Ok(())
+    }
+
+    /// Creates the cluster's repartition topic with one partition per partition of the source's
+    /// topics, unless it exists (with as many).
+    fn ready_shuffle_topic(&self, consumer: &BaseConsumer<KafkaLog>, topic: &str) -> Result<(), StartError> {
+        let failed = |reason: String| KafkaStartError::Shuffle { name: self.config.name.clone(), reason };
+        let mut partitions = 0;
+        for source_topic in self.config.topics.iter().flatten() {
+            let metadata = consumer
+                .fetch_metadata(Some(source_topic), REQUEST_TIMEOUT)
+                .map_err(|err| failed(format!("cannot read topic `{source_topic}`'s partitions: {err}")))?;
+            partitions += metadata.topics().iter().map(|t| t.partitions().len()).sum::<usize>();
+        }
+        if partitions == 0 {
+            return Err(failed("the source's topics have no partitions yet (create them first)".into()).into());
+        }
+        crate::kafka::ensure_topic(&self.config.brokers, &self.config.properties, topic, partitions as i32)
+            .map_err(|reason| failed(reason).into())
     }
 
     /// Starts discovery (as a member: for the partitions' ends only, the group assigns) and
@@ -871,18 +919,13 @@ impl KafkaSource {
         let mut gained = Vec::new();
         for (tp, loaded) in changes.gained {
             gained.push(tp.clone());
-            member.owned.insert(
-                tp.clone(),
-                Owned {
-                    next_seq: loaded.next_seq,
-                    last_batch: loaded.last_batch,
-                    flag: Arc::new(AtomicBool::new(true)),
-                },
-            );
+            let shuffled = self.shuffle_topic.as_ref() == Some(&tp.topic);
+            member.owned.insert(tp.clone(), Owned::from_log(&loaded, shuffled));
             match loaded.next_offset {
                 Some(next) => self.next.insert(tp.clone(), next),
                 None => self.next.remove(&tp),
             };
+            member.replays.retain(|(p, _)| *p != tp);
             member.replays.extend(loaded.pending.into_iter().map(|entry| (tp.clone(), entry)));
             started.assigned.insert(tp);
         }
@@ -897,7 +940,9 @@ impl KafkaSource {
 
     /// The closing cut of a member: appends each partition's range to its log (a partition
     /// whose entry another member wrote first drops its records and runs that entry instead),
-    /// reads the entries to replay, and hands over every block as its partition's task.
+    /// reads the entries to replay, and hands over every block as its partition's task,
+    /// replays first (a repartition partition's entries run in log order, each on the state
+    /// the one before left).
     fn close_as_member(&mut self, cut: Cut) -> Vec<Block> {
         let Some(started) = self.started.as_mut() else { return Vec::new() };
         let Some(member) = started.member.as_mut() else { return Vec::new() };
@@ -906,6 +951,8 @@ impl KafkaSource {
         let mut fresh: Vec<(TopicPartition, Entry)> = Vec::new();
         // Partitions whose records of this batch are dropped, and where they read on.
         let mut restart: Vec<(TopicPartition, i64)> = Vec::new();
+        // A repartition partition's records of this batch, each taken once (`shuffled.rs`).
+        let mut deduplicated: BTreeMap<TopicPartition, Block> = BTreeMap::new();
         for (tp, (from, until)) in &started.ranges {
             let Some(owned) = member.owned.get_mut(tp) else { continue };
             if owned.last_batch.is_some_and(|last| cut.batch <= last) {
@@ -914,22 +961,36 @@ impl KafkaSource {
                 restart.push((tp.clone(), *from));
                 continue;
             }
-            let entry = Entry {
+            let mut entry = Entry {
                 seq: owned.next_seq,
                 batch: cut.batch,
                 from: *from,
                 until: *until,
                 member: member.name.clone(),
+                shuffled: Shuffled::new(),
+                shuffled_before: Shuffled::new(),
             };
+            let mut taken = None;
+            if let Some(table) = &owned.shuffled {
+                let blocks = started.blocks.iter().filter(|(p, _)| p == tp).map(|(_, b)| b);
+                let (block, after) = shuffled::take_blocks(table, blocks);
+                // Kept for a replay of this entry here (its partition's replay waits, below).
+                entry.shuffled_before = table.clone();
+                (entry.shuffled, taken) = (after, block);
+            }
             match member.store.append(&tp.topic, tp.partition, &entry) {
                 Ok(Appended::Written) => {
                     tracing::debug!(source = %self.config.name, "logged entry {} of {}/{}: batch {}, offsets {}..{}", entry.seq, tp.topic, tp.partition, entry.batch, entry.from, entry.until);
                     owned.next_seq += 1;
                     owned.last_batch = Some(cut.batch);
+                    if owned.shuffled.is_some() {
+                        owned.shuffled = Some(entry.shuffled.clone());
+                        deduplicated.extend(taken.map(|block| (tp.clone(), block)));
+                    }
                     ran.push((tp.clone(), entry.seq, entry.until));
                     fresh.push((tp.clone(), entry));
                 }
-                Ok(Appended::Fenced(theirs)) => {
+                Ok(Appended::Fenced(theirs)) if owned.shuffled.is_none() => {
                     tracing::warn!(
                         source = %self.config.name,
                         "{}/{}: entry {} of its log was written by `{}` first (batch {}, offsets {}..{}): this member's records of batch {} are dropped and that entry runs here",
@@ -940,16 +1001,20 @@ impl KafkaSource {
                     restart.push((tp.clone(), theirs.until));
                     member.replays.push((tp.clone(), theirs));
                 }
-                Ok(Appended::Behind) => match member.store.load(&tp.topic, tp.partition) {
+                // A repartition partition's keyed state is only right after every entry: fenced,
+                // it starts again from the store, as if just gained.
+                Ok(Appended::Fenced(_) | Appended::Behind) => match member.store.load(&tp.topic, tp.partition) {
                     Ok(loaded) => {
                         tracing::warn!(
                             source = %self.config.name,
-                            "{}/{}: its log has moved past entry {} (this member was behind): its records of batch {} are dropped; reading on from {:?}",
-                            tp.topic, tp.partition, entry.seq, cut.batch, loaded.next_offset
+                            "{}/{}: its log has moved past entry {} without this member: its records of batch {} are dropped; reading on from {:?}{}",
+                            tp.topic, tp.partition, entry.seq, cut.batch, loaded.next_offset,
+                            if owned.shuffled.is_some() { ", its keyed state from the store" } else { "" }
                         );
-                        owned.next_seq = loaded.next_seq;
-                        owned.last_batch = loaded.last_batch;
+                        owned.reread(&loaded);
                         restart.push((tp.clone(), loaded.next_offset.unwrap_or(*from)));
+                        // The log as read now has every entry to run again, the ones queued too.
+                        member.replays.retain(|(p, _)| p != tp);
                         member.replays.extend(loaded.pending.into_iter().map(|e| (tp.clone(), e)));
                     }
                     Err(err) => {
@@ -972,22 +1037,11 @@ impl KafkaSource {
                 tracing::warn!(source = %self.config.name, "cannot seek {}/{} to {offset}: {err}", tp.topic, tp.partition);
             }
         }
-        let flags: BTreeMap<TopicPartition, Arc<AtomicBool>> =
-            member.owned.iter().map(|(tp, owned)| (tp.clone(), owned.flag.clone())).collect();
-        let task = |tp: &TopicPartition, batch_ms: u64, replayed: bool| {
-            flags.get(tp).map(|flag| Arc::new(Task { name: task_name(tp), batch_ms, replayed, owned: flag.clone() }))
-        };
-        let mut tasks: BTreeMap<TopicPartition, Arc<Task>> = BTreeMap::new();
-        let mut blocks: Vec<Block> = Vec::new();
-        for (tp, mut block) in std::mem::take(&mut started.blocks) {
-            if !tasks.contains_key(&tp)
-                && let Some(made) = task(&tp, cut.batch, false)
-            {
-                tasks.insert(tp.clone(), made);
-            }
-            block.task = tasks.get(&tp).cloned();
-            blocks.extend(block.task.is_some().then_some(block));
-        }
+        let mut own_blocks = std::mem::take(&mut started.blocks);
+        own_blocks.retain(|(tp, _)| member.owned.get(tp).is_none_or(|o| o.shuffled.is_none()));
+        own_blocks.extend(deduplicated);
+        // In the order they run: replays first.
+        let mut runs: Vec<Run> = Vec::new();
         let replays = std::mem::take(&mut member.replays);
         let mut retry = Vec::new();
         for (tp, entry) in &replays {
@@ -1014,16 +1068,25 @@ impl KafkaSource {
                 .collect();
             let source = self.started.as_ref().map_or(0, |s| s.receiver.source);
             let (read, short) = self.read_ranges(source, cut.seq, &ranges, MEMBER_REPLAY_PATIENCE);
-            for (tp, mut block) in read {
+            for (tp, block) in read {
                 if short.contains(&tp) {
                     continue; // not whole: tried again at the next batch, never written in part
                 }
                 let entry = &round.iter().find(|(p, _)| *p == tp).expect("read what was asked").1;
-                block.task = task(&tp, entry.batch, true);
                 if let Some(started) = &self.started {
                     started.receiver.count(block.records, block.invalid);
                 }
-                blocks.extend(block.task.is_some().then_some(block));
+                let block = match self.shuffle_topic.as_ref() == Some(&tp.topic) {
+                    true => self.replayed_shuffle(&tp, entry, block),
+                    false => Some(block),
+                };
+                runs.extend(block.map(|block| Run {
+                    tp: tp.clone(),
+                    batch_ms: entry.batch,
+                    replayed: true,
+                    seq: entry.seq,
+                    block,
+                }));
             }
             for (tp, entry) in round {
                 if short.contains(&tp) {
@@ -1033,22 +1096,40 @@ impl KafkaSource {
                 }
             }
         }
+        for (tp, block) in own_blocks {
+            if let Some((_, entry)) = fresh.iter().find(|(p, _)| *p == tp) {
+                runs.push(Run { tp, batch_ms: cut.batch, replayed: false, seq: entry.seq, block });
+            }
+        }
         // This batch's own entry of a waiting partition waits too, after the others.
         for (tp, entry) in fresh {
             if retry.iter().any(|(p, _)| *p == tp) {
                 ran.retain(|(p, seq, _)| !(*p == tp && *seq == entry.seq));
-                let name = task_name(&tp);
-                blocks.retain(|b| b.task.as_ref().is_none_or(|t| t.name != name || t.replayed));
+                runs.retain(|run| run.tp != tp || run.replayed);
                 retry.push((tp, entry));
             }
         }
-        if let Some(member) = self.started.as_mut().and_then(|s| s.member.as_mut()) {
-            member.ran.entry(cut.batch).or_default().extend(ran);
-            member.replays.splice(0..0, retry);
-        }
+        let blocks = match self.started.as_mut().and_then(|s| s.member.as_mut()) {
+            Some(member) => {
+                member.ran.entry(cut.batch).or_default().extend(ran);
+                member.replays.splice(0..0, retry);
+                member.tasks(runs)
+            }
+            None => Vec::new(),
+        };
         self.next_batch(cut);
         self.report_partitions();
         blocks
+    }
+
+    /// A replayed entry of a repartition partition: its records taken from the table the
+    /// entry before left, exactly as its first run took them; None if none are left.
+    fn replayed_shuffle(&self, tp: &TopicPartition, entry: &Entry, block: Block) -> Option<Block> {
+        let (taken, after) = shuffled::take_blocks(&entry.shuffled_before, std::iter::once(&block));
+        if after != entry.shuffled {
+            tracing::error!(source = %self.config.name, "{}/{}: replaying entry {} took other records than its first run (the repartition topic changed under it?)", tp.topic, tp.partition, entry.seq);
+        }
+        taken
     }
 
     /// A member's batches through `through` committed: their entries are done in the store,
