@@ -18,6 +18,10 @@
 //!   partition starts from the newest state there (none: empty) and skips the entries at or
 //!   before it (a zombie may have moved it past the done entry the gainer read).
 //!
+//! Beside the partitions, `shuffle/<topic>.start` (a cluster with a keyed stage): where each
+//! repartition partition without a log starts, written once by the Kafka source of the first
+//! member.
+//!
 //! Entries and done markers older than the last done one are deleted once it is written (and
 //! states older than the newest one at or before it). A
 //! member far behind (a zombie back after a long pause) could then create an old `seq` again;

@@ -44,6 +44,10 @@ pub(super) struct Rebalancer {
     pub(super) store: CheckpointStore,
     /// The cluster's repartition topic, if it has a keyed stage.
     pub(super) shuffle_topic: Option<String>,
+    /// Where each of its partitions starts when it has no log yet: its end when this cluster's
+    /// store first saw it (what an earlier cluster of the same pipeline, with another store,
+    /// sent before is not this one's).
+    pub(super) shuffle_start: std::sync::OnceLock<BTreeMap<i32, i64>>,
     pub(super) config: KafkaSourceConfig,
     pub(super) receiver: Arc<Receiver>,
     pub(super) stop: watch::Receiver<bool>,
@@ -85,7 +89,12 @@ impl crate::kafka::Rebalance for Rebalancer {
             let offset = match (loaded.next_offset, self.config.starting_offset(&tp)) {
                 (Some(next), _) => Offset::Offset(next),
                 // Whatever the source starts from, nothing sent to the shuffle is skipped.
-                (None, _) if self.shuffle_topic.as_ref() == Some(&tp.topic) => Offset::Beginning,
+                (None, _) if self.shuffle_topic.as_ref() == Some(&tp.topic) => {
+                    match self.shuffle_start.get().and_then(|start| start.get(&tp.partition)) {
+                        Some(start) => Offset::Offset(*start),
+                        None => Offset::Beginning,
+                    }
+                }
                 (None, Some(start)) => Offset::Offset(start),
                 (None, None) => Offset::Stored,
             };

@@ -773,6 +773,7 @@ impl KafkaSource {
     fn start_as_member(&mut self, context: SourceContext, cluster: &Membership) -> Result<(), StartError> {
         let rebalancer = Arc::new(Rebalancer {
             shuffle_topic: cluster.shuffle_topic.clone(),
+            shuffle_start: std::sync::OnceLock::new(),
             store: cluster.store.clone(),
             config: self.config.clone(),
             receiver: context.receiver.clone(),
@@ -806,6 +807,8 @@ impl KafkaSource {
         let mut subscription = subscription;
         if let Some(topic) = &cluster.shuffle_topic {
             self.ready_shuffle_topic(&consumer, topic)?;
+            let start = self.shuffle_start(&consumer, &cluster.store, topic)?;
+            let _ = rebalancer.shuffle_start.set(start);
             subscription.push(topic.clone());
             self.shuffle_topic = Some(topic.clone());
         }
@@ -849,6 +852,44 @@ impl KafkaSource {
         }
         crate::kafka::ensure_topic(&self.config.brokers, &self.config.properties, topic, partitions as i32)
             .map_err(|reason| failed(reason).into())
+    }
+
+    /// Where each repartition partition without a log starts: the topic's ends when the first
+    /// member of this cluster (this store) started, kept in the store (`shuffle/<topic>.start`,
+    /// created once; later members read it).
+    fn shuffle_start(
+        &self,
+        consumer: &BaseConsumer<KafkaLog>,
+        store: &crate::cluster::CheckpointStore,
+        topic: &str,
+    ) -> Result<BTreeMap<i32, i64>, StartError> {
+        let failed = |reason: String| KafkaStartError::Shuffle { name: self.config.name.clone(), reason };
+        let key = format!("shuffle/{topic}.start");
+        let found = store.get(&key).map_err(|err| failed(err.to_string()))?;
+        let bytes = match found {
+            Some(bytes) => bytes,
+            None => {
+                let metadata =
+                    consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT).map_err(|err| failed(err.to_string()))?;
+                let mut ends = BTreeMap::new();
+                for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+                    let (_, high) = consumer
+                        .fetch_watermarks(topic, partition.id(), REQUEST_TIMEOUT)
+                        .map_err(|err| failed(format!("cannot read the end of {topic}/{}: {err}", partition.id())))?;
+                    ends.insert(partition.id(), high);
+                }
+                let bytes = serde_json::to_vec(&ends).expect("offsets encode");
+                // Another member may have made it first: then its ends count.
+                store.create(&key, bytes).map_err(|err| failed(err.to_string()))?;
+                store.get(&key).map_err(|err| failed(err.to_string()))?.unwrap_or_default()
+            }
+        };
+        let start: BTreeMap<i32, i64> = serde_json::from_slice(&bytes)
+            .map_err(|err| failed(format!("the store's `{key}` does not decode: {err}")))?;
+        if start.values().any(|offset| *offset > 0) {
+            tracing::info!(source = %self.config.name, "the repartition topic `{topic}` held records before this cluster's store: its partitions start after them");
+        }
+        Ok(start)
     }
 
     /// Starts discovery (as a member: for the partitions' ends only, the group assigns) and
