@@ -695,7 +695,7 @@ fn a_cluster_wide_deploy_swaps_every_member_at_one_batch_and_one_refusal_refuses
     work.add_plugin("wordcount", "wordcount");
     work.write("pipeline.toml", &cluster_pipeline(&b, &store_url(&work), ""));
     let lines = corpus(24_000, 6, 13);
-    let expected = count_words(&lines);
+    let mut expected = count_words(&lines);
     let input = work.write("input.txt", &(lines.join("\n") + "\n"));
     let producer = produce_in_background(&b, "lines", &input, 100, 200);
     let uis: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", crate::admin::free_port())).collect();
@@ -730,6 +730,14 @@ fn a_cluster_wide_deploy_swaps_every_member_at_one_batch_and_one_refusal_refuses
     let out = work.sluice(&["deploy", "wordcount", plugin("uppercase").to_str().unwrap(), "--ui", &uis[1]]);
     assert!(out.status.success(), "deploy: {}", String::from_utf8_lossy(&out.stderr));
     let upper_from = from_batch(&out);
+    // More input while the new version serves (a loaded machine may have sent all the first
+    // input by now).
+    let more = corpus(3_000, 6, 21);
+    for (word, n) in count_words(&more) {
+        *expected.entry(word).or_insert(0) += n;
+    }
+    let more_input = work.write("more.txt", &(more.join("\n") + "\n"));
+    let more_producer = produce_in_background(&b, "lines", &more_input, 100, 200);
     std::thread::sleep(Duration::from_secs(4));
     // Every member shows the new version in the cluster view.
     let status: serde_json::Value = serde_json::from_str(&get(&uis[2], "/api/status", None).1).unwrap();
@@ -747,6 +755,7 @@ fn a_cluster_wide_deploy_swaps_every_member_at_one_batch_and_one_refusal_refuses
     assert!(lower_from > upper_from);
 
     assert_eq!(acked(producer), lines.len() as u64);
+    assert_eq!(acked(more_producer), more.len() as u64);
     let lowered = |work: &Workdir| {
         let mut counts = BTreeMap::new();
         for (word, n) in word_ledger(work) {
