@@ -19,4 +19,6 @@ scripts/setup-flume.sh >/dev/null
 # The cluster tests' S3 checkpoint store: PyPI's moto[server] (and boto3).
 scripts/setup-s3.sh >/dev/null
 scripts/build-plugins.sh
+# The plugins' own unit tests (a workspace of its own), natively.
+cargo test --quiet --release --manifest-path plugins/Cargo.toml --target-dir plugins/target/native
 cargo test --workspace --release "$@"

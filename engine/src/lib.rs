@@ -11,6 +11,7 @@ pub mod codec;
 pub mod config;
 mod fields;
 pub mod graph;
+mod harness;
 mod kafka;
 pub(crate) mod metrics;
 mod pipeline;

@@ -11,6 +11,11 @@
 //! | `sluice_input` | `(len: i32) -> i32` | a guest buffer of at least `len` bytes for the next call's input |
 //! | `sluice_describe_<fn>` | `() -> i64` | a [`FunctionInfo`] (postcard), as a [packed result](pack) |
 //! | `sluice_call_<fn>` | `(len: i32) -> i64` | run `<fn>` over the first `len` input bytes |
+//! | `sluice_params_<fn>` (optional) | `() -> i64` | the [`TypeDesc`] of `<fn>`'s parameters (postcard), as a packed result |
+//!
+//! A function with parameters (a last argument `&P`; the stage's `params` table) has the
+//! optional export; the host then puts one frame holding the postcard of the stage's parameters
+//! before the partition in every call's input. Plugins without it load as before.
 //!
 //! The host writes one whole partition into the input buffer and calls `sluice_call_<fn>` once:
 //! one call per partition, never per record. The output stays in a guest buffer until the next call.
@@ -51,6 +56,8 @@ pub const EXPORT_ABI_VERSION: &str = "sluice_abi_version";
 pub const EXPORT_INPUT: &str = "sluice_input";
 /// Prefix of the export that describes one function.
 pub const EXPORT_DESCRIBE_PREFIX: &str = "sluice_describe_";
+/// Prefix of the export that describes one function's parameters (optional).
+pub const EXPORT_PARAMS_PREFIX: &str = "sluice_params_";
 /// Prefix of the export that runs one function over a partition.
 pub const EXPORT_CALL_PREFIX: &str = "sluice_call_";
 /// Module name of the host imports.
@@ -240,6 +247,8 @@ pub fn push_frame_parts(out: &mut Vec<u8>, a: &[u8], b: &[u8]) {
 pub struct NativeFunction {
     /// Returns the function's description.
     pub describe: fn() -> FunctionInfo,
+    /// The type of its parameters, if it takes any (its input then starts with their frame).
+    pub params: Option<fn() -> TypeDesc>,
     /// Runs the function over one input buffer, appending to the output buffer.
     pub call: fn(&[u8], &mut Vec<u8>) -> Result<(), String>,
 }

@@ -321,6 +321,74 @@ pub fn export_call(len: u32, call: fn(&[u8], &mut Vec<u8>) -> Result<(), String>
     })
 }
 
+/// A function's parameters (its last argument, `&P`), as the host sends them: the first frame
+/// of every call's input. Each distinct encoding is decoded once and kept for the life of the
+/// instance (the host sends one per stage that calls the function), so the function gets a
+/// `&'static P` whatever its return type borrows.
+#[derive(Debug)]
+pub struct ParamsSlot<P: 'static> {
+    decoded: RefCell<Vec<(Vec<u8>, &'static P)>>,
+    current: std::cell::Cell<Option<&'static P>>,
+}
+
+impl<P: 'static> ParamsSlot<P> {
+    /// An empty slot.
+    pub const fn new() -> Self {
+        Self { decoded: RefCell::new(Vec::new()), current: std::cell::Cell::new(None) }
+    }
+}
+
+impl<P: 'static> Default for ParamsSlot<P> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Takes the parameters frame off the front of `input` into `slot`; the rest is the partition.
+pub fn take_params<'a, P>(
+    input: &'a [u8],
+    slot: &'static std::thread::LocalKey<ParamsSlot<P>>,
+) -> Result<&'a [u8], String>
+where
+    P: for<'de> Deserialize<'de> + 'static,
+{
+    let mut frames = Frames::new(input);
+    let frame = frames.next().ok_or_else(|| "the call carries no parameters frame".to_string())?;
+    slot.with(|slot| {
+        let mut decoded = slot.decoded.borrow_mut();
+        let params = match decoded.iter().find(|(bytes, _)| bytes == frame) {
+            Some((_, params)) => *params,
+            None => {
+                let params: P = postcard::from_bytes(frame)
+                    .map_err(|err| format!("the parameters do not decode as {}: {err}", std::any::type_name::<P>()))?;
+                let params: &'static P = Box::leak(Box::new(params));
+                decoded.push((frame.to_vec(), params));
+                params
+            }
+        };
+        slot.current.set(Some(params));
+        Ok::<(), String>(())
+    })?;
+    Ok(frames.rest())
+}
+
+/// The parameters of the call under way (set by [`take_params`]).
+pub fn current_params<P: 'static>(slot: &'static std::thread::LocalKey<ParamsSlot<P>>) -> &'static P {
+    slot.with(|slot| slot.current.get()).expect("take_params runs before the function")
+}
+
+/// `sluice_params_<fn>`: the type of the function's parameters, postcard-encoded.
+pub fn export_params(describe: fn() -> crate::TypeDesc) -> u64 {
+    OUTPUT.with_borrow_mut(|out| {
+        out.clear();
+        // Encoding a TypeDesc into a Vec cannot fail.
+        if let Ok(bytes) = postcard::to_allocvec(&describe()) {
+            out.extend_from_slice(&bytes);
+        }
+        crate::abi::pack(out.as_ptr() as usize as u32, out.len() as u32)
+    })
+}
+
 /// `sluice_describe_<fn>`: the function's description, postcard-encoded.
 pub fn export_describe(describe: fn() -> FunctionInfo) -> u64 {
     OUTPUT.with_borrow_mut(|out| {

@@ -16,6 +16,7 @@ mod kinesis;
 mod load_sandbox;
 mod operators;
 mod plugin_errors;
+mod plugin_kit;
 mod postgres;
 mod recovery;
 mod sandbox;

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
 use crate::fields::{MAX_INTERVAL, MAX_INTERVAL_TEXT};
+use crate::harness::input::Cut;
 use crate::pipeline::Pipeline;
 use crate::runtime::{self, Limits, PluginRuntime};
 use crate::sources;
@@ -27,6 +28,10 @@ macro_rules! outln {
 macro_rules! errln {
     ($($arg:tt)*) => { output::err(format_args!($($arg)*)) };
 }
+
+// After the macros, which they use.
+mod plugin;
+mod test;
 
 /// Sluice: a micro-batch stream engine whose user logic runs as hot-swappable WebAssembly plugins.
 ///
@@ -124,6 +129,37 @@ enum Command {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+    /// Run a pipeline on files instead of its sources, deterministically, with the real
+    /// plugins: print each stage's output per batch, or compare every sink's output with golden
+    /// files (`--expect DIR`) and exit 1 with the difference.
+    ///
+    /// Each line of an input file is one record (for a source of whole records, its JSON); a
+    /// line holding only `---` ends a batch. Batch N runs at time N × batch_interval; after the
+    /// last batch every event-time window closes. Nothing is written outside the golden
+    /// directory: sinks and checkpoints are not touched.
+    Test {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// A source's records: `--input SOURCE=FILE`, one per source.
+        #[arg(long = "input", value_name = "SOURCE=FILE", value_parser = source_file, required = true)]
+        inputs: Vec<(String, PathBuf)>,
+        /// Cut the files every N records instead of at `---` lines.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        batch_lines: Option<u32>,
+        /// Compare each sink's records with `DIR/<sink>.jsonl` (see `--bless`).
+        #[arg(long, value_name = "DIR")]
+        expect: Option<PathBuf>,
+        /// Write the golden files of `--expect DIR` from this run instead of comparing.
+        #[arg(long, requires = "expect")]
+        bless: bool,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
+    /// Make and build plugins: `sluice plugin new NAME`, `sluice plugin build [DIR]`.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Parse a pipeline, load every plugin and check every stage; list all problems and exit 1
     /// if there are any.
     Check {
@@ -132,6 +168,41 @@ enum Command {
         #[command(flatten)]
         plugins: PluginArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Make a plugin crate in DIR (named after DIR's last component): functions of each common
+    /// kind with unit tests, a sample pipeline, sample input and golden files. It builds and
+    /// tests out of the box: `cargo test`, `sluice plugin build`, `sluice test`.
+    New {
+        /// The new crate's directory (absent or empty).
+        dir: PathBuf,
+        /// The `sluice-sdk` to depend on: the sdk/ directory of a Sluice checkout (default: the
+        /// one this binary was built from).
+        #[arg(long, value_name = "PATH", conflicts_with = "sdk_version")]
+        sdk: Option<PathBuf>,
+        /// Depend on `sluice-sdk` of this version from the registry instead of a path.
+        #[arg(long, value_name = "VERSION")]
+        sdk_version: Option<String>,
+    },
+    /// Build the plugin crate in DIR for wasm32-unknown-unknown (installing the target if it is
+    /// missing); print each .wasm's path, size, and its functions with their kinds and types.
+    Build {
+        /// The crate's directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
+}
+
+/// `--input SOURCE=FILE`.
+fn source_file(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((source, file)) if !source.is_empty() && !file.is_empty() => Ok((source.to_string(), PathBuf::from(file))),
+        _ => Err("expected SOURCE=FILE, e.g. lines=input.txt".into()),
+    }
 }
 
 /// `--member`: a name that can be part of the store's object names.
@@ -216,6 +287,15 @@ pub fn main() -> ExitCode {
     init_logging(cli.log.as_deref(), quiet);
     match cli.command {
         Command::Check { pipeline, plugins } => check(&pipeline, &plugins),
+        Command::Plugin { command: PluginCommand::New { dir, sdk, sdk_version } } => {
+            let sdk = sdk.map(plugin::Sdk::Path).or(sdk_version.map(plugin::Sdk::Version));
+            plugin::new(&dir, sdk)
+        }
+        Command::Plugin { command: PluginCommand::Build { dir, plugins } } => plugin::build(&dir, &plugins),
+        Command::Test { pipeline, inputs, batch_lines, expect, bless, plugins } => {
+            let cut = batch_lines.map_or(Cut::Marker, |n| Cut::Lines(n as usize));
+            test::run(&pipeline, &plugins, &inputs, cut, expect.as_deref(), bless)
+        }
         Command::Deploy { plugin, file, remote } => match std::fs::read(&file) {
             Ok(bytes) if bytes.len() > runtime::MAX_PLUGIN_BYTES => {
                 // The engine would refuse the upload unread: say why here.

@@ -1,7 +1,8 @@
 //! The host's codec: every byte format the engine reads or writes inside a partition. The host
-//! never decodes values; it finds keys, builds new tuples around value bytes, and renders records
-//! as JSON for sinks, all driven by [`TypeDesc`](sluice_sdk::TypeDesc). Follows postcard's wire
-//! format 1.0 and the framing of [`sluice_sdk::abi`] (the shared host/guest contract).
+//! never decodes values; it finds keys, builds new tuples around value bytes, renders records
+//! as JSON for sinks and encodes JSON a person wrote (test input, stage parameters), all driven
+//! by [`TypeDesc`](sluice_sdk::TypeDesc). Follows postcard's wire format 1.0 and the framing of
+//! [`sluice_sdk::abi`] (the shared host/guest contract).
 //!
 //! ```text
 //! partition  frame*                                  (iterated with abi::Frames)
@@ -23,11 +24,13 @@
 
 mod frame;
 mod json;
+mod parse;
 mod skip;
 mod varint;
 
 pub use frame::write_frame;
 pub(crate) use frame::{push_frame, push_frame_parts};
 pub(crate) use json::render;
+pub(crate) use parse::encode as encode_json;
 pub(crate) use skip::skip_value;
 pub(crate) use varint::{MAX_VARINT_U64, encode_varint, push_seq, read_varint, write_varint};

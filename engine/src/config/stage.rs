@@ -60,6 +60,9 @@ pub(crate) struct CallConfig {
     pub retries: Option<u32>,
     /// `on_error = "dead_letter"`: the sink (with no `input`) that receives failed records.
     pub dead_letter: Option<String>,
+    /// The parameters of its function (`params = { k = 10 }`), checked against the type the
+    /// function takes (its last argument `&P`) when the plugin is loaded.
+    pub params: Option<toml::Table>,
 }
 
 /// An operator, as in Spark's DStream API (snake_case names), with the fields only it takes.
@@ -540,6 +543,7 @@ impl StageConfig {
             on_error: None,
             retries: None,
             dead_letter: None,
+            params: None,
         };
         self.call.as_ref().unwrap_or(&NONE)
     }
@@ -688,6 +692,7 @@ impl StageConfig {
             ("on_error", call.on_error.is_some()),
             ("dead_letter", call.dead_letter.is_some()),
             ("retries", call.retries.is_some()),
+            ("params", call.params.is_some()),
         ] {
             if set && !calls_plugin {
                 error(field, format!("op `{name}` calls no plugin; `{field}` applies to plugin calls"));

@@ -16,6 +16,7 @@ mod state;
 mod window;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use sluice_sdk::TypeDesc;
 use sluice_sdk::abi::{FunctionInfo, FunctionKind};
@@ -239,7 +240,13 @@ pub(crate) struct Stage {
     pub operator: Operator,
     /// Its error policy, retries and per-call limits.
     pub policy: StagePolicy,
+    /// Its `params`, encoded for each function that takes them: per plugin (registry index),
+    /// per function (they ride on the stage's copy of each version, `run.rs`).
+    pub params: StageParams,
 }
+
+/// A stage's encoded parameters, per plugin and function.
+pub(crate) type StageParams = BTreeMap<usize, Arc<BTreeMap<String, Arc<[u8]>>>>;
 
 /// What a stage does when a plugin call fails, and the limits of its calls.
 #[derive(Clone, Debug, Default)]
@@ -326,13 +333,21 @@ impl Graph {
                 let output = streams.len();
                 // A stage reading a stage that failed to resolve is not checked: its input type is
                 // unknown, and the one real mistake is already reported.
+                let mut stage_params = StageParams::new();
                 let resolved = if inputs.iter().any(|i| unresolved.contains(i)) {
                     None
                 } else {
                     let input_streams: Vec<&Stream> = inputs.iter().map(|&i| &streams[i]).collect();
-                    let mut context =
-                        Context { stage, plugins, at: format!("stages `{}`", stage.name), errors: &mut errors };
-                    resolve(&mut context, &input_streams, batch_ms)
+                    let mut context = Context {
+                        stage,
+                        plugins,
+                        at: format!("stages `{}`", stage.name),
+                        errors: &mut errors,
+                        params: BTreeMap::new(),
+                    };
+                    let resolved = resolve(&mut context, &input_streams, batch_ms);
+                    stage_params = context.params.into_iter().map(|(plugin, p)| (plugin, Arc::new(p))).collect();
+                    resolved
                 };
                 index.insert(&stage.name, output);
                 let (mut operator, ty) = resolved.unwrap_or_else(|| {
@@ -365,7 +380,7 @@ impl Graph {
                     timeout: call.timeout,
                     memory_limit: call.memory_limit,
                 };
-                placed.push(Stage { name: stage.name.clone(), inputs, output, operator, policy });
+                placed.push(Stage { name: stage.name.clone(), inputs, output, operator, policy, params: stage_params });
             }
             pending = still;
             if pending.is_empty() || pending.len() == before {
@@ -463,6 +478,28 @@ impl Graph {
     }
 }
 
+impl Graph {
+    /// The same graph with every fused stage on its own again (its output a stream of its own),
+    /// for `sluice test`, which shows each stage's output. It runs the whole graph, so a
+    /// cluster's split is left out.
+    pub(crate) fn unfused(&self) -> Self {
+        let mut graph = self.clone();
+        graph.shuffle = None;
+        let mut stages = Vec::with_capacity(graph.stages.len());
+        for mut stage in std::mem::take(&mut graph.stages) {
+            if let Operator::ReduceByKey { fused, .. } = &mut stage.operator
+                && let Some(pre) = fused.take()
+            {
+                stage.inputs = vec![pre.output];
+                stages.push(*pre);
+            }
+            stages.push(stage);
+        }
+        graph.stages = stages;
+        graph
+    }
+}
+
 /// Fuses each plugin stage into the `reduce_by_key` that is the only reader of its output (no
 /// sink, no other stage), as Spark pipelines narrow operations into the shuffle's map side.
 fn fuse(stages: Vec<Stage>, sinks: &[SinkNode]) -> Vec<Stage> {
@@ -474,6 +511,8 @@ fn fuse(stages: Vec<Stage>, sinks: &[SinkNode]) -> Vec<Stage> {
         .iter()
         .map(|stage| {
             matches!(&stage.operator, Operator::Plugin { kind, .. } if *kind != FunctionKind::MapPartitions)
+                // Its calls carry its own parameters, which the reduce's do not.
+                && stage.params.is_empty()
                 && stage.policy.on_error == OnError::Fail
                 && stage.policy.timeout.is_none()
                 && stage.policy.memory_limit.is_none()
@@ -505,12 +544,25 @@ fn fuse(stages: Vec<Stage>, sinks: &[SinkNode]) -> Vec<Stage> {
     out
 }
 
+/// `P { k: u64, min_len: Option<u32> }`: a parameters type with its fields, for messages.
+fn describe_params(ty: &TypeDesc) -> String {
+    match ty {
+        TypeDesc::Struct { name, fields } => {
+            let fields: Vec<String> = fields.iter().map(|(field, ty)| format!("{field}: {ty}")).collect();
+            format!("{name} {{ {} }}", fields.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
 /// What [`resolve`] needs to look up functions and report problems.
 struct Context<'a, 'b> {
     stage: &'a StageConfig,
     plugins: &'a BTreeMap<String, (usize, &'b PluginVersion)>,
     at: String,
     errors: &'a mut Vec<ConfigError>,
+    /// The stage's `params`, encoded for each function found that takes them.
+    params: BTreeMap<usize, BTreeMap<String, Arc<[u8]>>>,
 }
 
 impl Context<'_, '_> {
@@ -546,7 +598,48 @@ impl Context<'_, '_> {
             );
             return None;
         }
+        self.encode_params(plugin, version, name);
         Some((FunctionRef { plugin, function: name.to_string() }, function.clone()))
+    }
+
+    /// Checks the stage's `params` against function `name`'s parameters' type and keeps their
+    /// encoding. A function that takes parameters gets `{}` when the stage gives none (which
+    /// fits a type whose fields are all `Option`s).
+    fn encode_params(&mut self, plugin: usize, version: &PluginVersion, name: &str) {
+        let given = self.stage.call.as_ref().and_then(|call| call.params.as_ref());
+        let Some(ty) = version.params.get(name) else {
+            if given.is_some() {
+                self.error(
+                    "params",
+                    format!(
+                        "function `{name}` of plugin `{}` takes no parameters (a function takes them as its last argument, `params: &P`)",
+                        version.plugin
+                    ),
+                );
+            }
+            return;
+        };
+        let value = match given {
+            Some(table) => serde_json::to_value(table).unwrap_or_default(),
+            None => serde_json::Value::Object(serde_json::Map::new()),
+        };
+        let mut bytes = Vec::new();
+        match crate::codec::encode_json(ty, &value, &mut bytes) {
+            Ok(()) => {
+                self.params.entry(plugin).or_default().insert(name.to_string(), bytes.into());
+            }
+            Err(misfit) => {
+                let field = match misfit.at.as_str() {
+                    "" => "params".to_string(),
+                    at if at.starts_with('[') => format!("params{at}"),
+                    at => format!("params.{at}"),
+                };
+                self.error(
+                    &field,
+                    format!("{} (function `{name}` takes parameters {})", misfit.problem, describe_params(ty)),
+                );
+            }
+        }
     }
 
     /// The key and value types of a keyed input.

@@ -217,8 +217,19 @@ pub(crate) fn run_part(
     for (index, stage) in stages {
         let policy = &stage.policy;
         let limited: Snapshot;
-        let snapshot = if policy.timeout.is_some() || policy.memory_limit.is_some() {
-            limited = snapshot.iter().map(|v| Arc::new(v.with_limits(policy.timeout, policy.memory_limit))).collect();
+        // The stage's own limits and parameters ride on its versions (same ids: same instances).
+        let snapshot = if policy.timeout.is_some() || policy.memory_limit.is_some() || !stage.params.is_empty() {
+            limited = snapshot
+                .iter()
+                .enumerate()
+                .map(|(plugin, version)| {
+                    let mut version = version.with_limits(policy.timeout, policy.memory_limit);
+                    if let Some(params) = stage.params.get(&plugin) {
+                        version.call_params = params.clone();
+                    }
+                    Arc::new(version)
+                })
+                .collect();
             &limited
         } else {
             snapshot

@@ -410,8 +410,11 @@ mod tests {
 
     #[test]
     fn a_failed_inverse_leaves_the_window_as_it_was() {
-        let flaky =
-            sluice_sdk::abi::NativeFunction { describe: wordcount::__sluice_subtract.describe, call: flaky_subtract };
+        let flaky = sluice_sdk::abi::NativeFunction {
+            describe: wordcount::__sluice_subtract.describe,
+            params: None,
+            call: flaky_subtract,
+        };
         let version = PluginRuntime::native("wordcount", &[wordcount::__sluice_sum, flaky]);
         let snapshot: Snapshot = Arc::from(vec![Arc::new(version)]);
         let operator = Operator::ReduceByKeyAndWindow {

@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
-use sluice_sdk::abi::{self, FunctionInfo};
+use sluice_sdk::abi;
 use wasmtime::{Caller, Engine, InstancePre, Linker, Memory, Store, TypedFunc};
 
 use super::{CallError, Implementation, Limits, PluginVersion};
@@ -108,9 +108,13 @@ impl Instance {
         version.call(&mut self.store, ()).map_err(|err| classify(&mut self.store, err, limits))
     }
 
-    /// Asks one function to describe itself (`export` is its `sluice_describe_<fn>`), within
-    /// `limits`.
-    pub(crate) fn describe(&mut self, export: &str, limits: Limits) -> Result<FunctionInfo, CallError> {
+    /// Asks one function to describe itself (`export` is its `sluice_describe_<fn>`, a
+    /// [`FunctionInfo`]; or its `sluice_params_<fn>`, a `TypeDesc`), within `limits`.
+    pub(crate) fn describe<T: serde::de::DeserializeOwned>(
+        &mut self,
+        export: &str,
+        limits: Limits,
+    ) -> Result<T, CallError> {
         let describe: TypedFunc<(), u64> = typed(&self.instance, &mut self.store, export)?;
         self.store.set_epoch_deadline(ticks(limits));
         let packed = describe.call(&mut self.store, ()).map_err(|err| classify(&mut self.store, err, limits))?;
@@ -216,7 +220,8 @@ pub fn call(version: &PluginVersion, function: &str, input: &[u8], output: &mut 
 }
 
 /// As [`call`], with the `len` input bytes written by `fill` directly into the guest's input
-/// buffer (no intermediate copy on the host).
+/// buffer (no intermediate copy on the host). A function with parameters gets the stage's
+/// (`version.call_params`) as one frame before them.
 pub(crate) fn call_filling(
     version: &PluginVersion,
     function: &str,
@@ -224,6 +229,16 @@ pub(crate) fn call_filling(
     fill: impl FnOnce(&mut [u8]),
     output: &mut Vec<u8>,
 ) -> Result<(), CallError> {
+    let params = version.call_params.get(function);
+    let head = params.map_or(0, |p| abi::FRAME_HEADER + p.len());
+    let len = head + len;
+    let fill = |buf: &mut [u8]| {
+        if let Some(params) = params {
+            buf[..abi::FRAME_HEADER].copy_from_slice(&(params.len() as u32).to_le_bytes());
+            buf[abi::FRAME_HEADER..head].copy_from_slice(params);
+        }
+        fill(&mut buf[head..]);
+    };
     match &version.implementation {
         Implementation::Native(functions) => {
             let native = functions

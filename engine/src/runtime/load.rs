@@ -24,7 +24,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use sluice_sdk::abi::{self, ABI_VERSION};
+use sluice_sdk::abi::{self, ABI_VERSION, FunctionInfo};
 use wasmtime::{ExternType, ValType};
 
 use super::error::ModulePart;
@@ -110,6 +110,7 @@ impl PluginRuntime {
         }
         let functions = check_functions(&module).map_err(|(class, at, reason)| refuse(class, at, reason))?;
         let mut infos = Vec::with_capacity(functions.len());
+        let mut params = std::collections::BTreeMap::new();
         for function in functions {
             let describe = format!("{}{function}", abi::EXPORT_DESCRIBE_PREFIX);
             limits.timeout = remaining();
@@ -117,7 +118,7 @@ impl PluginRuntime {
                 let deadline = CallError::Deadline { timeout: budget };
                 return Err(load_call_error(&refuse, ModulePart::Export(describe), deadline, budget));
             }
-            let info = probe
+            let info: FunctionInfo = probe
                 .describe(&describe, limits)
                 .map_err(|err| load_call_error(&refuse, ModulePart::Export(describe.clone()), err, budget))?;
             if info.name != function {
@@ -136,12 +137,21 @@ impl PluginRuntime {
                 });
             }
             infos.push(info);
+            let export_params = format!("{}{function}", abi::EXPORT_PARAMS_PREFIX);
+            if module.get_export(&export_params).is_some() {
+                limits.timeout = remaining();
+                let desc = probe
+                    .describe(&export_params, limits)
+                    .map_err(|err| load_call_error(&refuse, ModulePart::Export(export_params.clone()), err, budget))?;
+                params.insert(function, desc);
+            }
         }
         Ok(PluginVersion::new(
             name,
             path,
             hash,
             infos,
+            params,
             Implementation::Wasm { engine: self.engine.clone(), pre, limits: self.limits },
         ))
     }
@@ -223,6 +233,10 @@ fn check_functions(module: &wasmtime::Module) -> Result<Vec<String>, Refusal> {
         let Some(function) = export.name().strip_prefix(abi::EXPORT_DESCRIBE_PREFIX) else { continue };
         func_export(module, export.name(), &[], &[ValType::I64])?;
         func_export(module, &format!("{}{function}", abi::EXPORT_CALL_PREFIX), &[ValType::I32], &[ValType::I64])?;
+        let params = format!("{}{function}", abi::EXPORT_PARAMS_PREFIX);
+        if module.get_export(&params).is_some() {
+            func_export(module, &params, &[], &[ValType::I64])?;
+        }
         functions.push(function.to_string());
     }
     if functions.is_empty() {

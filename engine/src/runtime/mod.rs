@@ -109,7 +109,9 @@ impl PluginRuntime {
         let infos: Vec<FunctionInfo> = functions.iter().map(|f| (f.describe)()).collect();
         let hash = format!("native-{name}");
         let table = infos.iter().map(|info| info.name.clone()).zip(functions.iter().copied()).collect();
-        PluginVersion::new(name, Path::new("<native>"), hash, infos, Implementation::Native(table))
+        let params =
+            infos.iter().zip(functions).filter_map(|(info, f)| Some((info.name.clone(), (f.params?)()))).collect();
+        PluginVersion::new(name, Path::new("<native>"), hash, infos, params, Implementation::Native(table))
     }
 
     /// Compiles `bytes`, or loads the precompiled module this engine cached for the same hash.

@@ -62,6 +62,18 @@ pub(crate) enum Mismatch {
         /// `input -> output` now.
         new: String,
     },
+    /// Its parameters' type changed (the stages' `params` were checked against the old one).
+    #[error(
+        "function `{function}` changed its parameters from {old} to {new}; the stages' params were checked against the old type"
+    )]
+    Params {
+        /// The function.
+        function: String,
+        /// The parameters' type before (`none`: it took none).
+        old: String,
+        /// Now.
+        new: String,
+    },
 }
 
 fn join(mismatches: &[Mismatch]) -> String {
@@ -169,7 +181,13 @@ impl PluginRegistry {
                     old: format!("{} -> {}", old.input, old.output),
                     new: format!("{} -> {}", new.input, new.output),
                 }),
-                Some(_) => {}
+                Some(_) => {
+                    let (old, new) = (current.params.get(name), candidate.params.get(name));
+                    if old != new {
+                        let show = |p: Option<&sluice_sdk::TypeDesc>| p.map_or("none".to_string(), |p| p.to_string());
+                        problems.push(Mismatch::Params { function: name.clone(), old: show(old), new: show(new) });
+                    }
+                }
             }
         }
         if problems.is_empty() { Ok(()) } else { Err(RegistryError::Incompatible(problems)) }

@@ -2,10 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use rustc_hash::FxHashMap;
+use sluice_sdk::TypeDesc;
 use sluice_sdk::abi::{FunctionInfo, NativeFunction};
 
 use super::Limits;
@@ -52,6 +54,11 @@ pub struct PluginVersion {
     pub loaded_at: SystemTime,
     /// Its functions, by name.
     pub functions: BTreeMap<String, FunctionInfo>,
+    /// The type of the parameters of each function that takes them (`sluice_params_<fn>`).
+    pub params: BTreeMap<String, TypeDesc>,
+    /// The parameters the calls of one stage carry, per function (set on the stage's copy of
+    /// the version, `graph/run.rs`; empty otherwise).
+    pub(crate) call_params: Arc<BTreeMap<String, Arc<[u8]>>>,
     pub(crate) implementation: Implementation,
 }
 
@@ -72,6 +79,7 @@ impl PluginVersion {
         path: &Path,
         hash: String,
         functions: Vec<FunctionInfo>,
+        params: BTreeMap<String, TypeDesc>,
         implementation: Implementation,
     ) -> Self {
         Self {
@@ -81,6 +89,8 @@ impl PluginVersion {
             hash,
             loaded_at: SystemTime::now(),
             functions: functions.into_iter().map(|f| (f.name.clone(), f)).collect(),
+            params,
+            call_params: Arc::default(),
             implementation,
         }
     }
@@ -108,6 +118,8 @@ impl PluginVersion {
             hash: self.hash.clone(),
             loaded_at: self.loaded_at,
             functions: self.functions.clone(),
+            params: self.params.clone(),
+            call_params: self.call_params.clone(),
             implementation,
         }
     }

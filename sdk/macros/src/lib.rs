@@ -1,5 +1,9 @@
 //! Attribute macros of the Sluice SDK. Use them through `sluice_sdk`, not directly.
 //!
+//! Each attribute takes the function's own arguments and, optionally, one more last argument
+//! `params: &P` (`P: Deserialize + Describe`): the stage's `params` table, decoded once per
+//! distinct value (see `sluice_sdk::__private::take_params`).
+//!
 //! Each attribute keeps the function as written and adds, next to it, a hidden constant
 //! `__sluice_<name>` (a [`NativeFunction`]: describe + call, usable natively) and, when compiling
 //! for wasm, the two exports `sluice_describe_<name>` and `sluice_call_<name>` of the ABI.
@@ -86,17 +90,34 @@ fn expand(attr: TokenStream, item: TokenStream, kind: &str, arity: usize) -> Tok
     }
     let function = parse_macro_input!(item as ItemFn);
     let sig = &function.sig;
-    if sig.inputs.len() != arity {
-        let shape = ["no arguments", "one argument", "two arguments", "three arguments"][arity];
-        return syn::Error::new_spanned(
-            &sig.inputs,
-            format!("a {kind} function takes {shape}, found {}", sig.inputs.len()),
-        )
-        .to_compile_error()
-        .into();
-    }
-    if !sig.generics.params.is_empty() || sig.asyncness.is_some() {
-        return syn::Error::new_spanned(sig, format!("a {kind} function cannot be generic or async"))
+    let params = match sig.inputs.len() {
+        n if n == arity => None,
+        n if n == arity + 1 => {
+            match params_type(sig.inputs.last().expect("arity + 1 > 0")) {
+                Some(params) => Some(params),
+                None => {
+                    return syn::Error::new_spanned(
+                    sig.inputs.last(),
+                    format!("a {kind} function's extra last argument is its parameters, taken by reference: `params: &P`"),
+                )
+                .to_compile_error()
+                .into();
+                }
+            }
+        }
+        n => {
+            let shape = ["no arguments", "one argument", "two arguments", "three arguments"][arity];
+            return syn::Error::new_spanned(
+                &sig.inputs,
+                format!("a {kind} function takes {shape} (and optionally its parameters, `&P`, last), found {n}"),
+            )
+            .to_compile_error()
+            .into();
+        }
+    };
+    let generic_types = sig.generics.params.iter().any(|p| !matches!(p, syn::GenericParam::Lifetime(_)));
+    if generic_types || sig.asyncness.is_some() {
+        return syn::Error::new_spanned(sig, format!("a {kind} function cannot be generic (lifetimes aside) or async"))
             .to_compile_error()
             .into();
     }
@@ -107,14 +128,67 @@ fn expand(attr: TokenStream, item: TokenStream, kind: &str, arity: usize) -> Tok
     let describe_export = LitStr::new(&format!("sluice_describe_{name}"), Span::call_site());
     let run = format_ident!("{}", kind);
     let describe = format_ident!("describe_{}", kind);
+    let Some(params) = params else {
+        return quote! {
+            #function
+
+            #[doc(hidden)]
+            #[allow(non_upper_case_globals)]
+            pub const #hidden: ::sluice_sdk::abi::NativeFunction = ::sluice_sdk::abi::NativeFunction {
+                describe: || ::sluice_sdk::__private::#describe(#name_str, &#name),
+                params: None,
+                call: |input, output| ::sluice_sdk::__private::#run(input, output, #name),
+            };
+
+            #[cfg(target_family = "wasm")]
+            const _: () = {
+                #[unsafe(export_name = #call_export)]
+                extern "C" fn call(len: u32) -> u64 {
+                    ::sluice_sdk::__private::export_call(len, #hidden.call)
+                }
+                #[unsafe(export_name = #describe_export)]
+                extern "C" fn describe() -> u64 {
+                    ::sluice_sdk::__private::export_describe(#hidden.describe)
+                }
+            };
+        }
+        .into();
+    };
+    // With parameters: a shim of the kind's own shape passes the call's parameters on, so the
+    // kind's runner and describer are the same as without.
+    let shim = format_ident!("__sluice_shim_{}", name);
+    let slot = format_ident!("__SLUICE_PARAMS_{}", name.to_string().to_uppercase());
+    let params_export = LitStr::new(&format!("sluice_params_{name}"), Span::call_site());
+    let args: Vec<_> = (0..arity).map(|i| format_ident!("__a{}", i)).collect();
+    let types = sig.inputs.iter().take(arity).map(|input| match input {
+        syn::FnArg::Typed(typed) => typed.ty.clone(),
+        syn::FnArg::Receiver(_) => unreachable!("refused: a receiver is no record"),
+    });
+    let generics = &sig.generics;
+    let output = &sig.output;
     quote! {
         #function
 
         #[doc(hidden)]
+        #[allow(non_snake_case)]
+        fn #shim #generics (#(#args: #types),*) #output {
+            #name(#(#args,)* ::sluice_sdk::__private::current_params(&#slot))
+        }
+
+        ::std::thread_local! {
+            #[doc(hidden)]
+            static #slot: ::sluice_sdk::__private::ParamsSlot<#params> = const { ::sluice_sdk::__private::ParamsSlot::new() };
+        }
+
+        #[doc(hidden)]
         #[allow(non_upper_case_globals)]
         pub const #hidden: ::sluice_sdk::abi::NativeFunction = ::sluice_sdk::abi::NativeFunction {
-            describe: || ::sluice_sdk::__private::#describe(#name_str, &#name),
-            call: |input, output| ::sluice_sdk::__private::#run(input, output, #name),
+            describe: || ::sluice_sdk::__private::#describe(#name_str, &#shim),
+            params: Some(<#params as ::sluice_sdk::Describe>::describe),
+            call: |input, output| {
+                let input = ::sluice_sdk::__private::take_params(input, &#slot)?;
+                ::sluice_sdk::__private::#run(input, output, #shim)
+            },
         };
 
         #[cfg(target_family = "wasm")]
@@ -127,9 +201,22 @@ fn expand(attr: TokenStream, item: TokenStream, kind: &str, arity: usize) -> Tok
             extern "C" fn describe() -> u64 {
                 ::sluice_sdk::__private::export_describe(#hidden.describe)
             }
+            #[unsafe(export_name = #params_export)]
+            extern "C" fn params() -> u64 {
+                ::sluice_sdk::__private::export_params(<#params as ::sluice_sdk::Describe>::describe)
+            }
         };
     }
     .into()
+}
+
+/// `P` of a last argument `name: &P`.
+fn params_type(input: &syn::FnArg) -> Option<&syn::Type> {
+    let syn::FnArg::Typed(typed) = input else { return None };
+    match &*typed.ty {
+        syn::Type::Reference(reference) if reference.mutability.is_none() => Some(&reference.elem),
+        _ => None,
+    }
 }
 
 /// Derives `sluice_sdk::Describe` for a struct, so it can be a record, key or value. Use it
