@@ -12,9 +12,15 @@
 //! | `sluice_describe_<fn>` | `() -> i64` | a [`FunctionInfo`] (postcard), as a [packed result](pack) |
 //! | `sluice_call_<fn>` | `(len: i32) -> i64` | run `<fn>` over the first `len` input bytes |
 //! | `sluice_params_<fn>` (optional) | `() -> i64` | the [`TypeDesc`] of `<fn>`'s parameters (postcard), as a packed result |
+//! | `sluice_fallible_<fn>` (optional) | `() -> i32` | `<fn>` (a map, flat_map or filter) returns `Result`: its output ends with its records' errors |
+//!
+//! A fallible function's output is the kind's output for the records that succeeded (a filter:
+//! keep byte 0 for a failed record), then one frame of `(u32 record index, String message)` per
+//! failed record, then the byte length of those frames as a `u32` (little-endian). The host
+//! treats each as that one record's failure, under the stage's `on_error`.
 //!
 //! A function with parameters (a last argument `&P`; the stage's `params` table) has the
-//! optional export; the host then puts one frame holding the postcard of the stage's parameters
+//! optional `sluice_params_<fn>` export; the host then puts one frame holding the postcard of the stage's parameters
 //! before the partition in every call's input. Plugins without it load as before.
 //!
 //! The host writes one whole partition into the input buffer and calls `sluice_call_<fn>` once:
@@ -22,7 +28,10 @@
 //!
 //! # Imports a plugin may use (module `sluice`)
 //! `panic(ptr: i32, len: i32)` — the panic message, sent just before the guest traps;
-//! `log(level: i32, ptr: i32, len: i32)` — a log line (level: 0 error, 1 warn, 2 info, 3 debug).
+//! `log(level: i32, ptr: i32, len: i32)` — a log line (level: 0 error, 1 warn, 2 info, 3 debug);
+//! `metric(kind: i32, name_ptr: i32, name_len: i32, value_ptr: i32)` — a metric recorded during
+//! the call (kind: 0 counter, 1 gauge, 2 histogram; at `value_ptr`, 16 bytes: the value or sum as
+//! an `f64`, then the count as a `u64`, little-endian), sent at the end of the call.
 //!
 //! # Buffers
 //! A *partition* is a sequence of frames: `u32` little-endian length, then that many bytes of one
@@ -58,6 +67,8 @@ pub const EXPORT_INPUT: &str = "sluice_input";
 pub const EXPORT_DESCRIBE_PREFIX: &str = "sluice_describe_";
 /// Prefix of the export that describes one function's parameters (optional).
 pub const EXPORT_PARAMS_PREFIX: &str = "sluice_params_";
+/// Prefix of the export that marks a function as fallible (optional).
+pub const EXPORT_FALLIBLE_PREFIX: &str = "sluice_fallible_";
 /// Prefix of the export that runs one function over a partition.
 pub const EXPORT_CALL_PREFIX: &str = "sluice_call_";
 /// Module name of the host imports.
@@ -249,6 +260,8 @@ pub struct NativeFunction {
     pub describe: fn() -> FunctionInfo,
     /// The type of its parameters, if it takes any (its input then starts with their frame).
     pub params: Option<fn() -> TypeDesc>,
+    /// Whether it returns `Result` (its output then ends with its records' errors).
+    pub fallible: bool,
     /// Runs the function over one input buffer, appending to the output buffer.
     pub call: fn(&[u8], &mut Vec<u8>) -> Result<(), String>,
 }

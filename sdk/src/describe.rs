@@ -47,6 +47,28 @@ pub enum TypeDesc {
         /// Field names and types, in order.
         fields: Vec<(String, TypeDesc)>,
     },
+    /// A map (`BTreeMap`, `HashMap`): varint count, then each key and its value.
+    Map(Box<TypeDesc>, Box<TypeDesc>),
+    /// An enum: the variant's index (varint), then its fields.
+    Enum {
+        /// The Rust type name.
+        name: String,
+        /// Variant names and shapes, in declaration order (the index is the position).
+        variants: Vec<(String, Variant)>,
+    },
+}
+
+/// The fields of one variant of an [`TypeDesc::Enum`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Variant {
+    /// `A`: no fields.
+    Unit,
+    /// `A(T)`: one value.
+    Newtype(TypeDesc),
+    /// `A(T, U, ...)`: several values, back to back.
+    Tuple(Vec<TypeDesc>),
+    /// `A { x: T, ... }`: named fields, back to back.
+    Struct(Vec<(String, TypeDesc)>),
 }
 
 impl TypeDesc {
@@ -80,7 +102,8 @@ impl TypeDesc {
                     alloc::format!("({})", names.join(", "))
                 }
             }
-            TypeDesc::Struct { name, .. } => name.clone(),
+            TypeDesc::Struct { name, .. } | TypeDesc::Enum { name, .. } => name.clone(),
+            TypeDesc::Map(key, value) => alloc::format!("Map<{}, {}>", key.rust_name(), value.rust_name()),
         }
     }
 }
@@ -158,6 +181,18 @@ impl<T: Describe> Describe for [T] {
 impl<T: Describe, const N: usize> Describe for [T; N] {
     fn describe() -> TypeDesc {
         TypeDesc::Tuple((0..N).map(|_| T::describe()).collect())
+    }
+}
+
+impl<K: Describe, V: Describe> Describe for alloc::collections::BTreeMap<K, V> {
+    fn describe() -> TypeDesc {
+        TypeDesc::Map(Box::new(K::describe()), Box::new(V::describe()))
+    }
+}
+
+impl<K: Describe, V: Describe, S> Describe for std::collections::HashMap<K, V, S> {
+    fn describe() -> TypeDesc {
+        TypeDesc::Map(Box::new(K::describe()), Box::new(V::describe()))
     }
 }
 

@@ -74,6 +74,87 @@ where
     check_end(&frames)
 }
 
+/// Ends the output of a fallible function (one that returns `Result`): its records' errors,
+/// each a frame of `(u32 record index, String message)`, then the byte length of those frames
+/// as a `u32`. The host reads the trailer off the end (see `abi`'s module docs).
+fn finish_failures(out: &mut Vec<u8>, failures: &[(u32, String)]) -> Result<(), String> {
+    let start = out.len();
+    for failure in failures {
+        write_frame(out, failure)?;
+    }
+    let len = u32::try_from(out.len() - start).map_err(|_| "the errors exceed 4 GiB".to_string())?;
+    out.extend_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
+/// Runs a map function that returns `Result` over a partition: an `Err` is that record's error.
+pub fn map_fallible<'a, I, O, E, F>(input: &'a [u8], out: &mut Vec<u8>, mut f: F) -> Result<(), String>
+where
+    I: Deserialize<'a>,
+    O: Serialize,
+    E: core::fmt::Display,
+    F: FnMut(I) -> Result<O, E>,
+{
+    let mut frames = Frames::new(input);
+    let mut failures = Vec::new();
+    for (index, frame) in frames.by_ref().enumerate() {
+        match f(decode(frame, index)?) {
+            Ok(value) => write_frame(out, &value)?,
+            Err(err) => failures.push((index as u32, err.to_string())),
+        }
+    }
+    check_end(&frames)?;
+    finish_failures(out, &failures)
+}
+
+/// Runs a flat_map function that returns `Result` over a partition.
+pub fn flat_map_fallible<'a, I, O, R, E, F>(input: &'a [u8], out: &mut Vec<u8>, mut f: F) -> Result<(), String>
+where
+    I: Deserialize<'a>,
+    O: Serialize,
+    R: IntoIterator<Item = O>,
+    E: core::fmt::Display,
+    F: FnMut(I) -> Result<R, E>,
+{
+    let mut frames = Frames::new(input);
+    let mut failures = Vec::new();
+    for (index, frame) in frames.by_ref().enumerate() {
+        match f(decode(frame, index)?) {
+            Ok(items) => {
+                for item in items {
+                    write_frame(out, &item)?;
+                }
+            }
+            Err(err) => failures.push((index as u32, err.to_string())),
+        }
+    }
+    check_end(&frames)?;
+    finish_failures(out, &failures)
+}
+
+/// Runs a filter function that returns `Result` over a partition: a failed record's keep byte
+/// is 0 and its error is in the trailer.
+pub fn filter_fallible<'a, I, E, F>(input: &'a [u8], out: &mut Vec<u8>, mut f: F) -> Result<(), String>
+where
+    I: Deserialize<'a>,
+    E: core::fmt::Display,
+    F: FnMut(I) -> Result<bool, E>,
+{
+    let mut frames = Frames::new(input);
+    let mut failures = Vec::new();
+    for (index, frame) in frames.by_ref().enumerate() {
+        match f(decode(frame, index)?) {
+            Ok(keep) => out.push(u8::from(keep)),
+            Err(err) => {
+                out.push(0);
+                failures.push((index as u32, err.to_string()));
+            }
+        }
+    }
+    check_end(&frames)?;
+    finish_failures(out, &failures)
+}
+
 /// Runs a reduce function over groups of values: one output value per group.
 pub fn reduce<'a, V, F>(input: &'a [u8], out: &mut Vec<u8>, mut f: F) -> Result<(), String>
 where
@@ -203,6 +284,30 @@ where
     info(name, FunctionKind::FlatMap, I::describe(), O::describe())
 }
 
+/// Describes a map function that returns `Result<O, E>`.
+pub fn describe_map_fallible<I: Describe, O: Describe, E, F: FnMut(I) -> Result<O, E>>(
+    name: &str,
+    _: &F,
+) -> FunctionInfo {
+    info(name, FunctionKind::Map, I::describe(), O::describe())
+}
+
+/// Describes a flat_map function that returns `Result<impl IntoIterator, E>`.
+pub fn describe_flat_map_fallible<I, O, R, E, F>(name: &str, _: &F) -> FunctionInfo
+where
+    I: Describe,
+    O: Describe,
+    R: IntoIterator<Item = O>,
+    F: FnMut(I) -> Result<R, E>,
+{
+    info(name, FunctionKind::FlatMap, I::describe(), O::describe())
+}
+
+/// Describes a filter function that returns `Result<bool, E>`.
+pub fn describe_filter_fallible<I: Describe, E, F: FnMut(I) -> Result<bool, E>>(name: &str, _: &F) -> FunctionInfo {
+    info(name, FunctionKind::Filter, I::describe(), I::describe())
+}
+
 /// Describes a filter function from its signature.
 pub fn describe_filter<I: Describe, F: FnMut(I) -> bool>(name: &str, _: &F) -> FunctionInfo {
     info(name, FunctionKind::Filter, I::describe(), I::describe())
@@ -316,6 +421,7 @@ pub fn export_call(len: u32, call: fn(&[u8], &mut Vec<u8>) -> Result<(), String>
                     crate::abi::ERROR_FLAG
                 }
             };
+            crate::metrics::flush();
             crate::abi::pack(out.as_ptr() as usize as u32, out.len() as u32 | flag)
         })
     })

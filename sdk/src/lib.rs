@@ -9,8 +9,9 @@ mod flume;
 pub mod guest;
 mod kafka;
 mod kinesis;
+pub mod metrics;
 
-pub use describe::{Describe, TypeDesc};
+pub use describe::{Describe, TypeDesc, Variant};
 pub use flume::FlumeRecord;
 pub use kafka::KafkaRecord;
 pub use kinesis::KinesisRecord;
@@ -59,5 +60,6 @@ mod host {
     unsafe extern "C" {
         pub(crate) fn panic(ptr: *const u8, len: usize);
         pub(crate) fn log(level: u32, ptr: *const u8, len: usize);
+        pub(crate) fn metric(kind: u32, name: *const u8, len: usize, value: *const u8);
     }
 }

@@ -244,3 +244,212 @@ fn a_hot_swap_keeps_each_stages_params() {
         assert_eq!(records.len(), 1, "top1 batch {time}: {records:?}");
     }
 }
+
+/// Three fallible functions of `faulty` over the same lines, each stage with its own policy.
+fn fallible_pipeline(counts_policy: &str) -> String {
+    format!(
+        r#"[pipeline]
+name = "fallible"
+
+[plugins]
+faulty = "faulty.wasm"
+
+[[sources]]
+name = "lines"
+type = "socket"
+address = "127.0.0.1:9"
+
+[[stages]]
+name = "counts"
+input = "lines"
+op = "map"
+plugin = "faulty"
+function = "parse_count"
+{counts_policy}
+
+[[stages]]
+name = "words"
+input = "lines"
+op = "flat_map"
+plugin = "faulty"
+function = "words_without_digits"
+on_error = "skip"
+
+[[stages]]
+name = "evens"
+input = "lines"
+op = "filter"
+plugin = "faulty"
+function = "even"
+on_error = "dead_letter"
+dead_letter = "dlq"
+
+[[sinks]]
+name = "counts_out"
+input = "counts"
+type = "file"
+path = "counts"
+
+[[sinks]]
+name = "words_out"
+input = "words"
+type = "file"
+path = "words"
+
+[[sinks]]
+name = "evens_out"
+input = "evens"
+type = "file"
+path = "evens"
+
+[[sinks]]
+name = "dlq"
+type = "file"
+path = "dlq"
+"#
+    )
+}
+
+#[test]
+fn a_function_returning_err_fails_one_record_under_its_stages_policy() {
+    let work = Workdir::new();
+    work.add_plugin("faulty", "faulty");
+    work.write("pipeline.toml", &fallible_pipeline("on_error = \"dead_letter\"\ndead_letter = \"dlq\""));
+    work.write("in.txt", "to 3\nbe x\n---\n42\n7 up\n");
+    let out = work.sluice(&["test", "pipeline.toml", "--input", "lines=in.txt", "--expect", "g", "--bless"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = |sink: &str| std::fs::read_to_string(work.path(&format!("g/{sink}.jsonl"))).unwrap();
+    // Every record that did not fail went through; each failed one only in its own stage.
+    assert_eq!(read("counts_out"), "# batch 1\n[\"to\",3]\n# batch 2\n");
+    assert_eq!(read("words_out"), "# batch 1\n[\"be\",1]\n[\"x\",1]\n# batch 2\n");
+    assert_eq!(read("evens_out"), "# batch 1\n# batch 2\n\"42\"\n");
+    let mut letters: Vec<(String, String, String)> = read("dlq")
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| {
+            let letter: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(letter["class"], "guest_error", "{letter}");
+            let field = |name: &str| letter[name].as_str().unwrap().to_string();
+            (field("stage"), field("record"), field("error"))
+        })
+        .collect();
+    letters.sort();
+    let letter = |stage: &str, record: &str, error: &str| (stage.to_string(), record.to_string(), error.to_string());
+    assert_eq!(
+        letters,
+        [
+            letter("counts", "42", "guest_error: expected `word count`, found \"42\""),
+            letter("counts", "7 up", "guest_error: count \"up\": invalid digit found in string"),
+            letter("counts", "be x", "guest_error: count \"x\": invalid digit found in string"),
+            letter("evens", "7 up", "guest_error: invalid digit found in string"),
+            letter("evens", "be x", "guest_error: invalid digit found in string"),
+            letter("evens", "to 3", "guest_error: invalid digit found in string"),
+        ]
+    );
+
+    // Under `fail` (the default) the first failed record fails the batch, named.
+    work.write("pipeline.toml", &fallible_pipeline(""));
+    let failed = work.sluice(&["test", "pipeline.toml", "--input", "lines=in.txt"]);
+    let err = String::from_utf8_lossy(&failed.stderr).to_string();
+    assert_eq!(failed.status.code(), Some(1), "{err}");
+    assert!(err.contains("batch 1 (time 1000 ms) failed: stage `counts` (faulty@"), "{err}");
+    assert!(
+        err.contains(
+            "function `parse_count`): guest_error: record be x failed: count \"x\": invalid digit found in string"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn enum_and_map_records_go_through_a_pipeline_into_json() {
+    let work = Workdir::new();
+    work.add_plugin("charcount", "charcount");
+    let stage = |name: &str, function: &str| {
+        format!(
+            "[[stages]]\nname = \"{name}\"\ninput = \"lines\"\nop = \"map\"\nplugin = \"charcount\"\nfunction = \"{function}\"\n\n"
+        )
+    };
+    let sink = |name: &str| {
+        format!("[[sinks]]\nname = \"{name}_out\"\ninput = \"{name}\"\ntype = \"file\"\npath = \"{name}\"\n\n")
+    };
+    let pipeline = format!(
+        "[pipeline]\nname = \"shapes\"\n\n[plugins]\ncharcount = \"charcount.wasm\"\n\n[[sources]]\nname = \"lines\"\ntype = \"socket\"\naddress = \"127.0.0.1:9\"\n\n{}{}{}{}",
+        stage("shapes", "shape"),
+        stage("letters", "letters"),
+        sink("shapes"),
+        sink("letters")
+    );
+    work.write("pipeline.toml", &pipeline);
+    work.write("in.txt", "\nhi\nto be\nnot to be\n");
+    let check = work.sluice(&["check", "pipeline.toml"]);
+    let checked = String::from_utf8_lossy(&check.stdout).to_string();
+    assert!(check.status.success(), "{checked}{}", String::from_utf8_lossy(&check.stderr));
+    assert!(checked.contains("stage shapes: Shape") && checked.contains("stage letters: Map<char, u32>"), "{checked}");
+    let out = work.sluice(&["test", "pipeline.toml", "--input", "lines=in.txt", "--expect", "g", "--bless"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = |sink: &str| std::fs::read_to_string(work.path(&format!("g/{sink}.jsonl"))).unwrap();
+    assert_eq!(
+        read("shapes_out"),
+        "# batch 1\n\"Empty\"\n{\"Many\":{\"count\":3,\"first\":\"not\"}}\n{\"Pair\":[\"to\",\"be\"]}\n{\"Word\":\"hi\"}\n"
+    );
+    assert_eq!(
+        read("letters_out"),
+        "# batch 1\n{\"b\":1,\"e\":1,\"n\":1,\"o\":2,\"t\":2}\n{\"b\":1,\"e\":1,\"o\":1,\"t\":1}\n{\"h\":1,\"i\":1}\n{}\n"
+    );
+}
+
+#[test]
+fn plugin_metrics_and_log_lines_carry_plugin_version_and_stage() {
+    let lines: Vec<String> =
+        (0..300).map(|i| if i % 3 == 0 { format!("bad{i}") } else { format!("w{i} {i}") }).collect();
+    let server = LineServer::start(Feed::HoldOpen(join_lines(&lines)));
+    let work = Workdir::new();
+    work.add_plugin("faulty", "faulty");
+    let pipeline = fallible_pipeline("on_error = \"skip\"")
+        .replace("address = \"127.0.0.1:9\"", &format!("address = \"{}\"", server.address));
+    work.write("pipeline.toml", &pipeline);
+    let ui = format!("127.0.0.1:{}", crate::admin::free_port());
+    let running = work.spawn(&["pipeline.toml", "--ui", &ui]);
+    running.wait_for("records out", std::time::Duration::from_secs(30));
+    let series = |scrape: &prometheus_parse::Scrape, metric: &str, name: &str| {
+        scrape.samples.iter().find(|s| s.metric == metric && s.labels.get("name") == Some(name)).map(|s| {
+            (s.labels.get("stage").map(String::from), s.labels.get("plugin").map(String::from), s.value.clone())
+        })
+    };
+    let value = |v: &prometheus_parse::Value| match v {
+        prometheus_parse::Value::Untyped(v) => *v,
+        other => panic!("{other:?}"),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let scrape = loop {
+        let scrape = crate::admin::prometheus(&ui);
+        let seen = series(&scrape, "sluice_plugin_metric_count", "line_bytes").map(|(_, _, v)| value(&v));
+        if seen == Some(300.0) {
+            break scrape;
+        }
+        assert!(std::time::Instant::now() < deadline, "line_bytes_count: {seen:?}; log:\n{}", running.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let (stage, plugin, bad) = series(&scrape, "sluice_plugin_metric", "bad_lines").expect("bad_lines");
+    assert_eq!((stage.as_deref(), plugin.as_deref(), value(&bad)), (Some("counts"), Some("faulty"), 100.0));
+    let bytes: usize = lines.iter().map(String::len).sum();
+    let (_, _, sum) = series(&scrape, "sluice_plugin_metric_sum", "line_bytes").expect("line_bytes_sum");
+    assert_eq!(value(&sum), bytes as f64);
+    let (_, _, last) = series(&scrape, "sluice_plugin_metric", "last_count").expect("last_count");
+    assert!(lines.iter().any(|l| l.ends_with(&format!(" {}", value(&last)))), "a count that was parsed: {last:?}");
+    let sample = scrape.samples.iter().find(|s| s.labels.get("name") == Some("bad_lines")).unwrap();
+    let version = sample.labels.get("version").unwrap().to_string();
+    assert_eq!(version.len(), 12, "the short hash: {version}");
+    let log = running.log();
+    let warning = log.lines().find(|l| l.contains("not a number: \"bad0\"")).unwrap_or_else(|| panic!("log:\n{log}"));
+    assert!(
+        warning.contains("plugin=faulty")
+            && warning.contains(&format!("version={version}"))
+            && warning.contains("stage=evens"),
+        "{warning}"
+    );
+    running.signal("TERM");
+    let (code, log) = running.finish(std::time::Duration::from_secs(30));
+    assert_eq!(code, 0, "{log}");
+}

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use sluice_sdk::TypeDesc;
+use sluice_sdk::{TypeDesc, Variant};
 
 use super::varint::read_varint;
 
@@ -97,19 +97,76 @@ fn value(ty: &TypeDesc, buf: &[u8], pos: &mut usize, out: &mut String) -> Option
             }
             out.push(']');
         }
-        TypeDesc::Struct { fields, .. } => {
-            out.push('{');
-            for (i, (name, field)) in fields.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
+        TypeDesc::Struct { fields, .. } => object(fields, buf, pos, out)?,
+        TypeDesc::Map(key, item) => map(key, item, buf, pos, out)?,
+        TypeDesc::Enum { variants, .. } => {
+            let index = usize::try_from(read_varint(buf, pos)?).ok()?;
+            let (name, shape) = variants.get(index)?;
+            // serde_json's externally tagged form: "Unit", {"Newtype": v}, {"Tuple": [..]},
+            // {"Struct": {..}}.
+            if let Variant::Unit = shape {
                 string(name, out);
-                out.push(':');
-                value(field, buf, pos, out)?;
+                return Some(());
+            }
+            out.push('{');
+            string(name, out);
+            out.push(':');
+            match shape {
+                Variant::Unit => unreachable!("rendered above"),
+                Variant::Newtype(ty) => value(ty, buf, pos, out)?,
+                Variant::Tuple(items) => value(&TypeDesc::Tuple(items.clone()), buf, pos, out)?,
+                Variant::Struct(fields) => object(fields, buf, pos, out)?,
             }
             out.push('}');
         }
     }
+    Some(())
+}
+
+fn object(fields: &[(String, TypeDesc)], buf: &[u8], pos: &mut usize, out: &mut String) -> Option<()> {
+    out.push('{');
+    for (i, (name, field)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        string(name, out);
+        out.push(':');
+        value(field, buf, pos, out)?;
+    }
+    out.push('}');
+    Some(())
+}
+
+/// A map as serde_json writes it: an object, its keys as strings (a string or char key as
+/// itself, a number or bool as its text). A key of any other type (a tuple, a struct), which
+/// serde_json refuses, is written as an array of `[key, value]` pairs.
+fn map(key: &TypeDesc, item: &TypeDesc, buf: &[u8], pos: &mut usize, out: &mut String) -> Option<()> {
+    let count = read_varint(buf, pos)?;
+    let textual = matches!(key, TypeDesc::String | TypeDesc::Char);
+    let scalar = matches!(key, TypeDesc::Unsigned(_) | TypeDesc::Signed(_) | TypeDesc::Bool);
+    out.push(if textual || scalar { '{' } else { '[' });
+    for i in 0..count {
+        if i > 0 {
+            out.push(',');
+        }
+        if textual {
+            value(key, buf, pos, out)?;
+            out.push(':');
+        } else if scalar {
+            out.push('"');
+            value(key, buf, pos, out)?;
+            out.push_str("\":");
+        } else {
+            out.push('[');
+            value(key, buf, pos, out)?;
+            out.push(',');
+        }
+        value(item, buf, pos, out)?;
+        if !textual && !scalar {
+            out.push(']');
+        }
+    }
+    out.push(if textual || scalar { '}' } else { ']' });
     Some(())
 }
 
@@ -151,6 +208,47 @@ mod tests {
             fields: vec![("x".into(), TypeDesc::Signed(32)), ("label".into(), TypeDesc::String)],
         };
         assert_eq!(json(point, (-3i32, "a")), r#"{"x":-3,"label":"a"}"#);
+    }
+
+    #[test]
+    fn enums_and_maps_render_as_serde_json_renders_them() {
+        use std::collections::BTreeMap;
+
+        #[derive(Serialize)]
+        enum Shape {
+            Empty,
+            Word(String),
+            Pair(String, u32),
+            Many { count: u32, first: String },
+        }
+        let ty = TypeDesc::Enum {
+            name: "Shape".into(),
+            variants: vec![
+                ("Empty".into(), Variant::Unit),
+                ("Word".into(), Variant::Newtype(TypeDesc::String)),
+                ("Pair".into(), Variant::Tuple(vec![TypeDesc::String, TypeDesc::Unsigned(32)])),
+                (
+                    "Many".into(),
+                    Variant::Struct(vec![("count".into(), TypeDesc::Unsigned(32)), ("first".into(), TypeDesc::String)]),
+                ),
+            ],
+        };
+        for shape in [
+            Shape::Empty,
+            Shape::Word("a".into()),
+            Shape::Pair("b".into(), 2),
+            Shape::Many { count: 3, first: "c".into() },
+        ] {
+            assert_eq!(json(ty.clone(), &shape), serde_json::to_string(&shape).unwrap());
+        }
+        let counts = BTreeMap::from([('a', 2u32), ('b', 1)]);
+        let map = |k: TypeDesc| TypeDesc::Map(Box::new(k), Box::new(TypeDesc::Unsigned(32)));
+        assert_eq!(json(map(TypeDesc::Char), &counts), serde_json::to_string(&counts).unwrap());
+        let by_number = BTreeMap::from([(7i64, 1u32), (-1, 2)]);
+        assert_eq!(json(map(TypeDesc::Signed(64)), &by_number), serde_json::to_string(&by_number).unwrap());
+        let by_pair = BTreeMap::from([((1u8, 2u8), 3u32)]);
+        let pair = TypeDesc::Tuple(vec![TypeDesc::Unsigned(8), TypeDesc::Unsigned(8)]);
+        assert_eq!(json(map(pair), &by_pair), "[[[1,2],3]]");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! ones `render` writes: tuples as arrays, structs as objects, `None` as null. A value that does
 //! not fit says where (`[1].name`) and what was expected.
 
-use sluice_sdk::TypeDesc;
+use sluice_sdk::{TypeDesc, Variant};
 
 use super::varint::write_varint;
 
@@ -94,6 +94,64 @@ fn encode_at(ty: &TypeDesc, value: &serde_json::Value, out: &mut Vec<u8>, at: &m
             }
         }
         (TypeDesc::Struct { name, .. }, _) => return wrong(&format!("an object ({name})")),
+        (TypeDesc::Map(key, item), Value::Object(object)) => {
+            write_varint(out, object.len() as u64);
+            for (text, item_value) in object {
+                // An object's keys are strings: a key of another type is its JSON text.
+                let key_value = match **key {
+                    TypeDesc::String | TypeDesc::Char => Value::String(text.clone()),
+                    _ => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone())),
+                };
+                nested(at, &format!("[{text:?}]"), |at| {
+                    encode_at(key, &key_value, out, at)?;
+                    encode_at(item, item_value, out, at)
+                })?;
+            }
+        }
+        (TypeDesc::Map(key, item), Value::Array(pairs)) => {
+            write_varint(out, pairs.len() as u64);
+            for (index, pair) in pairs.iter().enumerate() {
+                let pair_ty = TypeDesc::Tuple(vec![(**key).clone(), (**item).clone()]);
+                nested(at, &format!("[{index}]"), |at| encode_at(&pair_ty, pair, out, at))?;
+            }
+        }
+        (TypeDesc::Map(..), _) => return wrong(&format!("an object or an array of [key, value] pairs ({ty})")),
+        (TypeDesc::Enum { name, variants }, _) => {
+            let names = || variants.iter().map(|(v, _)| v.as_str()).collect::<Vec<_>>().join(", ");
+            // serde_json's externally tagged form: "Unit" or {"Variant": fields}.
+            let (tag, fields) = match value {
+                Value::String(tag) => (tag, None),
+                Value::Object(object) if object.len() == 1 => {
+                    let (tag, fields) = object.iter().next().expect("one entry");
+                    (tag, Some(fields))
+                }
+                _ => {
+                    return wrong(&format!(
+                        "a variant of {name} (\"Unit\" or {{\"Variant\": ...}}; its variants: {})",
+                        names()
+                    ));
+                }
+            };
+            let Some(index) = variants.iter().position(|(v, _)| v == tag) else {
+                return Err(format!("{name} has no variant `{tag}` (its variants: {})", names()));
+            };
+            write_varint(out, index as u64);
+            let shape = &variants[index].1;
+            let step = if at.is_empty() { tag.clone() } else { format!(".{tag}") };
+            match (shape, fields) {
+                (Variant::Unit, None) => {}
+                (Variant::Newtype(ty), Some(fields)) => nested(at, &step, |at| encode_at(ty, fields, out, at))?,
+                (Variant::Tuple(items), Some(fields)) => {
+                    nested(at, &step, |at| encode_at(&TypeDesc::Tuple(items.clone()), fields, out, at))?
+                }
+                (Variant::Struct(items), Some(fields)) => {
+                    let ty = TypeDesc::Struct { name: format!("{name}::{tag}"), fields: items.clone() };
+                    nested(at, &step, |at| encode_at(&ty, fields, out, at))?
+                }
+                (Variant::Unit, Some(_)) => return Err(format!("{name}::{tag} has no fields: write it as \"{tag}\"")),
+                (_, None) => return Err(format!("{name}::{tag} has fields: write it as {{\"{tag}\": ...}}")),
+            }
+        }
         _ => return wrong(&format!("{ty}")),
     }
     Ok(())
@@ -173,6 +231,42 @@ mod tests {
         };
         assert_eq!(encoded(&point, json!({"x": -3, "label": "a"})).unwrap(), postcard((-3i32, Some("a"))));
         assert_eq!(encoded(&point, json!({"x": 1})).unwrap(), postcard((1i32, None::<&str>)));
+    }
+
+    #[test]
+    fn enums_and_maps_encode_from_the_json_serde_json_writes() {
+        use std::collections::BTreeMap;
+
+        #[derive(Serialize)]
+        enum Shape {
+            Empty,
+            Word(String),
+            Many { count: u32 },
+        }
+        let ty = TypeDesc::Enum {
+            name: "Shape".into(),
+            variants: vec![
+                ("Empty".into(), Variant::Unit),
+                ("Word".into(), Variant::Newtype(TypeDesc::String)),
+                ("Many".into(), Variant::Struct(vec![("count".into(), TypeDesc::Unsigned(32))])),
+            ],
+        };
+        for shape in [Shape::Empty, Shape::Word("a".into()), Shape::Many { count: 3 }] {
+            let written = serde_json::to_value(&shape).unwrap();
+            assert_eq!(encoded(&ty, written).unwrap(), postcard(&shape));
+        }
+        assert_eq!(
+            encoded(&ty, json!("Nope")).unwrap_err(),
+            "Shape has no variant `Nope` (its variants: Empty, Word, Many)"
+        );
+        assert_eq!(
+            encoded(&ty, json!({"Many": {"count": "x"}})).unwrap_err(),
+            "Many.count: expected an integer from 0 to 4294967295, found a string"
+        );
+        let map = TypeDesc::Map(Box::new(TypeDesc::Unsigned(8)), Box::new(TypeDesc::String));
+        let value = BTreeMap::from([(1u8, "a"), (2, "b")]);
+        assert_eq!(encoded(&map, serde_json::to_value(&value).unwrap()).unwrap(), postcard(&value));
+        assert_eq!(encoded(&map, json!([[1, "a"], [2, "b"]])).unwrap(), postcard(&value));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Finding the end of a postcard value without decoding it: how the host slices the key out of
 //! a keyed record `(K, V)`.
 
-use sluice_sdk::TypeDesc;
+use sluice_sdk::{TypeDesc, Variant};
 
 use super::varint::read_varint;
 
@@ -49,6 +49,30 @@ fn skip(ty: &TypeDesc, buf: &[u8], pos: &mut usize) -> Option<()> {
         TypeDesc::Struct { fields, .. } => {
             for (_, field) in fields {
                 skip(field, buf, pos)?;
+            }
+        }
+        TypeDesc::Map(key, value) => {
+            let count = read_varint(buf, pos)?;
+            for _ in 0..count {
+                skip(key, buf, pos)?;
+                skip(value, buf, pos)?;
+            }
+        }
+        TypeDesc::Enum { variants, .. } => {
+            let index = usize::try_from(read_varint(buf, pos)?).ok()?;
+            match &variants.get(index)?.1 {
+                Variant::Unit => {}
+                Variant::Newtype(ty) => skip(ty, buf, pos)?,
+                Variant::Tuple(items) => {
+                    for item in items {
+                        skip(item, buf, pos)?;
+                    }
+                }
+                Variant::Struct(fields) => {
+                    for (_, field) in fields {
+                        skip(field, buf, pos)?;
+                    }
+                }
             }
         }
     }

@@ -31,18 +31,26 @@ fn count_frames(data: &[u8]) -> Result<u64, CallError> {
     }
 }
 
-/// map, flat_map or filter over one partition, appending the output frames to `out`; returns
-/// the number of output records.
+/// A record a fallible function failed on: its index in the call's input, and the message.
+pub(crate) type RecordFailure = (u32, String);
+
+/// map, flat_map or filter over one partition, appending the output frames to `out` and the
+/// records a fallible function failed on to `failures`; returns the number of output records.
 pub(super) fn plugin_into(
     version: &PluginVersion,
     function: &str,
     kind: FunctionKind,
     input: &Partition,
     out: &mut Vec<u8>,
+    failures: &mut Vec<RecordFailure>,
 ) -> Result<u64, CallError> {
+    let fallible = version.fallible.contains(function);
     if kind == FunctionKind::Filter {
         let mut keep = Vec::with_capacity(input.records as usize);
         instance::call(version, function, &input.data, &mut keep)?;
+        if fallible {
+            take_failures(&mut keep, input.records, failures)?;
+        }
         if keep.len() as u64 != input.records {
             return Err(bad_output(format!("filter returned {} decisions for {} records", keep.len(), input.records)));
         }
@@ -57,23 +65,59 @@ pub(super) fn plugin_into(
     }
     let start = out.len();
     instance::call(version, function, &input.data, out)?;
+    let before = failures.len();
+    if fallible {
+        let mut output = out.split_off(start);
+        take_failures(&mut output, input.records, failures)?;
+        out.extend_from_slice(&output);
+    }
     let records = count_frames(&out[start..])?;
-    if kind == FunctionKind::Map && records != input.records {
-        return Err(bad_output(format!("map returned {records} records for {} inputs", input.records)));
+    let failed = (failures.len() - before) as u64;
+    if kind == FunctionKind::Map && records + failed != input.records {
+        return Err(bad_output(format!(
+            "map returned {records} records and {failed} errors for {} inputs",
+            input.records
+        )));
     }
     Ok(records)
 }
 
-/// map, flat_map or filter over one partition.
+/// Takes a fallible function's errors off the end of its `output` (see `sluice_sdk::abi`).
+fn take_failures(output: &mut Vec<u8>, inputs: u64, failures: &mut Vec<RecordFailure>) -> Result<(), CallError> {
+    let Some(at) = output.len().checked_sub(4) else {
+        return Err(bad_output("a fallible function's output ends without its errors' length".into()));
+    };
+    let len = u32::from_le_bytes(output[at..].try_into().expect("4 bytes")) as usize;
+    let Some(start) = at.checked_sub(len) else {
+        return Err(bad_output(format!("its errors' length ({len} bytes) exceeds its output")));
+    };
+    let mut frames = Frames::new(&output[start..at]);
+    for frame in frames.by_ref() {
+        let (index, message): RecordFailure = postcard::from_bytes(frame)
+            .map_err(|err| bad_output(format!("a record's error does not decode: {err}")))?;
+        if u64::from(index) >= inputs {
+            return Err(bad_output(format!("an error names record {index} of {inputs}")));
+        }
+        failures.push((index, message));
+    }
+    if !frames.rest().is_empty() {
+        return Err(bad_output("its errors end with a truncated frame".into()));
+    }
+    output.truncate(start);
+    Ok(())
+}
+
+/// map, flat_map or filter over one partition, with the records a fallible function failed on.
 pub(super) fn plugin(
     version: &PluginVersion,
     function: &str,
     kind: FunctionKind,
     input: &Partition,
-) -> Result<Partition, CallError> {
+) -> Result<(Partition, Vec<RecordFailure>), CallError> {
     let mut data = Vec::new();
-    let records = plugin_into(version, function, kind, input, &mut data)?;
-    Ok(Partition { data, records })
+    let mut failures = Vec::new();
+    let records = plugin_into(version, function, kind, input, &mut data, &mut failures)?;
+    Ok((Partition { data, records }, failures))
 }
 
 #[inline]
@@ -322,5 +366,41 @@ fn single_value(out: &[u8]) -> Result<Vec<u8>, CallError> {
     match (frames.next(), frames.next(), frames.rest().is_empty()) {
         (Some(value), None, true) => Ok(value.to_vec()),
         _ => Err(bad_output("reduce returned other than one value for one group".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trailer(failures: &[(u32, &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for failure in failures {
+            codec::write_frame(&mut out, failure).unwrap();
+        }
+        let len = out.len() as u32;
+        out.extend_from_slice(&len.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn a_fallible_functions_errors_come_off_the_end_of_its_output() {
+        let mut output = vec![1, 0, 1];
+        output.extend(trailer(&[(1, "no")]));
+        let mut failures = Vec::new();
+        take_failures(&mut output, 3, &mut failures).unwrap();
+        assert_eq!((output, failures), (vec![1, 0, 1], vec![(1, "no".to_string())]));
+    }
+
+    #[test]
+    fn a_broken_errors_trailer_is_bad_output_not_a_panic() {
+        let err =
+            |mut output: Vec<u8>, inputs| take_failures(&mut output, inputs, &mut Vec::new()).unwrap_err().to_string();
+        assert!(err(vec![1, 2], 1).contains("ends without its errors' length"));
+        assert!(err(vec![0, 9, 0, 0, 0], 1).contains("exceeds its output"));
+        assert!(err(trailer(&[(5, "x")]), 3).contains("names record 5 of 3"));
+        let mut garbage = vec![2, 0, 0, 0, 0xff, 0xff];
+        garbage.extend_from_slice(&6u32.to_le_bytes());
+        assert!(err(garbage, 3).contains("does not decode"));
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use sluice_sdk::TypeDesc;
 
+use super::ops::RecordFailure;
 use super::state::GraphState;
 use super::{FunctionRef, Graph, Operator, Shuffle, Stage, keyed, ops};
 use crate::block::Block;
@@ -142,11 +143,13 @@ struct StageResult {
     late: Option<Vec<Partition>>,
     /// Input partitions (by index) whose call failed, for per-partition policies.
     failed: Vec<(usize, CallError)>,
+    /// Records a fallible function failed on: input partition, record index in it, message.
+    failed_records: Vec<(usize, u32, String)>,
 }
 
 impl From<Vec<Partition>> for StageResult {
     fn from(output: Vec<Partition>) -> Self {
-        Self { output, late: None, failed: Vec::new() }
+        Self { output, late: None, failed: Vec::new(), failed_records: Vec::new() }
     }
 }
 
@@ -216,24 +219,22 @@ pub(crate) fn run_part(
     };
     for (index, stage) in stages {
         let policy = &stage.policy;
-        let limited: Snapshot;
-        // The stage's own limits and parameters ride on its versions (same ids: same instances).
-        let snapshot = if policy.timeout.is_some() || policy.memory_limit.is_some() || !stage.params.is_empty() {
-            limited = snapshot
-                .iter()
-                .enumerate()
-                .map(|(plugin, version)| {
-                    let mut version = version.with_limits(policy.timeout, policy.memory_limit);
-                    if let Some(params) = stage.params.get(&plugin) {
-                        version.call_params = params.clone();
-                    }
-                    Arc::new(version)
-                })
-                .collect();
-            &limited
-        } else {
-            snapshot
-        };
+        // The stage's own limits, parameters and name (its plugin metrics' label) ride on its
+        // copy of each version (same ids: same instances).
+        let name: Arc<str> = Arc::from(stage.name.as_str());
+        let limited: Snapshot = snapshot
+            .iter()
+            .enumerate()
+            .map(|(plugin, version)| {
+                let mut version = version.with_limits(policy.timeout, policy.memory_limit);
+                if let Some(params) = stage.params.get(&plugin) {
+                    version.call_params = params.clone();
+                }
+                version.call_stage = Some(name.clone());
+                Arc::new(version)
+            })
+            .collect();
+        let snapshot = &limited;
         let inputs: Vec<&[Partition]> =
             stage.inputs.iter().map(|&i| outcome.streams[i].as_deref().unwrap_or_default()).collect();
         let stateful = stage.operator.span().is_some()
@@ -274,7 +275,12 @@ pub(crate) fn run_part(
                     return Err(error);
                 }
                 let records = inputs.iter().flat_map(|parts| parts.iter()).map(|p| p.records).sum();
-                let failed: Vec<&Partition> = inputs.iter().flat_map(|parts| parts.iter()).collect();
+                let failed: Vec<(&[u8], Option<&str>)> = inputs
+                    .iter()
+                    .flat_map(|parts| parts.iter())
+                    .flat_map(|p| abi::Frames::new(&p.data))
+                    .map(|r| (r, None))
+                    .collect();
                 absorb(graph, stage, time, error, records, &failed, &mut outcome.handled, &mut outcome.dead_letters);
                 StageResult::from(Vec::new())
             }
@@ -290,7 +296,12 @@ pub(crate) fn run_part(
                 return Err(error);
             }
             let input = &inputs[0][partition];
-            absorb(graph, stage, time, error, input.records, &[input], &mut outcome.handled, &mut outcome.dead_letters);
+            let failed: Vec<(&[u8], Option<&str>)> = abi::Frames::new(&input.data).map(|r| (r, None)).collect();
+            absorb(graph, stage, time, error, input.records, &failed, &mut outcome.handled, &mut outcome.dead_letters);
+        }
+        if !result.failed_records.is_empty() {
+            let (handled, letters) = (&mut outcome.handled, &mut outcome.dead_letters);
+            absorb_records(graph, stage, time, snapshot, inputs[0], &result.failed_records, handled, letters)?;
         }
         if let (Operator::EventWindow { late, .. }, Some(records)) = (&stage.operator, result.late) {
             outcome.streams[*late] = Some(records.into_iter().filter(|p| p.records > 0).collect());
@@ -320,7 +331,8 @@ pub(crate) fn run_part(
     Ok(outcome)
 }
 
-/// Applies `skip` or `dead_letter` to a failure over `failed` input partitions.
+/// Applies `skip` or `dead_letter` to a failure over `records` input records: `failed`, each
+/// with its own error message (None: `error`'s).
 #[allow(clippy::too_many_arguments)]
 fn absorb(
     graph: &Graph,
@@ -328,7 +340,7 @@ fn absorb(
     time: u64,
     error: Box<StageError>,
     records: u64,
-    failed: &[&Partition],
+    failed: &[(&[u8], Option<&str>)],
     handled: &mut Vec<Handled>,
     dead_letters: &mut Vec<(usize, Partition)>,
 ) {
@@ -344,15 +356,8 @@ fn absorb(
     if let (OnError::DeadLetter, Some(sink)) = (action, stage.policy.dead_letter) {
         let ty = &graph.streams[stage.inputs[0]].ty;
         let mut out = Partition::default();
-        let mut json = String::new();
-        for record in failed.iter().flat_map(|p| abi::Frames::new(&p.data)) {
-            json.clear();
-            crate::codec::render(ty, record, &mut json);
-            if *ty == TypeDesc::String
-                && let Ok(line) = serde_json::from_str::<String>(&json)
-            {
-                json = line; // a line of text as itself, not as a JSON string
-            }
+        let whole = error.error.to_string();
+        for (record, message) in failed {
             let letter = DeadLetter {
                 batch: time,
                 stage: stage.name.clone(),
@@ -360,8 +365,9 @@ fn absorb(
                 version: error.version.clone(),
                 function: error.function.clone(),
                 class: error.error.class().name().to_string(),
-                error: error.error.to_string(),
-                record: json.clone(),
+                // `<class>: <message>`, as the whole failure's message reads.
+                error: message.map_or_else(|| whole.clone(), |m| format!("{}: {m}", error.error.class().name())),
+                record: shown(ty, record),
             };
             crate::codec::write_frame(&mut out.data, &letter).expect("a dead letter always encodes");
             out.records += 1;
@@ -369,6 +375,61 @@ fn absorb(
         dead_letters.push((sink, out));
     }
     handled.push(Handled { error, action, records });
+}
+
+/// A record as a dead letter or an error message shows it: a line of text as itself,
+/// anything else as JSON.
+fn shown(ty: &TypeDesc, record: &[u8]) -> String {
+    let mut json = String::new();
+    crate::codec::render(ty, record, &mut json);
+    match *ty == TypeDesc::String {
+        true => serde_json::from_str::<String>(&json).unwrap_or(json),
+        false => json,
+    }
+}
+
+/// `, and N more records failed` when N > 0.
+fn and_more(more: usize) -> String {
+    match more {
+        0 => String::new(),
+        1 => " (and 1 more record failed)".into(),
+        n => format!(" (and {n} more records failed)"),
+    }
+}
+
+/// The records a fallible function failed on, under the stage's `on_error`: `fail` (and
+/// `retry`: an `Err` is the function's answer, not a fault) fails the batch naming the first;
+/// `skip` and `dead_letter` take just those records out, each dead letter with its own message.
+#[allow(clippy::too_many_arguments)]
+fn absorb_records(
+    graph: &Graph,
+    stage: &Stage,
+    time: u64,
+    snapshot: &Snapshot,
+    input: &[Partition],
+    failed: &[(usize, u32, String)],
+    handled: &mut Vec<Handled>,
+    dead_letters: &mut Vec<(usize, Partition)>,
+) -> Result<(), Box<StageError>> {
+    let Operator::Plugin { plugin, function, .. } = &stage.operator else {
+        unreachable!("only map, flat_map and filter report failed records");
+    };
+    let ty = &graph.streams[stage.inputs[0]].ty;
+    let record = |partition: usize, index: u32| {
+        abi::Frames::new(&input[partition].data).nth(index as usize).expect("the index was checked against the input")
+    };
+    let (partition, index, message) = &failed[0];
+    if matches!(stage.policy.on_error, OnError::Fail | OnError::Retry) {
+        let message =
+            format!("record {} failed: {message}{}", shown(ty, record(*partition, *index)), and_more(failed.len() - 1));
+        return Err(stage_error(stage, snapshot, *plugin, function, CallError::Guest { message }));
+    }
+    let summary = format!("{} records failed; the first: {message}", failed.len());
+    let error = stage_error(stage, snapshot, *plugin, function, CallError::Guest { message: summary });
+    let letters: Vec<(&[u8], Option<&str>)> =
+        failed.iter().map(|(partition, index, message)| (record(*partition, *index), Some(message.as_str()))).collect();
+    absorb(graph, stage, time, error, failed.len() as u64, &letters, handled, dead_letters);
+    Ok(())
 }
 
 /// Runs one stage over its inputs.
@@ -401,12 +462,14 @@ fn run_stage(
         }
         Operator::KeyBy(f) => {
             let version = &snapshot[f.plugin];
-            return Ok(per_partition(stage, input, pool, retries, |p| key_by(version, &f.function, p)));
+            return Ok(per_partition(stage, input, pool, retries, |p| {
+                Ok((key_by(version, &f.function, p)?, Vec::new()))
+            }));
         }
         Operator::Transform(f) => {
             let all = keyed::concat(input);
             let out =
-                ops::plugin(&snapshot[f.plugin], &f.function, FunctionKind::Transform, &all).map_err(|e| call(f, e))?;
+                ops::plugin(&snapshot[f.plugin], &f.function, FunctionKind::Transform, &all).map_err(|e| call(f, e))?.0;
             vec![out]
         }
         Operator::Reduce(f) => {
@@ -462,7 +525,7 @@ fn run_stage(
                 (None, None) => vec![time; records as usize],
                 (Some(f), _) => {
                     let all = keyed::concat(input);
-                    let out = ops::plugin(&snapshot[f.plugin], &f.function, FunctionKind::Timestamp, &all)
+                    let (out, _) = ops::plugin(&snapshot[f.plugin], &f.function, FunctionKind::Timestamp, &all)
                         .map_err(|e| call(f, e))?;
                     super::event::event_times(&out.data, records).map_err(|e| call(f, e))?
                 }
@@ -478,7 +541,7 @@ fn run_stage(
                     Some(f) => call(f, e),
                     None => host(e),
                 })?;
-            return Ok(StageResult { output: closed, late: Some(late_records), failed: Vec::new() });
+            return Ok(StageResult { late: Some(late_records), ..StageResult::from(closed) });
         }
         Operator::UpdateStateByKey { update, key } => state
             .store(index)
@@ -495,9 +558,9 @@ fn per_partition(
     input: &[Partition],
     pool: &rayon::ThreadPool,
     retries: u32,
-    call: impl Fn(&Partition) -> Result<Partition, CallError> + Sync,
+    call: impl Fn(&Partition) -> Result<(Partition, Vec<RecordFailure>), CallError> + Sync,
 ) -> StageResult {
-    let results: Vec<Result<Partition, CallError>> = pool.install(|| {
+    let results: Vec<Result<(Partition, Vec<RecordFailure>), CallError>> = pool.install(|| {
         input
             .par_iter()
             .map(|partition| {
@@ -517,7 +580,10 @@ fn per_partition(
     let mut result = StageResult::from(Vec::with_capacity(results.len()));
     for (index, outcome) in results.into_iter().enumerate() {
         match outcome {
-            Ok(partition) => result.output.push(partition),
+            Ok((partition, failures)) => {
+                result.output.push(partition);
+                result.failed_records.extend(failures.into_iter().map(|(record, message)| (index, record, message)));
+            }
             Err(error) => result.failed.push((index, error)),
         }
     }
@@ -526,7 +592,7 @@ fn per_partition(
 
 /// key_by over one partition: `(key, record)` per record.
 fn key_by(version: &crate::runtime::PluginVersion, function: &str, input: &Partition) -> Result<Partition, CallError> {
-    let keys = ops::plugin(version, function, FunctionKind::KeyBy, input)?;
+    let (keys, _) = ops::plugin(version, function, FunctionKind::KeyBy, input)?;
     if keys.records != input.records {
         return Err(CallError::BadOutput {
             message: format!("key_by returned {} keys for {} records", keys.records, input.records),
@@ -566,8 +632,16 @@ fn reduce_by_key(
                     };
                     SCRATCH.with_borrow_mut(|scratch| {
                         scratch.clear();
-                        ops::plugin_into(&snapshot[*plugin], pre_function, *kind, partition, scratch)
-                            .map_err(|error| Failed::Stage(stage_error(pre, snapshot, *plugin, pre_function, error)))?;
+                        let pre_error = |error| Failed::Stage(stage_error(pre, snapshot, *plugin, pre_function, error));
+                        let mut failures = Vec::new();
+                        ops::plugin_into(&snapshot[*plugin], pre_function, *kind, partition, scratch, &mut failures)
+                            .map_err(pre_error)?;
+                        // A fused stage fails its batch (it is fused only with `on_error = "fail"`).
+                        if let Some((record, message)) = failures.first() {
+                            let more = failures.len() - 1;
+                            let message = format!("record {record} of a partition: {message}{}", and_more(more));
+                            return Err(pre_error(CallError::Guest { message }));
+                        }
                         ops::combine_and_route(version, function, key, scratch, buckets).map_err(Failed::Call)
                     })
                 }

@@ -413,6 +413,7 @@ mod tests {
         let flaky = sluice_sdk::abi::NativeFunction {
             describe: wordcount::__sluice_subtract.describe,
             params: None,
+            fallible: false,
             call: flaky_subtract,
         };
         let version = PluginRuntime::native("wordcount", &[wordcount::__sluice_sum, flaky]);

@@ -46,6 +46,8 @@ pub mod names {
     pub const PROCESSING: &str = "sluice_batch_processing_seconds_total";
     /// The serving version of each plugin (value 1).
     pub const PLUGIN_INFO: &str = "sluice_plugin_version_info";
+    /// Metrics plugins record, per plugin, version, stage and name (`_sum`, `_count`: histograms).
+    pub const PLUGIN_METRIC: &str = "sluice_plugin_metric";
     /// Records a stage's `on_error` policy took out of the batch, per stage and action.
     pub const RECORDS_DIVERTED: &str = "sluice_records_diverted_total";
     /// Versions rolled back automatically after failing batches.
@@ -210,6 +212,28 @@ impl Metrics {
             })
             .collect();
         metric(names::PLUGIN_INFO, "gauge", "The serving version of each plugin.", &versions);
+        let (mut values, mut sums, mut counts) = (Vec::new(), Vec::new(), Vec::new());
+        for ((plugin, version, stage, name), figures) in crate::runtime::plugin_metrics::snapshot() {
+            let labels = format!(
+                "{{plugin=\"{}\",version=\"{version}\",stage=\"{}\",name=\"{name}\",kind=\"{}\"}}",
+                escape(&plugin),
+                escape(stage.as_deref().unwrap_or("")),
+                figures.kind.name()
+            );
+            match figures.kind {
+                crate::runtime::plugin_metrics::Kind::Histogram => {
+                    sums.push((labels.clone(), figures.value));
+                    counts.push((labels, figures.count as f64));
+                }
+                _ => values.push((labels, figures.value)),
+            }
+        }
+        let help = "Counters and gauges plugins record (sluice_sdk::metrics), per plugin, version, stage and name.";
+        metric(names::PLUGIN_METRIC, "untyped", help, &values);
+        let help = "The sum of a plugin histogram's observations.";
+        metric(&format!("{}_sum", names::PLUGIN_METRIC), "untyped", help, &sums);
+        let help = "The number of a plugin histogram's observations.";
+        metric(&format!("{}_count", names::PLUGIN_METRIC), "untyped", help, &counts);
         let diverted = self.diverted.samples("stage", "action");
         metric(names::RECORDS_DIVERTED, "counter", "Records an on_error policy took out of a batch.", &diverted);
         metric(

@@ -13,6 +13,10 @@ use super::{CallError, Implementation, Limits, PluginVersion};
 #[derive(Debug)]
 pub(crate) struct StoreState {
     plugin: Arc<str>,
+    /// The version's short hash and the stage of the call under way: the labels of the
+    /// plugin's metrics and log lines.
+    version: Arc<str>,
+    stage: Option<Arc<str>>,
     memory_limit: usize,
     /// Set when the limiter refused to grow memory: the trap that follows is a memory-limit error.
     refused_growth: Option<usize>,
@@ -46,13 +50,36 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
         "log",
         |mut caller: Caller<'_, StoreState>, level: u32, ptr: u32, len: u32| {
             let message = read_guest_string(&mut caller, ptr, len);
-            let plugin = caller.data().plugin.clone();
+            let state = caller.data();
+            let (plugin, version) = (state.plugin.clone(), state.version.clone());
+            let stage = state.stage.as_deref().unwrap_or("-").to_string();
             match level {
-                0 => tracing::error!(plugin = %plugin, "{message}"),
-                1 => tracing::warn!(plugin = %plugin, "{message}"),
-                2 => tracing::info!(plugin = %plugin, "{message}"),
-                _ => tracing::debug!(plugin = %plugin, "{message}"),
+                0 => tracing::error!(plugin = %plugin, version = %version, stage = %stage, "{message}"),
+                1 => tracing::warn!(plugin = %plugin, version = %version, stage = %stage, "{message}"),
+                2 => tracing::info!(plugin = %plugin, version = %version, stage = %stage, "{message}"),
+                _ => tracing::debug!(plugin = %plugin, version = %version, stage = %stage, "{message}"),
             }
+        },
+    )?;
+    linker.func_wrap(
+        abi::IMPORT_MODULE,
+        "metric",
+        |mut caller: Caller<'_, StoreState>, kind: u32, name_ptr: u32, name_len: u32, value_ptr: u32| {
+            let name = read_guest_string(&mut caller, name_ptr, name_len.min(256));
+            let mut figures = [0u8; 16];
+            let read = caller
+                .get_export("memory")
+                .and_then(|e| e.into_memory())
+                .is_some_and(|memory| memory.read(&caller, value_ptr as usize, &mut figures).is_ok());
+            if !read {
+                return;
+            }
+            let value = f64::from_le_bytes(figures[..8].try_into().expect("8 bytes"));
+            let count = u64::from_le_bytes(figures[8..].try_into().expect("8 bytes"));
+            let state = caller.data();
+            let series =
+                (state.plugin.to_string(), state.version.to_string(), state.stage.as_deref().map(String::from), name);
+            super::plugin_metrics::record(series, kind, value, count);
         },
     )?;
     Ok(linker)
@@ -89,7 +116,14 @@ impl Instance {
     ) -> Result<Self, CallError> {
         let mut store = Store::new(
             engine,
-            StoreState { plugin: Arc::from(plugin), memory_limit: limits.memory, refused_growth: None, panic: None },
+            StoreState {
+                plugin: Arc::from(plugin),
+                version: Arc::from(""),
+                stage: None,
+                memory_limit: limits.memory,
+                refused_growth: None,
+                panic: None,
+            },
         );
         store.limiter(|state| state);
         store.set_epoch_deadline(ticks(limits));
@@ -257,6 +291,11 @@ pub(crate) fn call_filling(
                     instances.get_mut(&version.plugin).expect("just inserted")
                 }
             };
+            let state = slot.1.store.data_mut();
+            if *state.version != *version.short_hash() {
+                state.version = Arc::from(version.short_hash());
+            }
+            state.stage = version.call_stage.clone();
             let result = slot.1.call(function, *limits, len, fill, output);
             if result.is_err() {
                 // A trapped instance may hold broken state: the next call starts fresh.

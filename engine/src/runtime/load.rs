@@ -24,7 +24,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use sluice_sdk::abi::{self, ABI_VERSION, FunctionInfo};
+use sluice_sdk::abi::{self, ABI_VERSION, FunctionInfo, FunctionKind};
 use wasmtime::{ExternType, ValType};
 
 use super::error::ModulePart;
@@ -39,7 +39,7 @@ pub(crate) const MAX_EXPORTS: usize = 4096;
 pub(crate) const DEFAULT_VALIDATE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The host functions a plugin may import, with their parameter count (all `i32`, no result).
-const IMPORTS: [(&str, usize); 2] = [("panic", 2), ("log", 3)];
+const IMPORTS: [(&str, usize); 3] = [("panic", 2), ("log", 3), ("metric", 4)];
 
 impl PluginRuntime {
     /// Reads, compiles and validates the plugin at `path`: ABI version, exports, function
@@ -111,6 +111,7 @@ impl PluginRuntime {
         let functions = check_functions(&module).map_err(|(class, at, reason)| refuse(class, at, reason))?;
         let mut infos = Vec::with_capacity(functions.len());
         let mut params = std::collections::BTreeMap::new();
+        let mut fallible = std::collections::BTreeSet::new();
         for function in functions {
             let describe = format!("{}{function}", abi::EXPORT_DESCRIBE_PREFIX);
             limits.timeout = remaining();
@@ -136,6 +137,20 @@ impl PluginRuntime {
                     expected: ABI_VERSION,
                 });
             }
+            let export_fallible = format!("{}{function}", abi::EXPORT_FALLIBLE_PREFIX);
+            if module.get_export(&export_fallible).is_some() {
+                if !matches!(info.kind, FunctionKind::Map | FunctionKind::FlatMap | FunctionKind::Filter) {
+                    return Err(refuse(
+                        LoadClass::BadAbi,
+                        export(&export_fallible),
+                        format!(
+                            "a {} function cannot return per-record errors (only map, flat_map and filter do)",
+                            info.kind
+                        ),
+                    ));
+                }
+                fallible.insert(function.clone());
+            }
             infos.push(info);
             let export_params = format!("{}{function}", abi::EXPORT_PARAMS_PREFIX);
             if module.get_export(&export_params).is_some() {
@@ -152,6 +167,7 @@ impl PluginRuntime {
             hash,
             infos,
             params,
+            fallible,
             Implementation::Wasm { engine: self.engine.clone(), pre, limits: self.limits },
         ))
     }
@@ -209,7 +225,7 @@ fn check_shape(module: &wasmtime::Module) -> Result<(), Refusal> {
                 return Err(bad_import(
                     what,
                     format!(
-                        "the host provides no such import; a plugin may import only `{m}.panic` and `{m}.log` (no WASI: plugins reach no files, network or clocks)",
+                        "the host provides no such import; a plugin may import only `{m}.panic`, `{m}.log` and `{m}.metric` (no WASI: plugins reach no files, network or clocks)",
                         m = abi::IMPORT_MODULE
                     ),
                 ));
@@ -236,6 +252,10 @@ fn check_functions(module: &wasmtime::Module) -> Result<Vec<String>, Refusal> {
         let params = format!("{}{function}", abi::EXPORT_PARAMS_PREFIX);
         if module.get_export(&params).is_some() {
             func_export(module, &params, &[], &[ValType::I64])?;
+        }
+        let fallible = format!("{}{function}", abi::EXPORT_FALLIBLE_PREFIX);
+        if module.get_export(&fallible).is_some() {
+            func_export(module, &fallible, &[], &[ValType::I32])?;
         }
         functions.push(function.to_string());
     }

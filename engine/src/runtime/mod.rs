@@ -16,6 +16,7 @@ pub(crate) mod error;
 pub(crate) mod event;
 pub mod instance;
 mod load;
+pub(crate) mod plugin_metrics;
 pub mod registry;
 mod version;
 pub(crate) mod watch;
@@ -111,7 +112,9 @@ impl PluginRuntime {
         let table = infos.iter().map(|info| info.name.clone()).zip(functions.iter().copied()).collect();
         let params =
             infos.iter().zip(functions).filter_map(|(info, f)| Some((info.name.clone(), (f.params?)()))).collect();
-        PluginVersion::new(name, Path::new("<native>"), hash, infos, params, Implementation::Native(table))
+        let fallible =
+            infos.iter().zip(functions).filter(|(_, f)| f.fallible).map(|(info, _)| info.name.clone()).collect();
+        PluginVersion::new(name, Path::new("<native>"), hash, infos, params, fallible, Implementation::Native(table))
     }
 
     /// Compiles `bytes`, or loads the precompiled module this engine cached for the same hash.

@@ -1,6 +1,6 @@
 //! One loaded version of a plugin.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,9 +56,15 @@ pub struct PluginVersion {
     pub functions: BTreeMap<String, FunctionInfo>,
     /// The type of the parameters of each function that takes them (`sluice_params_<fn>`).
     pub params: BTreeMap<String, TypeDesc>,
+    /// The functions that return `Result` (`sluice_fallible_<fn>`): their output ends with
+    /// their records' errors.
+    pub fallible: BTreeSet<String>,
     /// The parameters the calls of one stage carry, per function (set on the stage's copy of
     /// the version, `graph/run.rs`; empty otherwise).
     pub(crate) call_params: Arc<BTreeMap<String, Arc<[u8]>>>,
+    /// The stage whose calls this copy serves (set with `call_params`): plugin metrics' and
+    /// log lines' `stage`.
+    pub(crate) call_stage: Option<Arc<str>>,
     pub(crate) implementation: Implementation,
 }
 
@@ -80,6 +86,7 @@ impl PluginVersion {
         hash: String,
         functions: Vec<FunctionInfo>,
         params: BTreeMap<String, TypeDesc>,
+        fallible: BTreeSet<String>,
         implementation: Implementation,
     ) -> Self {
         Self {
@@ -90,7 +97,9 @@ impl PluginVersion {
             loaded_at: SystemTime::now(),
             functions: functions.into_iter().map(|f| (f.name.clone(), f)).collect(),
             params,
+            fallible,
             call_params: Arc::default(),
+            call_stage: None,
             implementation,
         }
     }
@@ -119,7 +128,9 @@ impl PluginVersion {
             loaded_at: self.loaded_at,
             functions: self.functions.clone(),
             params: self.params.clone(),
+            fallible: self.fallible.clone(),
             call_params: self.call_params.clone(),
+            call_stage: self.call_stage.clone(),
             implementation,
         }
     }

@@ -1,7 +1,8 @@
 //! `split_words` as in `wordcount`, except on lines holding a trigger word:
 //! `panic!` panics (a trap), `loop!` never returns (a deadline), `oom!` allocates until the
 //! memory cap stops it (a memory limit). Used to test that the engine contains each of them;
-//! `huge` (an output past the memory cap) and `garbage` (output that breaks the framing) too.
+//! `huge` (an output past the memory cap) and `garbage` (output that breaks the framing) too;
+//! `parse_count`, `words_without_digits` and `even` fail on single records with `Result`.
 
 /// One `(word, 1)` per word, or misbehaviour on a trigger.
 #[sluice_sdk::flat_map]
@@ -76,4 +77,43 @@ pub fn slow(line: &str) -> String {
     }
     std::hint::black_box(x);
     line.to_string()
+}
+
+/// `word count` lines as `(word, count)`; a line that does not parse is that one record's
+/// error (a `Result`), not the partition's.
+/// Records its own metrics: `bad_lines` (a counter), `line_bytes` (a histogram) and
+/// `last_count` (a gauge).
+#[sluice_sdk::map]
+pub fn parse_count(line: &str) -> Result<(String, u64), String> {
+    sluice_sdk::metrics::histogram("line_bytes").observe(line.len() as f64);
+    let parsed = line.split_once(' ').ok_or_else(|| format!("expected `word count`, found {line:?}")).and_then(
+        |(word, count)| {
+            let count = count.trim().parse::<u64>().map_err(|err| format!("count {count:?}: {err}"))?;
+            Ok((word.to_string(), count))
+        },
+    );
+    match &parsed {
+        Ok((_, count)) => sluice_sdk::metrics::gauge("last_count").set(*count as f64),
+        Err(_) => sluice_sdk::metrics::counter("bad_lines").add(1),
+    }
+    parsed
+}
+
+/// `(word, 1)` per word of a line; a line holding a digit is that record's error.
+#[sluice_sdk::flat_map]
+pub fn words_without_digits(line: &str) -> Result<Vec<(&str, u64)>, String> {
+    match line.find(|c: char| c.is_ascii_digit()) {
+        Some(at) => Err(format!("a digit at byte {at}")),
+        None => Ok(line.split_whitespace().map(|word| (word, 1)).collect()),
+    }
+}
+
+/// Keeps lines holding an even number; a line that is no number is that record's error (and a
+/// warning in the host's log).
+#[sluice_sdk::filter]
+pub fn even(line: &str) -> Result<bool, std::num::ParseIntError> {
+    let number = line.trim().parse::<u64>().inspect_err(|_| {
+        sluice_sdk::log(sluice_sdk::Level::Warn, &format!("not a number: {line:?}"));
+    })?;
+    Ok(number % 2 == 0)
 }

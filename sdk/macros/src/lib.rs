@@ -15,20 +15,22 @@ use proc_macro2::Span;
 use quote::{format_ident, quote};
 use syn::{Data, DeriveInput, Fields, ItemFn, LitStr, parse_macro_input};
 
-/// Marks `fn(T) -> U` as a map function: one record in, one out.
+/// Marks `fn(T) -> U` as a map function: one record in, one out. It may return `Result<U, E>`
+/// (`E: Display`): an `Err` is that one record's failure, which the stage's `on_error` handles.
 #[proc_macro_attribute]
 pub fn map(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand(attr, item, "map", 1)
 }
 
 /// Marks `fn(T) -> impl IntoIterator<Item = U>` as a flat_map function: one record in, any
-/// number out (`Vec<U>`, `Option<U>`, an iterator).
+/// number out (`Vec<U>`, `Option<U>`, an iterator), or `Result` of those (see [`map`]).
 #[proc_macro_attribute]
 pub fn flat_map(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand(attr, item, "flat_map", 1)
 }
 
-/// Marks `fn(T) -> bool` as a filter function: keep the record when it returns true.
+/// Marks `fn(T) -> bool` as a filter function: keep the record when it returns true (or
+/// `Result<bool, E>`, see [`map`]).
 #[proc_macro_attribute]
 pub fn filter(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand(attr, item, "filter", 1)
@@ -126,8 +128,20 @@ fn expand(attr: TokenStream, item: TokenStream, kind: &str, arity: usize) -> Tok
     let name_str = LitStr::new(&name.to_string(), Span::call_site());
     let call_export = LitStr::new(&format!("sluice_call_{name}"), Span::call_site());
     let describe_export = LitStr::new(&format!("sluice_describe_{name}"), Span::call_site());
-    let run = format_ident!("{}", kind);
-    let describe = format_ident!("describe_{}", kind);
+    // A map, flat_map or filter may return `Result`: an `Err` is that one record's failure.
+    let fallible = matches!(kind, "map" | "flat_map" | "filter") && returns_result(&sig.output);
+    let runner = if fallible { format!("{kind}_fallible") } else { kind.to_string() };
+    let run = format_ident!("{}", runner);
+    let describe = format_ident!("describe_{}", runner);
+    let fallible_export = fallible.then(|| {
+        let export = LitStr::new(&format!("sluice_fallible_{name}"), Span::call_site());
+        quote! {
+            #[unsafe(export_name = #export)]
+            extern "C" fn fallible() -> u32 {
+                1
+            }
+        }
+    });
     let Some(params) = params else {
         return quote! {
             #function
@@ -137,6 +151,7 @@ fn expand(attr: TokenStream, item: TokenStream, kind: &str, arity: usize) -> Tok
             pub const #hidden: ::sluice_sdk::abi::NativeFunction = ::sluice_sdk::abi::NativeFunction {
                 describe: || ::sluice_sdk::__private::#describe(#name_str, &#name),
                 params: None,
+                fallible: #fallible,
                 call: |input, output| ::sluice_sdk::__private::#run(input, output, #name),
             };
 
@@ -150,6 +165,7 @@ fn expand(attr: TokenStream, item: TokenStream, kind: &str, arity: usize) -> Tok
                 extern "C" fn describe() -> u64 {
                     ::sluice_sdk::__private::export_describe(#hidden.describe)
                 }
+                #fallible_export
             };
         }
         .into();
@@ -185,6 +201,7 @@ fn expand(attr: TokenStream, item: TokenStream, kind: &str, arity: usize) -> Tok
         pub const #hidden: ::sluice_sdk::abi::NativeFunction = ::sluice_sdk::abi::NativeFunction {
             describe: || ::sluice_sdk::__private::#describe(#name_str, &#shim),
             params: Some(<#params as ::sluice_sdk::Describe>::describe),
+            fallible: #fallible,
             call: |input, output| {
                 let input = ::sluice_sdk::__private::take_params(input, &#slot)?;
                 ::sluice_sdk::__private::#run(input, output, #shim)
@@ -205,9 +222,18 @@ fn expand(attr: TokenStream, item: TokenStream, kind: &str, arity: usize) -> Tok
             extern "C" fn params() -> u64 {
                 ::sluice_sdk::__private::export_params(<#params as ::sluice_sdk::Describe>::describe)
             }
+            #fallible_export
         };
     }
     .into()
+}
+
+/// Whether the function returns `Result<..>`, judged by the type's last path segment (a
+/// `Result` alias of another shape fails the runner's bounds with a type error).
+fn returns_result(output: &syn::ReturnType) -> bool {
+    let syn::ReturnType::Type(_, ty) = output else { return false };
+    let syn::Type::Path(path) = &**ty else { return false };
+    path.path.segments.last().is_some_and(|segment| segment.ident == "Result")
 }
 
 /// `P` of a last argument `name: &P`.
@@ -219,8 +245,10 @@ fn params_type(input: &syn::FnArg) -> Option<&syn::Type> {
     }
 }
 
-/// Derives `sluice_sdk::Describe` for a struct, so it can be a record, key or value. Use it
-/// beside serde's `Serialize`/`Deserialize`; field order is the wire order.
+/// Derives `sluice_sdk::Describe` for a struct or an enum (unit, tuple and struct variants), so
+/// it can be a record, key or value. Use it beside serde's `Serialize`/`Deserialize` (with
+/// serde's default, externally tagged, representation); field and variant order is the wire
+/// order.
 #[proc_macro_derive(Describe)]
 pub fn derive_describe(item: TokenStream) -> TokenStream {
     let input = parse_macro_input!(item as DeriveInput);
@@ -259,8 +287,43 @@ pub fn derive_describe(item: TokenStream) -> TokenStream {
                 Fields::Unit => quote! { ::sluice_sdk::TypeDesc::Unit },
             }
         }
-        _ => {
-            return syn::Error::new_spanned(name, "Describe can be derived for structs only").to_compile_error().into();
+        Data::Enum(data) => {
+            let variants = data.variants.iter().map(|variant| {
+                let variant_name = LitStr::new(&variant.ident.to_string(), Span::call_site());
+                let describe = |ty: &syn::Type| quote! { <#ty as ::sluice_sdk::Describe>::describe() };
+                let shape = match &variant.fields {
+                    Fields::Unit => quote! { ::sluice_sdk::Variant::Unit },
+                    Fields::Unnamed(fields) if fields.unnamed.len() == 1 => {
+                        let ty = describe(&fields.unnamed[0].ty);
+                        quote! { ::sluice_sdk::Variant::Newtype(#ty) }
+                    }
+                    Fields::Unnamed(fields) => {
+                        let items = fields.unnamed.iter().map(|field| describe(&field.ty));
+                        quote! { ::sluice_sdk::Variant::Tuple(::std::vec![#(#items),*]) }
+                    }
+                    Fields::Named(fields) => {
+                        let entries = fields.named.iter().map(|field| {
+                            let field_name = LitStr::new(
+                                &field.ident.as_ref().map(|i| i.to_string()).unwrap_or_default(),
+                                Span::call_site(),
+                            );
+                            let ty = describe(&field.ty);
+                            quote! { (::std::string::String::from(#field_name), #ty) }
+                        });
+                        quote! { ::sluice_sdk::Variant::Struct(::std::vec![#(#entries),*]) }
+                    }
+                };
+                quote! { (::std::string::String::from(#variant_name), #shape) }
+            });
+            quote! {
+                ::sluice_sdk::TypeDesc::Enum {
+                    name: ::std::string::String::from(#name_str),
+                    variants: ::std::vec![#(#variants),*],
+                }
+            }
+        }
+        Data::Union(_) => {
+            return syn::Error::new_spanned(name, "Describe cannot be derived for unions").to_compile_error().into();
         }
     };
     quote! {
