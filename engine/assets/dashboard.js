@@ -190,8 +190,16 @@
         .map(([v, classes]) => `<div><span class="hash">${esc(v.slice(p.name.length + 1))}</span> ` +
           Object.entries(classes).map(([c, n]) => `<span class="badge">${esc(c)} ×${n}</span>`).join("") + "</div>")
         .join("");
+      const s = p.shadow;
+      const last = s && s.recent.length ? s.recent[s.recent.length - 1] : null;
+      const shadow = !s ? "" : `<span class="hash">${esc(s.hash)}</span> ${fmt(s.batches)} batches, ` +
+        `${(100 * s.differing_share).toFixed(1)}% differ, errors ${fmt(s.totals.serving_errors)}/${fmt(s.totals.shadow_errors)}` +
+        (last ? `, µs/call ${last.serving_us_per_call.toFixed(0)}/${last.shadow_us_per_call.toFixed(0)}` : "");
+      const metrics = (p.metrics || []).map((m) => `<div>${esc(m.stage || "-")} <span class="hash">${esc(m.version)}</span> ` +
+        `${esc(m.name)} = ${m.kind === "histogram" ? fmt(m.count) + " obs, sum " + fmt(m.value) : fmt(m.value)}</div>`).join("");
       return `<tr data-plugin="${esc(p.name)}"><td>${esc(p.name)}</td><td class="hash serving">${esc(p.hash)}</td>` +
-        `<td>${new Date(p.loaded_at_ms).toLocaleString("en-GB")}</td><td><code>${esc(p.functions.map((f) => f.name).join(", "))}</code></td><td>${errors}</td></tr>`;
+        `<td>${new Date(p.loaded_at_ms).toLocaleString("en-GB")}</td><td><code>${esc(p.functions.map((f) => f.name).join(", "))}</code></td><td>${errors}</td>` +
+        `<td class="shadow">${shadow}</td><td class="plugin-metrics">${metrics}</td></tr>`;
     }).join("");
     $("plugin-history").tBodies[0].innerHTML = state.pluginEvents.slice().reverse().map((e) =>
       `<tr><td>${time(e.at_ms)}</td><td>${esc(e.plugin)}</td><td>${esc(e.action)}</td><td class="hash">${esc(e.from)}</td>` +

@@ -453,3 +453,84 @@ fn plugin_metrics_and_log_lines_carry_plugin_version_and_stage() {
     let (code, log) = running.finish(std::time::Duration::from_secs(30));
     assert_eq!(code, 0, "{log}");
 }
+
+/// `/api/status` of the engine at `ui`.
+fn status(ui: &str) -> serde_json::Value {
+    serde_json::from_str(&crate::admin::get(ui, "/api/status", None).1).unwrap()
+}
+
+#[test]
+fn a_shadow_deploy_reports_the_share_that_differs_and_a_promoted_shadow_serves_from_the_batch_it_says() {
+    // Of the four words of every line, only `a1` changes under the upper-casing version.
+    let lines: Vec<String> = (0..1_200).map(|_| "a1 B2 C3 D4".to_string()).collect();
+    let feed = lines.chunks(5).map(join_lines).collect();
+    let server = LineServer::start(Feed::Paced(feed, std::time::Duration::from_millis(50)));
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    work.add_plugin("uppercase", "upper");
+    work.add_plugin("wordcount", "lower");
+    work.write("pipeline.toml", &wordcount_pipeline(&server.address, "wordcount.wasm", "300ms", "100ms"));
+    let ui = format!("127.0.0.1:{}", crate::admin::free_port());
+    let running = work.spawn(&["pipeline.toml", "--ui", &ui, "--no-hot-swap"]);
+    running.wait_for("records out", std::time::Duration::from_secs(30));
+    let deploy = work.sluice(&["deploy", "wordcount", "upper.wasm", "--shadow", "--ui", &ui]);
+    assert!(deploy.status.success(), "{}", String::from_utf8_lossy(&deploy.stderr));
+    assert!(String::from_utf8_lossy(&deploy.stdout).contains("runs in the serving version's shadow"));
+    wait_until("three batches in the shadow", std::time::Duration::from_secs(30), || {
+        status(&ui)["plugins"][0]["shadow"]["batches"].as_u64().unwrap_or(0) >= 3
+    });
+    let shadow = status(&ui)["plugins"][0]["shadow"].clone();
+    let totals = &shadow["totals"];
+    assert!(totals["compared"].as_u64().unwrap() >= 4, "{shadow}");
+    assert_eq!(
+        totals["differing"].as_u64().unwrap() * 4,
+        totals["compared"].as_u64().unwrap(),
+        "a quarter differs: {shadow}"
+    );
+    assert_eq!(totals["extra"], totals["differing"], "{shadow}");
+    assert_eq!((totals["serving_errors"].as_u64(), totals["shadow_errors"].as_u64()), (Some(0), Some(0)), "{shadow}");
+    assert_eq!(shadow["differing_share"].as_f64(), Some(0.25), "{shadow}");
+    assert!(shadow["recent"][0]["shadow_us_per_call"].as_f64().unwrap() > 0.0, "{shadow}");
+    // Its output was discarded: nothing upper-case was written while it only shadowed.
+    assert!(work.batches("out").values().flatten().all(|r| r[0] != "A1"));
+
+    let promote = work.sluice(&["promote", "wordcount", "--ui", &ui]);
+    assert!(promote.status.success(), "{}", String::from_utf8_lossy(&promote.stderr));
+    running.wait_for("plugin swapped", std::time::Duration::from_secs(30));
+    assert_eq!(status(&ui)["plugins"][0]["shadow"], serde_json::Value::Null);
+
+    // A shadow that promotes itself: the original version, 25% different from the one serving.
+    let auto =
+        ["deploy", "wordcount", "lower.wasm", "--shadow", "--promote-after", "2", "--max-diff", "0.5", "--ui", &ui];
+    assert!(work.sluice(&auto).status.success());
+    wait_until("the rule promotes it", std::time::Duration::from_secs(30), || {
+        running.log().matches("plugin swapped").count() >= 2
+    });
+    assert!(running.log().contains("automatic=true"), "{}", running.log());
+    // And one dropped.
+    assert!(work.sluice(&["deploy", "wordcount", "upper.wasm", "--shadow", "--ui", &ui]).status.success());
+    assert!(status(&ui)["plugins"][0]["shadow"]["hash"].is_string());
+    assert!(work.sluice(&["deploy", "wordcount", "--abort-shadow", "--ui", &ui]).status.success());
+    assert_eq!(status(&ui)["plugins"][0]["shadow"], serde_json::Value::Null);
+
+    let (code, log) = running.finish(std::time::Duration::from_secs(60));
+    assert_eq!(code, 0, "{log}");
+    server.join();
+    let first_upper = log
+        .split("first_batch=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("the promotion's swap names its first batch");
+    let mut total = 0;
+    for (time, records) in work.batches("out") {
+        let upper = records.iter().any(|r| r[0] == "A1");
+        let lower = records.iter().any(|r| r[0] == "a1");
+        assert!(!(upper && lower), "batch {time} mixes versions");
+        if time < first_upper {
+            assert!(!upper, "batch {time} is before the promotion: {records:?}");
+        }
+        total += records.iter().filter(|r| r[0] == "a1" || r[0] == "A1").map(|r| r[1].as_u64().unwrap()).sum::<u64>();
+    }
+    assert_eq!(total, 1_200, "every a1 counted once, before, during and after the shadows");
+}

@@ -14,6 +14,7 @@ use super::{Admin, error};
 use crate::runtime::PluginVersion;
 use crate::runtime::deploy::{DeployError, Deployed};
 use crate::runtime::event::PluginEvent;
+use crate::runtime::shadow::PromoteRule;
 
 pub(super) async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
     let mut text = admin.metrics.prometheus(&admin.registry);
@@ -116,10 +117,12 @@ pub(super) fn sources(admin: &Admin) -> Vec<Value> {
         .collect()
 }
 
-/// Each plugin's serving version, its functions and the earlier versions kept, for
+/// Each plugin's serving version, its functions, the earlier versions kept, its shadow and the
+/// metrics it records from inside, for
 /// `/api/status` and `/api/dashboard`.
 pub(super) fn plugins(admin: &Admin) -> Vec<Value> {
     let registry = &admin.registry;
+    let plugin_metrics = crate::runtime::plugin_metrics::snapshot();
     registry
         .plugins()
         .map(|(index, name, path)| {
@@ -139,16 +142,48 @@ pub(super) fn plugins(admin: &Admin) -> Vec<Value> {
                     "name": f.name, "kind": f.kind.name(), "input": f.input.rust_name(), "output": f.output.rust_name(),
                 })).collect::<Vec<_>>(),
                 "previous": history,
+                "shadow": registry.shadow(index).map(|shadow| shadow.status()),
+                "metrics": plugin_metrics.iter().filter(|((plugin, ..), _)| plugin == name).map(|((_, version, stage, metric), f)| json!({
+                    "version": version, "stage": stage, "name": metric, "kind": f.kind.name(), "value": f.value, "count": f.count,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect()
 }
 
-pub(super) async fn deploy_plugin(State(admin): State<Arc<Admin>>, Path(name): Path<String>, body: Bytes) -> Response {
+/// `?shadow=true&promote_after=N&max_diff=F` on a deploy.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(super) struct DeployQuery {
+    #[serde(default)]
+    shadow: bool,
+    promote_after: Option<u32>,
+    max_diff: Option<f64>,
+}
+
+pub(super) async fn deploy_plugin(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<DeployQuery>,
+    body: Bytes,
+) -> Response {
     let Some(index) = admin.registry.index(&name) else {
         return error(StatusCode::NOT_FOUND, &format!("no plugin `{name}` in this pipeline"));
     };
+    let rule = match (query.shadow, query.promote_after, query.max_diff) {
+        (false, None, None) => None,
+        (false, _, _) => return error(StatusCode::BAD_REQUEST, "promote_after and max_diff go with shadow=true"),
+        (true, Some(0), _) => return error(StatusCode::BAD_REQUEST, "promote_after: expected at least 1 batch"),
+        (true, _, Some(diff)) if !(0.0..=1.0).contains(&diff) => {
+            return error(StatusCode::BAD_REQUEST, "max_diff: expected a share from 0 to 1");
+        }
+        (true, Some(batches), diff) => Some(Some(PromoteRule { batches, max_diff: diff.unwrap_or(0.0) })),
+        (true, None, Some(_)) => return error(StatusCode::BAD_REQUEST, "max_diff goes with promote_after"),
+        (true, None, None) => Some(None),
+    };
     if let Some(agent) = admin.agent.clone() {
+        if rule.is_some() {
+            return error(StatusCode::CONFLICT, "shadow deploys are not supported in a cluster yet");
+        }
         return cluster_deploy(agent, name, index, body).await;
     }
     let Some(deployer) = admin.deployer.as_ref() else {
@@ -156,7 +191,10 @@ pub(super) async fn deploy_plugin(State(admin): State<Arc<Admin>>, Path(name): P
     };
     let origin = PathBuf::from(format!("<upload to {name}>"));
     // The plugin's own deploy lane loads it; this request waits for its answer only.
-    let answer = deployer.submit(index, origin, body.to_vec());
+    let answer = match rule {
+        Some(rule) => deployer.submit_shadow(index, origin, body.to_vec(), rule),
+        None => deployer.submit(index, origin, body.to_vec()),
+    };
     let outcome = tokio::task::spawn_blocking(move || answer.recv().unwrap_or(Err(DeployError::Stopped))).await;
     match outcome {
         Ok(Ok(Deployed::Installed(hash))) => {
@@ -167,12 +205,58 @@ pub(super) async fn deploy_plugin(State(admin): State<Arc<Admin>>, Path(name): P
             axum::Json(json!({ "plugin": name, "hash": hash, "status": "unchanged: this version already serves" }))
                 .into_response()
         }
+        Ok(Ok(Deployed::Shadowing(hash))) => axum::Json(json!({
+            "plugin": name, "hash": hash,
+            "status": "validated; runs in the serving version's shadow from the next batch, its output discarded",
+        }))
+        .into_response(),
         Ok(Err(DeployError::Superseded { .. })) => error(
             StatusCode::CONFLICT,
             "superseded: a newer version of this plugin arrived before this one was installed",
         ),
         Ok(Err(reason)) => error(StatusCode::UNPROCESSABLE_ENTITY, &format!("rejected: {reason}")),
         Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, &join.to_string()),
+    }
+}
+
+/// `sluice promote`: the shadow serves from the next batch.
+pub(super) async fn promote_plugin(State(admin): State<Arc<Admin>>, Path(name): Path<String>) -> Response {
+    let Some(index) = admin.registry.index(&name) else {
+        return error(StatusCode::NOT_FOUND, &format!("no plugin `{name}` in this pipeline"));
+    };
+    let batches = admin.registry.shadow(index).map_or(0, |s| s.batches);
+    match admin.registry.promote(index) {
+        Some((from, to)) => {
+            admin.registry.emit(PluginEvent::Promoted {
+                plugin: name.clone(),
+                from: from.short_hash().to_string(),
+                to: to.short_hash().to_string(),
+                batches,
+                automatic: false,
+            });
+            axum::Json(json!({
+                "plugin": name, "from": from.short_hash(), "to": to.short_hash(), "status": "promoted; serves from the next batch",
+            }))
+            .into_response()
+        }
+        None => {
+            error(StatusCode::CONFLICT, &format!("plugin `{name}` has no shadow to promote (sluice deploy --shadow)"))
+        }
+    }
+}
+
+/// `sluice deploy --abort-shadow`: the shadow is dropped.
+pub(super) async fn abort_shadow(State(admin): State<Arc<Admin>>, Path(name): Path<String>) -> Response {
+    let Some(index) = admin.registry.index(&name) else {
+        return error(StatusCode::NOT_FOUND, &format!("no plugin `{name}` in this pipeline"));
+    };
+    match admin.registry.abort_shadow(index) {
+        Some(shadow) => {
+            let hash = shadow.short_hash().to_string();
+            admin.registry.emit(PluginEvent::ShadowAborted { plugin: name.clone(), shadow: hash.clone() });
+            axum::Json(json!({ "plugin": name, "hash": hash, "status": "shadow dropped" })).into_response()
+        }
+        None => error(StatusCode::CONFLICT, &format!("plugin `{name}` has no shadow")),
     }
 }
 

@@ -163,6 +163,8 @@ fn router(admin: Arc<Admin>) -> Router {
         .route("/api/status", get(api::status))
         .route("/api/plugins/{name}/deploy", post(api::deploy_plugin))
         .route("/api/plugins/{name}/rollback", post(api::rollback_plugin))
+        .route("/api/plugins/{name}/promote", post(api::promote_plugin))
+        .route("/api/plugins/{name}/abort-shadow", post(api::abort_shadow))
         .route("/api/sources/{name}/pause", post(api::pause_source))
         .route("/api/sources/{name}/resume", post(api::resume_source))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token));

@@ -7,6 +7,7 @@
 
 pub mod keyed;
 pub mod scheduler;
+mod shadow;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

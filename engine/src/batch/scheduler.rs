@@ -194,6 +194,8 @@ struct RunState {
     probation: Vec<Option<Probation>>,
     /// Versions an automatic rollback returned to: trusted, not on probation.
     restored: Vec<Option<u64>>,
+    /// Plugins' shadows (`sluice deploy --shadow`) and their state.
+    shadows: super::shadow::Shadows,
 }
 
 /// One task's output: a cluster's source partition (None: the whole batch).
@@ -268,6 +270,7 @@ impl Scheduler<'_> {
             probation: vec![None; serving.len()],
             restored: vec![None; serving.len()],
             serving,
+            shadows: super::shadow::Shadows::default(),
         };
         while let Ok(batch) = queue.recv() {
             let mut job = self.begin(&mut run, batch);
@@ -376,7 +379,16 @@ impl Scheduler<'_> {
                 _ => (None, std::mem::take(&mut run.state)),
             };
             let before = keyed.map(|_| state.clone());
+            // A whole batch (not a cluster's task) also runs in each plugin's shadow, if any.
+            let shadow = match task {
+                None => run.shadows.prepare(self.registry, &run.serving, &state).map(|s| (s, blocks.clone())),
+                Some(_) => None,
+            };
             let outcome = self.execute_task(run, job, time, part, &mut state, blocks);
+            if let Some((snapshot, blocks)) = shadow {
+                let (graph, registry, pool) = (self.graph, self.registry, self.pool);
+                run.shadows.run(graph, registry, pool, &snapshot, time, job.close_windows, blocks, outcome.as_ref());
+            }
             let mut encoded = None;
             match (keyed, self.keyed.as_mut()) {
                 (Some(keyed), Some(states)) => {

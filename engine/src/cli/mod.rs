@@ -90,7 +90,30 @@ enum Command {
         /// The plugin's name in the pipeline file.
         plugin: String,
         /// The new .wasm file.
-        file: PathBuf,
+        #[arg(required_unless_present = "abort_shadow")]
+        file: Option<PathBuf>,
+        /// Run the new version in the serving one's shadow instead: on the same batches, its
+        /// output discarded, each batch compared (records that differ, errors, time per call:
+        /// `sluice status`). `sluice promote` makes it serve.
+        #[arg(long, conflicts_with = "abort_shadow")]
+        shadow: bool,
+        /// With --shadow: promote it by itself after N batches in a row with no error in
+        /// either version and no more differing than --max-diff.
+        #[arg(long, value_name = "N", requires = "shadow", value_parser = clap::value_parser!(u32).range(1..))]
+        promote_after: Option<u32>,
+        /// With --promote-after: the share of the serving output (0 to 1) allowed to differ.
+        #[arg(long, value_name = "SHARE", requires = "promote_after", default_value_t = 0.0)]
+        max_diff: f64,
+        /// Drop the plugin's shadow.
+        #[arg(long, conflicts_with = "file")]
+        abort_shadow: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Make a plugin's shadow (`deploy --shadow`) serve from the next batch boundary.
+    Promote {
+        /// The plugin's name in the pipeline file.
+        plugin: String,
         #[command(flatten)]
         remote: RemoteArgs,
     },
@@ -280,6 +303,26 @@ fn default_cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("sluice"))
 }
 
+/// `sluice deploy PLUGIN FILE`: the upload, refused here when the engine would refuse it unread.
+fn deploy(plugin: &str, file: &Path, query: &str, remote: &RemoteArgs) -> ExitCode {
+    match std::fs::read(file) {
+        Ok(bytes) if bytes.len() > runtime::MAX_PLUGIN_BYTES => {
+            errln!(
+                "error: {}: refused before upload: plugin `{plugin}`: too_large: the module is {} bytes; a plugin may be at most {} bytes",
+                file.display(),
+                bytes.len(),
+                runtime::MAX_PLUGIN_BYTES
+            );
+            ExitCode::FAILURE
+        }
+        Ok(bytes) => remote_call(remote, &format!("/api/plugins/{plugin}/deploy{query}"), Some(bytes)),
+        Err(err) => {
+            errln!("error: cannot read {}: {err}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -296,23 +339,21 @@ pub fn main() -> ExitCode {
             let cut = batch_lines.map_or(Cut::Marker, |n| Cut::Lines(n as usize));
             test::run(&pipeline, &plugins, &inputs, cut, expect.as_deref(), bless)
         }
-        Command::Deploy { plugin, file, remote } => match std::fs::read(&file) {
-            Ok(bytes) if bytes.len() > runtime::MAX_PLUGIN_BYTES => {
-                // The engine would refuse the upload unread: say why here.
-                eprintln!(
-                    "error: {}: refused before upload: plugin `{plugin}`: too_large: the module is {} bytes; a plugin may be at most {} bytes",
-                    file.display(),
-                    bytes.len(),
-                    runtime::MAX_PLUGIN_BYTES
-                );
-                ExitCode::FAILURE
-            }
-            Ok(bytes) => remote_call(&remote, &format!("/api/plugins/{plugin}/deploy"), Some(bytes)),
-            Err(err) => {
-                errln!("error: cannot read {}: {err}", file.display());
-                ExitCode::FAILURE
-            }
-        },
+        Command::Deploy { plugin, abort_shadow: true, remote, .. } => {
+            remote_call(&remote, &format!("/api/plugins/{plugin}/abort-shadow"), Some(Vec::new()))
+        }
+        Command::Deploy { plugin, file, shadow, promote_after, max_diff, remote, .. } => {
+            let file = file.expect("clap requires FILE without --abort-shadow");
+            let query = match (shadow, promote_after) {
+                (false, _) => String::new(),
+                (true, None) => "?shadow=true".to_string(),
+                (true, Some(n)) => format!("?shadow=true&promote_after={n}&max_diff={max_diff}"),
+            };
+            deploy(&plugin, &file, &query, &remote)
+        }
+        Command::Promote { plugin, remote } => {
+            remote_call(&remote, &format!("/api/plugins/{plugin}/promote"), Some(Vec::new()))
+        }
         Command::Rollback { plugin, to, remote } => {
             let query = to.map(|hash| format!("?to={hash}")).unwrap_or_default();
             remote_call(&remote, &format!("/api/plugins/{plugin}/rollback{query}"), Some(Vec::new()))

@@ -478,6 +478,28 @@ impl Graph {
     }
 }
 
+impl Stage {
+    /// Whether it calls a function of plugin `plugin` (registry index).
+    pub(crate) fn calls(&self, plugin: usize) -> bool {
+        let of = |f: &FunctionRef| f.plugin == plugin;
+        match &self.operator {
+            Operator::Plugin { plugin: p, .. } => *p == plugin,
+            Operator::ReduceByKey { plugin: p, fused, .. } => {
+                *p == plugin || fused.as_ref().is_some_and(|pre| pre.calls(plugin))
+            }
+            Operator::Transform(f) | Operator::Reduce(f) | Operator::KeyBy(f) => of(f),
+            Operator::ReduceByWindow { reduce, .. } => of(reduce),
+            Operator::ReduceByKeyAndWindow { reduce, inverse, .. } => of(reduce) || inverse.as_ref().is_some_and(of),
+            Operator::UpdateStateByKey { update, .. } => of(update),
+            Operator::MapWithState { function, .. } => of(function),
+            Operator::EventWindow { timestamp, reduce, .. } => {
+                timestamp.as_ref().is_some_and(of) || reduce.as_ref().is_some_and(of)
+            }
+            _ => false,
+        }
+    }
+}
+
 impl Graph {
     /// The same graph with every fused stage on its own again (its output a stream of its own),
     /// for `sluice test`, which shows each stage's output. It runs the whole graph, so a

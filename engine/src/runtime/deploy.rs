@@ -17,6 +17,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use super::event::{PluginEvent, Superseded};
 use super::registry::{PluginRegistry, RegistryError};
+use super::shadow::PromoteRule;
 use super::{LoadError, PluginRuntime};
 
 /// What a deploy did.
@@ -26,6 +27,8 @@ pub(crate) enum Deployed {
     Installed(String),
     /// The content equals the serving version's: nothing to do.
     Unchanged(String),
+    /// The new version runs in the serving one's shadow from the next batch; its short hash.
+    Shadowing(String),
 }
 
 /// Why a new version was not installed.
@@ -82,6 +85,8 @@ struct Job {
     origin: PathBuf,
     bytes: Vec<u8>,
     reply: Option<mpsc::Sender<Outcome>>,
+    /// `Some`: run it in the shadow (with this promotion rule, if any) instead of serving it.
+    shadow: Option<Option<PromoteRule>>,
 }
 
 #[derive(Debug, Default)]
@@ -124,13 +129,26 @@ impl Deployer {
     /// superseding any version still waiting. The answer arrives on the returned channel.
     pub(crate) fn submit(&self, index: usize, origin: PathBuf, bytes: Vec<u8>) -> mpsc::Receiver<Outcome> {
         let (tx, rx) = mpsc::channel();
-        self.enqueue(index, Job { origin, bytes, reply: Some(tx) });
+        self.enqueue(index, Job { origin, bytes, reply: Some(tx), shadow: None });
+        rx
+    }
+
+    /// As [`Deployer::submit`], to run in the serving version's shadow (`sluice deploy --shadow`).
+    pub(crate) fn submit_shadow(
+        &self,
+        index: usize,
+        origin: PathBuf,
+        bytes: Vec<u8>,
+        rule: Option<PromoteRule>,
+    ) -> mpsc::Receiver<Outcome> {
+        let (tx, rx) = mpsc::channel();
+        self.enqueue(index, Job { origin, bytes, reply: Some(tx), shadow: Some(rule) });
         rx
     }
 
     /// As [`Deployer::submit`], for a caller that does not wait (the outcome is logged).
     pub(crate) fn submit_detached(&self, index: usize, origin: PathBuf, bytes: Vec<u8>) {
-        self.enqueue(index, Job { origin, bytes, reply: None });
+        self.enqueue(index, Job { origin, bytes, reply: None, shadow: None });
     }
 
     fn enqueue(&self, index: usize, job: Job) {
@@ -216,6 +234,17 @@ fn deploy(runtime: &PluginRuntime, registry: &PluginRegistry, index: usize, lane
         if state.waiting.is_some() {
             registry.emit(PluginEvent::Superseded { plugin: name.clone(), version: Superseded::Validating(hash) });
             return Err(DeployError::Superseded { plugin: name });
+        }
+        if let Some(rule) = job.shadow {
+            registry.set_shadow(index, candidate, rule);
+            drop(state);
+            registry.emit(PluginEvent::Shadowing {
+                plugin: name,
+                serving: current.short_hash().to_string(),
+                shadow: hash.clone(),
+                promote_after: rule.map(|r| r.batches),
+            });
+            return Ok(Deployed::Shadowing(hash));
         }
         registry.install(index, candidate);
     }

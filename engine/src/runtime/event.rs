@@ -31,6 +31,12 @@ pub enum PluginAction {
     RolledBack,
     /// A swapped-in version that kept failing was rolled back.
     AutoRolledBack,
+    /// A new version was validated and runs in the serving one's shadow.
+    Shadowing,
+    /// A shadow was dropped.
+    ShadowAborted,
+    /// A shadow was made to serve from the next batch.
+    Promoted,
 }
 
 impl PluginAction {
@@ -43,6 +49,9 @@ impl PluginAction {
             Self::Swapped => "swapped",
             Self::RolledBack => "rolled_back",
             Self::AutoRolledBack => "auto_rolled_back",
+            Self::Shadowing => "shadowing",
+            Self::ShadowAborted => "shadow_aborted",
+            Self::Promoted => "promoted",
         }
     }
 }
@@ -133,6 +142,37 @@ pub enum PluginEvent {
         /// The last of them.
         last_failed_batch: u64,
     },
+    /// A new version was validated and runs in the serving one's shadow from the next batch.
+    Shadowing {
+        /// The plugin.
+        plugin: String,
+        /// The serving version.
+        serving: String,
+        /// The shadow.
+        shadow: String,
+        /// `promote_after` batches, if it promotes itself.
+        promote_after: Option<u32>,
+    },
+    /// A shadow was dropped (`--abort-shadow`).
+    ShadowAborted {
+        /// The plugin.
+        plugin: String,
+        /// The shadow dropped.
+        shadow: String,
+    },
+    /// A shadow serves from the next batch.
+    Promoted {
+        /// The plugin.
+        plugin: String,
+        /// The version serving until then.
+        from: String,
+        /// The shadow, serving now.
+        to: String,
+        /// Batches it ran in the shadow.
+        batches: u64,
+        /// Whether its `promote_after` rule did it (else `sluice promote`).
+        automatic: bool,
+    },
 }
 
 /// Where plugin events go besides the log: counters, history, event stream.
@@ -166,6 +206,9 @@ impl PluginEvent {
             Self::Swapped { .. } => PluginAction::Swapped,
             Self::RolledBack { .. } => PluginAction::RolledBack,
             Self::AutoRolledBack { .. } => PluginAction::AutoRolledBack,
+            Self::Shadowing { .. } => PluginAction::Shadowing,
+            Self::ShadowAborted { .. } => PluginAction::ShadowAborted,
+            Self::Promoted { .. } => PluginAction::Promoted,
         }
     }
 
@@ -177,7 +220,10 @@ impl PluginEvent {
             | Self::Superseded { plugin, .. }
             | Self::Swapped { plugin, .. }
             | Self::RolledBack { plugin, .. }
-            | Self::AutoRolledBack { plugin, .. } => plugin,
+            | Self::AutoRolledBack { plugin, .. }
+            | Self::Shadowing { plugin, .. }
+            | Self::ShadowAborted { plugin, .. }
+            | Self::Promoted { plugin, .. } => plugin,
         }
     }
 
@@ -205,6 +251,23 @@ impl PluginEvent {
                 Some(from.as_str()),
                 Some(to.as_str()),
                 format!("failed {failed_batches} batches in a row, the last {last_failed_batch}"),
+            ),
+            Self::Shadowing { serving, shadow, promote_after, .. } => (
+                Some(serving.as_str()),
+                Some(shadow.as_str()),
+                match promote_after {
+                    Some(n) => format!("runs in the shadow from the next batch; promoted after {n} clean batches"),
+                    None => "runs in the shadow from the next batch".to_string(),
+                },
+            ),
+            Self::ShadowAborted { shadow, .. } => (None, Some(shadow.as_str()), "shadow dropped".to_string()),
+            Self::Promoted { from, to, batches, automatic, .. } => (
+                Some(from.as_str()),
+                Some(to.as_str()),
+                format!(
+                    "{} after {batches} batches in the shadow; serves from the next batch",
+                    if *automatic { "promoted by its rule" } else { "promoted" }
+                ),
             ),
         };
         Some(PluginRecord { plugin: self.plugin(), action: self.action(), from, to, detail })
@@ -259,6 +322,24 @@ impl PluginEvent {
                 failed_batches,
                 last_failed_batch,
                 "plugin rolled back automatically: the new version failed {failed_batches} batches in a row; deploy a fixed version to go forward (a watched file that held the failing version still does)"
+            ),
+            Self::Shadowing { plugin, serving, shadow, promote_after } => tracing::info!(
+                plugin = %plugin,
+                serving = %serving,
+                shadow = %shadow,
+                promote_after = ?promote_after,
+                "new plugin version validated; it runs in the serving one's shadow from the next batch, its output discarded"
+            ),
+            Self::ShadowAborted { plugin, shadow } => {
+                tracing::info!(plugin = %plugin, shadow = %shadow, "shadow dropped")
+            }
+            Self::Promoted { plugin, from, to, batches, automatic } => tracing::info!(
+                plugin = %plugin,
+                from = %from,
+                to = %to,
+                batches,
+                automatic,
+                "shadow promoted; it serves from the next batch"
             ),
         }
     }

@@ -18,6 +18,7 @@ pub mod instance;
 mod load;
 pub(crate) mod plugin_metrics;
 pub mod registry;
+pub(crate) mod shadow;
 mod version;
 pub(crate) mod watch;
 

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use super::PluginVersion;
 use super::event::{PluginEvent, PluginEventSink};
+use super::shadow::{PromoteRule, Shadow, ShadowBatch};
 
 /// Why a version cannot replace the serving one, or a rollback cannot happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,6 +95,8 @@ struct Slot {
     current: Mutex<Arc<PluginVersion>>,
     /// Versions that served before the current one, oldest first: what a rollback returns to.
     previous: Mutex<Vec<Arc<PluginVersion>>>,
+    /// A version running in the current one's shadow (`sluice deploy --shadow`).
+    shadow: Mutex<Option<Shadow>>,
 }
 
 /// The plugins of a pipeline and their current versions.
@@ -120,6 +123,7 @@ impl PluginRegistry {
                 required,
                 current: Mutex::new(Arc::new(version)),
                 previous: Mutex::new(Vec::new()),
+                shadow: Mutex::new(None),
             })
             .collect();
         Self { slots, sink: std::sync::OnceLock::new() }
@@ -245,5 +249,55 @@ impl PluginRegistry {
     /// The versions that served plugin `index` before the current one, oldest first.
     pub(crate) fn history(&self, index: usize) -> Vec<Arc<PluginVersion>> {
         self.slots[index].previous.lock().expect("registry lock").clone()
+    }
+
+    /// Runs `version` (validated) in the shadow of plugin `index`'s serving one from the next
+    /// batch, replacing any shadow it had.
+    pub(crate) fn set_shadow(&self, index: usize, version: PluginVersion, rule: Option<PromoteRule>) {
+        let against = self.current(index).short_hash().to_string();
+        *self.slots[index].shadow.lock().expect("registry lock") = Some(Shadow::new(Arc::new(version), rule, against));
+    }
+
+    /// Plugin `index`'s shadow, as it stands.
+    pub(crate) fn shadow(&self, index: usize) -> Option<Shadow> {
+        self.slots[index].shadow.lock().expect("registry lock").clone()
+    }
+
+    /// Every plugin's shadow version (None: no shadow), for one batch.
+    pub(crate) fn shadow_versions(&self) -> Vec<Option<Arc<PluginVersion>>> {
+        self.slots
+            .iter()
+            .map(|slot| slot.shadow.lock().expect("registry lock").as_ref().map(|s| s.version.clone()))
+            .collect()
+    }
+
+    /// Records one batch of plugin `index`'s shadow, if it is still version `id`; whether its
+    /// rule says promote now.
+    pub(crate) fn record_shadow(&self, index: usize, id: u64, batch: ShadowBatch) -> bool {
+        let mut shadow = self.slots[index].shadow.lock().expect("registry lock");
+        match shadow.as_mut() {
+            Some(shadow) if shadow.version.id == id => shadow.record(batch),
+            _ => false,
+        }
+    }
+
+    /// Drops plugin `index`'s shadow; the version it was.
+    pub(crate) fn abort_shadow(&self, index: usize) -> Option<Arc<PluginVersion>> {
+        self.slots[index].shadow.lock().expect("registry lock").take().map(|s| s.version)
+    }
+
+    /// Makes plugin `index`'s shadow serve from the next batch (the serving one is kept for a
+    /// rollback); (the version it replaces, the shadow), or None without a shadow.
+    pub(crate) fn promote(&self, index: usize) -> Option<(Arc<PluginVersion>, Arc<PluginVersion>)> {
+        let slot = &self.slots[index];
+        let shadow = slot.shadow.lock().expect("registry lock").take()?;
+        let mut current = slot.current.lock().expect("registry lock");
+        let old = std::mem::replace(&mut *current, shadow.version.clone());
+        let mut previous = slot.previous.lock().expect("registry lock");
+        previous.push(old.clone());
+        if previous.len() > MAX_HISTORY {
+            previous.remove(0);
+        }
+        Some((old, shadow.version))
     }
 }
