@@ -1,5 +1,5 @@
 //! Metrics from inside a plugin: counters, gauges and histograms by name, exported by the host
-//! on `/metrics` as `sluice_plugin_metric{plugin,version,stage,name}` (histograms as
+//! on `/metrics` as `sluice_plugin_metric{plugin,version,stage,name,kind}` (histograms as
 //! `sluice_plugin_metric_sum` and `_count`).
 //!
 //! ```
@@ -19,7 +19,7 @@
 //!
 //! Calls are cheap: they add to a table inside the plugin, which the host reads once at the end
 //! of each call (one partition), not once per record. A name is `[a-zA-Z_][a-zA-Z0-9_]*`, at
-//! most 64 bytes; the host ignores others (and says so in its log, once).
+//! most 64 bytes; the host ignores others (and says so in its log, once per process).
 
 use std::cell::RefCell;
 use std::string::String;

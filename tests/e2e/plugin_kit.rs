@@ -206,7 +206,10 @@ fn stage_params_are_checked_against_the_function_and_each_stage_gets_its_own() {
     );
     work.write("bad.toml", &no_params);
     let err = String::from_utf8_lossy(&work.sluice(&["check", "bad.toml"]).stderr).to_string();
-    assert!(err.contains("stages `counts`.params: function `sum` of plugin `wordcount` takes no parameters"), "{err}");
+    assert!(
+        err.contains("stages `counts`.params: no function of this stage takes parameters (`sum` takes none"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -473,9 +476,12 @@ fn a_shadow_deploy_reports_the_share_that_differs_and_a_promoted_shadow_serves_f
     let ui = format!("127.0.0.1:{}", crate::admin::free_port());
     let running = work.spawn(&["pipeline.toml", "--ui", &ui, "--no-hot-swap"]);
     running.wait_for("records out", std::time::Duration::from_secs(30));
+    let original = status(&ui)["plugins"][0]["hash"].as_str().unwrap().to_string();
     let deploy = work.sluice(&["deploy", "wordcount", "upper.wasm", "--shadow", "--ui", &ui]);
     assert!(deploy.status.success(), "{}", String::from_utf8_lossy(&deploy.stderr));
     assert!(String::from_utf8_lossy(&deploy.stdout).contains("runs in the serving version's shadow"));
+    let answer: serde_json::Value = serde_json::from_slice(&deploy.stdout).unwrap();
+    let upper_hash = answer["hash"].as_str().unwrap().to_string();
     wait_until("three batches in the shadow", std::time::Duration::from_secs(30), || {
         status(&ui)["plugins"][0]["shadow"]["batches"].as_u64().unwrap_or(0) >= 3
     });
@@ -512,6 +518,14 @@ fn a_shadow_deploy_reports_the_share_that_differs_and_a_promoted_shadow_serves_f
     assert!(status(&ui)["plugins"][0]["shadow"]["hash"].is_string());
     assert!(work.sluice(&["deploy", "wordcount", "--abort-shadow", "--ui", &ui]).status.success());
     assert_eq!(status(&ui)["plugins"][0]["shadow"], serde_json::Value::Null);
+    // Lineage: the batches each version served, in order.
+    let served: Vec<String> = status(&ui)["plugins"][0]["served"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["hash"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(served, [original.clone(), upper_hash.clone(), original.clone()], "{}", status(&ui));
 
     let (code, log) = running.finish(std::time::Duration::from_secs(60));
     assert_eq!(code, 0, "{log}");
@@ -531,6 +545,12 @@ fn a_shadow_deploy_reports_the_share_that_differs_and_a_promoted_shadow_serves_f
             assert!(!upper, "batch {time} is before the promotion: {records:?}");
         }
         total += records.iter().filter(|r| r[0] == "a1" || r[0] == "A1").map(|r| r[1].as_u64().unwrap()).sum::<u64>();
+        // Each batch file names the version that computed it.
+        let lineage = std::fs::read_to_string(work.path(&format!("out/.lineage/batch-{time}.json"))).unwrap();
+        let lineage: serde_json::Value = serde_json::from_str(&lineage).unwrap();
+        assert_eq!(lineage["batch"], time);
+        let expected = if upper { &upper_hash } else { &original };
+        assert_eq!(lineage["versions"]["wordcount"].as_str(), Some(expected.as_str()), "batch {time}: {lineage}");
     }
     assert_eq!(total, 1_200, "every a1 counted once, before, during and after the shadows");
 }

@@ -143,6 +143,7 @@ pub(super) fn plugins(admin: &Admin) -> Vec<Value> {
                 })).collect::<Vec<_>>(),
                 "previous": history,
                 "shadow": registry.shadow(index).map(|shadow| shadow.status()),
+                "served": registry.served(index),
                 "metrics": plugin_metrics.iter().filter(|((plugin, ..), _)| plugin == name).map(|((_, version, stage, metric), f)| json!({
                     "version": version, "stage": stage, "name": metric, "kind": f.kind.name(), "value": f.value, "count": f.count,
                 })).collect::<Vec<_>>(),
@@ -224,21 +225,11 @@ pub(super) async fn promote_plugin(State(admin): State<Arc<Admin>>, Path(name): 
     let Some(index) = admin.registry.index(&name) else {
         return error(StatusCode::NOT_FOUND, &format!("no plugin `{name}` in this pipeline"));
     };
-    let batches = admin.registry.shadow(index).map_or(0, |s| s.batches);
-    match admin.registry.promote(index) {
-        Some((from, to)) => {
-            admin.registry.emit(PluginEvent::Promoted {
-                plugin: name.clone(),
-                from: from.short_hash().to_string(),
-                to: to.short_hash().to_string(),
-                batches,
-                automatic: false,
-            });
-            axum::Json(json!({
-                "plugin": name, "from": from.short_hash(), "to": to.short_hash(), "status": "promoted; serves from the next batch",
-            }))
-            .into_response()
-        }
+    match admin.registry.promote(index, false) {
+        Some((from, to)) => axum::Json(json!({
+            "plugin": name, "from": from.short_hash(), "to": to.short_hash(), "status": "promoted; serves from the next batch",
+        }))
+        .into_response(),
         None => {
             error(StatusCode::CONFLICT, &format!("plugin `{name}` has no shadow to promote (sluice deploy --shadow)"))
         }

@@ -328,7 +328,7 @@ impl Scheduler<'_> {
             sources: source_records.iter().map(|(&s, &n)| (self.receivers[s].name.clone(), n)).collect(),
             scheduling_delay_ms: scheduling_delay,
             replayed,
-            versions: run.serving.iter().map(|v| format!("{}@{}", v.plugin, v.short_hash())).collect(),
+            versions: version_names(&run.serving),
             ..BatchInfo::default()
         };
         let report = &mut run.report;
@@ -340,7 +340,7 @@ impl Scheduler<'_> {
             tracing::warn!(batch = batch.time_ms, lines = invalid, "dropped lines that are not UTF-8");
         }
         Job {
-            batch: BatchRef { time_ms: batch.time_ms, replayed, task: None },
+            batch: BatchRef { time_ms: batch.time_ms, replayed, task: None, versions: &[] },
             last: batch.last,
             close_windows: batch.close_windows,
             block_count: batch.blocks.len(),
@@ -387,7 +387,8 @@ impl Scheduler<'_> {
             let outcome = self.execute_task(run, job, time, part, &mut state, blocks);
             if let Some((snapshot, blocks)) = shadow {
                 let (graph, registry, pool) = (self.graph, self.registry, self.pool);
-                run.shadows.run(graph, registry, pool, &snapshot, time, job.close_windows, blocks, outcome.as_ref());
+                let serving = outcome.as_ref();
+                run.shadows.run(graph, registry, pool, &snapshot, time, job.close_windows, blocks, serving, &state);
             }
             let mut encoded = None;
             match (keyed, self.keyed.as_mut()) {
@@ -478,8 +479,14 @@ impl Scheduler<'_> {
         outcomes: Option<Vec<TaskOutcome>>,
     ) -> Result<(), CommitError> {
         for TaskOutcome { task, outcome, state } in outcomes.unwrap_or_default() {
+            // The versions that computed it: a cluster's replayed task ran with its own time's.
+            let serving = match &task {
+                Some(task) => self.cluster.as_ref().and_then(|c| c.serving_at(task.batch_ms)),
+                None => None,
+            };
+            let versions = version_names(serving.as_ref().unwrap_or(&run.serving));
             let batch = match &task {
-                None => job.batch,
+                None => BatchRef { versions: &versions, ..job.batch },
                 Some(task) if !task.owned() => {
                     tracing::warn!(batch = task.batch_ms, task = %task.name, "partition revoked: its output of this batch is not written (its next owner replays it)");
                     if let (Some(keyed), Some(states)) = (&task.keyed, self.keyed.as_mut()) {
@@ -487,7 +494,12 @@ impl Scheduler<'_> {
                     }
                     continue;
                 }
-                Some(task) => BatchRef { time_ms: task.batch_ms, replayed: task.replayed, task: Some(&task.name) },
+                Some(task) => BatchRef {
+                    time_ms: task.batch_ms,
+                    replayed: task.replayed,
+                    task: Some(&task.name),
+                    versions: &versions,
+                },
             };
             if let (Some(task), Some(shuffled)) = (&task, &outcome.shuffled) {
                 self.send_shuffled(task, shuffled)?;
@@ -524,6 +536,9 @@ impl Scheduler<'_> {
         job.info.outputs = job.outputs;
         self.metrics.events.completed(job.info);
         self.adapt_rates(time, &job.source_records, processing, scheduling_delay);
+        for (index, version) in run.serving.iter().enumerate() {
+            self.registry.note_served(index, version.short_hash(), time);
+        }
         if job.records > 0 {
             // An empty batch calls no plugin: it proves nothing either way.
             run.report.auto_rollbacks += self.probation(run, &job.failing, job.failed, time);
@@ -723,7 +738,11 @@ fn with_retries<T, E: std::fmt::Display>(
     }
 }
 
+/// `plugin@short hash` of each version of `snapshot`.
+fn version_names(snapshot: &Snapshot) -> Vec<String> {
+    snapshot.iter().map(|v| format!("{}@{}", v.plugin, v.short_hash())).collect()
+}
+
 fn versions(snapshot: &Snapshot) -> String {
-    let list: Vec<String> = snapshot.iter().map(|v| format!("{}@{}", v.plugin, v.short_hash())).collect();
-    list.join(" ")
+    version_names(snapshot).join(" ")
 }

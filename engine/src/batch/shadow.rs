@@ -15,7 +15,6 @@ use std::sync::Arc;
 use crate::block::{Block, records};
 use crate::graph::{BatchOutcome, Graph, GraphState, run_batch};
 use crate::runtime::PluginVersion;
-use crate::runtime::event::PluginEvent;
 use crate::runtime::registry::{PluginRegistry, Snapshot};
 use crate::runtime::shadow::ShadowBatch;
 
@@ -45,10 +44,17 @@ impl Shadows {
         if ids(&versions) != ids(&self.versions) {
             self.state = serving_state.clone();
         }
+        // The other plugins serve in the shadow run too, quietly: their metrics and log lines
+        // are the serving run's already.
+        let quiet = |serving: &Arc<PluginVersion>| {
+            let mut version = serving.with_limits(None, None);
+            version.quiet = true;
+            Arc::new(version)
+        };
         let snapshot = serving
             .iter()
             .zip(&versions)
-            .map(|(serving, shadow)| shadow.clone().unwrap_or_else(|| serving.clone()))
+            .map(|(serving, shadow)| shadow.clone().unwrap_or_else(|| quiet(serving)))
             .collect();
         self.versions = versions;
         Some(snapshot)
@@ -68,10 +74,19 @@ impl Shadows {
         last: bool,
         blocks: Vec<Block>,
         serving: Option<&BatchOutcome>,
+        serving_state: &GraphState,
     ) {
+        let before = self.state.clone();
         let shadow = run_batch(graph, &mut self.state, snapshot, time, last, blocks, pool);
-        if let Err(error) = &shadow {
-            tracing::info!(batch = time, "the shadow's run of this batch failed: {error}");
+        match (&shadow, serving) {
+            // The serving run failed: its state went back to the last good one; the shadow's
+            // starts over from that, or it would compare against records the batch never wrote.
+            (_, None) => self.state = serving_state.clone(),
+            (Err(error), Some(_)) => {
+                tracing::info!(batch = time, "the shadow's run of this batch failed: {error}");
+                self.state = before;
+            }
+            (Ok(_), Some(_)) => {}
         }
         let (compared, differing, extra) = match (serving, &shadow) {
             (Some(serving), Ok(shadow)) => compare(graph, serving, shadow),
@@ -97,16 +112,7 @@ impl Shadows {
                 shadow_us_per_call: per_call(graph, index, shadow.as_ref().ok()),
             };
             if registry.record_shadow(index, version.id, batch) {
-                let batches = registry.shadow(index).map_or(0, |s| s.batches);
-                if let Some((from, to)) = registry.promote(index) {
-                    registry.emit(PluginEvent::Promoted {
-                        plugin: version.plugin.clone(),
-                        from: from.short_hash().to_string(),
-                        to: to.short_hash().to_string(),
-                        batches,
-                        automatic: true,
-                    });
-                }
+                registry.promote(index, true);
             }
         }
     }

@@ -49,7 +49,9 @@ pub(super) fn new(dir: &Path, sdk: Option<Sdk>) -> ExitCode {
 }
 
 fn write_crate(dir: &Path, sdk: Option<Sdk>) -> Result<String, String> {
-    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    // `plugin new .` (an empty directory) is named after the directory itself.
+    let named = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let name = named.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
     if let Some(problem) = name_problem(&name) {
         return Err(format!("{}: {problem}", dir.display()));
     }
@@ -178,7 +180,8 @@ fn cargo_build(manifest: &Path) -> Result<Vec<PathBuf>, String> {
     let mut wasm = Vec::new();
     for line in String::from_utf8_lossy(&output.stdout).lines() {
         let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        let ours = message["manifest_path"].as_str().is_some_and(|p| Path::new(p) == manifest);
+        let ours =
+            message["manifest_path"].as_str().is_some_and(|p| Path::new(p).canonicalize().is_ok_and(|p| p == manifest));
         if message["reason"] != "compiler-artifact" || !ours {
             continue;
         }

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use sluice_sdk::{TypeDesc, Variant};
 
+use super::skip::plausible_count;
 use super::varint::read_varint;
 
 /// Appends the JSON of the value of type `ty` encoded in `record`. A record that does not match
@@ -78,6 +79,7 @@ fn value(ty: &TypeDesc, buf: &[u8], pos: &mut usize, out: &mut String) -> Option
         },
         TypeDesc::Seq(inner) => {
             let count = read_varint(buf, pos)?;
+            plausible_count(count, &[inner], buf.len() - *pos)?;
             out.push('[');
             for i in 0..count {
                 if i > 0 {
@@ -142,6 +144,7 @@ fn object(fields: &[(String, TypeDesc)], buf: &[u8], pos: &mut usize, out: &mut 
 /// serde_json refuses, is written as an array of `[key, value]` pairs.
 fn map(key: &TypeDesc, item: &TypeDesc, buf: &[u8], pos: &mut usize, out: &mut String) -> Option<()> {
     let count = read_varint(buf, pos)?;
+    plausible_count(count, &[key, item], buf.len() - *pos)?;
     let textual = matches!(key, TypeDesc::String | TypeDesc::Char);
     let scalar = matches!(key, TypeDesc::Unsigned(_) | TypeDesc::Signed(_) | TypeDesc::Bool);
     out.push(if textual || scalar { '{' } else { '[' });

@@ -37,6 +37,7 @@ fn skip(ty: &TypeDesc, buf: &[u8], pos: &mut usize) -> Option<()> {
         }
         TypeDesc::Seq(inner) => {
             let count = read_varint(buf, pos)?;
+            plausible_count(count, &[inner], buf.len() - *pos)?;
             for _ in 0..count {
                 skip(inner, buf, pos)?;
             }
@@ -53,6 +54,7 @@ fn skip(ty: &TypeDesc, buf: &[u8], pos: &mut usize) -> Option<()> {
         }
         TypeDesc::Map(key, value) => {
             let count = read_varint(buf, pos)?;
+            plausible_count(count, &[key, value], buf.len() - *pos)?;
             for _ in 0..count {
                 skip(key, buf, pos)?;
                 skip(value, buf, pos)?;
@@ -79,6 +81,27 @@ fn skip(ty: &TypeDesc, buf: &[u8], pos: &mut usize) -> Option<()> {
     Some(())
 }
 
+/// Elements of a type of no bytes (`()`) that a count may claim: more is a plugin's bug or
+/// malice (a `Vec<()>` of 2^64 elements would take the host that long to walk).
+const MAX_EMPTY_ELEMENTS: u128 = 1 << 20;
+
+/// Whether `count` elements of `element` types can be in `remaining` bytes: each takes at
+/// least one byte unless all are of no bytes, which are capped at [`MAX_EMPTY_ELEMENTS`].
+pub(super) fn plausible_count(count: u128, element: &[&TypeDesc], remaining: usize) -> Option<()> {
+    let limit = if element.iter().all(|ty| empty(ty)) { MAX_EMPTY_ELEMENTS } else { remaining as u128 };
+    (count <= limit).then_some(())
+}
+
+/// Whether a value of `ty` takes no bytes.
+fn empty(ty: &TypeDesc) -> bool {
+    match ty {
+        TypeDesc::Unit => true,
+        TypeDesc::Tuple(items) => items.iter().all(empty),
+        TypeDesc::Struct { fields, .. } => fields.iter().all(|(_, ty)| empty(ty)),
+        _ => false,
+    }
+}
+
 fn advance(buf: &[u8], pos: &mut usize, n: usize) -> Option<()> {
     let end = pos.checked_add(n)?;
     if end > buf.len() {
@@ -97,6 +120,18 @@ mod tests {
         let key_bytes = postcard::to_allocvec(&key).unwrap();
         let record = postcard::to_allocvec(&(key, value)).unwrap();
         assert_eq!(skip_value(&key_ty, &record), Some(key_bytes.len()));
+    }
+
+    #[test]
+    fn a_count_past_what_the_buffer_can_hold_is_refused_at_once() {
+        let seq = TypeDesc::Seq(Box::new(TypeDesc::Unsigned(64)));
+        // u64::MAX elements claimed, none present: refused without walking them.
+        let mut record = vec![0xff; 9];
+        record.push(0x01);
+        assert_eq!(skip_value(&seq, &record), None);
+        let units = TypeDesc::Map(Box::new(TypeDesc::Unit), Box::new(TypeDesc::Unit));
+        assert_eq!(skip_value(&units, &record), None);
+        assert_eq!(skip_value(&units, &[3]), Some(1), "three () => () entries take no bytes");
     }
 
     #[test]

@@ -346,6 +346,16 @@ impl Graph {
                         params: BTreeMap::new(),
                     };
                     let resolved = resolve(&mut context, &input_streams, batch_ms);
+                    let given = stage.call.as_ref().is_some_and(|call| call.params.is_some());
+                    if given && context.params.is_empty() && resolved.is_some() {
+                        context.error(
+                            "params",
+                            format!(
+                                "no function of this stage takes parameters (`{}` takes none: a function takes them as its last argument, `params: &P`)",
+                                stage.function().unwrap_or("?")
+                            ),
+                        );
+                    }
                     stage_params = context.params.into_iter().map(|(plugin, p)| (plugin, Arc::new(p))).collect();
                     resolved
                 };
@@ -629,18 +639,10 @@ impl Context<'_, '_> {
     /// fits a type whose fields are all `Option`s).
     fn encode_params(&mut self, plugin: usize, version: &PluginVersion, name: &str) {
         let given = self.stage.call.as_ref().and_then(|call| call.params.as_ref());
-        let Some(ty) = version.params.get(name) else {
-            if given.is_some() {
-                self.error(
-                    "params",
-                    format!(
-                        "function `{name}` of plugin `{}` takes no parameters (a function takes them as its last argument, `params: &P`)",
-                        version.plugin
-                    ),
-                );
-            }
-            return;
-        };
+        // A stage's table goes to each of its functions that takes parameters (a window's
+        // `inverse` or an event window's `timestamp` may take none); one that none of them
+        // takes is refused after the stage is resolved.
+        let Some(ty) = version.params.get(name) else { return };
         let value = match given {
             Some(table) => serde_json::to_value(table).unwrap_or_default(),
             None => serde_json::Value::Object(serde_json::Map::new()),

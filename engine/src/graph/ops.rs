@@ -48,11 +48,15 @@ pub(super) fn plugin_into(
     if kind == FunctionKind::Filter {
         let mut keep = Vec::with_capacity(input.records as usize);
         instance::call(version, function, &input.data, &mut keep)?;
+        let before = failures.len();
         if fallible {
             take_failures(&mut keep, input.records, failures)?;
         }
         if keep.len() as u64 != input.records {
             return Err(bad_output(format!("filter returned {} decisions for {} records", keep.len(), input.records)));
+        }
+        if let Some((index, _)) = failures[before..].iter().find(|(index, _)| keep[*index as usize] != 0) {
+            return Err(bad_output(format!("filter kept record {index}, which it also failed")));
         }
         let mut records = 0;
         for (&decision, frame) in keep.iter().zip(Frames::new(&input.data)) {
@@ -91,12 +95,16 @@ fn take_failures(output: &mut Vec<u8>, inputs: u64, failures: &mut Vec<RecordFai
     let Some(start) = at.checked_sub(len) else {
         return Err(bad_output(format!("its errors' length ({len} bytes) exceeds its output")));
     };
+    let before = failures.len();
     let mut frames = Frames::new(&output[start..at]);
     for frame in frames.by_ref() {
         let (index, message): RecordFailure = postcard::from_bytes(frame)
             .map_err(|err| bad_output(format!("a record's error does not decode: {err}")))?;
         if u64::from(index) >= inputs {
             return Err(bad_output(format!("an error names record {index} of {inputs}")));
+        }
+        if failures[before..].last().is_some_and(|(last, _)| index <= *last) {
+            return Err(bad_output(format!("its errors name record {index} out of order or twice")));
         }
         failures.push((index, message));
     }
@@ -399,6 +407,7 @@ mod tests {
         assert!(err(vec![1, 2], 1).contains("ends without its errors' length"));
         assert!(err(vec![0, 9, 0, 0, 0], 1).contains("exceeds its output"));
         assert!(err(trailer(&[(5, "x")]), 3).contains("names record 5 of 3"));
+        assert!(err(trailer(&[(1, "x"), (1, "y")]), 3).contains("out of order or twice"));
         let mut garbage = vec![2, 0, 0, 0, 0xff, 0xff];
         garbage.extend_from_slice(&6u32.to_le_bytes());
         assert!(err(garbage, 3).contains("does not decode"));

@@ -17,6 +17,9 @@ pub(crate) struct StoreState {
     /// plugin's metrics and log lines.
     version: Arc<str>,
     stage: Option<Arc<str>>,
+    /// A serving version's call in a shadow run (`batch/shadow.rs`): its metrics and log lines
+    /// are the serving run's already, so they are dropped.
+    quiet: bool,
     memory_limit: usize,
     /// Set when the limiter refused to grow memory: the trap that follows is a memory-limit error.
     refused_growth: Option<usize>,
@@ -49,6 +52,9 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
         abi::IMPORT_MODULE,
         "log",
         |mut caller: Caller<'_, StoreState>, level: u32, ptr: u32, len: u32| {
+            if caller.data().quiet {
+                return;
+            }
             let message = read_guest_string(&mut caller, ptr, len);
             let state = caller.data();
             let (plugin, version) = (state.plugin.clone(), state.version.clone());
@@ -65,6 +71,9 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
         abi::IMPORT_MODULE,
         "metric",
         |mut caller: Caller<'_, StoreState>, kind: u32, name_ptr: u32, name_len: u32, value_ptr: u32| {
+            if caller.data().quiet {
+                return;
+            }
             let name = read_guest_string(&mut caller, name_ptr, name_len.min(256));
             let mut figures = [0u8; 16];
             let read = caller
@@ -120,6 +129,7 @@ impl Instance {
                 plugin: Arc::from(plugin),
                 version: Arc::from(""),
                 stage: None,
+                quiet: false,
                 memory_limit: limits.memory,
                 refused_growth: None,
                 panic: None,
@@ -244,7 +254,7 @@ fn classify(store: &mut Store<StoreState>, err: wasmtime::Error, limits: Limits)
 
 thread_local! {
     /// This worker's instances, one per plugin, tagged with the version they run.
-    static INSTANCES: RefCell<FxHashMap<String, (u64, Instance)>> = RefCell::new(FxHashMap::default());
+    static INSTANCES: RefCell<FxHashMap<String, Vec<(u64, Instance)>>> = RefCell::new(FxHashMap::default());
 }
 
 /// Runs `function` of `version` over one partition on the current worker thread, reusing this
@@ -283,23 +293,30 @@ pub(crate) fn call_filling(
             (native.call)(&input, output).map_err(|message| CallError::Guest { message })
         }
         Implementation::Wasm { engine, pre, limits } => INSTANCES.with_borrow_mut(|instances| {
-            let slot = match instances.get_mut(&version.plugin) {
-                Some(slot) if slot.0 == version.id => slot,
-                _ => {
+            let kept = instances.entry(version.plugin.clone()).or_default();
+            let at = match kept.iter().position(|(id, _)| *id == version.id) {
+                Some(at) => at,
+                None => {
                     let instance = Instance::new(engine, pre, *limits, &version.plugin)?;
-                    instances.insert(version.plugin.clone(), (version.id, instance));
-                    instances.get_mut(&version.plugin).expect("just inserted")
+                    // Two versions at most: the serving one and a shadow, or the one before a swap.
+                    if kept.len() == 2 {
+                        kept.remove(0);
+                    }
+                    kept.push((version.id, instance));
+                    kept.len() - 1
                 }
             };
-            let state = slot.1.store.data_mut();
+            let instance = &mut kept[at].1;
+            let state = instance.store.data_mut();
             if *state.version != *version.short_hash() {
                 state.version = Arc::from(version.short_hash());
             }
             state.stage = version.call_stage.clone();
-            let result = slot.1.call(function, *limits, len, fill, output);
+            state.quiet = version.quiet;
+            let result = instance.call(function, *limits, len, fill, output);
             if result.is_err() {
                 // A trapped instance may hold broken state: the next call starts fresh.
-                instances.remove(&version.plugin);
+                kept.remove(at);
             }
             result
         }),

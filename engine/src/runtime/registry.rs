@@ -97,6 +97,21 @@ struct Slot {
     previous: Mutex<Vec<Arc<PluginVersion>>>,
     /// A version running in the current one's shadow (`sluice deploy --shadow`).
     shadow: Mutex<Option<Shadow>>,
+    /// The batches each version served, in the order they began serving (the last
+    /// [`MAX_HISTORY`] + 1 versions).
+    served: Mutex<Vec<Served>>,
+}
+
+/// The batches one version served: its lineage, as `sluice status` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Served {
+    /// Its short hash.
+    pub(crate) hash: String,
+    /// The first and last batch times it served, ms.
+    pub(crate) first_batch: u64,
+    pub(crate) last_batch: u64,
+    /// How many batches.
+    pub(crate) batches: u64,
 }
 
 /// The plugins of a pipeline and their current versions.
@@ -124,6 +139,7 @@ impl PluginRegistry {
                 current: Mutex::new(Arc::new(version)),
                 previous: Mutex::new(Vec::new()),
                 shadow: Mutex::new(None),
+                served: Mutex::new(Vec::new()),
             })
             .collect();
         Self { slots, sink: std::sync::OnceLock::new() }
@@ -200,9 +216,14 @@ impl PluginRegistry {
     /// Makes `version` serve plugin `index` from the next batch on. Returns the version it
     /// replaces, which is kept for [`PluginRegistry::rollback`].
     pub(crate) fn install(&self, index: usize, version: PluginVersion) -> Arc<PluginVersion> {
+        self.install_arc(index, Arc::new(version))
+    }
+
+    /// [`PluginRegistry::install`] of a version already shared (a promoted shadow).
+    fn install_arc(&self, index: usize, version: Arc<PluginVersion>) -> Arc<PluginVersion> {
         let slot = &self.slots[index];
         let mut current = slot.current.lock().expect("registry lock");
-        let old = std::mem::replace(&mut *current, Arc::new(version));
+        let old = std::mem::replace(&mut *current, version);
         let mut previous = slot.previous.lock().expect("registry lock");
         previous.push(old.clone());
         // Keep a bounded history: each version holds a compiled module.
@@ -251,6 +272,28 @@ impl PluginRegistry {
         self.slots[index].previous.lock().expect("registry lock").clone()
     }
 
+    /// Notes that version `hash` of plugin `index` served batch `time`.
+    pub(crate) fn note_served(&self, index: usize, hash: &str, time: u64) {
+        let mut served = self.slots[index].served.lock().expect("registry lock");
+        match served.last_mut() {
+            Some(last) if last.hash == hash => {
+                last.last_batch = time;
+                last.batches += 1;
+            }
+            _ => {
+                served.push(Served { hash: hash.to_string(), first_batch: time, last_batch: time, batches: 1 });
+                if served.len() > MAX_HISTORY + 1 {
+                    served.remove(0);
+                }
+            }
+        }
+    }
+
+    /// The batches each recent version of plugin `index` served, oldest first.
+    pub(crate) fn served(&self, index: usize) -> Vec<Served> {
+        self.slots[index].served.lock().expect("registry lock").clone()
+    }
+
     /// Runs `version` (validated) in the shadow of plugin `index`'s serving one from the next
     /// batch, replacing any shadow it had.
     pub(crate) fn set_shadow(&self, index: usize, version: PluginVersion, rule: Option<PromoteRule>) {
@@ -287,17 +330,18 @@ impl PluginRegistry {
     }
 
     /// Makes plugin `index`'s shadow serve from the next batch (the serving one is kept for a
-    /// rollback); (the version it replaces, the shadow), or None without a shadow.
-    pub(crate) fn promote(&self, index: usize) -> Option<(Arc<PluginVersion>, Arc<PluginVersion>)> {
-        let slot = &self.slots[index];
-        let shadow = slot.shadow.lock().expect("registry lock").take()?;
-        let mut current = slot.current.lock().expect("registry lock");
-        let old = std::mem::replace(&mut *current, shadow.version.clone());
-        let mut previous = slot.previous.lock().expect("registry lock");
-        previous.push(old.clone());
-        if previous.len() > MAX_HISTORY {
-            previous.remove(0);
-        }
+    /// rollback) and reports it (`automatic`: its rule did it); (the version it replaces, the
+    /// shadow), or None without a shadow.
+    pub(crate) fn promote(&self, index: usize, automatic: bool) -> Option<(Arc<PluginVersion>, Arc<PluginVersion>)> {
+        let shadow = self.slots[index].shadow.lock().expect("registry lock").take()?;
+        let old = self.install_arc(index, shadow.version.clone());
+        self.emit(PluginEvent::Promoted {
+            plugin: self.slots[index].name.clone(),
+            from: old.short_hash().to_string(),
+            to: shadow.version.short_hash().to_string(),
+            batches: shadow.batches,
+            automatic,
+        });
         Some((old, shadow.version))
     }
 }

@@ -81,12 +81,14 @@ impl Shadow {
         t.extra += batch.extra;
         t.serving_errors += batch.serving_errors;
         t.shadow_errors += batch.shadow_errors;
-        let share =
-            if batch.compared == 0 { 0.0 } else { (batch.differing + batch.extra) as f64 / batch.compared as f64 };
-        let clean = batch.serving_errors == 0
-            && batch.shadow_errors == 0
-            && self.rule.is_none_or(|rule| share <= rule.max_diff);
-        self.clean_in_a_row = if clean { self.clean_in_a_row + 1 } else { 0 };
+        // A batch where neither version wrote anything (and nothing failed) compares nothing:
+        // it does not count towards the rule either way.
+        if batch.compared + batch.extra > 0 || batch.serving_errors + batch.shadow_errors > 0 {
+            let clean = batch.serving_errors == 0
+                && batch.shadow_errors == 0
+                && self.rule.is_none_or(|rule| differing_share(&batch) <= rule.max_diff);
+            self.clean_in_a_row = if clean { self.clean_in_a_row + 1 } else { 0 };
+        }
         if self.recent.len() == RECENT {
             self.recent.pop_front();
         }
@@ -96,18 +98,24 @@ impl Shadow {
 
     /// As `/api/status` shows it.
     pub(crate) fn status(&self) -> serde_json::Value {
-        let share = |b: &ShadowBatch| if b.compared == 0 { 0.0 } else { b.differing as f64 / b.compared as f64 };
         serde_json::json!({
             "hash": self.version.short_hash(),
             "against": self.against,
             "batches": self.batches,
             "clean_batches_in_a_row": self.clean_in_a_row,
             "promote_after": self.rule,
-            "differing_share": share(&self.totals),
+            "differing_share": differing_share(&self.totals),
             "totals": self.totals,
             "recent": self.recent,
         })
     }
+}
+
+/// What `--max-diff` bounds and status shows: the serving records the shadow did not give, or
+/// the records it gave beyond them, whichever are more, over the serving records (at least 1).
+/// A record the shadow changed counts once.
+fn differing_share(batch: &ShadowBatch) -> f64 {
+    batch.differing.max(batch.extra) as f64 / batch.compared.max(1) as f64
 }
 
 #[cfg(test)]
@@ -129,8 +137,9 @@ mod tests {
         assert!(!shadow.record(batch(0, 0)));
         assert!(!shadow.record(batch(0, 1)), "an error starts over");
         assert!(!shadow.record(batch(0, 0)));
+        assert!(!shadow.record(ShadowBatch::default()), "an empty batch proves nothing");
         assert!(shadow.record(batch(10, 0)));
         assert_eq!(shadow.totals.differing, 65);
-        assert_eq!(shadow.status()["batches"], 6);
+        assert_eq!(shadow.status()["batches"], 7);
     }
 }

@@ -65,6 +65,9 @@ pub struct PluginVersion {
     /// The stage whose calls this copy serves (set with `call_params`): plugin metrics' and
     /// log lines' `stage`.
     pub(crate) call_stage: Option<Arc<str>>,
+    /// A serving version's copy in a shadow run: its plugin metrics and log lines are dropped
+    /// (the serving run's count).
+    pub(crate) quiet: bool,
     pub(crate) implementation: Implementation,
 }
 
@@ -100,6 +103,7 @@ impl PluginVersion {
             fallible,
             call_params: Arc::default(),
             call_stage: None,
+            quiet: false,
             implementation,
         }
     }
@@ -131,6 +135,7 @@ impl PluginVersion {
             fallible: self.fallible.clone(),
             call_params: self.call_params.clone(),
             call_stage: self.call_stage.clone(),
+            quiet: self.quiet,
             implementation,
         }
     }

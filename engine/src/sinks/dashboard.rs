@@ -172,7 +172,7 @@ mod tests {
         let events = Arc::new(Events::default());
         let config =
             DashboardSinkConfig { name: "w".into(), input: Some("x".into()), chart: Chart::Bar, limit: 2, sort: None };
-        let batch = BatchRef { time_ms: 1000, replayed: false, task: None };
+        let batch = BatchRef { time_ms: 1000, replayed: false, task: None, versions: &[] };
         let shown = config.build(events.clone()).write(batch, &ty, &[part]).unwrap();
         assert_eq!(shown, 2);
         let results = &events.history().results["w"];

@@ -4,6 +4,11 @@
 //! place and syncs the directory, so a reader never sees half a batch. Idempotent: a replayed
 //! batch rewrites the same file with the same records.
 //!
+//! Lineage: beside each batch file, `<path>/.lineage/<the batch file's stem>.json` names the
+//! plugin versions that computed it (`{"batch": ms, "task": ..., "versions": {"plugin":
+//! "short hash"}}`), written (atomically) before the batch file is renamed into place, so a
+//! batch file never lacks its lineage.
+//!
 //! `sluice check` makes sure the directory can be created and written
 //! ([`FileSinkConfig::check_writable`]); a run finds out at its first batch with output (then the
 //! pipeline stops without checkpointing the batch, so a restart with checkpoints replays it).
@@ -123,6 +128,7 @@ impl Sink for FileSink {
         if self.staged.as_ref() != Some(&stem) {
             return Ok(()); // nothing to write for this batch
         }
+        self.write_lineage(batch, &stem)?;
         let target = self.target(&stem);
         let io = |source| SinkError::Io { path: target.display().to_string(), source };
         std::fs::rename(self.temporary(&stem), &target).map_err(io)?;
@@ -132,6 +138,29 @@ impl Sink for FileSink {
         Ok(())
     }
 }
+
+impl FileSink {
+    /// `.lineage/<stem>.json`: the versions that computed batch file `<stem>.jsonl`.
+    fn write_lineage(&self, batch: BatchRef<'_>, stem: &str) -> Result<(), SinkError> {
+        let dir = self.dir.join(LINEAGE_DIR);
+        let target = dir.join(format!("{stem}.json"));
+        let io = |source| SinkError::Io { path: target.display().to_string(), source };
+        let versions: serde_json::Map<String, serde_json::Value> = batch
+            .versions
+            .iter()
+            .filter_map(|v| v.split_once('@'))
+            .map(|(plugin, hash)| (plugin.to_string(), serde_json::Value::from(hash)))
+            .collect();
+        let text = serde_json::json!({ "batch": batch.time_ms, "task": batch.task, "versions": versions }).to_string();
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let tmp = dir.join(format!(".{stem}.{}.tmp", writer_id()));
+        std::fs::write(&tmp, text).map_err(io)?;
+        std::fs::rename(&tmp, &target).map_err(io)
+    }
+}
+
+/// Where a file sink keeps each batch file's lineage, in its directory.
+pub(crate) const LINEAGE_DIR: &str = ".lineage";
 
 /// This process's writer id: its pid and the time it first wrote, ns (unique across the hosts
 /// and containers of one cluster in practice).

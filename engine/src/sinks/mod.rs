@@ -142,6 +142,8 @@ pub struct BatchRef<'a> {
     /// In a cluster, the source partition (`<topic>-<partition>`) this output is of: each
     /// partition's output of a batch is its own (a file of its own), whichever member writes it.
     pub task: Option<&'a str>,
+    /// The plugin versions that computed it, `plugin@short hash` (the file sink's lineage).
+    pub versions: &'a [String],
 }
 
 /// A sink failed.

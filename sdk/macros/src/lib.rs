@@ -176,18 +176,26 @@ fn expand(attr: TokenStream, item: TokenStream, kind: &str, arity: usize) -> Tok
     let slot = format_ident!("__SLUICE_PARAMS_{}", name.to_string().to_uppercase());
     let params_export = LitStr::new(&format!("sluice_params_{name}"), Span::call_site());
     let args: Vec<_> = (0..arity).map(|i| format_ident!("__a{}", i)).collect();
-    let types = sig.inputs.iter().take(arity).map(|input| match input {
-        syn::FnArg::Typed(typed) => typed.ty.clone(),
-        syn::FnArg::Receiver(_) => unreachable!("refused: a receiver is no record"),
-    });
+    let mut types = Vec::with_capacity(arity);
+    for input in sig.inputs.iter().take(arity) {
+        match input {
+            syn::FnArg::Typed(typed) => types.push(typed.ty.clone()),
+            syn::FnArg::Receiver(receiver) => {
+                return syn::Error::new_spanned(receiver, format!("a {kind} function takes records, not `self`"))
+                    .to_compile_error()
+                    .into();
+            }
+        }
+    }
     let generics = &sig.generics;
+    let where_clause = &sig.generics.where_clause;
     let output = &sig.output;
     quote! {
         #function
 
         #[doc(hidden)]
         #[allow(non_snake_case)]
-        fn #shim #generics (#(#args: #types),*) #output {
+        fn #shim #generics (#(#args: #types),*) #output #where_clause {
             #name(#(#args,)* ::sluice_sdk::__private::current_params(&#slot))
         }
 

@@ -206,7 +206,7 @@ fn target(extra: &str) -> super::Target {
 }
 
 fn batch(time_ms: u64) -> crate::sinks::BatchRef<'static> {
-    crate::sinks::BatchRef { time_ms, replayed: false, task: None }
+    crate::sinks::BatchRef { time_ms, replayed: false, task: None, versions: &[] }
 }
 
 fn partition(records: &[(&str, u64)]) -> Partition {
