@@ -128,7 +128,14 @@ path = "out"
 fn counted_words(dir: &Path) -> u64 {
     let mut total = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let path = entry.unwrap().path();
+        // Batch files only: not `.lineage/` or a batch being written.
+        if path.extension().is_none_or(|e| e != "jsonl")
+            || path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).unwrap();
         for line in text.lines() {
             let (_, count) = line.trim_end_matches(']').rsplit_once(',').unwrap();
             total += count.parse::<u64>().unwrap();

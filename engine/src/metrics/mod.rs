@@ -212,6 +212,15 @@ impl Metrics {
             })
             .collect();
         metric(names::PLUGIN_INFO, "gauge", "The serving version of each plugin.", &versions);
+        // Versions that serve, are kept for a rollback or are a shadow keep their series.
+        crate::runtime::plugin_metrics::retain(|plugin, version| {
+            registry.index(plugin).is_none_or(|index| {
+                let hash = |v: &crate::runtime::PluginVersion| v.short_hash() == version;
+                hash(&registry.current(index))
+                    || registry.history(index).iter().any(|v| hash(v))
+                    || registry.shadow(index).is_some_and(|s| hash(&s.version))
+            })
+        });
         let (mut values, mut sums, mut counts) = (Vec::new(), Vec::new(), Vec::new());
         for ((plugin, version, stage, name), figures) in crate::runtime::plugin_metrics::snapshot() {
             let labels = format!(

@@ -103,6 +103,12 @@ fn warn_once(series: &Series, problem: &str) {
     });
 }
 
+/// Drops the series of versions `live` says no longer serve, are not kept for a rollback and
+/// are no shadow: their figures would only use up [`MAX_SERIES`].
+pub(crate) fn retain(live: impl Fn(&str, &str) -> bool) {
+    TABLE.lock().expect("plugin metrics lock").retain(|(plugin, version, ..), _| live(plugin, version));
+}
+
 /// Every series so far.
 pub(crate) fn snapshot() -> Vec<(Series, Figures)> {
     TABLE.lock().expect("plugin metrics lock").iter().map(|(s, f)| (s.clone(), *f)).collect()
@@ -131,5 +137,9 @@ mod tests {
         assert_eq!(found["unit_test_lines"], Figures { kind: Kind::Counter, value: 5.0, count: 2 });
         assert_eq!(found["unit_test_depth"].value, 4.0);
         assert_eq!(found["unit_test_size"], Figures { kind: Kind::Histogram, value: 10.0, count: 2 });
+        record(("retired".into(), "old".into(), None, "unit_test_gone".into()), 0, 1.0, 1);
+        retain(|plugin, version| !(plugin == "retired" && version == "old"));
+        assert!(snapshot().iter().all(|(s, _)| s.3 != "unit_test_gone"));
+        assert!(snapshot().iter().any(|(s, _)| s.3 == "unit_test_lines"), "a live version's series stay");
     }
 }

@@ -53,12 +53,12 @@ pub struct PluginVersion {
     /// When it was loaded.
     pub loaded_at: SystemTime,
     /// Its functions, by name.
-    pub functions: BTreeMap<String, FunctionInfo>,
+    pub functions: Arc<BTreeMap<String, FunctionInfo>>,
     /// The type of the parameters of each function that takes them (`sluice_params_<fn>`).
-    pub params: BTreeMap<String, TypeDesc>,
+    pub params: Arc<BTreeMap<String, TypeDesc>>,
     /// The functions that return `Result` (`sluice_fallible_<fn>`): their output ends with
     /// their records' errors.
-    pub fallible: BTreeSet<String>,
+    pub fallible: Arc<BTreeSet<String>>,
     /// The parameters the calls of one stage carry, per function (set on the stage's copy of
     /// the version, `graph/run.rs`; empty otherwise).
     pub(crate) call_params: Arc<BTreeMap<String, Arc<[u8]>>>,
@@ -98,9 +98,9 @@ impl PluginVersion {
             path: path.to_path_buf(),
             hash,
             loaded_at: SystemTime::now(),
-            functions: functions.into_iter().map(|f| (f.name.clone(), f)).collect(),
-            params,
-            fallible,
+            functions: Arc::new(functions.into_iter().map(|f| (f.name.clone(), f)).collect()),
+            params: Arc::new(params),
+            fallible: Arc::new(fallible),
             call_params: Arc::default(),
             call_stage: None,
             quiet: false,
