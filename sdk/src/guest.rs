@@ -87,28 +87,49 @@ fn finish_failures(out: &mut Vec<u8>, failures: &[(u32, String)]) -> Result<(), 
     Ok(())
 }
 
-/// Runs a map function that returns `Result` over a partition: an `Err` is that record's error.
-pub fn map_fallible<'a, I, O, E, F>(input: &'a [u8], out: &mut Vec<u8>, mut f: F) -> Result<(), String>
+/// Runs a fallible per-record function over a partition: `ok` writes a record's result,
+/// `failed` what stands for a failed record (a filter's keep byte 0), and each `Err` is listed
+/// in the trailer.
+fn each_fallible<'a, I, T, E, F>(
+    input: &'a [u8],
+    out: &mut Vec<u8>,
+    mut f: F,
+    mut ok: impl FnMut(T, &mut Vec<u8>) -> Result<(), String>,
+    failed: impl Fn(&mut Vec<u8>),
+) -> Result<(), String>
 where
     I: Deserialize<'a>,
-    O: Serialize,
     E: core::fmt::Display,
-    F: FnMut(I) -> Result<O, E>,
+    F: FnMut(I) -> Result<T, E>,
 {
     let mut frames = Frames::new(input);
     let mut failures = Vec::new();
     for (index, frame) in frames.by_ref().enumerate() {
         match f(decode(frame, index)?) {
-            Ok(value) => write_frame(out, &value)?,
-            Err(err) => failures.push((index as u32, err.to_string())),
+            Ok(value) => ok(value, out)?,
+            Err(err) => {
+                failed(out);
+                failures.push((index as u32, err.to_string()));
+            }
         }
     }
     check_end(&frames)?;
     finish_failures(out, &failures)
 }
 
+/// Runs a map function that returns `Result` over a partition: an `Err` is that record's error.
+pub fn map_fallible<'a, I, O, E, F>(input: &'a [u8], out: &mut Vec<u8>, f: F) -> Result<(), String>
+where
+    I: Deserialize<'a>,
+    O: Serialize,
+    E: core::fmt::Display,
+    F: FnMut(I) -> Result<O, E>,
+{
+    each_fallible(input, out, f, |value, out| write_frame(out, &value), |_| {})
+}
+
 /// Runs a flat_map function that returns `Result` over a partition.
-pub fn flat_map_fallible<'a, I, O, R, E, F>(input: &'a [u8], out: &mut Vec<u8>, mut f: F) -> Result<(), String>
+pub fn flat_map_fallible<'a, I, O, R, E, F>(input: &'a [u8], out: &mut Vec<u8>, f: F) -> Result<(), String>
 where
     I: Deserialize<'a>,
     O: Serialize,
@@ -116,43 +137,23 @@ where
     E: core::fmt::Display,
     F: FnMut(I) -> Result<R, E>,
 {
-    let mut frames = Frames::new(input);
-    let mut failures = Vec::new();
-    for (index, frame) in frames.by_ref().enumerate() {
-        match f(decode(frame, index)?) {
-            Ok(items) => {
-                for item in items {
-                    write_frame(out, &item)?;
-                }
-            }
-            Err(err) => failures.push((index as u32, err.to_string())),
-        }
-    }
-    check_end(&frames)?;
-    finish_failures(out, &failures)
+    let each = |items: R, out: &mut Vec<u8>| items.into_iter().try_for_each(|item| write_frame(out, &item));
+    each_fallible(input, out, f, each, |_| {})
 }
 
 /// Runs a filter function that returns `Result` over a partition: a failed record's keep byte
 /// is 0 and its error is in the trailer.
-pub fn filter_fallible<'a, I, E, F>(input: &'a [u8], out: &mut Vec<u8>, mut f: F) -> Result<(), String>
+pub fn filter_fallible<'a, I, E, F>(input: &'a [u8], out: &mut Vec<u8>, f: F) -> Result<(), String>
 where
     I: Deserialize<'a>,
     E: core::fmt::Display,
     F: FnMut(I) -> Result<bool, E>,
 {
-    let mut frames = Frames::new(input);
-    let mut failures = Vec::new();
-    for (index, frame) in frames.by_ref().enumerate() {
-        match f(decode(frame, index)?) {
-            Ok(keep) => out.push(u8::from(keep)),
-            Err(err) => {
-                out.push(0);
-                failures.push((index as u32, err.to_string()));
-            }
-        }
-    }
-    check_end(&frames)?;
-    finish_failures(out, &failures)
+    let keep = |keep: bool, out: &mut Vec<u8>| {
+        out.push(u8::from(keep));
+        Ok(())
+    };
+    each_fallible(input, out, f, keep, |out| out.push(0))
 }
 
 /// Runs a reduce function over groups of values: one output value per group.

@@ -91,102 +91,142 @@ fn expand(attr: TokenStream, item: TokenStream, kind: &str, arity: usize) -> Tok
         return syn::Error::new_spanned(attr, format!("#[{kind}] takes no arguments")).to_compile_error().into();
     }
     let function = parse_macro_input!(item as ItemFn);
-    let sig = &function.sig;
+    let expanded = checked(&function.sig, kind, arity).map(|params| {
+        let exports = Exports::of(&function.sig, kind);
+        match params {
+            None => plain(&function, &exports),
+            Some(params) => with_params(&function, &exports, arity, params),
+        }
+    });
+    expanded.unwrap_or_else(|error| error.to_compile_error()).into()
+}
+
+/// Checks the signature of a `kind` function of `arity` records; its parameters' type `P`, if
+/// it takes `&P` last.
+fn checked<'a>(sig: &'a syn::Signature, kind: &str, arity: usize) -> syn::Result<Option<&'a syn::Type>> {
     let params = match sig.inputs.len() {
         n if n == arity => None,
-        n if n == arity + 1 => {
-            match params_type(sig.inputs.last().expect("arity + 1 > 0")) {
-                Some(params) => Some(params),
-                None => {
-                    return syn::Error::new_spanned(
-                    sig.inputs.last(),
-                    format!("a {kind} function's extra last argument is its parameters, taken by reference: `params: &P`"),
-                )
-                .to_compile_error()
-                .into();
-                }
-            }
-        }
+        n if n == arity + 1 => Some(params_type(sig.inputs.last().expect("arity + 1 > 0")).ok_or_else(|| {
+            syn::Error::new_spanned(
+                sig.inputs.last(),
+                format!("a {kind} function's extra last argument is its parameters, taken by reference: `params: &P`"),
+            )
+        })?),
         n => {
             let shape = ["no arguments", "one argument", "two arguments", "three arguments"][arity];
-            return syn::Error::new_spanned(
+            return Err(syn::Error::new_spanned(
                 &sig.inputs,
                 format!("a {kind} function takes {shape} (and optionally its parameters, `&P`, last), found {n}"),
-            )
-            .to_compile_error()
-            .into();
+            ));
         }
     };
     let generic_types = sig.generics.params.iter().any(|p| !matches!(p, syn::GenericParam::Lifetime(_)));
     if generic_types || sig.asyncness.is_some() {
-        return syn::Error::new_spanned(sig, format!("a {kind} function cannot be generic (lifetimes aside) or async"))
-            .to_compile_error()
-            .into();
+        return Err(syn::Error::new_spanned(
+            sig,
+            format!("a {kind} function cannot be generic (lifetimes aside) or async"),
+        ));
     }
-    let name = &sig.ident;
-    let hidden = format_ident!("__sluice_{}", name);
-    let name_str = LitStr::new(&name.to_string(), Span::call_site());
-    let call_export = LitStr::new(&format!("sluice_call_{name}"), Span::call_site());
-    let describe_export = LitStr::new(&format!("sluice_describe_{name}"), Span::call_site());
-    // A map, flat_map or filter may return `Result`: an `Err` is that one record's failure.
-    let fallible = matches!(kind, "map" | "flat_map" | "filter") && returns_result(&sig.output);
-    let runner = if fallible { format!("{kind}_fallible") } else { kind.to_string() };
-    let run = format_ident!("{}", runner);
-    let describe = format_ident!("describe_{}", runner);
-    let fallible_export = fallible.then(|| {
-        let export = LitStr::new(&format!("sluice_fallible_{name}"), Span::call_site());
-        quote! {
-            #[unsafe(export_name = #export)]
-            extern "C" fn fallible() -> u32 {
-                1
+    if let Some(syn::FnArg::Receiver(receiver)) = sig.inputs.first() {
+        return Err(syn::Error::new_spanned(receiver, format!("a {kind} function takes records, not `self`")));
+    }
+    Ok(params)
+}
+
+/// The names both expansions use.
+struct Exports {
+    /// `__sluice_<fn>`, the `NativeFunction` constant.
+    hidden: syn::Ident,
+    name_str: LitStr,
+    call_export: LitStr,
+    describe_export: LitStr,
+    /// The guest runner and describer of the kind (`map` or `map_fallible`, ...).
+    run: syn::Ident,
+    describe: syn::Ident,
+    /// A map, flat_map or filter returning `Result` (an `Err` is that one record's failure),
+    /// and its marker export.
+    fallible: bool,
+    fallible_export: Option<proc_macro2::TokenStream>,
+}
+
+impl Exports {
+    fn of(sig: &syn::Signature, kind: &str) -> Self {
+        let name = &sig.ident;
+        let fallible = matches!(kind, "map" | "flat_map" | "filter") && returns_result(&sig.output);
+        let runner = if fallible { format!("{kind}_fallible") } else { kind.to_string() };
+        let fallible_export = fallible.then(|| {
+            let export = LitStr::new(&format!("sluice_fallible_{name}"), Span::call_site());
+            quote! {
+                #[unsafe(export_name = #export)]
+                extern "C" fn fallible() -> u32 {
+                    1
+                }
             }
+        });
+        Self {
+            hidden: format_ident!("__sluice_{}", name),
+            name_str: LitStr::new(&name.to_string(), Span::call_site()),
+            call_export: LitStr::new(&format!("sluice_call_{name}"), Span::call_site()),
+            describe_export: LitStr::new(&format!("sluice_describe_{name}"), Span::call_site()),
+            run: format_ident!("{}", runner),
+            describe: format_ident!("describe_{}", runner),
+            fallible,
+            fallible_export,
         }
-    });
-    let Some(params) = params else {
-        return quote! {
-            #function
+    }
+}
 
-            #[doc(hidden)]
-            #[allow(non_upper_case_globals)]
-            pub const #hidden: ::sluice_sdk::abi::NativeFunction = ::sluice_sdk::abi::NativeFunction {
-                describe: || ::sluice_sdk::__private::#describe(#name_str, &#name),
-                params: None,
-                fallible: #fallible,
-                call: |input, output| ::sluice_sdk::__private::#run(input, output, #name),
-            };
+/// A function of the kind's own shape: its runner and describer take it as it is.
+fn plain(function: &ItemFn, exports: &Exports) -> proc_macro2::TokenStream {
+    let name = &function.sig.ident;
+    let Exports { hidden, name_str, call_export, describe_export, run, describe, fallible, fallible_export } = exports;
+    quote! {
+        #function
 
-            #[cfg(target_family = "wasm")]
-            const _: () = {
-                #[unsafe(export_name = #call_export)]
-                extern "C" fn call(len: u32) -> u64 {
-                    ::sluice_sdk::__private::export_call(len, #hidden.call)
-                }
-                #[unsafe(export_name = #describe_export)]
-                extern "C" fn describe() -> u64 {
-                    ::sluice_sdk::__private::export_describe(#hidden.describe)
-                }
-                #fallible_export
-            };
-        }
-        .into();
-    };
-    // With parameters: a shim of the kind's own shape passes the call's parameters on, so the
-    // kind's runner and describer are the same as without.
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals)]
+        pub const #hidden: ::sluice_sdk::abi::NativeFunction = ::sluice_sdk::abi::NativeFunction {
+            describe: || ::sluice_sdk::__private::#describe(#name_str, &#name),
+            params: None,
+            fallible: #fallible,
+            call: |input, output| ::sluice_sdk::__private::#run(input, output, #name),
+        };
+
+        #[cfg(target_family = "wasm")]
+        const _: () = {
+            #[unsafe(export_name = #call_export)]
+            extern "C" fn call(len: u32) -> u64 {
+                ::sluice_sdk::__private::export_call(len, #hidden.call)
+            }
+            #[unsafe(export_name = #describe_export)]
+            extern "C" fn describe() -> u64 {
+                ::sluice_sdk::__private::export_describe(#hidden.describe)
+            }
+            #fallible_export
+        };
+    }
+}
+
+/// A function with parameters (`&P` last): a shim of the kind's own shape passes the call's
+/// parameters on, so the kind's runner and describer are the same as without.
+fn with_params(function: &ItemFn, exports: &Exports, arity: usize, params: &syn::Type) -> proc_macro2::TokenStream {
+    let sig = &function.sig;
+    let name = &sig.ident;
+    let Exports { hidden, name_str, call_export, describe_export, run, describe, fallible, fallible_export } = exports;
     let shim = format_ident!("__sluice_shim_{}", name);
     let slot = format_ident!("__SLUICE_PARAMS_{}", name.to_string().to_uppercase());
     let params_export = LitStr::new(&format!("sluice_params_{name}"), Span::call_site());
     let args: Vec<_> = (0..arity).map(|i| format_ident!("__a{}", i)).collect();
-    let mut types = Vec::with_capacity(arity);
-    for input in sig.inputs.iter().take(arity) {
-        match input {
-            syn::FnArg::Typed(typed) => types.push(typed.ty.clone()),
-            syn::FnArg::Receiver(receiver) => {
-                return syn::Error::new_spanned(receiver, format!("a {kind} function takes records, not `self`"))
-                    .to_compile_error()
-                    .into();
-            }
-        }
-    }
+    // `checked` refused a receiver: every argument is typed.
+    let types: Vec<_> = sig
+        .inputs
+        .iter()
+        .take(arity)
+        .filter_map(|input| match input {
+            syn::FnArg::Typed(typed) => Some(typed.ty.clone()),
+            syn::FnArg::Receiver(_) => None,
+        })
+        .collect();
     let generics = &sig.generics;
     let where_clause = &sig.generics.where_clause;
     let output = &sig.output;
@@ -233,7 +273,6 @@ fn expand(attr: TokenStream, item: TokenStream, kind: &str, arity: usize) -> Tok
             #fallible_export
         };
     }
-    .into()
 }
 
 /// Whether the function returns `Result<..>`, judged by the type's last path segment (a
