@@ -484,23 +484,12 @@ pub fn current_params<P: 'static>(slot: &'static std::thread::LocalKey<ParamsSlo
     slot.with(|slot| slot.current.get()).expect("take_params runs before the function")
 }
 
-/// `sluice_params_<fn>`: the type of the function's parameters, postcard-encoded.
-pub fn export_params(describe: fn() -> crate::TypeDesc) -> u64 {
+/// `sluice_describe_<fn>` and `sluice_params_<fn>`: the function's description (a
+/// [`FunctionInfo`]) or its parameters' type (a `TypeDesc`), postcard-encoded.
+pub fn export_describe<T: Serialize>(describe: fn() -> T) -> u64 {
     OUTPUT.with_borrow_mut(|out| {
         out.clear();
-        // Encoding a TypeDesc into a Vec cannot fail.
-        if let Ok(bytes) = postcard::to_allocvec(&describe()) {
-            out.extend_from_slice(&bytes);
-        }
-        crate::abi::pack(out.as_ptr() as usize as u32, out.len() as u32)
-    })
-}
-
-/// `sluice_describe_<fn>`: the function's description, postcard-encoded.
-pub fn export_describe(describe: fn() -> FunctionInfo) -> u64 {
-    OUTPUT.with_borrow_mut(|out| {
-        out.clear();
-        // Encoding a FunctionInfo into a Vec cannot fail.
+        // Encoding a description into a Vec cannot fail.
         if let Ok(bytes) = postcard::to_allocvec(&describe()) {
             out.extend_from_slice(&bytes);
         }

@@ -176,10 +176,33 @@ impl Exports {
     }
 }
 
+impl Exports {
+    /// The ABI exports (on wasm only): call, describe, and `more` (a params export).
+    fn wasm(&self, more: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+        let Exports { hidden, call_export, describe_export, fallible_export, .. } = self;
+        quote! {
+            #[cfg(target_family = "wasm")]
+            const _: () = {
+                #[unsafe(export_name = #call_export)]
+                extern "C" fn call(len: u32) -> u64 {
+                    ::sluice_sdk::__private::export_call(len, #hidden.call)
+                }
+                #[unsafe(export_name = #describe_export)]
+                extern "C" fn describe() -> u64 {
+                    ::sluice_sdk::__private::export_describe(#hidden.describe)
+                }
+                #more
+                #fallible_export
+            };
+        }
+    }
+}
+
 /// A function of the kind's own shape: its runner and describer take it as it is.
 fn plain(function: &ItemFn, exports: &Exports) -> proc_macro2::TokenStream {
     let name = &function.sig.ident;
-    let Exports { hidden, name_str, call_export, describe_export, run, describe, fallible, fallible_export } = exports;
+    let Exports { hidden, name_str, run, describe, fallible, .. } = exports;
+    let wasm = exports.wasm(quote! {});
     quote! {
         #function
 
@@ -192,18 +215,7 @@ fn plain(function: &ItemFn, exports: &Exports) -> proc_macro2::TokenStream {
             call: |input, output| ::sluice_sdk::__private::#run(input, output, #name),
         };
 
-        #[cfg(target_family = "wasm")]
-        const _: () = {
-            #[unsafe(export_name = #call_export)]
-            extern "C" fn call(len: u32) -> u64 {
-                ::sluice_sdk::__private::export_call(len, #hidden.call)
-            }
-            #[unsafe(export_name = #describe_export)]
-            extern "C" fn describe() -> u64 {
-                ::sluice_sdk::__private::export_describe(#hidden.describe)
-            }
-            #fallible_export
-        };
+        #wasm
     }
 }
 
@@ -212,10 +224,16 @@ fn plain(function: &ItemFn, exports: &Exports) -> proc_macro2::TokenStream {
 fn with_params(function: &ItemFn, exports: &Exports, arity: usize, params: &syn::Type) -> proc_macro2::TokenStream {
     let sig = &function.sig;
     let name = &sig.ident;
-    let Exports { hidden, name_str, call_export, describe_export, run, describe, fallible, fallible_export } = exports;
+    let Exports { hidden, name_str, run, describe, fallible, .. } = exports;
     let shim = format_ident!("__sluice_shim_{}", name);
     let slot = format_ident!("__SLUICE_PARAMS_{}", name.to_string().to_uppercase());
     let params_export = LitStr::new(&format!("sluice_params_{name}"), Span::call_site());
+    let wasm = exports.wasm(quote! {
+        #[unsafe(export_name = #params_export)]
+        extern "C" fn params() -> u64 {
+            ::sluice_sdk::__private::export_describe(<#params as ::sluice_sdk::Describe>::describe)
+        }
+    });
     let args: Vec<_> = (0..arity).map(|i| format_ident!("__a{}", i)).collect();
     // `checked` refused a receiver: every argument is typed.
     let types: Vec<_> = sig
@@ -256,22 +274,7 @@ fn with_params(function: &ItemFn, exports: &Exports, arity: usize, params: &syn:
             },
         };
 
-        #[cfg(target_family = "wasm")]
-        const _: () = {
-            #[unsafe(export_name = #call_export)]
-            extern "C" fn call(len: u32) -> u64 {
-                ::sluice_sdk::__private::export_call(len, #hidden.call)
-            }
-            #[unsafe(export_name = #describe_export)]
-            extern "C" fn describe() -> u64 {
-                ::sluice_sdk::__private::export_describe(#hidden.describe)
-            }
-            #[unsafe(export_name = #params_export)]
-            extern "C" fn params() -> u64 {
-                ::sluice_sdk::__private::export_params(<#params as ::sluice_sdk::Describe>::describe)
-            }
-            #fallible_export
-        };
+        #wasm
     }
 }
 
