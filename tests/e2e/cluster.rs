@@ -77,28 +77,44 @@ fn lost_and_duplicated(expected: &BTreeMap<String, u64>, got: &BTreeMap<String, 
     (lost, dup)
 }
 
-/// Stops every member gracefully (TERM), each exiting 0; returns their logs.
+/// Stops every member gracefully (TERM), each exiting 0; returns their logs, each line marked
+/// with the member's place in `members` (`[m0] ...`).
 fn stop_all(members: Vec<Running>) -> String {
     for member in &members {
         member.signal("TERM");
     }
     let mut logs = String::new();
-    for member in members {
+    for (i, member) in members.into_iter().enumerate() {
         let (code, log) = member.finish(Duration::from_secs(30));
         assert_eq!(code, 0, "log:\n{log}");
-        logs.push_str(&log);
+        for line in log.lines() {
+            logs.push_str(&format!("[m{i}] {line}\n"));
+        }
     }
     logs
 }
 
-/// Waits up to 90 s for the output to hold every word of the input (the members catch up).
+/// What explains a ledger that is off: the members' warnings and errors, the partitions they
+/// gained and lost, the entries they replayed (at most 300 lines).
+fn notable(logs: &str) -> String {
+    let wanted = ["WARN", "ERROR", "gained partition", "lost partition", "replaying entry"];
+    let lines: Vec<&str> = logs.lines().filter(|l| wanted.iter().any(|w| l.contains(w))).collect();
+    let skipped = lines.len().saturating_sub(300);
+    format!(
+        "{} notable log lines{}:\n{}",
+        lines.len(),
+        if skipped > 0 { ", the last 300" } else { "" },
+        lines[skipped..].join("\n")
+    )
+}
+
+/// Waits up to 90 s for the output to hold every word of the input (the members catch up); the
+/// caller compares once the members stopped, with their logs at hand.
 fn settle(work: &Workdir, expected: &BTreeMap<String, u64>) {
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     while word_ledger(work) != *expected && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (lost, duplicated) = lost_and_duplicated(expected, &word_ledger(work));
-    assert_eq!((lost, duplicated), (0, 0), "words lost and duplicated in out/ after 90 s");
 }
 
 /// Which of `pids` has a log entry in the store that is not done yet (it logged a batch and
@@ -224,7 +240,7 @@ fn members_share_partitions_and_a_killed_members_partitions_are_taken_over_exact
         "cluster of 3 (+1), 6 kill -9s: {replays} log entries replayed by a partition's next owner; {lost} lost, {duplicated} duplicated"
     );
     assert!(replays > 0, "no kill left an entry to replay: the test proves nothing");
-    assert_eq!((lost, duplicated), (0, 0), "exactly once across members");
+    assert_eq!((lost, duplicated), (0, 0), "exactly once across members; {}", notable(&logs));
     // Kafka → Kafka in a cluster: at least once (a replayed entry is sent again).
     let seen = crate::kafka::count_values(&client(&["consume", &b, "words", "read_uncommitted", "3"]));
     let (lost, duplicated) = lost_and_duplicated(&expected, &seen);
@@ -329,7 +345,7 @@ fn a_zombie_member_is_fenced_and_the_s3_store_keeps_the_ledger_exact() {
         "zombie on S3: {fenced} entries fenced, {abandoned} tasks abandoned; {lost} lost, {duplicated} duplicated; keyed totals {} lost, {} counted twice",
         totals.0, totals.1
     );
-    assert_eq!((lost, duplicated), (0, 0), "exactly once with a zombie");
+    assert_eq!((lost, duplicated), (0, 0), "exactly once with a zombie; {}", notable(&logs));
     if totals != (0, 0) {
         explain_totals(&work, &expected, &totals_ledger(&work), &logs);
     }
@@ -769,7 +785,7 @@ fn a_cluster_wide_deploy_swaps_every_member_at_one_batch_and_one_refusal_refuses
     }
     let logs = stop_all(members);
     let (lost, duplicated) = lost_and_duplicated(&expected, &lowered(&work));
-    assert_eq!((lost, duplicated), (0, 0), "no word lost or doubled across the swaps");
+    assert_eq!((lost, duplicated), (0, 0), "no word lost or doubled across the swaps; {}", notable(&logs));
     let cases = file_cases(&work);
     let wrong: Vec<&(u64, bool)> =
         cases.iter().filter(|(ms, upper)| *upper != (upper_from <= *ms && *ms < lower_from)).collect();

@@ -52,6 +52,9 @@ pub(super) struct Rebalancer {
     pub(super) receiver: Arc<Receiver>,
     pub(super) stop: watch::Receiver<bool>,
     pub(super) changes: Mutex<Changes>,
+    /// Set with every change, cleared when the source takes them up: a poll that ran a
+    /// rebalance is noticed before its message is taken.
+    pub(super) pending: AtomicBool,
 }
 
 impl Rebalancer {
@@ -110,6 +113,7 @@ impl crate::kafka::Rebalance for Rebalancer {
             gained.push((tp, loaded));
         }
         self.changes.lock().expect("changes lock").gained.extend(gained);
+        self.pending.store(true, std::sync::atomic::Ordering::Release);
     }
 
     fn revoke(&self, partitions: &TopicPartitionList) {
@@ -122,6 +126,7 @@ impl crate::kafka::Rebalance for Rebalancer {
             tracing::info!(source = %self.config.name, "lost partition {}/{}", tp.topic, tp.partition);
         }
         self.changes.lock().expect("changes lock").lost.extend(lost);
+        self.pending.store(true, std::sync::atomic::Ordering::Release);
     }
 }
 

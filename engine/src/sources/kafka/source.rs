@@ -2,12 +2,13 @@
 //! ranges, position, commits to the group and replay. See the folder's module docs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::discover::{self, Discovered, Topics};
@@ -141,6 +142,33 @@ struct CutPartition {
     carry: Taken,
 }
 
+/// The partitions one cut has taken records of, found by the last one seen (messages come
+/// in runs of one partition), so a record costs no map lookup or allocation.
+#[derive(Default)]
+struct CutPartitions {
+    parts: Vec<CutPartition>,
+    last: Option<usize>,
+}
+
+impl CutPartitions {
+    /// The index of `topic`/`partition`, made with `new` the first time.
+    fn find(&mut self, topic: &str, partition: i32, new: impl FnOnce(TopicPartition) -> CutPartition) -> usize {
+        let is = |p: &CutPartition| p.tp.partition == partition && p.tp.topic == topic;
+        if let Some(last) = self.last.filter(|&at| is(&self.parts[at])) {
+            return last;
+        }
+        let at = match self.parts.iter().position(is) {
+            Some(at) => at,
+            None => {
+                self.parts.push(new(TopicPartition { topic: topic.to_string(), partition }));
+                self.parts.len() - 1
+            }
+        };
+        self.last = Some(at);
+        at
+    }
+}
+
 struct Started {
     receiver: Arc<Receiver>,
     log: Option<BatchLog>,
@@ -246,10 +274,38 @@ impl KafkaSource {
     }
 
     /// Takes what the consumer has fetched, within the cut's budget and each partition's share.
+    /// A rebalance runs inside a poll: what was taken before it is folded into the batch under
+    /// the assignment it came from before the group's changes are taken up, so records of a
+    /// partition revoked and given back within one cut are neither dropped nor taken twice.
     fn take(&mut self, seq: u64) {
+        self.follow_hold();
+        let Some(consumer) = self.started.as_ref().map(|s| s.consumer.clone()) else { return };
+        let mut share = self.share();
+        let deadline = Instant::now() + CUT_BUDGET;
+        let mut cut = CutPartitions::default();
+        while Instant::now() < deadline {
+            let Some(polled) = consumer.poll(Duration::ZERO) else { break };
+            if self.rebalanced() {
+                self.fold(std::mem::take(&mut cut), seq);
+                self.apply_changes();
+                share = self.share();
+            }
+            match polled {
+                Ok(message) => self.accept(&mut cut, &message, share),
+                Err(err) => {
+                    if let Some(started) = &self.started {
+                        report(&started.receiver, &err);
+                    }
+                }
+            }
+        }
+        self.fold(cut, seq);
+    }
+
+    /// Pauses every partition while the receiver is paused or held, and resumes them after.
+    fn follow_hold(&mut self) {
         let Some(started) = &mut self.started else { return };
-        let receiver = started.receiver.clone();
-        let hold = receiver.is_paused() || receiver.is_holding();
+        let hold = started.receiver.is_paused() || started.receiver.is_holding();
         if hold != started.all_paused {
             let tpl = list(&started.assigned);
             let changed = if hold { started.consumer.pause(&tpl) } else { started.consumer.resume(&tpl) };
@@ -260,73 +316,60 @@ impl KafkaSource {
                 }
             }
         }
-        let share = self.share();
-        let started = self.started.as_mut().expect("started");
-        let deadline = Instant::now() + CUT_BUDGET;
-        // This cut's partitions, looked up by the last one seen (messages come in runs of one
-        // partition), so a record costs no map lookup or allocation.
-        let mut cut: Vec<CutPartition> = Vec::new();
-        let mut last = usize::MAX;
-        while Instant::now() < deadline {
-            let Some(polled) = started.consumer.poll(Duration::ZERO) else { break };
-            let message = match polled {
-                Ok(message) => message,
-                Err(err) => {
-                    report(&receiver, &err);
-                    continue;
-                }
-            };
-            let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
-            if cut.get(last).is_none_or(|p| p.tp.partition != partition || p.tp.topic != topic) {
-                last = match cut.iter().position(|p| p.tp.partition == partition && p.tp.topic == topic) {
-                    Some(at) => at,
-                    None => {
-                        let tp = TopicPartition { topic: topic.to_string(), partition };
-                        let next = self.next.get(&tp).copied();
-                        let count = started.counts.get(&tp).copied().unwrap_or(0);
-                        let capped = started.capped.contains(&tp);
-                        let shuffled = self.shuffle_topic.as_ref() == Some(&tp.topic);
-                        cut.push(CutPartition {
-                            tp,
-                            shuffled,
-                            next,
-                            count,
-                            capped,
-                            taken: Taken::default(),
-                            carry: Taken::default(),
-                        });
-                        cut.len() - 1
-                    }
-                };
-            }
-            let part = &mut cut[last];
-            if part.next.is_some_and(|next| offset < next) {
-                continue; // fetched again after a pause or a new assignment
-            }
-            part.next = Some(offset + 1);
-            let into = if part.capped || share.is_some_and(|share| part.count >= share) {
-                if !part.capped {
-                    part.capped = true;
-                    let _ = started.consumer.pause(&list([&part.tp]));
-                }
-                &mut part.carry
-            } else {
-                part.count += 1;
-                &mut part.taken
-            };
-            into.from.get_or_insert(offset);
-            into.until = offset + 1;
-            let appended = match part.shuffled {
-                true => super::shuffled::append(&message, &mut into.data),
-                false => record::append(self.config.format, &message, &mut into.data),
-            };
-            if appended {
-                into.records += 1;
-            } else {
-                into.invalid += 1;
-            }
+    }
+
+    /// Whether the group changed something during the last poll (a member's source only).
+    fn rebalanced(&self) -> bool {
+        let member = self.started.as_ref().and_then(|s| s.member.as_ref());
+        member.is_some_and(|m| m.rebalancer.pending.load(Ordering::Acquire))
+    }
+
+    /// One fetched message into the cut: taken for this batch, or carried to the next one past
+    /// its partition's share (the partition is paused then).
+    fn accept(&mut self, cut: &mut CutPartitions, message: &BorrowedMessage<'_>, share: Option<u64>) {
+        let Some(started) = &mut self.started else { return };
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        let at = cut.find(topic, partition, |tp| CutPartition {
+            next: self.next.get(&tp).copied(),
+            count: started.counts.get(&tp).copied().unwrap_or(0),
+            capped: started.capped.contains(&tp),
+            shuffled: self.shuffle_topic.as_ref() == Some(&tp.topic),
+            tp,
+            taken: Taken::default(),
+            carry: Taken::default(),
+        });
+        let part = &mut cut.parts[at];
+        if part.next.is_some_and(|next| offset < next) {
+            return; // fetched again after a pause or a new assignment
         }
-        for part in cut {
+        part.next = Some(offset + 1);
+        let into = if part.capped || share.is_some_and(|share| part.count >= share) {
+            if !part.capped {
+                part.capped = true;
+                let _ = started.consumer.pause(&list([&part.tp]));
+            }
+            &mut part.carry
+        } else {
+            part.count += 1;
+            &mut part.taken
+        };
+        into.from.get_or_insert(offset);
+        into.until = offset + 1;
+        let appended = match part.shuffled {
+            true => super::shuffled::append(message, &mut into.data),
+            false => record::append(self.config.format, message, &mut into.data),
+        };
+        if appended {
+            into.records += 1;
+        } else {
+            into.invalid += 1;
+        }
+    }
+
+    /// What a cut took, per partition, into the batch being collected (and the carry).
+    fn fold(&mut self, cut: CutPartitions, seq: u64) {
+        let Some(started) = &mut self.started else { return };
+        for part in cut.parts {
             if let Some(next) = part.next {
                 self.next.insert(part.tp.clone(), next);
             }
@@ -779,6 +822,7 @@ impl KafkaSource {
             receiver: context.receiver.clone(),
             stop: context.stop.clone(),
             changes: Mutex::new(Changes::default()),
+            pending: AtomicBool::new(false),
         });
         let session = crate::fields::millis(cluster.session_timeout);
         let mut settings = self.own_settings(&cluster.group_id, self.config.reset());
@@ -936,6 +980,7 @@ impl KafkaSource {
     fn apply_changes(&mut self) {
         let Some(started) = self.started.as_mut() else { return };
         let Some(member) = started.member.as_mut() else { return };
+        member.rebalancer.pending.store(false, Ordering::Release);
         let changes = std::mem::take(&mut *member.rebalancer.changes.lock().expect("changes lock"));
         if changes.gained.is_empty() && changes.lost.is_empty() {
             return;
