@@ -1,22 +1,38 @@
 #!/usr/bin/env bash
-# Builds every plugin under plugins/ for wasm32-unknown-unknown (release: lto, strip) and copies
-# each to target/plugins/<name>.wasm, where the example pipelines look for them.
-# Idempotent; installs the wasm target with rustup if it is missing.
+# Builds every plugin under plugins/ for wasm32-unknown-unknown (ABI 1 modules; release: lto,
+# strip) and copies each to target/plugins/<name>.wasm, where the example pipelines look for
+# them; then builds the plugins that have an `abi2` feature for wasm32-wasip2 (ABI 2
+# components) as target/plugins/<name>-abi2.wasm.
+# Idempotent; installs the wasm targets with rustup if they are missing.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-target=wasm32-unknown-unknown
-if ! rustup target list --installed | grep -qx "$target"; then
-    echo "build-plugins: installing the $target target" >&2
-    rustup target add "$target"
-fi
-# An explicit target dir: CARGO_TARGET_DIR, if set for the engine, must not move the plugins.
-cargo build --quiet --release --target "$target" --manifest-path "$root/plugins/Cargo.toml" \
-    --target-dir "$root/plugins/target"
+for target in wasm32-unknown-unknown wasm32-wasip2; do
+    if ! rustup target list --installed | grep -qx "$target"; then
+        echo "build-plugins: installing the $target target" >&2
+        rustup target add "$target"
+    fi
+done
+# Copies $1 to target/plugins/$2, then renames, so a running engine watching target/plugins
+# never reads half a file.
+publish() {
+    cp "$1" "$root/target/plugins/.$2.tmp"
+    mv "$root/target/plugins/.$2.tmp" "$root/target/plugins/$2"
+}
 mkdir -p "$root/target/plugins"
-for wasm in "$root/plugins/target/$target/release/"*.wasm; do
-    name=$(basename "$wasm")
-    # Copy then rename, so a running engine watching target/plugins never reads half a file.
-    cp "$wasm" "$root/target/plugins/.$name.tmp"
-    mv "$root/target/plugins/.$name.tmp" "$root/target/plugins/$name"
+# An explicit target dir: CARGO_TARGET_DIR, if set for the engine, must not move the plugins.
+cargo build --quiet --release --target wasm32-unknown-unknown --manifest-path "$root/plugins/Cargo.toml" \
+    --target-dir "$root/plugins/target"
+for wasm in "$root/plugins/target/wasm32-unknown-unknown/release/"*.wasm; do
+    publish "$wasm" "$(basename "$wasm")"
+done
+components=(wordcount uppercase faulty)
+packages=(); features=()
+for name in "${components[@]}"; do
+    packages+=(-p "$name"); features+=("$name/abi2")
+done
+cargo build --quiet --release --target wasm32-wasip2 --manifest-path "$root/plugins/Cargo.toml" \
+    --target-dir "$root/plugins/target" "${packages[@]}" --features "$(IFS=,; echo "${features[*]}")"
+for name in "${components[@]}"; do
+    publish "$root/plugins/target/wasm32-wasip2/release/$name.wasm" "$name-abi2.wasm"
 done
 ls "$root/target/plugins/"*.wasm >&2

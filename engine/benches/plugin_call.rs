@@ -1,6 +1,7 @@
 //! The plugin call alone: word count's `split_words` (flat_map) and `sum` (reduce over groups)
-//! over one partition, as a Wasm plugin and as its native twin (the same SDK code compiled into
-//! this process, with mimalloc). Throughput is in lines (records) per second.
+//! over one partition, as a Wasm plugin (an ABI 1 module and an ABI 2 component) and as its
+//! native twin (the same SDK code compiled into this process, with mimalloc). Throughput is in
+//! lines (records) per second.
 //!
 //! `cargo bench -p sluice --bench plugin_call` (needs `scripts/build-plugins.sh` first).
 
@@ -35,13 +36,18 @@ fn corpus() -> Vec<u8> {
     buf
 }
 
+/// The ABI 1 module, the ABI 2 component (the same crate built for wasm32-wasip2), the native
+/// twin.
 fn versions() -> Vec<(&'static str, PluginVersion)> {
-    let wasm = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/wordcount.wasm");
+    let plugins = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
     let runtime = PluginRuntime::new(Limits::default(), None).unwrap();
-    let wasm =
-        runtime.load("wordcount", &wasm).unwrap_or_else(|err| panic!("{err} (run scripts/build-plugins.sh first)"));
+    let load = |file: &str| {
+        runtime
+            .load("wordcount", &plugins.join(file))
+            .unwrap_or_else(|err| panic!("{err} (run scripts/build-plugins.sh first)"))
+    };
     let native = PluginRuntime::native("wordcount", &[wordcount::__sluice_split_words, wordcount::__sluice_sum]);
-    vec![("wasm", wasm), ("native", native)]
+    vec![("wasm", load("wordcount.wasm")), ("component", load("wordcount-abi2.wasm")), ("native", native)]
 }
 
 fn bench(c: &mut Criterion) {
@@ -64,7 +70,7 @@ fn bench(c: &mut Criterion) {
 
     // `sum` over the groups a map-side combine of this partition makes: one group per word.
     let mut words = Vec::new();
-    instance::call(&versions[1].1, "split_words", &input, &mut words).unwrap();
+    instance::call(&versions[2].1, "split_words", &input, &mut words).unwrap();
     let mut groups: std::collections::BTreeMap<Vec<u8>, Vec<Vec<u8>>> = Default::default();
     for frame in abi::Frames::new(&words) {
         let key_len = frame[0] as usize + 1;

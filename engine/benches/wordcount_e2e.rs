@@ -158,39 +158,47 @@ fn main() {
     let rounds = env("SLUICE_BENCH_ROUNDS", 3);
     let workers = env("SLUICE_BENCH_WORKERS", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
     let corpus = Arc::new(corpus(lines));
-    let wasm_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/wordcount.wasm");
+    let plugins = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
+    let (wasm_path, component_path) = (plugins.join("wordcount.wasm"), plugins.join("wordcount-abi2.wasm"));
     let runtime = PluginRuntime::new(Limits::default(), None).unwrap();
+    let load = |path: &PathBuf| {
+        runtime.load("wordcount", path).unwrap_or_else(|err| panic!("{err} (run scripts/build-plugins.sh first)"))
+    };
     println!("word count, socket in -> file out: {lines} lines x 10 words, {workers} workers, {rounds} rounds");
-    let (mut wasm, mut native, mut logged) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut wasm, mut component, mut native, mut logged) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
-        let version = runtime
-            .load("wordcount", &wasm_path)
-            .unwrap_or_else(|err| panic!("{err} (run scripts/build-plugins.sh first)"));
-        let w = run_once(version, corpus.clone(), lines, workers, false);
+        let w = run_once(load(&wasm_path), corpus.clone(), lines, workers, false);
         if env("SLUICE_BENCH_WAL", 0) == 1 {
-            let version = runtime.load("wordcount", &wasm_path).unwrap();
-            let l = run_once(version, corpus.clone(), lines, workers, true);
+            let l = run_once(load(&wasm_path), corpus.clone(), lines, workers, true);
             println!(
                 "round {round}: wasm with WAL {:.0} lines/s end to end ({:.0} processing)",
                 l.end_to_end, l.processing
             );
             logged.push(l);
         }
+        let c = run_once(load(&component_path), corpus.clone(), lines, workers, false);
         let version = PluginRuntime::native("wordcount", &[wordcount::__sluice_split_words, wordcount::__sluice_sum]);
         let n = run_once(version, corpus.clone(), lines, workers, false);
         println!(
-            "round {round}: wasm {:.0} lines/s end to end ({:.0} processing); native {:.0} ({:.0})",
-            w.end_to_end, w.processing, n.end_to_end, n.processing
+            "round {round}: wasm (ABI 1) {:.0} lines/s end to end ({:.0} processing); component (ABI 2) {:.0} ({:.0}); native {:.0} ({:.0})",
+            w.end_to_end, w.processing, c.end_to_end, c.processing, n.end_to_end, n.processing
         );
         wasm.push(w);
+        component.push(c);
         native.push(n);
         std::thread::sleep(Duration::from_millis(200));
     }
     let med = |v: &[Measured], f: fn(&Measured) -> f64| median(v.iter().map(f).collect());
     let (we, wp) = (med(&wasm, |m| m.end_to_end), med(&wasm, |m| m.processing));
+    let (ce, cp) = (med(&component, |m| m.end_to_end), med(&component, |m| m.processing));
     let (ne, np) = (med(&native, |m| m.end_to_end), med(&native, |m| m.processing));
     println!("median end to end: wasm {we:.0} lines/s, native {ne:.0} lines/s, wasm/native {:.2}", we / ne);
     println!("median processing: wasm {wp:.0} lines/s, native {np:.0} lines/s, wasm/native {:.2}", wp / np);
+    println!(
+        "median component (ABI 2): end to end {ce:.0} lines/s ({:.2} of ABI 1), processing {cp:.0} lines/s ({:.2} of ABI 1)",
+        ce / we,
+        cp / wp
+    );
     if !logged.is_empty() {
         let le = med(&logged, |m| m.end_to_end);
         println!("median end to end with WAL: {le:.0} lines/s, with/without {:.2}", le / we);

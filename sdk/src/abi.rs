@@ -2,6 +2,8 @@
 //!
 //! Everything that crosses the Wasm boundary is defined here, once, and versioned by
 //! [`ABI_VERSION`]. A plugin is a core WebAssembly module (target `wasm32-unknown-unknown`).
+//! ABI 2, a plugin as a component (target `wasm32-wasip2`, see [`crate::abi2`]), carries the
+//! same bytes: the buffers below, one call per partition.
 //!
 //! # Exports of a plugin
 //! | export | signature | meaning |

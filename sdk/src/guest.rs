@@ -1,5 +1,6 @@
 //! What the SDK's attribute macros expand to: decoding a partition, calling the user's function
-//! once per record, encoding the results, and (on wasm) the exports of the ABI. Not public API.
+//! once per record, encoding the results, and the exports of ABI 1 (on wasm32-unknown-unknown)
+//! or the registration of ABI 2 (on wasm32-wasip2, see `component`). Not public API.
 
 use std::cell::RefCell;
 use std::string::{String, ToString};
@@ -497,28 +498,32 @@ pub fn export_describe<T: Serialize>(describe: fn() -> T) -> u64 {
     })
 }
 
-/// Routes panic messages to the host before the guest traps.
-fn init() {
+/// Routes panic messages to the host before the guest traps (ABI 1's `sluice.panic`, ABI 2's
+/// `host.panic`): once, at the first call.
+pub(crate) fn init() {
     #[cfg(target_family = "wasm")]
     {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| {
             std::panic::set_hook(Box::new(|info| {
                 let message = info.to_string();
-                // SAFETY: the host reads `len` bytes at `ptr` from our memory during the call.
-                unsafe { crate::host::panic(message.as_ptr(), message.len()) }
+                crate::host::panic(&message);
             }));
         });
     }
 }
 
-#[cfg(target_family = "wasm")]
+/// ABI 2: the registry the attributes' static constructors fill (see `component`).
+#[cfg(all(target_os = "wasi", target_env = "p2", feature = "abi2"))]
+pub use crate::component::register;
+
+#[cfg(all(target_family = "wasm", not(all(target_os = "wasi", target_env = "p2"))))]
 #[unsafe(export_name = "sluice_abi_version")]
 extern "C" fn sluice_abi_version() -> u32 {
     ABI_VERSION
 }
 
-#[cfg(target_family = "wasm")]
+#[cfg(all(target_family = "wasm", not(all(target_os = "wasi", target_env = "p2"))))]
 #[unsafe(export_name = "sluice_input")]
 extern "C" fn sluice_input(len: u32) -> u32 {
     export_input(len)

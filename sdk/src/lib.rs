@@ -3,6 +3,7 @@
 extern crate alloc;
 
 pub mod abi;
+pub mod abi2;
 mod describe;
 mod flume;
 #[doc(hidden)]
@@ -45,21 +46,17 @@ pub enum Level {
 /// rare events, not per record: each call crosses the Wasm boundary. On the host (native
 /// builds, tests) it prints to stderr.
 pub fn log(level: Level, message: &str) {
-    #[cfg(target_family = "wasm")]
-    // SAFETY: the host reads `len` bytes at `ptr` from our memory during the call.
-    unsafe {
-        host::log(level as u32, message.as_ptr(), message.len())
-    };
-    #[cfg(not(target_family = "wasm"))]
-    eprintln!("{level:?}: {message}");
+    host::log(level, message);
 }
 
-#[cfg(target_family = "wasm")]
-mod host {
-    #[link(wasm_import_module = "sluice")]
-    unsafe extern "C" {
-        pub(crate) fn panic(ptr: *const u8, len: usize);
-        pub(crate) fn log(level: u32, ptr: *const u8, len: usize);
-        pub(crate) fn metric(kind: u32, name: *const u8, len: usize, value: *const u8);
-    }
-}
+#[cfg(all(target_os = "wasi", target_env = "p2", not(feature = "abi2")))]
+compile_error!(
+    "sluice-sdk: a wasm32-wasip2 plugin is a WebAssembly component (ABI 2): enable the `abi2` feature \
+     of sluice-sdk, e.g. `sluice-sdk = { version = \"...\", features = [\"abi2\"] }`, or give the plugin \
+     a feature `abi2 = [\"sluice-sdk/abi2\"]` and build with `--features abi2`"
+);
+
+/// ABI 2 (wasm32-wasip2): the component's exports and its registry of functions.
+#[cfg(all(target_os = "wasi", target_env = "p2", feature = "abi2"))]
+mod component;
+mod host;

@@ -130,14 +130,7 @@ pub fn recorded() -> Vec<Recorded> {
 /// Hands what was recorded to the host and starts over: at the end of each call.
 pub(crate) fn flush() {
     let taken = RECORDED.with_borrow_mut(std::mem::take);
-    #[cfg(target_family = "wasm")]
     for metric in &taken {
-        let mut value = [0u8; 16];
-        value[..8].copy_from_slice(&metric.value.to_le_bytes());
-        value[8..].copy_from_slice(&metric.count.to_le_bytes());
-        // SAFETY: the host reads `name` and the 16 bytes of `value` from our memory during the call.
-        unsafe { crate::host::metric(metric.kind as u32, metric.name.as_ptr(), metric.name.len(), value.as_ptr()) };
+        crate::host::metric(metric);
     }
-    #[cfg(not(target_family = "wasm"))]
-    drop(taken);
 }

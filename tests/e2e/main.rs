@@ -4,6 +4,7 @@
 mod admin;
 mod bad_config;
 mod cluster;
+mod components;
 mod connectors;
 mod dashboard;
 mod examples;

@@ -41,12 +41,71 @@ impl wasmtime::ResourceLimiter for StoreState {
     }
 }
 
+impl StoreState {
+    /// A store's state for instances of `plugin` under `limits`.
+    pub(super) fn new(plugin: &str, limits: Limits) -> Self {
+        Self {
+            plugin: Arc::from(plugin),
+            version: Arc::from(""),
+            stage: None,
+            quiet: false,
+            memory_limit: limits.memory,
+            refused_growth: None,
+            panic: None,
+        }
+    }
+
+    /// Labels the calls that follow with `version`'s hash, stage and quietness.
+    pub(super) fn label(&mut self, version: &PluginVersion) {
+        if *self.version != *version.short_hash() {
+            self.version = Arc::from(version.short_hash());
+        }
+        self.stage = version.call_stage.clone();
+        self.quiet = version.quiet;
+    }
+
+    /// The guest's log line (level: 0 error, 1 warn, 2 info, 3 debug), with the plugin, its
+    /// version and the stage.
+    pub(super) fn log(&self, level: u32, message: &str) {
+        if self.quiet {
+            return;
+        }
+        let (plugin, version) = (&self.plugin, &self.version);
+        let stage = self.stage.as_deref().unwrap_or("-");
+        match level {
+            0 => tracing::error!(plugin = %plugin, version = %version, stage = %stage, "{message}"),
+            1 => tracing::warn!(plugin = %plugin, version = %version, stage = %stage, "{message}"),
+            2 => tracing::info!(plugin = %plugin, version = %version, stage = %stage, "{message}"),
+            _ => tracing::debug!(plugin = %plugin, version = %version, stage = %stage, "{message}"),
+        }
+    }
+
+    /// A metric the guest recorded (kind: 0 counter, 1 gauge, 2 histogram).
+    pub(super) fn metric(&self, kind: u32, name: String, value: f64, count: u64) {
+        if self.quiet {
+            return;
+        }
+        let series = (self.plugin.to_string(), self.version.to_string(), self.stage.as_deref().map(String::from), name);
+        super::plugin_metrics::record(series, kind, value, count);
+    }
+
+    /// The cap of the call under way (a stage's own may differ from the instance's).
+    pub(super) fn limit_memory(&mut self, bytes: usize) {
+        self.memory_limit = bytes;
+    }
+
+    /// The guest's panic message, sent just before it traps.
+    pub(super) fn panicked(&mut self, message: String) {
+        self.panic = Some(message);
+    }
+}
+
 /// The host functions plugins may import (module `sluice`, see `sluice_sdk::abi`).
 pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
     linker.func_wrap(abi::IMPORT_MODULE, "panic", |mut caller: Caller<'_, StoreState>, ptr: u32, len: u32| {
         let message = read_guest_string(&mut caller, ptr, len);
-        caller.data_mut().panic = Some(message);
+        caller.data_mut().panicked(message);
     })?;
     linker.func_wrap(
         abi::IMPORT_MODULE,
@@ -56,15 +115,7 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
                 return;
             }
             let message = read_guest_string(&mut caller, ptr, len);
-            let state = caller.data();
-            let (plugin, version) = (state.plugin.clone(), state.version.clone());
-            let stage = state.stage.as_deref().unwrap_or("-").to_string();
-            match level {
-                0 => tracing::error!(plugin = %plugin, version = %version, stage = %stage, "{message}"),
-                1 => tracing::warn!(plugin = %plugin, version = %version, stage = %stage, "{message}"),
-                2 => tracing::info!(plugin = %plugin, version = %version, stage = %stage, "{message}"),
-                _ => tracing::debug!(plugin = %plugin, version = %version, stage = %stage, "{message}"),
-            }
+            caller.data().log(level, &message);
         },
     )?;
     linker.func_wrap(
@@ -85,10 +136,7 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
             }
             let value = f64::from_le_bytes(figures[..8].try_into().expect("8 bytes"));
             let count = u64::from_le_bytes(figures[8..].try_into().expect("8 bytes"));
-            let state = caller.data();
-            let series =
-                (state.plugin.to_string(), state.version.to_string(), state.stage.as_deref().map(String::from), name);
-            super::plugin_metrics::record(series, kind, value, count);
+            caller.data().metric(kind, name, value, count);
         },
     )?;
     Ok(linker)
@@ -123,21 +171,10 @@ impl Instance {
         limits: Limits,
         plugin: &str,
     ) -> Result<Self, CallError> {
-        let mut store = Store::new(
-            engine,
-            StoreState {
-                plugin: Arc::from(plugin),
-                version: Arc::from(""),
-                stage: None,
-                quiet: false,
-                memory_limit: limits.memory,
-                refused_growth: None,
-                panic: None,
-            },
-        );
+        let mut store = Store::new(engine, StoreState::new(plugin, limits));
         store.limiter(|state| state);
         store.set_epoch_deadline(ticks(limits));
-        let instance = pre.instantiate(&mut store).map_err(|err| classify(&mut store, err, limits))?;
+        let instance = pre.instantiate(&mut store).map_err(|err| classify(store.data_mut(), err, limits))?;
         let memory = instance
             .get_memory(&mut store, "memory")
             .ok_or_else(|| CallError::BadOutput { message: "the plugin exports no `memory`".into() })?;
@@ -149,7 +186,7 @@ impl Instance {
     pub(crate) fn abi_version(&mut self, limits: Limits) -> Result<u32, CallError> {
         let version: TypedFunc<(), u32> = typed(&self.instance, &mut self.store, abi::EXPORT_ABI_VERSION)?;
         self.store.set_epoch_deadline(ticks(limits));
-        version.call(&mut self.store, ()).map_err(|err| classify(&mut self.store, err, limits))
+        version.call(&mut self.store, ()).map_err(|err| classify(self.store.data_mut(), err, limits))
     }
 
     /// Asks one function to describe itself (`export` is its `sluice_describe_<fn>`, a
@@ -161,7 +198,7 @@ impl Instance {
     ) -> Result<T, CallError> {
         let describe: TypedFunc<(), u64> = typed(&self.instance, &mut self.store, export)?;
         self.store.set_epoch_deadline(ticks(limits));
-        let packed = describe.call(&mut self.store, ()).map_err(|err| classify(&mut self.store, err, limits))?;
+        let packed = describe.call(&mut self.store, ()).map_err(|err| classify(self.store.data_mut(), err, limits))?;
         let mut bytes = Vec::new();
         self.read_output(packed, &mut bytes)?;
         postcard::from_bytes(&bytes)
@@ -192,14 +229,15 @@ impl Instance {
         let len = u32::try_from(size).map_err(|_| CallError::BadOutput {
             message: format!("a partition of {size} bytes exceeds the 4 GiB a 32-bit guest can address"),
         })?;
-        self.store.data_mut().memory_limit = limits.memory;
+        self.store.data_mut().limit_memory(limits.memory);
         self.store.set_epoch_deadline(ticks(limits));
-        let ptr = self.input.call(&mut self.store, len).map_err(|err| classify(&mut self.store, err, limits))? as usize;
+        let ptr =
+            self.input.call(&mut self.store, len).map_err(|err| classify(self.store.data_mut(), err, limits))? as usize;
         fill(self.memory.data_mut(&mut self.store).get_mut(ptr..ptr + size).ok_or_else(|| CallError::BadOutput {
             message: "the input buffer lies outside the guest's memory".into(),
         })?);
         self.store.set_epoch_deadline(ticks(limits));
-        let packed = call.call(&mut self.store, len).map_err(|err| classify(&mut self.store, err, limits))?;
+        let packed = call.call(&mut self.store, len).map_err(|err| classify(self.store.data_mut(), err, limits))?;
         self.read_output(packed, output)
     }
 
@@ -229,14 +267,13 @@ fn typed<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
 
 /// The deadline in epoch ticks. wasmtime adds it to the current epoch unchecked: capped far
 /// below `u64::MAX` (the configured timeouts are at most 24h, 8.64 M ticks, anyway).
-fn ticks(limits: Limits) -> u64 {
+pub(super) fn ticks(limits: Limits) -> u64 {
     let ticks = (limits.timeout.as_millis() / super::EPOCH_TICK.as_millis()).max(1);
     u64::try_from(ticks).unwrap_or(u64::MAX).min(u64::MAX / 2)
 }
 
 /// Tells a deadline from a memory-limit failure from any other trap.
-fn classify(store: &mut Store<StoreState>, err: wasmtime::Error, limits: Limits) -> CallError {
-    let state = store.data_mut();
+pub(super) fn classify(state: &mut StoreState, err: wasmtime::Error, limits: Limits) -> CallError {
     if let Some(desired) = state.refused_growth.take() {
         state.panic = None;
         return CallError::MemoryLimit { desired, limit: limits.memory };
@@ -252,9 +289,51 @@ fn classify(store: &mut Store<StoreState>, err: wasmtime::Error, limits: Limits)
     CallError::Trap { message }
 }
 
+/// A live instance of either ABI.
+enum Live {
+    Module(Instance),
+    Component(super::component::Instance),
+}
+
+impl Live {
+    fn new(version: &PluginVersion, limits: Limits) -> Result<Self, CallError> {
+        let plugin = &version.plugin;
+        match &version.implementation {
+            Implementation::Wasm { engine, pre, .. } => Ok(Self::Module(Instance::new(engine, pre, limits, plugin)?)),
+            Implementation::Component { engine, pre, .. } => {
+                Ok(Self::Component(super::component::Instance::new(engine, pre, limits, plugin)?))
+            }
+            Implementation::Native(_) => {
+                Err(CallError::BadOutput { message: "a native version has no instance".into() })
+            }
+        }
+    }
+
+    fn call(
+        &mut self,
+        function: &str,
+        limits: Limits,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+        output: &mut Vec<u8>,
+    ) -> Result<(), CallError> {
+        match self {
+            Self::Module(instance) => instance.call(function, limits, len, fill, output),
+            Self::Component(instance) => instance.call(function, limits, len, fill, output),
+        }
+    }
+
+    fn state(&mut self) -> &mut StoreState {
+        match self {
+            Self::Module(instance) => instance.store.data_mut(),
+            Self::Component(instance) => instance.state(),
+        }
+    }
+}
+
 thread_local! {
     /// This worker's instances, one per plugin, tagged with the version they run.
-    static INSTANCES: RefCell<FxHashMap<String, Vec<(u64, Instance)>>> = RefCell::new(FxHashMap::default());
+    static INSTANCES: RefCell<FxHashMap<String, Vec<(u64, Live)>>> = RefCell::new(FxHashMap::default());
 }
 
 /// Runs `function` of `version` over one partition on the current worker thread, reusing this
@@ -283,42 +362,39 @@ pub(crate) fn call_filling(
         }
         fill(&mut buf[head..]);
     };
-    match &version.implementation {
+    let limits = match &version.implementation {
         Implementation::Native(functions) => {
             let native = functions
                 .get(function)
                 .ok_or_else(|| CallError::BadOutput { message: format!("no native function `{function}`") })?;
             let mut input = vec![0; len];
             fill(&mut input);
-            (native.call)(&input, output).map_err(|message| CallError::Guest { message })
+            return (native.call)(&input, output).map_err(|message| CallError::Guest { message });
         }
-        Implementation::Wasm { engine, pre, limits } => INSTANCES.with_borrow_mut(|instances| {
-            let kept = instances.entry(version.plugin.clone()).or_default();
-            let at = match kept.iter().position(|(id, _)| *id == version.id) {
-                Some(at) => at,
-                None => {
-                    let instance = Instance::new(engine, pre, *limits, &version.plugin)?;
-                    // Two versions at most: the serving one and a shadow, or the one before a swap.
-                    if kept.len() == 2 {
-                        kept.remove(0);
-                    }
-                    kept.push((version.id, instance));
-                    kept.len() - 1
+        Implementation::Wasm { limits, .. } | Implementation::Component { limits, .. } => *limits,
+    };
+    INSTANCES.with_borrow_mut(|instances| {
+        let kept = instances.entry(version.plugin.clone()).or_default();
+        let at = match kept.iter().position(|(id, _)| *id == version.id) {
+            Some(at) => at,
+            None => {
+                let live = Live::new(version, limits)?;
+                // Two versions at most: the serving one and a shadow, or the one before a swap.
+                if kept.len() == 2 {
+                    kept.remove(0);
                 }
-            };
-            let instance = &mut kept[at].1;
-            let state = instance.store.data_mut();
-            if *state.version != *version.short_hash() {
-                state.version = Arc::from(version.short_hash());
+                kept.push((version.id, live));
+                kept.len() - 1
             }
-            state.stage = version.call_stage.clone();
-            state.quiet = version.quiet;
-            let result = instance.call(function, *limits, len, fill, output);
-            if result.is_err() {
-                // A trapped instance may hold broken state: the next call starts fresh.
-                kept.remove(at);
-            }
-            result
-        }),
-    }
+        };
+        let live = &mut kept[at].1;
+        live.state().label(version);
+        let result = live.call(function, limits, len, fill, output);
+        if result.is_err() {
+            // A trapped instance may hold broken state (a component cannot be entered again):
+            // the next call starts fresh.
+            kept.remove(at);
+        }
+        result
+    })
 }

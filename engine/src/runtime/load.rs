@@ -20,6 +20,7 @@
 //! limiter, like any call. Who waits for a load: `sluice check` and start-up (in order, once),
 //! and a plugin's own deploy lane (`runtime/watch.rs`), never the batch path.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,7 @@ use wasmtime::{ExternType, ValType};
 
 use super::error::ModulePart;
 use super::instance::Instance;
-use super::{CallError, Implementation, LoadClass, LoadError, PluginRuntime, PluginVersion};
+use super::{CallError, Implementation, LoadClass, LoadError, PluginRuntime, PluginVersion, component};
 
 /// The largest plugin file accepted (real plugins are tens to hundreds of KiB).
 pub(crate) const MAX_PLUGIN_BYTES: usize = 32 << 20;
@@ -73,8 +74,11 @@ impl PluginRuntime {
             ));
         }
         let hash = content_hash(bytes);
+        if is_component(bytes) {
+            return self.load_component(name, path, bytes, hash);
+        }
         let module = self
-            .compile(bytes, &hash)
+            .compile::<wasmtime::Module>(bytes, &hash)
             .map_err(|err| refuse(LoadClass::Invalid, None, format!("it does not compile: {err:#}")))?;
         check_shape(&module).map_err(|(class, at, reason)| refuse(class, at, reason))?;
         if let Some(ExternType::Memory(memory)) = module.get_export("memory") {
@@ -110,8 +114,8 @@ impl PluginRuntime {
         }
         let functions = check_functions(&module).map_err(|(class, at, reason)| refuse(class, at, reason))?;
         let mut infos = Vec::with_capacity(functions.len());
-        let mut params = std::collections::BTreeMap::new();
-        let mut fallible = std::collections::BTreeSet::new();
+        let mut params = BTreeMap::new();
+        let mut fallible = BTreeSet::new();
         for function in functions {
             let describe = format!("{}{function}", abi::EXPORT_DESCRIBE_PREFIX);
             limits.timeout = remaining();
@@ -171,6 +175,106 @@ impl PluginRuntime {
             Implementation::Wasm { engine: self.engine.clone(), pre, limits: self.limits },
         ))
     }
+}
+
+impl PluginRuntime {
+    /// Steps 2–4 for an ABI 2 component (`component.rs`): it compiles; it imports nothing but
+    /// `sluice:plugin`'s `host` and `types`, `wasi:io` and `wasi:cli` (`bad_abi`, naming the
+    /// import); it exports `sluice:plugin/functions` of major version 2 (`bad_abi`); then,
+    /// within `validate_timeout` and under the memory cap, it is instantiated and describes its
+    /// functions (unique names, fallible only for map, flat_map and filter).
+    fn load_component(&self, name: &str, path: &Path, bytes: &[u8], hash: String) -> Result<PluginVersion, LoadError> {
+        let refuse = |class: LoadClass, at: Option<ModulePart>, reason: String| LoadError::Refused {
+            plugin: name.to_string(),
+            path: path.to_path_buf(),
+            class,
+            at,
+            reason,
+        };
+        let export = || Some(ModulePart::Export(component::EXPORT.to_string()));
+        let compiled = self
+            .compile::<wasmtime::component::Component>(bytes, &hash)
+            .map_err(|err| refuse(LoadClass::Invalid, None, format!("it does not compile: {err:#}")))?;
+        match component::check(&self.engine, &compiled) {
+            Ok(()) => {}
+            Err(component::Misfit::Import(import)) => {
+                return Err(refuse(
+                    LoadClass::BadAbi,
+                    Some(ModulePart::Import(import)),
+                    "the host provides no such import; a component may import only `sluice:plugin/host`, `wasi:io` and `wasi:cli` (no files, sockets, clocks or random)".into(),
+                ));
+            }
+            Err(component::Misfit::NoExport(found)) => {
+                let found = if found.is_empty() { "nothing".to_string() } else { found.join(", ") };
+                return Err(refuse(
+                    LoadClass::BadAbi,
+                    export(),
+                    format!("missing: a component exports `{}@2.0.0`; it exports {found}", component::EXPORT),
+                ));
+            }
+            Err(component::Misfit::Version(found)) => {
+                return Err(LoadError::AbiVersion {
+                    plugin: name.to_string(),
+                    path: path.to_path_buf(),
+                    found,
+                    expected: component::ABI_VERSION,
+                });
+            }
+        }
+        let pre = self
+            .components
+            .instantiate_pre(&compiled)
+            .and_then(component::PluginPre::new)
+            .map_err(|err| refuse(LoadClass::BadAbi, None, format!("{err:#}")))?;
+        let started = Instant::now();
+        let budget = self.validate_timeout;
+        let mut limits = self.limits;
+        limits.timeout = budget;
+        let mut probe = component::Instance::new(&self.engine, &pre, limits, name)
+            .map_err(|err| load_call_error(&refuse, ModulePart::StartFunction, err, budget))?;
+        limits.timeout = budget.saturating_sub(started.elapsed());
+        let described =
+            probe.describe(limits).map_err(|err| load_call_error(&refuse, export().expect("named"), err, budget))?;
+        let (mut infos, mut params, mut fallible) = (Vec::new(), BTreeMap::new(), BTreeSet::new());
+        for function in described {
+            let name = function.info.name.clone();
+            if infos.iter().any(|info: &FunctionInfo| info.name == name) {
+                return Err(refuse(
+                    LoadClass::BadOutput,
+                    export(),
+                    format!("it describes two functions named `{name}`"),
+                ));
+            }
+            if function.fallible {
+                if !matches!(function.info.kind, FunctionKind::Map | FunctionKind::FlatMap | FunctionKind::Filter) {
+                    return Err(refuse(
+                        LoadClass::BadAbi,
+                        export(),
+                        format!(
+                            "function `{name}`: a {} function cannot return per-record errors (only map, flat_map and filter do)",
+                            function.info.kind
+                        ),
+                    ));
+                }
+                fallible.insert(name.clone());
+            }
+            if let Some(desc) = function.params {
+                params.insert(name, desc);
+            }
+            infos.push(function.info);
+        }
+        if infos.is_empty() {
+            return Err(refuse(LoadClass::BadAbi, export(), "it describes no functions".into()));
+        }
+        let implementation = Implementation::Component { engine: self.engine.clone(), pre, limits: self.limits };
+        Ok(PluginVersion::new(name, path, hash, infos, params, fallible, implementation))
+    }
+}
+
+/// Whether `bytes` (starting with the magic) are a component: its version field is a
+/// component's (`0d 00 01 00`), a core module's is `01 00 00 00`.
+fn is_component(bytes: &[u8]) -> bool {
+    bytes.get(4..8) == Some(&[0x0d, 0x00, 0x01, 0x00])
 }
 
 /// A failed call while loading, as a refusal of `export`.

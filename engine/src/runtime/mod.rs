@@ -11,6 +11,7 @@
 //!   every instance a memory cap enforced by a resource limiter. Defaults: `DEFAULT_TIMEOUT`,
 //!   `DEFAULT_MEMORY_LIMIT`.
 
+mod component;
 pub(crate) mod deploy;
 pub(crate) mod error;
 pub(crate) mod event;
@@ -60,6 +61,8 @@ impl Default for Limits {
 pub struct PluginRuntime {
     engine: wasmtime::Engine,
     linker: Arc<wasmtime::Linker<instance::StoreState>>,
+    /// The imports of ABI 2 components.
+    components: Arc<wasmtime::component::Linker<component::ComponentState>>,
     limits: Limits,
     /// Budget for instantiating a plugin being loaded and asking it to describe itself.
     validate_timeout: Duration,
@@ -84,6 +87,7 @@ impl PluginRuntime {
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
         let engine = wasmtime::Engine::new(&config).map_err(|err| StartError(format!("{err:#}")))?;
         let linker = instance::linker(&engine).map_err(|err| StartError(format!("{err:#}")))?;
+        let components = component::linker(&engine).map_err(|err| StartError(format!("{err:#}")))?;
         let ticker = engine.weak();
         std::thread::Builder::new()
             .name("sluice-epoch".into())
@@ -95,7 +99,14 @@ impl PluginRuntime {
                 }
             })
             .map_err(|err| StartError(err.to_string()))?;
-        Ok(Self { engine, linker: Arc::new(linker), limits, validate_timeout: DEFAULT_VALIDATE_TIMEOUT, cache_dir })
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+            components: Arc::new(components),
+            limits,
+            validate_timeout: DEFAULT_VALIDATE_TIMEOUT,
+            cache_dir,
+        })
     }
 
     /// The same runtime, loading plugins within `timeout` (instantiation, ABI version and every
@@ -118,25 +129,26 @@ impl PluginRuntime {
         PluginVersion::new(name, Path::new("<native>"), hash, infos, params, fallible, Implementation::Native(table))
     }
 
-    /// Compiles `bytes`, or loads the precompiled module this engine cached for the same hash.
-    fn compile(&self, bytes: &[u8], hash: &str) -> wasmtime::Result<wasmtime::Module> {
+    /// Compiles `bytes` (a module or a component), or loads the artifact this engine cached for
+    /// the same hash.
+    fn compile<T: Compiled>(&self, bytes: &[u8], hash: &str) -> wasmtime::Result<T> {
         let Some(dir) = &self.cache_dir else {
-            return wasmtime::Module::new(&self.engine, bytes);
+            return T::compile(&self.engine, bytes);
         };
         let cached = dir.join(format!("{hash}-{}.cwasm", engine_fingerprint(&self.engine)));
         if cached.is_file() {
             // SAFETY: the cache holds only artifacts this engine wrote (below), named by the
             // content hash of their source and the wasmtime version; wasmtime also checks that
-            // the artifact matches this engine's configuration and refuses it otherwise.
-            match unsafe { wasmtime::Module::deserialize_file(&self.engine, &cached) } {
-                Ok(module) => return Ok(module),
+            // the artifact matches this engine's configuration (and kind) and refuses it otherwise.
+            match unsafe { T::deserialize_file(&self.engine, &cached) } {
+                Ok(compiled) => return Ok(compiled),
                 Err(err) => {
-                    tracing::debug!(path = %cached.display(), %err, "ignoring cached module")
+                    tracing::debug!(path = %cached.display(), %err, "ignoring cached artifact")
                 }
             }
         }
-        let module = wasmtime::Module::new(&self.engine, bytes)?;
-        let written = module.serialize().and_then(|artifact| {
+        let compiled = T::compile(&self.engine, bytes)?;
+        let written = compiled.serialize().and_then(|artifact| {
             std::fs::create_dir_all(dir)?;
             let tmp = dir.join(format!(".{hash}.{}.tmp", std::process::id()));
             std::fs::write(&tmp, artifact)?;
@@ -144,9 +156,48 @@ impl PluginRuntime {
             Ok(())
         });
         if let Err(err) = written {
-            tracing::debug!(dir = %dir.display(), %err, "cannot cache compiled module");
+            tracing::debug!(dir = %dir.display(), %err, "cannot cache compiled plugin");
         }
-        Ok(module)
+        Ok(compiled)
+    }
+}
+
+/// What the compile cache holds: a core module (ABI 1) or a component (ABI 2).
+trait Compiled: Sized {
+    fn compile(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Self>;
+    /// # Safety
+    /// `path` holds an artifact `serialize` wrote for an engine of this configuration.
+    unsafe fn deserialize_file(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<Self>;
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>>;
+}
+
+impl Compiled for wasmtime::Module {
+    fn compile(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        Self::new(engine, bytes)
+    }
+
+    unsafe fn deserialize_file(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<Self> {
+        // SAFETY: as the caller promises.
+        unsafe { Self::deserialize_file(engine, path) }
+    }
+
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        self.serialize()
+    }
+}
+
+impl Compiled for wasmtime::component::Component {
+    fn compile(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        Self::new(engine, bytes)
+    }
+
+    unsafe fn deserialize_file(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<Self> {
+        // SAFETY: as the caller promises.
+        unsafe { Self::deserialize_file(engine, path) }
+    }
+
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        self.serialize()
     }
 }
 

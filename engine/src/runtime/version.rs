@@ -26,6 +26,15 @@ pub(crate) enum Implementation {
         /// Limits for its instances and calls.
         limits: Limits,
     },
+    /// A compiled component (ABI 2, `component.rs`), ready to instantiate.
+    Component {
+        /// The engine it was compiled for.
+        engine: wasmtime::Engine,
+        /// The component with its imports resolved.
+        pre: super::component::PluginPre<super::component::ComponentState>,
+        /// Limits for its instances and calls.
+        limits: Limits,
+    },
     /// The same SDK code compiled into the host (benchmarks' native twin).
     Native(FxHashMap<String, NativeFunction>),
 }
@@ -34,6 +43,9 @@ impl std::fmt::Debug for Implementation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Wasm { limits, .. } => f.debug_struct("Wasm").field("limits", limits).finish_non_exhaustive(),
+            Self::Component { limits, .. } => {
+                f.debug_struct("Component").field("limits", limits).finish_non_exhaustive()
+            }
             Self::Native(functions) => f.debug_tuple("Native").field(&functions.keys().collect::<Vec<_>>()).finish(),
         }
     }
@@ -118,6 +130,11 @@ impl PluginVersion {
     pub(crate) fn with_limits(&self, timeout: Option<std::time::Duration>, memory: Option<usize>) -> Self {
         let implementation = match &self.implementation {
             Implementation::Wasm { engine, pre, limits } => Implementation::Wasm {
+                engine: engine.clone(),
+                pre: pre.clone(),
+                limits: Limits { timeout: timeout.unwrap_or(limits.timeout), memory: memory.unwrap_or(limits.memory) },
+            },
+            Implementation::Component { engine, pre, limits } => Implementation::Component {
                 engine: engine.clone(),
                 pre: pre.clone(),
                 limits: Limits { timeout: timeout.unwrap_or(limits.timeout), memory: memory.unwrap_or(limits.memory) },

@@ -6,7 +6,11 @@
 //!
 //! Each attribute keeps the function as written and adds, next to it, a hidden constant
 //! `__sluice_<name>` (a [`NativeFunction`]: describe + call, usable natively) and, when compiling
-//! for wasm, the two exports `sluice_describe_<name>` and `sluice_call_<name>` of the ABI.
+//! for wasm, what makes it callable by the host: on wasm32-unknown-unknown (ABI 1, a core
+//! module) the exports `sluice_describe_<name>` and `sluice_call_<name>` (and the optional
+//! `sluice_params_<name>`, `sluice_fallible_<name>`); on wasm32-wasip2 (ABI 2, a component) a
+//! static constructor that registers `__sluice_<name>` with the SDK, whose one `call` export
+//! dispatches by name.
 //!
 //! [`NativeFunction`]: ../sluice_sdk/abi/struct.NativeFunction.html
 
@@ -177,11 +181,19 @@ impl Exports {
 }
 
 impl Exports {
-    /// The ABI exports (on wasm only): call, describe, and `more` (a params export).
+    /// What makes the function callable from the host: ABI 1's exports (`wasm1`) on
+    /// wasm32-unknown-unknown, ABI 2's registration (`wasm2`) on wasm32-wasip2, nothing natively.
     fn wasm(&self, more: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+        let abi1 = self.wasm1(more);
+        let abi2 = self.wasm2();
+        quote! { #abi1 #abi2 }
+    }
+
+    /// ABI 1's exports: call, describe, and `more` (a params export).
+    fn wasm1(&self, more: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
         let Exports { hidden, call_export, describe_export, fallible_export, .. } = self;
         quote! {
-            #[cfg(target_family = "wasm")]
+            #[cfg(all(target_family = "wasm", not(all(target_os = "wasi", target_env = "p2"))))]
             const _: () = {
                 #[unsafe(export_name = #call_export)]
                 extern "C" fn call(len: u32) -> u64 {
@@ -193,6 +205,24 @@ impl Exports {
                 }
                 #more
                 #fallible_export
+            };
+        }
+    }
+
+    /// ABI 2's registration: a static constructor that adds the function (with its params type
+    /// and fallible flag, all in `__sluice_<fn>`) to the SDK's registry, which the component's
+    /// `describe` and `call` read. wit-bindgen's exports run the constructors once per instance.
+    fn wasm2(&self) -> proc_macro2::TokenStream {
+        let Exports { hidden, name_str, .. } = self;
+        quote! {
+            #[cfg(all(target_os = "wasi", target_env = "p2"))]
+            const _: () = {
+                extern "C" fn register() {
+                    ::sluice_sdk::__private::register(#name_str, #hidden);
+                }
+                #[used]
+                #[unsafe(link_section = ".init_array")]
+                static REGISTER: extern "C" fn() = register;
             };
         }
     }

@@ -1,0 +1,106 @@
+//! ABI 2 plugins (WebAssembly components, `sdk/wit/sluice.wit`): served like ABI 1 modules,
+//! hot-swapped to and from them with the ledger exact, and refused at load when they break the
+//! contract (another major version, no `functions` export, an import the host does not give).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// Lines in `chunks` chunks sent `pause` apart, so the stream spans many batches.
+fn paced(chunks: usize, lines_per_chunk: usize, pause: Duration, seed: u64) -> (LineServer, BTreeMap<String, u64>) {
+    let lines = corpus(chunks * lines_per_chunk, 10, seed);
+    let expected = count_words(&lines);
+    let feed = lines.chunks(lines_per_chunk).map(join_lines).collect();
+    (LineServer::start(Feed::Paced(feed, pause)), expected)
+}
+
+#[test]
+fn a_component_counts_words_exactly_like_its_module_twin() {
+    let lines = corpus(30_000, 8, 5);
+    let server = LineServer::lines(&lines);
+    let work = Workdir::new();
+    work.add_plugin("wordcount-abi2", "wordcount");
+    work.write("pipeline.toml", &wordcount_pipeline(&server.address, "wordcount.wasm", "300ms", "100ms"));
+    let check = work.sluice(&["check", "pipeline.toml"]);
+    let said = String::from_utf8_lossy(&check.stdout).to_string() + &String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{said}");
+    let (code, log) = work.spawn(&["pipeline.toml", "--no-ui"]).finish(Duration::from_secs(90));
+    assert_eq!(code, 0, "log:\n{log}");
+    assert_eq!(work.ledger("out"), count_words(&lines), "log:\n{log}");
+}
+
+/// Module (lower case) → component (upper case) → component (lower case), under load.
+#[test]
+fn swaps_between_a_module_and_components_keep_the_ledger_exact() {
+    let (server, expected) = paced(120, 1_000, Duration::from_millis(50), 17);
+    let work = Workdir::new();
+    let file = work.add_plugin("wordcount", "wordcount");
+    work.write("pipeline.toml", &wordcount_pipeline(&server.address, "wordcount.wasm", "300ms", "100ms"));
+    let running = work.spawn(&["pipeline.toml"]);
+    running.wait_for("records out", Duration::from_secs(30));
+    let swaps = |running: &Running| running.log().matches("plugin swapped").count();
+    for (n, next) in [(1, "uppercase-abi2"), (2, "wordcount-abi2")] {
+        std::fs::write(&file, std::fs::read(plugin(next)).unwrap()).unwrap();
+        let started = Instant::now();
+        while swaps(&running) < n {
+            assert!(started.elapsed() < Duration::from_secs(30), "no swap to {next}; log:\n{}", running.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_secs(1)); // a few batches by it
+    }
+    let (code, log) = running.finish(Duration::from_secs(60));
+    assert_eq!(code, 0, "log:\n{log}");
+    server.join();
+    // Batches by one version each: lower, then upper, then lower again.
+    let cases: Vec<bool> = work
+        .batches("out")
+        .values()
+        .map(|records| {
+            let upper = records.iter().filter(|r| r[0].as_str().unwrap().starts_with('W')).count();
+            assert!(upper == 0 || upper == records.len(), "a batch mixes versions");
+            upper > 0
+        })
+        .collect();
+    let runs: Vec<bool> = cases.iter().copied().fold(Vec::new(), |mut runs, upper| {
+        if runs.last() != Some(&upper) {
+            runs.push(upper);
+        }
+        runs
+    });
+    assert_eq!(runs, [false, true, false], "module, then upper-case component, then lower-case component");
+    let mut folded = BTreeMap::new();
+    for (word, count) in work.ledger("out") {
+        *folded.entry(word.to_lowercase()).or_insert(0) += count;
+    }
+    assert_eq!(folded, expected, "no word lost or counted twice across two swaps; log:\n{log}");
+}
+
+/// `sluice check` on a pipeline whose plugin is the component `wat`: its stderr.
+fn check_component(wat: &str) -> String {
+    let work = Workdir::new();
+    std::fs::write(work.path("odd.wasm"), wat::parse_str(wat).unwrap()).unwrap();
+    work.write("pipeline.toml", &wordcount_pipeline("127.0.0.1:9", "odd.wasm", "300ms", "100ms"));
+    let out = work.sluice(&["check", "pipeline.toml"]);
+    assert_eq!(out.status.code(), Some(1), "refused");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn components_that_break_the_contract_are_refused_naming_what_is_wrong() {
+    let said = check_component(r#"(component (import "wasi:filesystem/preopens@0.2.0" (instance)))"#);
+    assert!(said.contains("bad_abi") && said.contains("import `wasi:filesystem/preopens@0.2.0`"), "{said}");
+    assert!(said.contains("no files, sockets, clocks or random"), "{said}");
+    let said = check_component(r#"(component (import "wasi:sockets/tcp@0.2.0" (instance)))"#);
+    assert!(said.contains("import `wasi:sockets/tcp@0.2.0`"), "{said}");
+
+    let said = check_component(r#"(component (instance $i) (export "sluice:plugin/functions@3.0.0" (instance $i)))"#);
+    assert!(said.contains("plugin ABI version 3") && said.contains("version 2"), "{said}");
+
+    let said = check_component("(component)");
+    assert!(said.contains("export `sluice:plugin/functions`") && said.contains("missing"), "{said}");
+
+    // The right name, not the right shape: no `describe` or `call` in it.
+    let said = check_component(r#"(component (instance $i) (export "sluice:plugin/functions@2.0.0" (instance $i)))"#);
+    assert!(said.contains("bad_abi"), "{said}");
+}
