@@ -44,6 +44,9 @@ pub const VERSION_MAJOR: u32 = 2;
 pub const MAX_DEPTH: usize = 128;
 /// Most nodes a type may expand to once shared nodes are repeated.
 pub const MAX_EXPANDED_NODES: usize = 1 << 16;
+/// Most bytes of names (of structs, enums, fields, variants) a type may expand to once shared
+/// nodes are repeated: a small description cannot make the host copy a long name many times.
+pub const MAX_EXPANDED_NAME_BYTES: usize = 1 << 20;
 
 /// One node of a flattened type: the WIT `type-node`, case for case. Children are indices into
 /// the same list.
@@ -174,7 +177,8 @@ pub fn unflatten(nodes: &[TypeNode]) -> Result<TypeDesc, String> {
     if nodes.is_empty() {
         return Err("the type has no nodes (node 0 is its root)".into());
     }
-    let mut walk = Walk { nodes, reached: vec![false; nodes.len()], open: vec![false; nodes.len()], expanded: 0 };
+    let mut walk =
+        Walk { nodes, reached: vec![false; nodes.len()], open: vec![false; nodes.len()], expanded: 0, names: 0 };
     let desc = walk.node(0, 1)?;
     if let Some(lost) = walk.reached.iter().position(|reached| !reached) {
         return Err(format!(
@@ -191,6 +195,8 @@ struct Walk<'a> {
     reached: Vec<bool>,
     open: Vec<bool>,
     expanded: usize,
+    /// Name bytes copied so far.
+    names: usize,
 }
 
 impl Walk<'_> {
@@ -239,15 +245,15 @@ impl Walk<'_> {
             TypeNode::Seq(inner) => TypeDesc::Seq(self.boxed(at, *inner, depth)?),
             TypeNode::Tuple(items) => TypeDesc::Tuple(self.children(at, items, depth)?),
             TypeNode::Structure(name, fields) => {
-                TypeDesc::Struct { name: name.clone(), fields: self.fields(at, fields, depth)? }
+                TypeDesc::Struct { name: self.name(at, name)?, fields: self.fields(at, fields, depth)? }
             }
             TypeNode::Map(key, value) => TypeDesc::Map(self.boxed(at, *key, depth)?, self.boxed(at, *value, depth)?),
             TypeNode::Enumeration(name, variants) => {
                 let variants = variants
                     .iter()
-                    .map(|variant| Ok((variant.name.clone(), self.variant(at, &variant.shape, depth)?)))
+                    .map(|variant| Ok((self.name(at, &variant.name)?, self.variant(at, &variant.shape, depth)?)))
                     .collect::<Result<_, String>>()?;
-                TypeDesc::Enum { name: name.clone(), variants }
+                TypeDesc::Enum { name: self.name(at, name)?, variants }
             }
         })
     }
@@ -261,7 +267,16 @@ impl Walk<'_> {
     }
 
     fn fields(&mut self, from: usize, fields: &[Field], depth: usize) -> Result<Vec<(String, TypeDesc)>, String> {
-        fields.iter().map(|field| Ok((field.name.clone(), self.child(from, field.ty, depth)?))).collect()
+        fields.iter().map(|field| Ok((self.name(from, &field.name)?, self.child(from, field.ty, depth)?))).collect()
+    }
+
+    /// A name of node `at`, counted against [`MAX_EXPANDED_NAME_BYTES`].
+    fn name(&mut self, at: usize, name: &str) -> Result<String, String> {
+        self.names += name.len();
+        if self.names > MAX_EXPANDED_NAME_BYTES {
+            return Err(format!("node {at}: the type's names expand to more than {MAX_EXPANDED_NAME_BYTES} bytes"));
+        }
+        Ok(name.to_string())
     }
 
     fn variant(&mut self, from: usize, shape: &VariantShape, depth: usize) -> Result<Variant, String> {

@@ -36,8 +36,14 @@ static REGISTRY: Mutex<Vec<(&'static str, NativeFunction)>> = Mutex::new(Vec::ne
 
 /// Adds `function`, named `name`, to the functions the component describes and calls: what each
 /// attribute's static constructor does.
+/// A constructor that runs again (should the runtime call them twice) adds nothing: the same
+/// function under the same name is there already.
 pub fn register(name: &'static str, function: NativeFunction) {
-    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner).push((name, function));
+    let mut registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+    let again = registry.iter().any(|(known, f)| *known == name && std::ptr::fn_addr_eq(f.call, function.call));
+    if !again {
+        registry.push((name, function));
+    }
 }
 
 fn registered() -> Vec<(&'static str, NativeFunction)> {

@@ -5,11 +5,13 @@
 //! and `functions.describe()` listing every function with its types as node lists.
 //!
 //! **What a component gets.** The `host` interface (log, metric, panic) and, from WASI 0.2,
-//! only what the standard libraries of Rust, Python and JavaScript guests need to start:
-//! `wasi:io` (streams, poll, error) and `wasi:cli` with no arguments, an empty environment, a
-//! closed stdin and stdout/stderr captured (stderr ends up in a trap's message). No
-//! filesystem, sockets, clocks or random: a component importing any other interface is
-//! refused at load, naming the import.
+//! only what the standard libraries of Rust, Python and JavaScript guests need: `wasi:io`
+//! (streams, poll, error); `wasi:cli` with no arguments, an empty environment, a closed stdin
+//! and stdout/stderr captured (the last [`CAPTURED`] bytes of a call end up in its trap's
+//! message); `wasi:random` from a fixed seed (Rust's `HashMap` asks for keys), the same bytes
+//! for every instance, so a function's output stays a function of its input. No filesystem,
+//! sockets or clocks: a component importing any other interface is refused at load, naming
+//! the import.
 //!
 //! **Owns:** the generated bindings, the component linker, the load-time checks of a
 //! component's imports and exports, its instances and calls. **Never touches:** ABI 1
@@ -17,11 +19,17 @@
 
 use sluice_sdk::abi::{FunctionInfo, FunctionKind};
 use sluice_sdk::abi2::{self, TypeNode as Node};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, HasData, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_io::bytes::Bytes;
+use wasmtime_wasi_io::poll::Pollable;
+use wasmtime_wasi_io::streams::{OutputStream, StreamResult};
 
 use super::instance::{StoreState, classify, ticks};
 use super::{CallError, Limits};
@@ -46,7 +54,11 @@ pub(crate) const EXPORT: &str = "sluice:plugin/functions";
 /// The most a call's stdout and stderr keep (the rest is dropped).
 const CAPTURED: usize = 64 * 1024;
 /// The import prefixes a component may have.
-const ALLOWED: [&str; 4] = ["sluice:plugin/host@", "sluice:plugin/types@", "wasi:io/", "wasi:cli/"];
+const ALLOWED: [&str; 5] = ["sluice:plugin/host@", "sluice:plugin/types@", "wasi:io/", "wasi:cli/", "wasi:random/"];
+/// The most resources (streams, pollables) a component's instance may hold in the host.
+const RESOURCES: usize = 256;
+/// The most functions a component may describe.
+pub(crate) const MAX_FUNCTIONS: usize = 2048;
 
 /// What a component's store carries: the same labels and limits as an ABI 1 instance's, and
 /// the WASI context of its captured streams.
@@ -54,8 +66,8 @@ pub(crate) struct ComponentState {
     core: StoreState,
     wasi: WasiCtx,
     table: ResourceTable,
-    /// stdout and stderr: a panicking Rust guest prints its message there.
-    output: MemoryOutputPipe,
+    /// stdout and stderr: what the call under way printed last.
+    output: Printed,
 }
 
 impl std::fmt::Debug for ComponentState {
@@ -138,6 +150,13 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<ComponentState>
     cli::terminal_stdin::add_to_linker::<S, WasiCli>(&mut l, S::cli)?;
     cli::terminal_stdout::add_to_linker::<S, WasiCli>(&mut l, S::cli)?;
     cli::terminal_stderr::add_to_linker::<S, WasiCli>(&mut l, S::cli)?;
+    {
+        use wasmtime_wasi::p2::bindings::random;
+        use wasmtime_wasi::random::WasiRandom;
+        random::random::add_to_linker::<S, WasiRandom>(&mut l, |s| s.wasi.random())?;
+        random::insecure::add_to_linker::<S, WasiRandom>(&mut l, |s| s.wasi.random())?;
+        random::insecure_seed::add_to_linker::<S, WasiRandom>(&mut l, |s| s.wasi.random())?;
+    }
     Ok(l)
 }
 
@@ -189,9 +208,18 @@ impl Instance {
         limits: Limits,
         plugin: &str,
     ) -> Result<Self, CallError> {
-        let output = MemoryOutputPipe::new(CAPTURED);
-        let wasi = WasiCtx::builder().stdout(output.clone()).stderr(output.clone()).build();
-        let state = ComponentState { core: StoreState::new(plugin, limits), wasi, table: ResourceTable::new(), output };
+        let output = Printed::default();
+        // Random from a fixed seed: every instance (every replay) draws the same bytes.
+        let wasi = WasiCtx::builder()
+            .stdout(output.clone())
+            .stderr(output.clone())
+            .secure_random(wasmtime_wasi::random::Deterministic::new(vec![0x5a; 32]))
+            .insecure_random(wasmtime_wasi::random::Deterministic::new(vec![0xa5; 32]))
+            .insecure_random_seed(0x5_1u128)
+            .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(RESOURCES);
+        let state = ComponentState { core: StoreState::new(plugin, limits), wasi, table, output };
         let mut store = Store::new(engine, state);
         store.limiter(|state| state);
         store.set_epoch_deadline(ticks(limits));
@@ -207,8 +235,14 @@ impl Instance {
     /// Every function the component describes, within `limits`.
     pub(crate) fn describe(&mut self, limits: Limits) -> Result<Vec<Described>, CallError> {
         self.store.set_epoch_deadline(ticks(limits));
+        self.store.data().output.clear();
         let functions = self.plugin.sluice_plugin_functions();
         let infos = functions.call_describe(&mut self.store).map_err(|err| failure(&mut self.store, err, limits))?;
+        if infos.len() > MAX_FUNCTIONS {
+            return Err(CallError::BadOutput {
+                message: format!("it describes {} functions; a plugin may have at most {MAX_FUNCTIONS}", infos.len()),
+            });
+        }
         infos.into_iter().map(described).collect()
     }
 
@@ -225,6 +259,7 @@ impl Instance {
         self.input.resize(len, 0);
         fill(&mut self.input);
         self.store.data_mut().core.limit_memory(limits.memory);
+        self.store.data().output.clear();
         self.store.set_epoch_deadline(ticks(limits));
         let functions = self.plugin.sluice_plugin_functions();
         let result = functions.call_call(&mut self.store, function, &self.input);
@@ -246,13 +281,99 @@ impl Instance {
 /// guest last wrote to stderr (a Rust guest's panic, a Python traceback).
 fn failure(store: &mut Store<ComponentState>, err: wasmtime::Error, limits: Limits) -> CallError {
     let state = store.data_mut();
-    let printed = String::from_utf8_lossy(&state.output.contents()).trim().to_string();
+    let printed = state.output.text();
+    let panicked = state.core.has_panicked();
     match classify(&mut state.core, err, limits) {
-        CallError::Trap { message } if !printed.is_empty() && !message.starts_with("panicked") => {
-            let tail: String = printed.chars().rev().take(4096).collect::<Vec<_>>().into_iter().rev().collect();
-            CallError::Trap { message: format!("{message}; the plugin wrote: {tail}") }
+        CallError::Trap { message } if !printed.is_empty() && !panicked => {
+            CallError::Trap { message: format!("{message}; the plugin printed: {printed}") }
         }
         other => other,
+    }
+}
+
+/// A guest's stdout and stderr together: the last [`CAPTURED`] bytes it printed during the call
+/// under way (cleared before each call), for a trap's message. Always takes a write: a guest
+/// that prints a lot loses its oldest lines, never fails.
+#[derive(Clone, Default)]
+struct Printed(Arc<Mutex<VecDeque<u8>>>);
+
+impl Printed {
+    fn push(&self, bytes: &[u8]) {
+        let mut tail = self.0.lock().expect("printed lock");
+        tail.extend(bytes);
+        let over = tail.len().saturating_sub(CAPTURED);
+        tail.drain(..over);
+    }
+
+    fn clear(&self) {
+        self.0.lock().expect("printed lock").clear();
+    }
+
+    fn text(&self) -> String {
+        let tail = self.0.lock().expect("printed lock");
+        let bytes: Vec<u8> = tail.iter().copied().collect();
+        String::from_utf8_lossy(&bytes).trim().to_string()
+    }
+}
+
+impl OutputStream for Printed {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(CAPTURED)
+    }
+}
+
+#[wasmtime_wasi_io::async_trait]
+impl Pollable for Printed {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for Printed {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.push(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl IsTerminal for Printed {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for Printed {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
     }
 }
 

@@ -39,7 +39,7 @@ pub enum LoadError {
     },
     /// Built against another version of the plugin ABI.
     #[error(
-        "{} was built for plugin ABI version {found}, this engine speaks version {expected}; rebuild it against a sluice-sdk of this release (plugin `{plugin}`: bad_abi)",
+        "{} was built for plugin ABI version {found}, this engine speaks version {expected} for its kind of file (version 1: core modules, version 2: components); rebuild it against a sluice-sdk of this release (plugin `{plugin}`: bad_abi)",
         path.display()
     )]
     AbiVersion {

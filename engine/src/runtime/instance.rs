@@ -21,6 +21,9 @@ pub(crate) struct StoreState {
     /// are the serving run's already, so they are dropped.
     quiet: bool,
     memory_limit: usize,
+    /// The bytes of every linear memory of the store together (a component may have several):
+    /// what the cap limits.
+    memory_used: usize,
     /// Set when the limiter refused to grow memory: the trap that follows is a memory-limit error.
     refused_growth: Option<usize>,
     /// The guest's panic message, sent just before it traps.
@@ -28,16 +31,32 @@ pub(crate) struct StoreState {
 }
 
 impl wasmtime::ResourceLimiter for StoreState {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.memory_limit {
-            self.refused_growth = Some(desired);
+    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.memory_used.saturating_sub(current).saturating_add(desired);
+        if total > self.memory_limit {
+            self.refused_growth = Some(total);
             return Ok(false);
         }
+        self.memory_used = total;
         Ok(true)
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
+    }
+
+    // A component is made of several core instances, memories and tables; far fewer than
+    // wasmtime's defaults (10 000 each) are ever needed.
+    fn instances(&self) -> usize {
+        256
+    }
+
+    fn memories(&self) -> usize {
+        16
+    }
+
+    fn tables(&self) -> usize {
+        256
     }
 }
 
@@ -50,6 +69,7 @@ impl StoreState {
             stage: None,
             quiet: false,
             memory_limit: limits.memory,
+            memory_used: 0,
             refused_growth: None,
             panic: None,
         }
@@ -92,6 +112,11 @@ impl StoreState {
     /// The cap of the call under way (a stage's own may differ from the instance's).
     pub(super) fn limit_memory(&mut self, bytes: usize) {
         self.memory_limit = bytes;
+    }
+
+    /// Whether the guest sent a panic message the call's error has not taken yet.
+    pub(super) fn has_panicked(&self) -> bool {
+        self.panic.is_some()
     }
 
     /// The guest's panic message, sent just before it traps.
@@ -342,8 +367,9 @@ pub fn call(version: &PluginVersion, function: &str, input: &[u8], output: &mut 
     call_filling(version, function, input.len(), |buf| buf.copy_from_slice(input), output)
 }
 
-/// As [`call`], with the `len` input bytes written by `fill` directly into the guest's input
-/// buffer (no intermediate copy on the host). A function with parameters gets the stage's
+/// As [`call`], with the `len` input bytes written by `fill` directly into an ABI 1 guest's
+/// input buffer (no intermediate copy on the host; a component's go through a host buffer the
+/// canonical ABI copies in). A function with parameters gets the stage's
 /// (`version.call_params`) as one frame before them.
 pub(crate) fn call_filling(
     version: &PluginVersion,

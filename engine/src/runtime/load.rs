@@ -6,7 +6,7 @@
 //! 1. `not_wasm`: it starts with the `\0asm` magic; `too_large`: at most [`MAX_PLUGIN_BYTES`].
 //! 2. `invalid`: wasmtime validates and compiles it (or loads the artifact cached for its hash).
 //! 3. `too_large`: at most [`MAX_EXPORTS`] exports. `bad_abi`: every import is one the host
-//!    provides (`sluice.panic`, `sluice.log`: no WASI), and `memory`,
+//!    provides (`sluice.panic`, `sluice.log`, `sluice.metric`: no WASI), and `memory`,
 //!    `sluice_abi_version: () -> i32` and `sluice_input: (i32) -> i32` are exported with their
 //!    types; `memory_limit`: its initial memory fits the cap.
 //! 4. It is instantiated (its start function runs) and asked its ABI version (`bad_abi` if it
@@ -15,6 +15,13 @@
 //!    itself. Step 4 runs within one budget, `validate_timeout` (default
 //!    [`DEFAULT_VALIDATE_TIMEOUT`]), under the memory cap: `deadline`, `memory_limit`, `trap`,
 //!    `bad_output` (a description that does not decode or names another function).
+//!
+//! A file whose header is a component's (ABI 2, `component.rs`) takes the same steps with the
+//! component's shape instead: its imports are only `sluice:plugin/{host,types}`, `wasi:io`,
+//! `wasi:cli` and `wasi:random` (`bad_abi`, naming the import), it exports
+//! `sluice:plugin/functions` of major version 2 (another major: an ABI version refusal), and
+//! step 4 is one instantiation and one `describe` (at most `component::MAX_FUNCTIONS`
+//! functions, unique names, types that unflatten).
 //!
 //! Steps 1–3 never run guest code; step 4 runs it under the epoch deadline and the resource
 //! limiter, like any call. Who waits for a load: `sluice check` and start-up (in order, once),
@@ -143,16 +150,8 @@ impl PluginRuntime {
             }
             let export_fallible = format!("{}{function}", abi::EXPORT_FALLIBLE_PREFIX);
             if module.get_export(&export_fallible).is_some() {
-                if !matches!(info.kind, FunctionKind::Map | FunctionKind::FlatMap | FunctionKind::Filter) {
-                    return Err(refuse(
-                        LoadClass::BadAbi,
-                        export(&export_fallible),
-                        format!(
-                            "a {} function cannot return per-record errors (only map, flat_map and filter do)",
-                            info.kind
-                        ),
-                    ));
-                }
+                fallible_kind(info.kind)
+                    .map_err(|reason| refuse(LoadClass::BadAbi, export(&export_fallible), reason))?;
                 fallible.insert(function.clone());
             }
             infos.push(info);
@@ -201,7 +200,7 @@ impl PluginRuntime {
                 return Err(refuse(
                     LoadClass::BadAbi,
                     Some(ModulePart::Import(import)),
-                    "the host provides no such import; a component may import only `sluice:plugin/host`, `wasi:io` and `wasi:cli` (no files, sockets, clocks or random)".into(),
+                    "the host provides no such import; a component may import only `sluice:plugin/host`, `wasi:io`, `wasi:cli` and `wasi:random` (no files, sockets or clocks)".into(),
                 ));
             }
             Err(component::Misfit::NoExport(found)) => {
@@ -233,12 +232,17 @@ impl PluginRuntime {
         let mut probe = component::Instance::new(&self.engine, &pre, limits, name)
             .map_err(|err| load_call_error(&refuse, ModulePart::StartFunction, err, budget))?;
         limits.timeout = budget.saturating_sub(started.elapsed());
-        let described =
-            probe.describe(limits).map_err(|err| load_call_error(&refuse, export().expect("named"), err, budget))?;
+        let part = || ModulePart::Export(component::EXPORT.to_string());
+        if limits.timeout.is_zero() {
+            let deadline = CallError::Deadline { timeout: budget };
+            return Err(load_call_error(&refuse, part(), deadline, budget));
+        }
+        let described = probe.describe(limits).map_err(|err| load_call_error(&refuse, part(), err, budget))?;
         let (mut infos, mut params, mut fallible) = (Vec::new(), BTreeMap::new(), BTreeSet::new());
+        let mut names = BTreeSet::new();
         for function in described {
             let name = function.info.name.clone();
-            if infos.iter().any(|info: &FunctionInfo| info.name == name) {
+            if !names.insert(name.clone()) {
                 return Err(refuse(
                     LoadClass::BadOutput,
                     export(),
@@ -246,16 +250,8 @@ impl PluginRuntime {
                 ));
             }
             if function.fallible {
-                if !matches!(function.info.kind, FunctionKind::Map | FunctionKind::FlatMap | FunctionKind::Filter) {
-                    return Err(refuse(
-                        LoadClass::BadAbi,
-                        export(),
-                        format!(
-                            "function `{name}`: a {} function cannot return per-record errors (only map, flat_map and filter do)",
-                            function.info.kind
-                        ),
-                    ));
-                }
+                fallible_kind(function.info.kind)
+                    .map_err(|reason| refuse(LoadClass::BadAbi, export(), format!("function `{name}`: {reason}")))?;
                 fallible.insert(name.clone());
             }
             if let Some(desc) = function.params {
@@ -268,6 +264,15 @@ impl PluginRuntime {
         }
         let implementation = Implementation::Component { engine: self.engine.clone(), pre, limits: self.limits };
         Ok(PluginVersion::new(name, path, hash, infos, params, fallible, implementation))
+    }
+}
+
+/// A function of `kind` may return per-record errors (`Result`) only if it is a map, flat_map
+/// or filter.
+fn fallible_kind(kind: FunctionKind) -> Result<(), String> {
+    match kind {
+        FunctionKind::Map | FunctionKind::FlatMap | FunctionKind::Filter => Ok(()),
+        other => Err(format!("a {other} function cannot return per-record errors (only map, flat_map and filter do)")),
     }
 }
 

@@ -125,6 +125,15 @@ fn expansion_is_bounded() {
 }
 
 #[test]
+fn names_repeated_by_shared_nodes_are_bounded_in_bytes() {
+    // A few thousand references to one struct with a long name: few nodes, many name bytes.
+    let long = "n".repeat(64 * 1024);
+    let nodes = vec![TypeNode::Tuple(vec![1; 100]), TypeNode::Structure(long, Vec::new())];
+    let error = unflatten(&nodes).unwrap_err();
+    assert!(error.contains(&format!("more than {MAX_EXPANDED_NAME_BYTES} bytes")), "{error}");
+}
+
+#[test]
 fn integer_widths_are_checked() {
     assert_eq!(unflatten(&[TypeNode::Signed(128)]), Ok(TypeDesc::Signed(128)));
     let error = unflatten(&[TypeNode::Unsigned(7)]).unwrap_err();
