@@ -107,3 +107,55 @@ fn components_that_break_the_contract_are_refused_naming_what_is_wrong() {
     let said = check_component(r#"(component (instance $i) (export "sluice:plugin/functions@2.0.0" (instance $i)))"#);
     assert!(said.contains("bad_abi") && said.contains("does not have export `describe`"), "{said}");
 }
+
+/// A guest built by `scripts/build-<lang>-plugins.sh` (run by `scripts/test.sh`).
+fn guest(name: &str) -> std::path::PathBuf {
+    let path = plugins().join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/build-python-plugins.sh and scripts/build-js-plugins.sh",
+        path.display()
+    );
+    path
+}
+
+/// The Python and JavaScript word counts (`plugins/wordcount-py`, `plugins/wordcount-js`)
+/// count exactly as the Rust one, and swap with it (same functions, same types) under load:
+/// Rust → guest → Rust, no word lost or counted twice.
+#[test]
+fn python_and_javascript_word_counts_count_exactly_and_swap_with_the_rust_one() {
+    for name in ["wordcount-py", "wordcount-js"] {
+        let (server, expected) = paced(120, 500, Duration::from_millis(50), 23);
+        let work = Workdir::new();
+        // Compiled once here (a Python component takes ~15 s), from the cache at the swap.
+        std::fs::copy(guest(name), work.path("guest.wasm")).unwrap();
+        work.write("warm.toml", &wordcount_pipeline(&server.address, "guest.wasm", "300ms", "100ms"));
+        let check = work.sluice(&["check", "warm.toml"]);
+        assert!(check.status.success(), "{name}: {}", String::from_utf8_lossy(&check.stderr));
+        let file = work.add_plugin("wordcount", "wordcount");
+        work.write("pipeline.toml", &wordcount_pipeline(&server.address, "wordcount.wasm", "300ms", "100ms"));
+        let running = work.spawn(&["pipeline.toml"]);
+        running.wait_for("records out", Duration::from_secs(30));
+        let swaps = |running: &Running| running.log().matches("plugin swapped").count();
+        for (n, next) in [(1, guest(name)), (2, plugin("wordcount"))] {
+            std::fs::write(&file, std::fs::read(&next).unwrap()).unwrap();
+            let started = Instant::now();
+            while swaps(&running) < n {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "no swap to {}; log:\n{}",
+                    next.display(),
+                    running.log()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            std::thread::sleep(Duration::from_secs(1)); // a few batches by it
+        }
+        let (code, log) = running.finish(Duration::from_secs(60));
+        assert_eq!(code, 0, "{name}: log:\n{log}");
+        server.join();
+        let versions: Vec<&str> = log.lines().filter(|l| l.contains("plugin swapped")).collect();
+        assert_eq!(versions.len(), 2, "{name}: two swaps: {versions:#?}");
+        assert_eq!(work.ledger("out"), expected, "{name}: no word lost or counted twice across the swaps; log:\n{log}");
+    }
+}
