@@ -1,7 +1,7 @@
 //! The plugin call alone: word count's `split_words` (flat_map) and `sum` (reduce over groups)
-//! over one partition, as a Wasm plugin (an ABI 1 module and an ABI 2 component) and as its
-//! native twin (the same SDK code compiled into this process, with mimalloc). Throughput is in
-//! lines (records) per second.
+//! over one partition, as a Wasm plugin (an ABI 1 module, an ABI 2 component, and, when built,
+//! the Python and JavaScript twins as components) and as its native twin (the same SDK code
+//! compiled into this process, with mimalloc). Throughput is in lines (records) per second.
 //!
 //! `cargo bench -p sluice --bench plugin_call` (needs `scripts/build-plugins.sh` first).
 
@@ -47,7 +47,15 @@ fn versions() -> Vec<(&'static str, PluginVersion)> {
             .unwrap_or_else(|err| panic!("{err} (run scripts/build-plugins.sh first)"))
     };
     let native = PluginRuntime::native("wordcount", &[wordcount::__sluice_split_words, wordcount::__sluice_sum]);
-    vec![("wasm", load("wordcount.wasm")), ("component", load("wordcount-abi2.wasm")), ("native", native)]
+    let mut versions =
+        vec![("wasm", load("wordcount.wasm")), ("component", load("wordcount-abi2.wasm")), ("native", native)];
+    // The guests in other languages, if built (scripts/build-python-plugins.sh, build-js-plugins.sh).
+    for (name, file) in [("python", "wordcount-py.wasm"), ("javascript", "wordcount-js.wasm")] {
+        if plugins.join(file).is_file() {
+            versions.push((name, load(file)));
+        }
+    }
+    versions
 }
 
 fn bench(c: &mut Criterion) {
@@ -56,6 +64,7 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("split_words");
     group.throughput(Throughput::Elements(LINES as u64));
+    group.sample_size(10); // a Python or JavaScript call over a partition takes tenths of a second
     for (name, version) in &versions {
         let mut out = Vec::new();
         group.bench_with_input(BenchmarkId::from_parameter(name), &input, |b, input| {
@@ -87,6 +96,7 @@ fn bench(c: &mut Criterion) {
     }
     let mut group = c.benchmark_group("sum");
     group.throughput(Throughput::Elements(values));
+    group.sample_size(10);
     for (name, version) in &versions {
         let mut out = Vec::new();
         group.bench_with_input(BenchmarkId::from_parameter(name), &reduce_input, |b, input| {
