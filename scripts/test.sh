@@ -23,7 +23,7 @@ scripts/build-plugins.sh
 # and JavaScript (componentize-qjs, npm); and their SDKs' own tests (the codec against shared
 # vectors, the runners).
 scripts/build-python-plugins.sh
-scripts/build-js-plugins.sh 2>/dev/null
+scripts/build-js-plugins.sh
 python3 -m unittest discover -q -s sdk/python/tests
 node --test sdk/js/test/ >/dev/null
 # The plugins' own unit tests (a workspace of its own), natively.

@@ -214,6 +214,19 @@ fn stage_params_are_checked_against_the_function_and_each_stage_gets_its_own() {
 
 #[test]
 fn a_hot_swap_keeps_each_stages_params() {
+    // Another version of the same code: one custom section more (another hash).
+    swap_keeping_params(|module| [module, &[0, 5, 4, b'n', b'e', b'x', b't']].concat());
+}
+
+#[test]
+fn a_hot_swap_to_the_same_code_as_a_component_keeps_each_stages_params() {
+    // The same crate built as an ABI 2 component: its parameters go through `functions.call`.
+    swap_keeping_params(|_| std::fs::read(plugin("top_k-abi2")).unwrap());
+}
+
+/// Two stages of `top_k` with their own `params`; the plugin file is replaced by `next` of its
+/// bytes while they run: every batch before and after keeps each stage's parameters.
+fn swap_keeping_params(next: impl Fn(&[u8]) -> Vec<u8>) {
     let lines = corpus(60 * 300, 8, 11);
     let feed = lines.chunks(300).map(join_lines).collect();
     let server = LineServer::start(Feed::Paced(feed, std::time::Duration::from_millis(60)));
@@ -223,10 +236,7 @@ fn a_hot_swap_keeps_each_stages_params() {
     work.write("pipeline.toml", &params_pipeline(&server.address, "{ k = 3 }", "{ k = 1 }"));
     let running = work.spawn(&["pipeline.toml"]);
     running.wait_for("records out", std::time::Duration::from_secs(30));
-    // Another version of the same code: one custom section more (another hash).
-    let mut next = std::fs::read(&plugin).unwrap();
-    next.extend_from_slice(&[0, 5, 4, b'n', b'e', b'x', b't']);
-    std::fs::write(&plugin, next).unwrap();
+    std::fs::write(&plugin, next(&std::fs::read(&plugin).unwrap())).unwrap();
     running.wait_for("plugin swapped", std::time::Duration::from_secs(30));
     let (code, log) = running.finish(std::time::Duration::from_secs(60));
     assert_eq!(code, 0, "log:\n{log}");

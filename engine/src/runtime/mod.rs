@@ -85,6 +85,8 @@ impl PluginRuntime {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // No component-model async: plugins are called synchronously, and a call costs less.
+        config.concurrency_support(false);
         let engine = wasmtime::Engine::new(&config).map_err(|err| StartError(format!("{err:#}")))?;
         let linker = instance::linker(&engine).map_err(|err| StartError(format!("{err:#}")))?;
         let components = component::linker(&engine).map_err(|err| StartError(format!("{err:#}")))?;
