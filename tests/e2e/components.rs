@@ -7,14 +7,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// Lines in `chunks` chunks sent `pause` apart, so the stream spans many batches.
-fn paced(chunks: usize, lines_per_chunk: usize, pause: Duration, seed: u64) -> (LineServer, BTreeMap<String, u64>) {
-    let lines = corpus(chunks * lines_per_chunk, 10, seed);
-    let expected = count_words(&lines);
-    let feed = lines.chunks(lines_per_chunk).map(join_lines).collect();
-    (LineServer::start(Feed::Paced(feed, pause)), expected)
-}
-
 #[test]
 fn a_component_counts_words_exactly_like_its_module_twin() {
     let lines = corpus(30_000, 8, 5);

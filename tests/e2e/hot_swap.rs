@@ -6,14 +6,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-/// Lines in `chunks` chunks sent `pause` apart, so the stream spans many batches.
-fn paced(chunks: usize, lines_per_chunk: usize, pause: Duration, seed: u64) -> (LineServer, BTreeMap<String, u64>) {
-    let lines = corpus(chunks * lines_per_chunk, 10, seed);
-    let expected = count_words(&lines);
-    let feed = lines.chunks(lines_per_chunk).map(join_lines).collect();
-    (LineServer::start(Feed::Paced(feed, pause)), expected)
-}
-
 /// Overwrites `path` in place, the way `cp new.wasm path` does.
 fn overwrite(path: &std::path::Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();

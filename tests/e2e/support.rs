@@ -67,6 +67,15 @@ pub fn count_words<'a>(lines: impl IntoIterator<Item = &'a String>) -> BTreeMap<
     counts
 }
 
+/// Lines of 10 words in `chunks` chunks sent `pause` apart (a stream spanning many batches),
+/// and their word counts.
+pub fn paced(chunks: usize, lines_per_chunk: usize, pause: Duration, seed: u64) -> (LineServer, BTreeMap<String, u64>) {
+    let lines = corpus(chunks * lines_per_chunk, 10, seed);
+    let expected = count_words(&lines);
+    let feed = lines.chunks(lines_per_chunk).map(join_lines).collect();
+    (LineServer::start(Feed::Paced(feed, pause)), expected)
+}
+
 /// A TCP server on a free loopback port that serves lines to the first client.
 pub struct LineServer {
     pub address: String,

@@ -230,7 +230,6 @@ impl Instance {
             .map_err(|err| CallError::BadOutput { message: format!("the description does not decode: {err}") })
     }
 
-    /// Calls `sluice_call_<function>` over `input`, appending its output to `output`.
     /// Calls `sluice_call_<function>` over `len` input bytes that `fill` writes straight into
     /// the guest's input buffer, appending the output to `output`.
     pub(crate) fn call(

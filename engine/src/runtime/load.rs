@@ -59,13 +59,7 @@ impl PluginRuntime {
 
     /// As [`PluginRuntime::load`], from bytes already read (`path` names them in messages).
     pub(crate) fn load_bytes(&self, name: &str, path: &Path, bytes: &[u8]) -> Result<PluginVersion, LoadError> {
-        let refuse = |class: LoadClass, at: Option<ModulePart>, reason: String| LoadError::Refused {
-            plugin: name.to_string(),
-            path: path.to_path_buf(),
-            class,
-            at,
-            reason,
-        };
+        let refuse = refuser(name, path);
         let export = |name: &str| Some(ModulePart::Export(name.to_string()));
         if !bytes.starts_with(b"\0asm") {
             return Err(LoadError::NotWasm {
@@ -178,18 +172,12 @@ impl PluginRuntime {
 
 impl PluginRuntime {
     /// Steps 2–4 for an ABI 2 component (`component.rs`): it compiles; it imports nothing but
-    /// `sluice:plugin`'s `host` and `types`, `wasi:io` and `wasi:cli` (`bad_abi`, naming the
-    /// import); it exports `sluice:plugin/functions` of major version 2 (`bad_abi`); then,
+    /// `sluice:plugin`'s `host` and `types`, `wasi:io`, `wasi:cli` and `wasi:random` (`bad_abi`,
+    /// naming the import); it exports `sluice:plugin/functions` of major version 2 (`bad_abi`); then,
     /// within `validate_timeout` and under the memory cap, it is instantiated and describes its
     /// functions (unique names, fallible only for map, flat_map and filter).
     fn load_component(&self, name: &str, path: &Path, bytes: &[u8], hash: String) -> Result<PluginVersion, LoadError> {
-        let refuse = |class: LoadClass, at: Option<ModulePart>, reason: String| LoadError::Refused {
-            plugin: name.to_string(),
-            path: path.to_path_buf(),
-            class,
-            at,
-            reason,
-        };
+        let refuse = refuser(name, path);
         let export = || Some(ModulePart::Export(component::EXPORT.to_string()));
         let compiled = self
             .compile::<wasmtime::component::Component>(bytes, &hash)
@@ -280,6 +268,17 @@ fn fallible_kind(kind: FunctionKind) -> Result<(), String> {
 /// component's (`0d 00 01 00`), a core module's is `01 00 00 00`.
 fn is_component(bytes: &[u8]) -> bool {
     bytes.get(4..8) == Some(&[0x0d, 0x00, 0x01, 0x00])
+}
+
+/// How plugin `name`, read from `path`, is refused: class, the part at fault, why.
+fn refuser<'a>(name: &'a str, path: &'a Path) -> impl Fn(LoadClass, Option<ModulePart>, String) -> LoadError + 'a {
+    move |class, at, reason| LoadError::Refused {
+        plugin: name.to_string(),
+        path: path.to_path_buf(),
+        class,
+        at,
+        reason,
+    }
 }
 
 /// A failed call while loading, as a refusal of `export`.

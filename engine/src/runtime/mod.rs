@@ -173,35 +173,28 @@ trait Compiled: Sized {
     fn serialize(&self) -> wasmtime::Result<Vec<u8>>;
 }
 
-impl Compiled for wasmtime::Module {
-    fn compile(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
-        Self::new(engine, bytes)
-    }
+/// `Compiled` for a type with wasmtime's `new`, `deserialize_file` and `serialize` (a module and
+/// a component have the same three).
+macro_rules! compiled {
+    ($($ty:ty),*) => {$(
+        impl Compiled for $ty {
+            fn compile(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+                Self::new(engine, bytes)
+            }
 
-    unsafe fn deserialize_file(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<Self> {
-        // SAFETY: as the caller promises.
-        unsafe { Self::deserialize_file(engine, path) }
-    }
+            unsafe fn deserialize_file(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<Self> {
+                // SAFETY: as the caller promises.
+                unsafe { Self::deserialize_file(engine, path) }
+            }
 
-    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
-        self.serialize()
-    }
+            fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+                self.serialize()
+            }
+        }
+    )*};
 }
 
-impl Compiled for wasmtime::component::Component {
-    fn compile(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
-        Self::new(engine, bytes)
-    }
-
-    unsafe fn deserialize_file(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<Self> {
-        // SAFETY: as the caller promises.
-        unsafe { Self::deserialize_file(engine, path) }
-    }
-
-    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
-        self.serialize()
-    }
-}
+compiled!(wasmtime::Module, wasmtime::component::Component);
 
 /// What a precompiled artifact must match to be loaded by `engine` (wasmtime's own version and
 /// compile settings, as wasmtime hashes them), as hex: part of the cache key.
