@@ -560,3 +560,28 @@ fn each_partitions_offset_and_lag_are_in_metrics_and_the_receiver_row() {
     running.signal("TERM");
     assert_eq!(running.finish(Duration::from_secs(30)).0, 0);
 }
+
+/// A source that starts inside a record batch reads the rest of that batch: tansu answers a
+/// fetch from the middle of a batch with the batches after it (a Kafka broker would send the
+/// batch itself), so the source probes back for it (`sources/kafka/probe.rs`). The same start
+/// happens to a cluster member taking over a partition and to every replay of a logged range.
+#[test]
+fn a_source_starting_inside_a_record_batch_reads_the_rest_of_that_batch() {
+    let broker = Broker::start();
+    let b = broker.address.clone();
+    client(&["create", &b, "batched", "1"]);
+    // Three batches of 100 records, w0..w299; the source starts at 150, the middle of the second.
+    assert_eq!(client(&["batches", &b, "batched", "300", "100"]).trim(), "acked 300");
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    let text = kafka_wordcount(&b, "batched", false, "")
+        .replace(PROPERTIES, &format!("{PROPERTIES}\nstarting_offsets = {{ \"batched\" = {{ \"0\" = 150 }} }}"));
+    work.write("pipeline.toml", &text);
+    let expected: BTreeMap<String, u64> = (150..300).map(|i| (format!("w{i}"), 1)).collect();
+    let running = work.spawn(&["pipeline.toml", "--no-ui"]);
+    wait_until("w150..w299 counted", Duration::from_secs(30), || work.ledger("out") == expected);
+    running.signal("TERM");
+    let (code, log) = running.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "log:\n{log}");
+    assert_eq!(work.ledger("out"), expected, "from offset 150 on, each record once");
+}

@@ -7,6 +7,8 @@
                                                     one record per line of FILE (key: the line
                                                     number), pausing PAUSE_MS after every EVERY
                                                     lines; prints "acked N" once all are acknowledged
+  client.py batches  BROKERS TOPIC N PER_BATCH      N records "w<i>" to partition 0, PER_BATCH to a
+                                                    produce request (a record batch) each
   client.py clicks   BROKERS TOPIC N USERS BASE_MS  N records: key "user<i % USERS>", value "page<i>",
                                                     timestamp BASE_MS + i * 1000
   client.py consume  BROKERS TOPIC ISOLATION IDLE_S prints every record as "KEY<tab>VALUE", a
@@ -61,6 +63,18 @@ def produce(brokers, topic, path, pause_ms="0", every="1000"):
     print(f"acked {acked[0]}", flush=True)
 
 
+def batches(brokers, topic, n, per_batch):
+    """`n` records `w<i>` to partition 0 of `topic`, `per_batch` to a produce request (so a
+    record batch in the log) each."""
+    producer = Producer({"bootstrap.servers": brokers, "linger.ms": 10000, "batch.num.messages": 100000})
+    for i in range(int(n)):
+        producer.produce(topic, value=f"w{i}".encode(), partition=0)
+        if (i + 1) % int(per_batch) == 0:
+            producer.flush(30)
+    producer.flush(30)
+    print(f"acked {n}", flush=True)
+
+
 def clicks(brokers, topic, n, users, base_ms):
     producer = Producer({"bootstrap.servers": brokers, "enable.idempotence": True})
     for i in range(int(n)):
@@ -106,6 +120,6 @@ def offsets(brokers, group, topic):
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     try:
-        {"create": create, "clicks": clicks, "grow": grow, "produce": produce, "consume": consume, "offsets": offsets}[command](*args)
+        {"create": create, "batches": batches, "clicks": clicks, "grow": grow, "produce": produce, "consume": consume, "offsets": offsets}[command](*args)
     except KafkaException as err:
         sys.exit(f"kafka: {err}")

@@ -33,8 +33,8 @@ const BACKOFF: [u64; 6] = [200, 500, 1_000, 2_000, 5_000, 10_000];
 /// What the group changed since the source last looked.
 #[derive(Debug, Default)]
 pub(super) struct Changes {
-    /// Partitions gained, with their logs.
-    pub(super) gained: Vec<(TopicPartition, Loaded)>,
+    /// Partitions gained, with their logs and the offset each was assigned at.
+    pub(super) gained: Vec<(TopicPartition, Loaded, Offset)>,
     /// Partitions revoked or lost.
     pub(super) lost: Vec<TopicPartition>,
 }
@@ -110,7 +110,7 @@ impl crate::kafka::Rebalance for Rebalancer {
                 loaded.next_offset.map_or("(the group's or starting_offsets)".to_string(), |o| o.to_string()),
                 loaded.pending.len()
             );
-            gained.push((tp, loaded));
+            gained.push((tp, loaded, offset));
         }
         self.changes.lock().expect("changes lock").gained.extend(gained);
         self.pending.store(true, std::sync::atomic::Ordering::Release);

@@ -29,6 +29,7 @@
 
 mod discover;
 mod member;
+mod probe;
 pub(crate) mod record;
 mod shuffled;
 mod source;

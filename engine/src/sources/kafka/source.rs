@@ -13,6 +13,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::discover::{self, Discovered, Topics};
 use super::member::{Changes, Member, Owned, Rebalancer, Run};
+use super::probe::{Probe, Step};
 use super::{KafkaSourceConfig, OffsetRange, TopicPartition, record, shuffled};
 use crate::batch_log::{BatchLog, LoggedInput};
 use crate::block::Block;
@@ -24,6 +25,8 @@ use crate::sources::{Cut, Position, Source, SourceContext, StartError};
 
 /// How long one cut may spend taking records (the rest waits for the next cut).
 const CUT_BUDGET: Duration = Duration::from_millis(100);
+/// The longest a probe's seek back waits for the consumer to take it (`probe.rs`).
+const SEEK_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a replay keeps trying to read a logged batch's ranges.
 const REPLAY_PATIENCE: Duration = Duration::from_secs(120);
 /// The same for a cluster's member, which must poll its group meanwhile: an entry not read
@@ -137,6 +140,8 @@ struct CutPartition {
     /// Records of the batch so far, against the partition's share.
     count: u64,
     capped: bool,
+    /// Positioned at an offset, until its first record is read (`probe.rs`).
+    probe: Option<Probe>,
     taken: Taken,
     /// Past the share: for the next batch.
     carry: Taken,
@@ -189,6 +194,8 @@ struct Started {
     carry: BTreeMap<TopicPartition, Taken>,
     /// Partitions paused at their share; every partition while the receiver is paused or held.
     capped: BTreeSet<TopicPartition>,
+    /// Partitions positioned at an offset whose first record is not read yet (`probe.rs`).
+    probes: BTreeMap<TopicPartition, Probe>,
     all_paused: bool,
     batch_ms: u64,
 }
@@ -255,6 +262,7 @@ impl KafkaSource {
                 (None, None) if started.first_look_assigned && !started.assigned.contains(tp) => Offset::Beginning,
                 (None, None) => Offset::Stored,
             };
+            positioned(&mut started.probes, &mut self.next, tp, offset);
             let _ = tpl.add_partition_offset(&tp.topic, tp.partition, offset);
         }
         match started.consumer.assign(&tpl) {
@@ -334,11 +342,22 @@ impl KafkaSource {
             count: started.counts.get(&tp).copied().unwrap_or(0),
             capped: started.capped.contains(&tp),
             shuffled: self.shuffle_topic.as_ref() == Some(&tp.topic),
+            probe: started.probes.remove(&tp),
             tp,
             taken: Taken::default(),
             carry: Taken::default(),
         });
         let part = &mut cut.parts[at];
+        if let Some(probe) = &mut part.probe {
+            match probe.first(offset) {
+                Step::ReadOn | Step::NothingBefore => part.probe = None,
+                Step::Back(from) => {
+                    let _ =
+                        started.consumer.seek(&part.tp.topic, part.tp.partition, Offset::Offset(from), SEEK_TIMEOUT);
+                    return; // read again, from further back
+                }
+            }
+        }
         if part.next.is_some_and(|next| offset < next) {
             return; // fetched again after a pause or a new assignment
         }
@@ -372,6 +391,9 @@ impl KafkaSource {
         for part in cut.parts {
             if let Some(next) = part.next {
                 self.next.insert(part.tp.clone(), next);
+            }
+            if let Some(probe) = part.probe {
+                started.probes.insert(part.tp.clone(), probe);
             }
             started.counts.insert(part.tp.clone(), part.count);
             if part.capped {
@@ -509,12 +531,12 @@ impl KafkaSource {
         };
         let mut tpl = TopicPartitionList::new();
         let mut wanted: BTreeMap<TopicPartition, (i64, i64)> = BTreeMap::new();
+        let mut probes = BTreeMap::new();
         for range in ranges.iter().filter(|r| r.until > r.from) {
             let _ = tpl.add_partition_offset(&range.topic, range.partition, Offset::Offset(range.from));
-            wanted.insert(
-                TopicPartition { topic: range.topic.clone(), partition: range.partition },
-                (range.from, range.until),
-            );
+            let tp = TopicPartition { topic: range.topic.clone(), partition: range.partition };
+            positioned(&mut probes, &mut BTreeMap::new(), &tp, Offset::Offset(range.from));
+            wanted.insert(tp, (range.from, range.until));
         }
         if let Err(err) = consumer.assign(&tpl) {
             tracing::error!(source = %name, "cannot assign partitions to replay a batch: {err}");
@@ -535,6 +557,15 @@ impl KafkaSource {
                     let tp = TopicPartition { topic: message.topic().to_string(), partition: message.partition() };
                     let Some((from, until)) = wanted.get(&tp).copied() else { continue };
                     let offset = message.offset();
+                    if let Some(probe) = probes.get_mut(&tp) {
+                        match probe.first(offset) {
+                            Step::ReadOn | Step::NothingBefore => drop(probes.remove(&tp)),
+                            Step::Back(back) => {
+                                let _ = consumer.seek(&tp.topic, tp.partition, Offset::Offset(back), SEEK_TIMEOUT);
+                                continue;
+                            }
+                        }
+                    }
                     if offset >= from && offset < until {
                         let part = taken.entry(tp.clone()).or_default();
                         let appended = match self.shuffle_topic.as_ref() == Some(&tp.topic) {
@@ -616,6 +647,23 @@ impl Started {
             };
             self.blocks.push((tp, block));
         }
+    }
+}
+
+/// Notes that `tp` is read from `offset` now: at an offset past the start, a probe
+/// (`probe.rs`) and that offset as `tp`'s next (what a probe reads before it is dropped).
+fn positioned(
+    probes: &mut BTreeMap<TopicPartition, Probe>,
+    next: &mut BTreeMap<TopicPartition, i64>,
+    tp: &TopicPartition,
+    offset: Offset,
+) {
+    match offset {
+        Offset::Offset(at) => {
+            next.insert(tp.clone(), at);
+            probes.extend(Probe::at(at).map(|probe| (tp.clone(), probe)));
+        }
+        _ => drop(probes.remove(tp)),
     }
 }
 
@@ -968,6 +1016,7 @@ impl KafkaSource {
             counts: BTreeMap::new(),
             carry: BTreeMap::new(),
             capped: BTreeSet::new(),
+            probes: BTreeMap::new(),
             all_paused: false,
             batch_ms: context.batch_ms,
         });
@@ -995,6 +1044,7 @@ impl KafkaSource {
             started.counts.remove(&tp);
             started.carry.remove(&tp);
             started.capped.remove(&tp);
+            started.probes.remove(&tp);
             started.assigned.remove(&tp);
             started.blocks.retain(|(p, _)| *p != tp);
             member.replays.retain(|(p, _)| *p != tp);
@@ -1003,14 +1053,19 @@ impl KafkaSource {
             }
         }
         let mut gained = Vec::new();
-        for (tp, loaded) in changes.gained {
+        for (tp, loaded, offset) in changes.gained {
             gained.push(tp.clone());
             let shuffled = self.shuffle_topic.as_ref() == Some(&tp.topic);
             member.owned.insert(tp.clone(), Owned::from_log(&loaded, shuffled));
-            match loaded.next_offset {
-                Some(next) => self.next.insert(tp.clone(), next),
-                None => self.next.remove(&tp),
-            };
+            self.next.remove(&tp);
+            positioned(&mut started.probes, &mut self.next, &tp, offset);
+            if shuffled && loaded.next_offset.is_none() {
+                // A repartition partition without a log starts at the topic's end as the brokers
+                // reported it when this cluster's store was new: what lies before is an earlier
+                // cluster's. tansu reports an end inside the last batch (its base + 1), so the
+                // batch holding that offset is an earlier cluster's too: no probe for it.
+                started.probes.remove(&tp);
+            }
             member.replays.retain(|(p, _)| *p != tp);
             member.replays.extend(loaded.pending.into_iter().map(|entry| (tp.clone(), entry)));
             started.assigned.insert(tp);
@@ -1118,7 +1173,7 @@ impl KafkaSource {
         for (tp, offset) in &restart {
             started.blocks.retain(|(p, _)| p != tp);
             started.carry.remove(tp);
-            self.next.insert(tp.clone(), *offset);
+            positioned(&mut started.probes, &mut self.next, tp, Offset::Offset(*offset));
             if let Err(err) = started.consumer.seek(&tp.topic, tp.partition, Offset::Offset(*offset), REQUEST_TIMEOUT) {
                 tracing::warn!(source = %self.config.name, "cannot seek {}/{} to {offset}: {err}", tp.topic, tp.partition);
             }
