@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 tansu=$(scripts/setup-kafka.sh)
-scripts/build-plugins.sh
+scripts/build-plugins.sh --rust
 cargo build --release -p sluice --bin sluice
 # --store: the checkpoint store's requests (S3 on moto) and the 100-machine estimate instead.
 if [ "${1:-}" = "--store" ]; then

@@ -2,10 +2,16 @@
 # Builds every plugin under plugins/ for wasm32-unknown-unknown (ABI 1 modules; release: lto,
 # strip) and copies each to target/plugins/<name>.wasm, where the example pipelines look for
 # them; then builds the plugins that have an `abi2` feature for wasm32-wasip2 (ABI 2
-# components) as target/plugins/<name>-abi2.wasm.
+# components) as target/plugins/<name>-abi2.wasm; then the Python and JavaScript plugins
+# (plugins/*-py/, plugins/*-js/) into components, target/plugins/<name>-py.wasm and
+# <name>-js.wasm (scripts/build-python-plugins.sh, scripts/build-js-plugins.sh: they install
+# componentize-py and componentize-qjs into ~/.cache/sluice the first time).
 # Idempotent; installs the wasm targets with rustup if they are missing.
+#   --rust   the Rust plugins only (no Python or Node needed)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+rust_only=
+[ "${1:-}" = --rust ] && rust_only=1
 for target in wasm32-unknown-unknown wasm32-wasip2; do
     if ! rustup target list --installed | grep -qx "$target"; then
         echo "build-plugins: installing the $target target" >&2
@@ -35,4 +41,8 @@ cargo build --quiet --release --target wasm32-wasip2 --manifest-path "$root/plug
 for name in "${components[@]}"; do
     publish "$root/plugins/target/wasm32-wasip2/release/$name.wasm" "$name-abi2.wasm"
 done
+if [ -z "$rust_only" ]; then
+    "$root/scripts/build-python-plugins.sh"
+    "$root/scripts/build-js-plugins.sh"
+fi
 ls "$root/target/plugins/"*.wasm >&2

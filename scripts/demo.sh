@@ -9,7 +9,7 @@ cd "$root"
 scripts/setup.sh
 echo "demo: building the engine (first build takes a few minutes)" >&2
 cargo build --release -p sluice
-scripts/build-plugins.sh
+scripts/build-plugins.sh --rust
 example=examples/network_wordcount
 rm -rf "$example/out"
 port=9999

@@ -5,8 +5,12 @@
 # the componentize-py binary on standard output.
 #   SLUICE_CACHE_DIR  where tools are cached (default: ~/.cache/sluice; the venv is python-guests/)
 #   PYTHON            the Python that makes the venv (default: python3; 3.10 or later)
+#   SLUICE_COMPONENTIZE_PY  use this componentize-py command instead
 set -euo pipefail
 version=0.25.1
+if [ -n "${SLUICE_COMPONENTIZE_PY:-}" ]; then
+    echo "$SLUICE_COMPONENTIZE_PY"; exit 0
+fi
 cache=${SLUICE_CACHE_DIR:-$HOME/.cache/sluice}
 venv="$cache/python-guests"
 stamp="$venv/.installed"

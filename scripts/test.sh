@@ -18,12 +18,10 @@ scripts/setup-kinesis.sh >/dev/null
 scripts/setup-flume.sh >/dev/null
 # The cluster tests' S3 checkpoint store: PyPI's moto[server] (and boto3).
 scripts/setup-s3.sh >/dev/null
+# Every plugin: Rust modules and components, and ABI 2 guests in other languages, Python
+# (componentize-py, PyPI) and JavaScript (componentize-qjs, npm); then the guest SDKs' own tests
+# (the codec against shared vectors, the runners).
 scripts/build-plugins.sh
-# ABI 2 guests in other languages, built into target/plugins: Python (componentize-py, PyPI)
-# and JavaScript (componentize-qjs, npm); and their SDKs' own tests (the codec against shared
-# vectors, the runners).
-scripts/build-python-plugins.sh
-scripts/build-js-plugins.sh
 python3 -m unittest discover -q -s sdk/python/tests
 node --test sdk/js/test/ >/dev/null
 # The plugins' own unit tests (a workspace of its own), natively.

@@ -78,6 +78,82 @@ fn a_plugin_made_by_plugin_new_builds_tests_and_passes_its_golden_files_outside_
     assert!(counts.starts_with("# batch 1\n") && !counts.contains("[\"not\",1]"), "{counts}");
 }
 
+/// The command of a guest tool as the project's setup script installed it (quick once it is
+/// installed; `scripts/test.sh` installs both before the tests).
+fn guest_tool(script: &str) -> String {
+    let out = Command::new(repo().join("scripts").join(script)).output().unwrap();
+    assert!(out.status.success(), "{script}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `sluice plugin new --lang LANG` outside the repo: its own tests pass with `test`, it builds
+/// into a component that lists the template's functions, passes the shared golden files, and a
+/// changed filter in `source` (`old` -> `new`) is caught by them once rebuilt.
+fn a_guest_plugin_builds_tests_and_passes_its_golden_files(
+    lang: &str,
+    test: &[&str],
+    source: &str,
+    change: (&str, &str),
+) {
+    let home = tempfile::tempdir().unwrap();
+    let new = run(home.path(), SLUICE, &["plugin", "new", "word-stats", "--lang", lang]);
+    assert!(new.status.success(), "{}", text(&new));
+    let dir = home.path().join("word-stats");
+    let tests = run(&dir, test[0], &test[1..]);
+    assert!(tests.status.success(), "{test:?} in the new plugin:\n{}", text(&tests));
+
+    let tools = [
+        ("SLUICE_COMPONENTIZE_PY", guest_tool("setup-python-guests.sh")),
+        ("SLUICE_COMPONENTIZE_QJS", guest_tool("setup-js-guests.sh")),
+    ];
+    let sluice = |args: &[&str]| {
+        let mut command = Command::new(SLUICE);
+        command.args(args).current_dir(&dir).env("SLUICE_CACHE_DIR", home.path().join("cache"));
+        command.envs(tools.iter().map(|(k, v)| (k, v))).output().unwrap()
+    };
+    let build = sluice(&["plugin", "build"]);
+    let built = text(&build);
+    assert!(build.status.success(), "{built}");
+    assert!(built.contains("target/word_stats.wasm ("), "{built}");
+    let listed: Vec<String> = built.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    for function in [
+        "normalize map String -> String",
+        "split_words flat_map String -> (String, u64)",
+        "long_enough filter (String, u64) -> (String, u64)",
+        "sum reduce u64 -> u64",
+        "running_total update_state u64 -> Total",
+    ] {
+        assert!(listed.iter().any(|l| l == function), "`{function}` in:\n{built}");
+    }
+    let golden = ["test", "pipeline.toml", "--input", "lines=input.txt", "--expect", "expected"];
+    let passed = sluice(&golden);
+    assert!(passed.status.success(), "the template's golden files, as the Rust plugin writes them:\n{}", text(&passed));
+    assert!(text(&passed).contains("test passed: 3 batches, 2 sinks"), "{}", text(&passed));
+
+    let file = dir.join(source);
+    let code = std::fs::read_to_string(&file).unwrap();
+    assert!(code.contains(change.0), "{code}");
+    std::fs::write(&file, code.replace(change.0, change.1)).unwrap();
+    assert!(sluice(&["plugin", "build"]).status.success());
+    let failed = sluice(&golden);
+    let diff = text(&failed);
+    assert_eq!(failed.status.code(), Some(1), "{diff}");
+    assert!(diff.contains("FAILED: sink `batch_counts` differs"), "{diff}");
+    assert!(diff.contains("batch 1:\n  - [\"not\",1]\n"), "{diff}");
+}
+
+#[test]
+fn a_python_plugin_made_by_plugin_new_builds_tests_and_passes_the_same_golden_files() {
+    let change = ("len(pair[0]) >= 3", "len(pair[0]) >= 4");
+    a_guest_plugin_builds_tests_and_passes_its_golden_files("python", &["python3", "-m", "unittest"], "app.py", change);
+}
+
+#[test]
+fn a_javascript_plugin_made_by_plugin_new_builds_tests_and_passes_the_same_golden_files() {
+    let change = ("[...word].length >= 3", "[...word].length >= 4");
+    a_guest_plugin_builds_tests_and_passes_its_golden_files("js", &["node", "--test"], "app.js", change);
+}
+
 #[test]
 fn sluice_test_says_which_input_is_wrong_and_where() {
     let work = Workdir::new();

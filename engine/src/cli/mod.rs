@@ -30,6 +30,7 @@ macro_rules! errln {
 }
 
 // After the macros, which they use.
+mod guest;
 mod plugin;
 mod test;
 
@@ -195,12 +196,17 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum PluginCommand {
-    /// Make a plugin crate in DIR (named after DIR's last component): functions of each common
-    /// kind with unit tests, a sample pipeline, sample input and golden files. It builds and
-    /// tests out of the box: `cargo test`, `sluice plugin build`, `sluice test`.
+    /// Make a plugin in DIR (named after DIR's last component): functions of each common kind
+    /// with unit tests, a sample pipeline, sample input and golden files. It builds and tests
+    /// out of the box: `cargo test` (Python: `python3 -m unittest`, JS: `node --test`), `sluice
+    /// plugin build`, `sluice test`.
     New {
-        /// The new crate's directory (absent or empty).
+        /// The new plugin's directory (absent or empty).
         dir: PathBuf,
+        /// Its language: a Rust crate, or a Python or JavaScript module built into a component
+        /// (ABI 2) with the guest SDK copied in.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: plugin::Lang,
         /// The `sluice-sdk` to depend on: the sdk/ directory of a Sluice checkout (default: the
         /// one this binary was built from).
         #[arg(long, value_name = "PATH", conflicts_with = "sdk_version")]
@@ -209,10 +215,12 @@ enum PluginCommand {
         #[arg(long, value_name = "VERSION")]
         sdk_version: Option<String>,
     },
-    /// Build the plugin crate in DIR for wasm32-unknown-unknown (installing the target if it is
-    /// missing); print each .wasm's path, size, and its functions with their kinds and types.
+    /// Build the plugin in DIR: a Rust crate for wasm32-unknown-unknown (installing the target
+    /// if it is missing), a Python or JavaScript one (`app.py`, `app.js`) into a component
+    /// (installing componentize-py or componentize-qjs into the cache if missing); print each
+    /// .wasm's path, size, and its functions with their kinds and types.
     Build {
-        /// The crate's directory.
+        /// The plugin's directory.
         #[arg(default_value = ".")]
         dir: PathBuf,
         #[command(flatten)]
@@ -330,9 +338,9 @@ pub fn main() -> ExitCode {
     init_logging(cli.log.as_deref(), quiet);
     match cli.command {
         Command::Check { pipeline, plugins } => check(&pipeline, &plugins),
-        Command::Plugin { command: PluginCommand::New { dir, sdk, sdk_version } } => {
+        Command::Plugin { command: PluginCommand::New { dir, lang, sdk, sdk_version } } => {
             let sdk = sdk.map(plugin::Sdk::Path).or(sdk_version.map(plugin::Sdk::Version));
-            plugin::new(&dir, sdk)
+            plugin::new(&dir, lang, sdk)
         }
         Command::Plugin { command: PluginCommand::Build { dir, plugins } } => plugin::build(&dir, &plugins),
         Command::Test { pipeline, inputs, batch_lines, expect, bless, plugins } => {

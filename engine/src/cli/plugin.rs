@@ -1,27 +1,98 @@
 //! `sluice plugin new` and `sluice plugin build`: the plugin author's start and build. `new`
-//! writes a crate from `engine/templates/plugin/` (functions of each common kind with unit
-//! tests, a sample pipeline, input and golden files); `build` compiles a crate for the wasm
-//! target (installing it with rustup when missing) and loads the result as the engine would.
+//! writes a plugin from `engine/templates/` — a Rust crate (`plugin/`), or a Python
+//! (`plugin-py/`) or JavaScript (`plugin-js/`) directory with the guest SDK copied in — with
+//! functions of each common kind and their unit tests, and the same sample pipeline, input
+//! and golden files for all three; `build` compiles one (Rust for the wasm target, installing
+//! it with rustup when missing; Python and JavaScript into a component, `guest.rs`) and loads
+//! the result as the engine would.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
+use super::guest::{self, Guest};
 use super::{PluginArgs, output};
 
 /// The target plugins are built for.
 const TARGET: &str = "wasm32-unknown-unknown";
 
-/// The files of a new plugin crate: path in the crate, template text.
-const TEMPLATE: &[(&str, &str)] = &[
-    ("Cargo.toml", include_str!("../../templates/plugin/Cargo.toml.in")),
-    ("src/lib.rs", include_str!("../../templates/plugin/src/lib.rs")),
+/// The language of a new plugin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum Lang {
+    /// A Rust crate (an ABI 1 module; `sluice-sdk`'s `abi2` feature makes a component).
+    Rust,
+    /// A Python module, `app.py` (an ABI 2 component, built with componentize-py).
+    Python,
+    /// A JavaScript module, `app.js` (an ABI 2 component, built with componentize-qjs).
+    Js,
+}
+
+/// Files of every new plugin: path in it, template text.
+const SAMPLE: &[(&str, &str)] = &[
     ("pipeline.toml", include_str!("../../templates/plugin/pipeline.toml")),
     ("input.txt", include_str!("../../templates/plugin/input.txt")),
     ("expected/batch_counts.jsonl", include_str!("../../templates/plugin/expected/batch_counts.jsonl")),
     ("expected/running_totals.jsonl", include_str!("../../templates/plugin/expected/running_totals.jsonl")),
+];
+
+/// The files of a new Rust plugin crate.
+const RUST: &[(&str, &str)] = &[
+    ("Cargo.toml", include_str!("../../templates/plugin/Cargo.toml.in")),
+    ("src/lib.rs", include_str!("../../templates/plugin/src/lib.rs")),
     ("README.md", include_str!("../../templates/plugin/README.md")),
     (".gitignore", include_str!("../../templates/plugin/gitignore")),
 ];
+
+/// The files of a new Python plugin (the SDK is copied in besides).
+const PYTHON: &[(&str, &str)] = &[
+    ("app.py", include_str!("../../templates/plugin-py/app.py")),
+    ("test_app.py", include_str!("../../templates/plugin-py/test_app.py")),
+    ("README.md", include_str!("../../templates/plugin-py/README.md")),
+    (".gitignore", include_str!("../../templates/plugin-py/gitignore")),
+];
+
+/// The files of a new JavaScript plugin (the SDK is copied in besides).
+const JS: &[(&str, &str)] = &[
+    ("app.js", include_str!("../../templates/plugin-js/app.js")),
+    ("test/app.test.js", include_str!("../../templates/plugin-js/test/app.test.js")),
+    ("package.json", include_str!("../../templates/plugin-js/package.json")),
+    ("README.md", include_str!("../../templates/plugin-js/README.md")),
+    (".gitignore", include_str!("../../templates/plugin-js/gitignore")),
+];
+
+impl Lang {
+    fn files(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Self::Rust => RUST,
+            Self::Python => PYTHON,
+            Self::Js => JS,
+        }
+    }
+
+    fn guest(self) -> Option<Guest> {
+        match self {
+            Self::Rust => None,
+            Self::Python => Some(Guest::Python),
+            Self::Js => Some(Guest::Js),
+        }
+    }
+
+    /// Where `plugin build` puts the plugin `file` (in its directory).
+    fn wasm(self, file: &str) -> String {
+        match self {
+            Self::Rust => format!("target/{TARGET}/release/{file}.wasm"),
+            Self::Python | Self::Js => format!("target/{file}.wasm"),
+        }
+    }
+
+    /// How the new plugin's tests run.
+    fn test_command(self) -> &'static str {
+        match self {
+            Self::Rust => "cargo test",
+            Self::Python => "python3 -m unittest",
+            Self::Js => "node --test",
+        }
+    }
+}
 
 /// Where the crate's `sluice-sdk` comes from.
 #[derive(Debug)]
@@ -32,12 +103,12 @@ pub(super) enum Sdk {
     Version(String),
 }
 
-/// `sluice plugin new DIR`: the crate named after DIR's last component.
-pub(super) fn new(dir: &Path, sdk: Option<Sdk>) -> ExitCode {
-    match write_crate(dir, sdk) {
+/// `sluice plugin new DIR --lang LANG`: the plugin named after DIR's last component.
+pub(super) fn new(dir: &Path, lang: Lang, sdk: Option<Sdk>) -> ExitCode {
+    match write_plugin(dir, lang, sdk) {
         Ok(name) => {
             outln!("created plugin `{name}` in {}", dir.display());
-            outln!("next: cd {} && cargo test && sluice plugin build", dir.display());
+            outln!("next: cd {} && {} && sluice plugin build", dir.display(), lang.test_command());
             outln!("then: sluice test pipeline.toml --input lines=input.txt --expect expected");
             ExitCode::SUCCESS
         }
@@ -48,7 +119,7 @@ pub(super) fn new(dir: &Path, sdk: Option<Sdk>) -> ExitCode {
     }
 }
 
-fn write_crate(dir: &Path, sdk: Option<Sdk>) -> Result<String, String> {
+fn write_plugin(dir: &Path, lang: Lang, sdk: Option<Sdk>) -> Result<String, String> {
     // `plugin new .` (an empty directory) is named after the directory itself.
     let named = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let name = named.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
@@ -58,20 +129,30 @@ fn write_crate(dir: &Path, sdk: Option<Sdk>) -> Result<String, String> {
     if dir.read_dir().is_ok_and(|mut entries| entries.next().is_some()) {
         return Err(format!("{}: exists and is not empty", dir.display()));
     }
-    let sdk = match sdk {
-        Some(Sdk::Version(version)) => format!("sluice-sdk = \"{version}\""),
-        Some(Sdk::Path(path)) => sdk_path(&path)?,
-        None => sdk_path(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk")).map_err(|why| {
+    let sdk = match (lang, sdk) {
+        (Lang::Python | Lang::Js, Some(_)) => {
+            return Err(
+                "--sdk and --sdk-version are for Rust plugins (a Python or JS plugin gets its SDK copied in)".into()
+            );
+        }
+        (Lang::Python | Lang::Js, None) => String::new(),
+        (Lang::Rust, Some(Sdk::Version(version))) => format!("sluice-sdk = \"{version}\""),
+        (Lang::Rust, Some(Sdk::Path(path))) => sdk_path(&path)?,
+        (Lang::Rust, None) => sdk_path(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk")).map_err(|why| {
             format!("{why}: pass --sdk PATH (the sdk/ directory of a Sluice checkout) or --sdk-version VERSION")
         })?,
     };
     let file = name.replace('-', "_");
-    for (path, text) in TEMPLATE {
-        let target = dir.join(path);
-        let text = text.replace("{{name}}", &name).replace("{{file}}", &file).replace("{{sdk}}", &sdk);
-        let written =
-            target.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::write(&target, text));
-        written.map_err(|err| format!("cannot write {}: {err}", target.display()))?;
+    let wasm = lang.wasm(&file);
+    let fill = |text: &str| {
+        text.replace("{{name}}", &name).replace("{{file}}", &file).replace("{{sdk}}", &sdk).replace("{{wasm}}", &wasm)
+    };
+    let texts: Vec<(&str, String)> =
+        SAMPLE.iter().chain(lang.files()).map(|(path, text)| (*path, fill(text))).collect();
+    let texts: Vec<(&str, &str)> = texts.iter().map(|(path, text)| (*path, text.as_str())).collect();
+    guest::write_files(dir, &texts)?;
+    if let Some(guest) = lang.guest() {
+        guest::write_files(&dir.join("sluice"), guest.sdk())?;
     }
     Ok(name)
 }
@@ -99,18 +180,10 @@ fn name_problem(name: &str) -> Option<&'static str> {
     None
 }
 
-/// `sluice plugin build [DIR]`.
+/// `sluice plugin build [DIR]`: a Rust crate (`Cargo.toml`), or a Python (`app.py`) or
+/// JavaScript (`app.js`) plugin directory.
 pub(super) fn build(dir: &Path, plugins: &PluginArgs) -> ExitCode {
-    let manifest = dir.join("Cargo.toml");
-    if !manifest.is_file() {
-        errln!("error: {}: no Cargo.toml: give the plugin crate's directory", dir.display());
-        return ExitCode::FAILURE;
-    }
-    if let Err(why) = ensure_target() {
-        errln!("error: {why}");
-        return ExitCode::FAILURE;
-    }
-    let wasm = match cargo_build(&manifest) {
+    let wasm = match built(dir) {
         Ok(wasm) => wasm,
         Err(why) => {
             errln!("error: {why}");
@@ -143,6 +216,24 @@ pub(super) fn build(dir: &Path, plugins: &PluginArgs) -> ExitCode {
         }
     }
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// Builds the plugin in `dir`, whatever its language: the `.wasm` files made.
+fn built(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let manifest = dir.join("Cargo.toml");
+    if manifest.is_file() {
+        ensure_target()?;
+        return cargo_build(&manifest);
+    }
+    let Some(guest) = Guest::of(dir) else {
+        return Err(format!(
+            "{}: no Cargo.toml, app.py or app.js: give the directory of a plugin (`sluice plugin new` makes one)",
+            dir.display()
+        ));
+    };
+    let named = dir.canonicalize().map_err(|err| format!("{}: {err}", dir.display()))?;
+    let name = named.file_name().and_then(|n| n.to_str()).unwrap_or("plugin");
+    Ok(vec![guest::build(guest, &named, &name.replace('-', "_"))?])
 }
 
 /// Installs the wasm target with rustup when it is missing (no rustup: cargo says what is wrong).
@@ -216,15 +307,31 @@ mod tests {
     fn a_new_crate_is_refused_over_a_non_empty_directory_and_without_an_sdk() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("x"), "").unwrap();
-        let err = write_crate(dir.path(), None).unwrap_err();
+        let err = write_plugin(dir.path(), Lang::Rust, None).unwrap_err();
         assert!(err.contains("exists and is not empty") || err.contains("a plugin's name"), "{err}");
         let target = dir.path().join("fresh");
-        let err = write_crate(&target, Some(Sdk::Path(dir.path().to_path_buf()))).unwrap_err();
+        let err = write_plugin(&target, Lang::Rust, Some(Sdk::Path(dir.path().to_path_buf()))).unwrap_err();
         assert!(err.starts_with("no Sluice SDK at"), "{err}");
-        assert_eq!(write_crate(&target, Some(Sdk::Version("0.1".into()))).unwrap(), "fresh");
+        assert_eq!(write_plugin(&target, Lang::Rust, Some(Sdk::Version("0.1".into()))).unwrap(), "fresh");
         let manifest = std::fs::read_to_string(target.join("Cargo.toml")).unwrap();
         assert!(manifest.contains("name = \"fresh\"") && manifest.contains("sluice-sdk = \"0.1\""), "{manifest}");
         let pipeline = std::fs::read_to_string(target.join("pipeline.toml")).unwrap();
         assert!(pipeline.contains("fresh = \"target/wasm32-unknown-unknown/release/fresh.wasm\""), "{pipeline}");
+    }
+
+    #[test]
+    fn a_new_python_or_js_plugin_has_its_sdk_and_the_shared_sample() {
+        let dir = tempfile::tempdir().unwrap();
+        let py = dir.path().join("stats-py");
+        assert_eq!(write_plugin(&py, Lang::Python, None).unwrap(), "stats-py");
+        assert!(py.join("sluice/__init__.py").is_file() && py.join("app.py").is_file());
+        let pipeline = std::fs::read_to_string(py.join("pipeline.toml")).unwrap();
+        assert!(pipeline.contains("stats-py = \"target/stats_py.wasm\""), "{pipeline}");
+        let js = dir.path().join("stats");
+        write_plugin(&js, Lang::Js, None).unwrap();
+        assert!(js.join("sluice/sluice.js").is_file() && js.join("test/app.test.js").is_file());
+        assert_eq!(Guest::of(&js), Some(Guest::Js));
+        let err = write_plugin(&dir.path().join("other"), Lang::Js, Some(Sdk::Version("0.1".into()))).unwrap_err();
+        assert!(err.contains("are for Rust plugins"), "{err}");
     }
 }
