@@ -31,7 +31,7 @@ cargo build --quiet --release --target wasm32-unknown-unknown --manifest-path "$
 for wasm in "$root/plugins/target/wasm32-unknown-unknown/release/"*.wasm; do
     publish "$wasm" "$(basename "$wasm")"
 done
-components=(wordcount uppercase faulty top_k)
+components=(wordcount uppercase faulty top_k clock)
 packages=(); features=()
 for name in "${components[@]}"; do
     packages+=(-p "$name"); features+=("$name/abi2")

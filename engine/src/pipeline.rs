@@ -49,6 +49,7 @@ impl Pipeline {
 
     fn load_with(path: &Path, runtime: &PluginRuntime, checking: bool) -> Result<Self, ConfigErrors> {
         let file = PipelineFile::load(path)?;
+        let runtime = &runtime.clone().with_capabilities(file.capabilities());
         let mut errors = file.validate();
         if checking {
             errors.extend(file.check_directories());

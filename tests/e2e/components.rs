@@ -83,7 +83,7 @@ fn check_component(wat: &str) -> String {
 fn components_that_break_the_contract_are_refused_naming_what_is_wrong() {
     let said = check_component(r#"(component (import "wasi:filesystem/preopens@0.2.0" (instance)))"#);
     assert!(said.contains("bad_abi") && said.contains("import `wasi:filesystem/preopens@0.2.0`"), "{said}");
-    assert!(said.contains("no files, sockets or clocks"), "{said}");
+    assert!(said.contains("(no files or sockets)"), "{said}");
     let said = check_component(r#"(component (import "wasi:clocks/wall-clock@0.2.0" (instance)))"#);
     assert!(said.contains("import `wasi:clocks/wall-clock@0.2.0`"), "{said}");
     let said = check_component(r#"(component (import "wasi:sockets/tcp@0.2.0" (instance)))"#);
@@ -150,4 +150,72 @@ fn python_and_javascript_word_counts_count_exactly_and_swap_with_the_rust_one() 
         assert_eq!(versions.len(), 2, "{name}: two swaps: {versions:#?}");
         assert_eq!(work.ledger("out"), expected, "{name}: no word lost or counted twice across the swaps; log:\n{log}");
     }
+}
+
+/// A pipeline's `[capabilities]`: a component that reads the clock is refused without
+/// `clocks`, naming the import and how to allow it; with it, its stamps are the host's time.
+/// Its random numbers come from a fixed seed (the same in every run) unless `random` is given.
+#[test]
+fn capabilities_give_a_component_the_clock_and_real_random_only_where_the_pipeline_says() {
+    let work = Workdir::new();
+    work.add_plugin("clock-abi2", "clock");
+    let pipeline = |capabilities: &str| {
+        let stage = |name: &str, function: &str| {
+            format!(
+                "[[stages]]\nname = \"{name}\"\ninput = \"lines\"\nop = \"map\"\nplugin = \"clock\"\nfunction = \"{function}\"\n\n[[sinks]]\nname = \"{name}_out\"\ninput = \"{name}\"\ntype = \"file\"\npath = \"{name}\"\n\n"
+            )
+        };
+        format!(
+            "[pipeline]\nname = \"capabilities\"\n\n[plugins]\nclock = \"clock.wasm\"\n\n{capabilities}\n\n[[sources]]\nname = \"lines\"\ntype = \"socket\"\naddress = \"127.0.0.1:9\"\n\n{}{}",
+            stage("stamped", "stamp"),
+            stage("drawn", "draw")
+        )
+    };
+    let refused = |capabilities: &str| {
+        work.write("pipeline.toml", &pipeline(capabilities));
+        let check = work.sluice(&["check", "pipeline.toml"]);
+        assert!(!check.status.success(), "{capabilities}");
+        String::from_utf8_lossy(&check.stderr).to_string()
+    };
+    let said = refused("");
+    assert!(said.contains("plugins.clock") && said.contains("import `wasi:clocks/"), "{said}");
+    assert!(said.contains("to allow it: `[capabilities]` `clock = [\"clocks\"]`"), "{said}");
+    let said = refused("[capabilities]\nclock = [\"time\"]");
+    assert!(
+        said.contains("clock = [\"time\"]") && said.contains("unknown variant `time`, expected `clocks` or `random`"),
+        "{said}"
+    );
+    let said = refused("[capabilities]\nclock = [\"clocks\"]\nother = [\"random\"]");
+    assert!(said.contains("capabilities.other: no plugin `other` in [plugins]"), "{said}");
+
+    work.write("in.txt", "a\nb\nc\n");
+    let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    // The records each sink got in a `sluice test` run with `capabilities`.
+    let run = |capabilities: &str| -> (Vec<u64>, Vec<u64>) {
+        work.write("pipeline.toml", &pipeline(capabilities));
+        let test = work.sluice(&["test", "pipeline.toml", "--input", "lines=in.txt", "--expect", "got", "--bless"]);
+        assert!(test.status.success(), "{}", String::from_utf8_lossy(&test.stderr));
+        let records = |sink: &str| -> Vec<String> {
+            let text = std::fs::read_to_string(work.path(&format!("got/{sink}.jsonl"))).unwrap();
+            text.lines().filter(|l| !l.starts_with('#')).map(str::to_string).collect()
+        };
+        let stamps =
+            records("stamped_out").iter().map(|l| serde_json::from_str::<(String, u64)>(l).unwrap().1).collect();
+        let draws = records("drawn_out").iter().map(|l| serde_json::from_str::<u64>(l).unwrap()).collect();
+        (stamps, draws)
+    };
+    let before = now_ms();
+    let (stamps, seeded) = run("[capabilities]\nclock = [\"clocks\"]");
+    let after = now_ms();
+    assert_eq!(stamps.len(), 3);
+    assert!(stamps.iter().all(|t| (before..=after).contains(t)), "{stamps:?} within {before}..={after}");
+    assert_eq!(seeded.len(), 3);
+    assert_eq!(
+        run("[capabilities]\nclock = [\"clocks\"]").1,
+        seeded,
+        "without `random`: the fixed seed, run after run"
+    );
+    let random = run("[capabilities]\nclock = [\"clocks\", \"random\"]").1;
+    let again = run("[capabilities]\nclock = [\"clocks\", \"random\"]").1;
+    assert!(random != seeded && random != again, "with `random`, the host's entropy: {seeded:?} {random:?} {again:?}");
 }

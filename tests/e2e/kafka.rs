@@ -585,3 +585,27 @@ fn a_source_starting_inside_a_record_batch_reads_the_rest_of_that_batch() {
     assert_eq!(code, 0, "log:\n{log}");
     assert_eq!(work.ledger("out"), expected, "from offset 150 on, each record once");
 }
+
+/// A partition paused at its share of a batch resumes inside a record batch (librdkafka reads
+/// on from the record after the last one it gave): the probe finds the rest of that batch there
+/// too. Batches of 100 records, a share of 150 a batch.
+#[test]
+fn a_partition_resumed_inside_a_record_batch_after_its_share_reads_the_rest_of_it() {
+    let broker = Broker::start();
+    let b = broker.address.clone();
+    client(&["create", &b, "capped", "1"]);
+    assert_eq!(client(&["batches", &b, "capped", "600", "100"]).trim(), "acked 600");
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    // 500 records/s of a 300 ms batch: 150 a batch.
+    let text = kafka_wordcount(&b, "capped", false, "")
+        .replace(PROPERTIES, &format!("{PROPERTIES}\nmax_rate_per_partition = 500"));
+    work.write("pipeline.toml", &text);
+    let expected: BTreeMap<String, u64> = (0..600).map(|i| (format!("w{i}"), 1)).collect();
+    let running = work.spawn(&["pipeline.toml", "--no-ui"]);
+    wait_until("w0..w599 counted", Duration::from_secs(30), || work.ledger("out") == expected);
+    running.signal("TERM");
+    let (code, log) = running.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "log:\n{log}");
+    assert_eq!(work.ledger("out"), expected, "each record once across the pauses");
+}

@@ -94,19 +94,20 @@ impl Guest {
         if let Some(command) = std::env::var_os(self.tool_variable()).filter(|c| !c.is_empty()) {
             return Ok(command.into());
         }
-        let script = self.setup_script();
-        let mut child = Command::new("bash")
-            .args(["-s", "--"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
+        // From a file, stdin closed: nothing the script runs can read the script as input.
+        let mut script = tempfile::NamedTempFile::new().map_err(|err| format!("cannot write a setup script: {err}"))?;
+        script
+            .write_all(self.setup_script().as_bytes())
+            .map_err(|err| format!("cannot write a setup script: {err}"))?;
+        let output = Command::new("bash")
+            .arg(script.path())
+            .stdin(Stdio::null())
             .stderr(Stdio::inherit())
-            .spawn()
+            .output()
             .map_err(|err| format!("cannot run bash to install {}: {err}", self.tool_name()))?;
-        let sent = child.stdin.take().expect("piped").write_all(script.as_bytes());
-        let output = child.wait_with_output().map_err(|err| format!("installing {}: {err}", self.tool_name()))?;
         let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
-        match (sent, output.status.success(), path.is_empty()) {
-            (Ok(()), true, false) => Ok(path.into()),
+        match (output.status.success(), path.is_empty()) {
+            (true, false) => Ok(path.into()),
             _ => Err(format!(
                 "cannot install {} ({}); install it yourself and name it in {}",
                 self.tool_name(),
@@ -148,9 +149,10 @@ pub(super) fn build(guest: Guest, dir: &Path, file: &str) -> Result<PathBuf, Str
             command.args(["--stub-wasi", "--sync", "-n", "plugin", "-o"]).arg(&built).current_dir(&root);
         }
     }
+    // Its output is diagnostics: to stderr (stdout is the plugin and its functions).
     let status = command
         .env("RUST_BACKTRACE", "0")
-        .stdout(Stdio::inherit())
+        .stdout(std::io::stderr())
         .stderr(Stdio::inherit())
         .status()
         .map_err(|err| format!("cannot run {}: {err}", tool.display()))?;

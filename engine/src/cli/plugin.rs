@@ -11,6 +11,7 @@ use std::process::{Command, ExitCode, Stdio};
 
 use super::guest::{self, Guest};
 use super::{PluginArgs, output};
+use crate::runtime;
 
 /// The target plugins are built for.
 const TARGET: &str = "wasm32-unknown-unknown";
@@ -190,7 +191,12 @@ pub(super) fn build(dir: &Path, plugins: &PluginArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match plugins.runtime() {
+    // Loaded as a pipeline allowing it everything would: a plugin that needs `[capabilities]`
+    // builds too (a pipeline refuses it, naming what to allow, without them).
+    let all = runtime::Capabilities { clocks: true, random: true };
+    let named = |path: &PathBuf| path.file_stem().and_then(|n| n.to_str()).unwrap_or("plugin").to_string();
+    let allowed = wasm.iter().map(|path| (named(path), all)).collect();
+    let runtime = match plugins.runtime().map(|runtime| runtime.with_capabilities(allowed)) {
         Ok(runtime) => runtime,
         Err(err) => {
             errln!("error: {err}");
@@ -199,7 +205,7 @@ pub(super) fn build(dir: &Path, plugins: &PluginArgs) -> ExitCode {
     };
     let mut failed = false;
     for path in wasm {
-        let name = path.file_stem().and_then(|n| n.to_str()).unwrap_or("plugin").to_string();
+        let name = named(&path);
         let size = std::fs::metadata(&path).map_or(0, |m| m.len());
         match runtime.load(&name, &path) {
             Ok(version) => {

@@ -53,6 +53,16 @@ pub(super) fn validate(config: &PipelineConfig, cluster: &ClusterConfig) -> Vec<
             )),
         }
     }
+    if let (Some(stage), Some(plugin)) = (keyed, config.capabilities.keys().next()) {
+        // The shuffle takes each record once by its index in a source task's output, which must
+        // be the same on every run of the task (`sources/kafka/shuffled.rs`).
+        errors.push(ConfigError::new(
+            format!("capabilities.{plugin}"),
+            format!(
+                "a cluster with a keyed stage (`{stage}`) needs each task's output to be the same on                  every run, which clocks or real random numbers break: no [capabilities] here"
+            ),
+        ));
+    }
     if let (Some(stage), [SourceConfig::Kafka(kafka)]) = (keyed, config.sources.as_slice())
         && kafka.topic_pattern.is_some()
     {
@@ -181,6 +191,15 @@ path = "out"
         let config: PipelineConfig = toml::from_str(&format!("{pattern}{one}\n[cluster]\n{GOOD}")).unwrap();
         let found = validate(&config, config.cluster.as_ref().unwrap());
         assert!(found.iter().any(|e| e.location == "sources `lines`.topic_pattern"), "{found:?}");
+    }
+
+    #[test]
+    fn a_cluster_with_a_keyed_stage_gives_no_capabilities() {
+        let keyed = "[[stages]]\nname = \"totals\"\ninput = \"lines\"\nop = \"reduce_by_key\"\nplugin = \"wc\"\nfunction = \"sum\"\n";
+        assert_eq!(problems(GOOD, keyed), Vec::<String>::new());
+        let found = problems(GOOD, &format!("[capabilities]\nwc = [\"clocks\"]\n{keyed}"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("capabilities.wc: a cluster with a keyed stage (`totals`)"), "{found:?}");
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //! [plugins]
 //! wordcount = "../../target/plugins/wordcount.wasm"   # relative to this file
 //!
+//! [capabilities]              # optional: what a plugin's component may use beyond the sandbox
+//! wordcount = ["clocks"]      # "clocks" (the host's clocks), "random" (the host's entropy)
+//!
 //! [[sources]]
 //! name = "lines"
 //! type = "socket"
@@ -55,6 +58,9 @@ pub(crate) struct PipelineConfig {
     /// Plugin name → path of its `.wasm` file, relative to the pipeline file.
     #[serde(default)]
     pub plugins: BTreeMap<String, PathBuf>,
+    /// Plugin name → what its components may use beyond the default sandbox.
+    #[serde(default)]
+    pub capabilities: BTreeMap<String, Vec<Capability>>,
     /// Where records come from.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
@@ -66,6 +72,16 @@ pub(crate) struct PipelineConfig {
     pub sinks: Vec<SinkConfig>,
     /// Run as one member of a cluster of processes sharing the Kafka source's partitions.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+}
+
+/// A capability `[capabilities]` may give a plugin (ABI 2 components; `runtime::Capabilities`).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Capability {
+    /// The host's wall and monotonic clocks.
+    Clocks,
+    /// Random bytes from the host's entropy (not the fixed seed).
+    Random,
 }
 
 /// `[pipeline]`.
@@ -137,6 +153,15 @@ impl PipelineFile {
         Ok(Self { path: path.to_path_buf(), config })
     }
 
+    /// Each plugin's `[capabilities]`, as the runtime takes them.
+    pub(crate) fn capabilities(&self) -> BTreeMap<String, crate::runtime::Capabilities> {
+        let of = |list: &Vec<Capability>| crate::runtime::Capabilities {
+            clocks: list.contains(&Capability::Clocks),
+            random: list.contains(&Capability::Random),
+        };
+        self.config.capabilities.iter().map(|(name, list)| (name.clone(), of(list))).collect()
+    }
+
     /// A path from the file, resolved against the file's directory.
     pub(crate) fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_absolute() {
@@ -172,6 +197,12 @@ impl PipelineFile {
         }
         if c.sources.is_empty() {
             errors.push(ConfigError::new("sources", "a pipeline needs at least one [[sources]] entry"));
+        }
+        for name in c.capabilities.keys().filter(|name| !c.plugins.contains_key(*name)) {
+            errors.push(ConfigError::new(
+                format!("capabilities.{name}"),
+                format!("no plugin `{name}` in [plugins] to give capabilities to"),
+            ));
         }
         for (name, path) in &c.plugins {
             let resolved = self.resolve(path);

@@ -11,7 +11,9 @@
 //! message); `wasi:random` from a fixed seed (Rust's `HashMap` asks for keys), the same bytes
 //! for every instance, so a function's output stays a function of its input. No filesystem,
 //! sockets or clocks: a component importing any other interface is refused at load, naming
-//! the import.
+//! the import. The pipeline's `[capabilities]` may allow a plugin more ([`Capabilities`]):
+//! `clocks` (`wasi:clocks`, the host's wall and monotonic clocks) and `random` (`wasi:random`
+//! from the host's entropy instead of the fixed seed).
 //!
 //! **Owns:** the generated bindings, the component linker, the load-time checks of a
 //! component's imports and exports, its instances and calls. **Never touches:** ABI 1
@@ -32,7 +34,7 @@ use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::streams::{OutputStream, StreamResult};
 
 use super::instance::{StoreState, classify, ticks};
-use super::{CallError, Limits};
+use super::{CallError, Capabilities, Limits};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -55,6 +57,8 @@ pub(crate) const EXPORT: &str = "sluice:plugin/functions";
 const CAPTURED: usize = 64 * 1024;
 /// The import prefixes a component may have.
 const ALLOWED: [&str; 5] = ["sluice:plugin/host@", "sluice:plugin/types@", "wasi:io/", "wasi:cli/", "wasi:random/"];
+/// The import prefix of the clocks, which a component may have where the pipeline allows it.
+pub(crate) const CLOCKS: &str = "wasi:clocks/";
 /// The most resources (streams, pollables) a component's instance may hold in the host.
 const RESOURCES: usize = 256;
 /// The most functions a component may describe.
@@ -130,7 +134,8 @@ impl HasData for Io {
     type Data<'a> = &'a mut ResourceTable;
 }
 
-/// The imports every component is linked with: `host` and WASI's io and cli.
+/// The imports every component is linked with: `host` and WASI's io, cli, random and clocks
+/// ([`check`] refuses a component importing clocks unless they are allowed it).
 pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<ComponentState>> {
     use wasmtime_wasi::cli::{WasiCli, WasiCliView};
     use wasmtime_wasi::p2::bindings::{cli, sync};
@@ -157,6 +162,12 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<ComponentState>
         random::insecure::add_to_linker::<S, WasiRandom>(&mut l, |s| s.wasi.random())?;
         random::insecure_seed::add_to_linker::<S, WasiRandom>(&mut l, |s| s.wasi.random())?;
     }
+    {
+        use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+        use wasmtime_wasi::p2::bindings::clocks;
+        clocks::wall_clock::add_to_linker::<S, WasiClocks>(&mut l, S::clocks)?;
+        clocks::monotonic_clock::add_to_linker::<S, WasiClocks>(&mut l, S::clocks)?;
+    }
     Ok(l)
 }
 
@@ -171,10 +182,13 @@ pub(crate) enum Misfit {
     Version(u32),
 }
 
-/// Checks a component's imports and its `functions` export.
-pub(crate) fn check(engine: &Engine, component: &Component) -> Result<(), Misfit> {
+/// Checks a component's imports (against what it may use, `capabilities`) and its `functions`
+/// export.
+pub(crate) fn check(engine: &Engine, component: &Component, capabilities: Capabilities) -> Result<(), Misfit> {
     let ty = component.component_type();
-    if let Some((name, _)) = ty.imports(engine).find(|(name, _)| !ALLOWED.iter().any(|p| name.starts_with(p))) {
+    let allowed =
+        |name: &str| ALLOWED.iter().any(|p| name.starts_with(p)) || (capabilities.clocks && name.starts_with(CLOCKS));
+    if let Some((name, _)) = ty.imports(engine).find(|(name, _)| !allowed(name)) {
         return Err(Misfit::Import(name.to_string()));
     }
     let mut found = Vec::new();
@@ -207,16 +221,18 @@ impl Instance {
         pre: &PluginPre<ComponentState>,
         limits: Limits,
         plugin: &str,
+        capabilities: Capabilities,
     ) -> Result<Self, CallError> {
         let output = Printed::default();
-        // Random from a fixed seed: every instance (every replay) draws the same bytes.
-        let wasi = WasiCtx::builder()
-            .stdout(output.clone())
-            .stderr(output.clone())
-            .secure_random(wasmtime_wasi::random::Deterministic::new(vec![0x5a; 32]))
-            .insecure_random(wasmtime_wasi::random::Deterministic::new(vec![0xa5; 32]))
-            .insecure_random_seed(0x5_1u128)
-            .build();
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(output.clone()).stderr(output.clone());
+        if !capabilities.random {
+            // Random from a fixed seed: every instance (every replay) draws the same bytes.
+            wasi.secure_random(wasmtime_wasi::random::Deterministic::new(vec![0x5a; 32]))
+                .insecure_random(wasmtime_wasi::random::Deterministic::new(vec![0xa5; 32]))
+                .insecure_random_seed(0x5_1u128);
+        }
+        let wasi = wasi.build();
         let mut table = ResourceTable::new();
         table.set_max_capacity(RESOURCES);
         let state = ComponentState { core: StoreState::new(plugin, limits), wasi, table, output };

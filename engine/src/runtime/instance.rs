@@ -324,8 +324,8 @@ impl Live {
         let plugin = &version.plugin;
         match &version.implementation {
             Implementation::Wasm { engine, pre, .. } => Ok(Self::Module(Instance::new(engine, pre, limits, plugin)?)),
-            Implementation::Component { engine, pre, .. } => {
-                Ok(Self::Component(super::component::Instance::new(engine, pre, limits, plugin)?))
+            Implementation::Component { engine, pre, capabilities, .. } => {
+                Ok(Self::Component(super::component::Instance::new(engine, pre, limits, plugin, *capabilities)?))
             }
             Implementation::Native(_) => {
                 Err(CallError::BadOutput { message: "a native version has no instance".into() })

@@ -182,13 +182,23 @@ impl PluginRuntime {
         let compiled = self
             .compile::<wasmtime::component::Component>(bytes, &hash)
             .map_err(|err| refuse(LoadClass::Invalid, None, format!("it does not compile: {err:#}")))?;
-        match component::check(&self.engine, &compiled) {
+        let capabilities = self.capabilities.get(name).copied().unwrap_or_default();
+        match component::check(&self.engine, &compiled, capabilities) {
             Ok(()) => {}
+            Err(component::Misfit::Import(import)) if import.starts_with(component::CLOCKS) => {
+                return Err(refuse(
+                    LoadClass::BadAbi,
+                    Some(ModulePart::Import(import)),
+                    format!(
+                        "it reads a clock, which the pipeline does not allow it (a plugin's output should follow from its input; to allow it: `[capabilities]` `{name} = [\"clocks\"]`)"
+                    ),
+                ));
+            }
             Err(component::Misfit::Import(import)) => {
                 return Err(refuse(
                     LoadClass::BadAbi,
                     Some(ModulePart::Import(import)),
-                    "the host provides no such import; a component may import only `sluice:plugin/host`, `wasi:io`, `wasi:cli` and `wasi:random` (no files, sockets or clocks)".into(),
+                    "the host provides no such import; a component may import only `sluice:plugin/host`, `wasi:io`, `wasi:cli`, `wasi:random` and, where the pipeline allows it, `wasi:clocks` (no files or sockets)".into(),
                 ));
             }
             Err(component::Misfit::NoExport(found)) => {
@@ -217,7 +227,7 @@ impl PluginRuntime {
         let budget = self.validate_timeout;
         let mut limits = self.limits;
         limits.timeout = budget;
-        let mut probe = component::Instance::new(&self.engine, &pre, limits, name)
+        let mut probe = component::Instance::new(&self.engine, &pre, limits, name, capabilities)
             .map_err(|err| load_call_error(&refuse, ModulePart::StartFunction, err, budget))?;
         limits.timeout = budget.saturating_sub(started.elapsed());
         let part = || ModulePart::Export(component::EXPORT.to_string());
@@ -250,7 +260,8 @@ impl PluginRuntime {
         if infos.is_empty() {
             return Err(refuse(LoadClass::BadAbi, export(), "it describes no functions".into()));
         }
-        let implementation = Implementation::Component { engine: self.engine.clone(), pre, limits: self.limits };
+        let implementation =
+            Implementation::Component { engine: self.engine.clone(), pre, limits: self.limits, capabilities };
         Ok(PluginVersion::new(name, path, hash, infos, params, fallible, implementation))
     }
 }

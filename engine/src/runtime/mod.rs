@@ -23,6 +23,7 @@ pub(crate) mod shadow;
 mod version;
 pub(crate) mod watch;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +68,21 @@ pub struct PluginRuntime {
     /// Budget for instantiating a plugin being loaded and asking it to describe itself.
     validate_timeout: Duration,
     cache_dir: Option<PathBuf>,
+    /// What each plugin's components may use beyond the default sandbox (the pipeline's
+    /// `[capabilities]`), by plugin name.
+    capabilities: Arc<BTreeMap<String, Capabilities>>,
+}
+
+/// What a component may use beyond the default sandbox (`component.rs` says what that is),
+/// as the pipeline allows a plugin. ABI 1 modules get no WASI at all: to them it means nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `wasi:clocks` (wall clock and monotonic clock) as the host's; without it a component
+    /// that imports a clock is refused at load.
+    pub clocks: bool,
+    /// `wasi:random` from the host's entropy; without it, the same fixed seed for every
+    /// instance (output stays a function of input, and a replay repeats it).
+    pub random: bool,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -108,7 +124,15 @@ impl PluginRuntime {
             limits,
             validate_timeout: DEFAULT_VALIDATE_TIMEOUT,
             cache_dir,
+            capabilities: Arc::default(),
         })
+    }
+
+    /// The same runtime, giving each named plugin's components `capabilities` (all others the
+    /// default sandbox).
+    pub(crate) fn with_capabilities(mut self, capabilities: BTreeMap<String, Capabilities>) -> Self {
+        self.capabilities = Arc::new(capabilities);
+        self
     }
 
     /// The same runtime, loading plugins within `timeout` (instantiation, ABI version and every

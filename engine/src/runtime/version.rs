@@ -34,6 +34,8 @@ pub(crate) enum Implementation {
         pre: super::component::PluginPre<super::component::ComponentState>,
         /// Limits for its instances and calls.
         limits: Limits,
+        /// What its instances may use beyond the default sandbox.
+        capabilities: super::Capabilities,
     },
     /// The same SDK code compiled into the host (benchmarks' native twin).
     Native(FxHashMap<String, NativeFunction>),
@@ -134,10 +136,11 @@ impl PluginVersion {
                 pre: pre.clone(),
                 limits: Limits { timeout: timeout.unwrap_or(limits.timeout), memory: memory.unwrap_or(limits.memory) },
             },
-            Implementation::Component { engine, pre, limits } => Implementation::Component {
+            Implementation::Component { engine, pre, limits, capabilities } => Implementation::Component {
                 engine: engine.clone(),
                 pre: pre.clone(),
                 limits: Limits { timeout: timeout.unwrap_or(limits.timeout), memory: memory.unwrap_or(limits.memory) },
+                capabilities: *capabilities,
             },
             Implementation::Native(functions) => Implementation::Native(functions.clone()),
         };

@@ -10,7 +10,7 @@
 //! marker). On a broker that answers with the holding batch, the first record is never past
 //! `x` without such a reason: the probe costs nothing there.
 //!
-//! **Owns:** the rule. **Never touches:** the consumer (its callers seek).
+//! **Owns:** the rule. **Never touches:** the consumer (its callers seek, `source.rs`).
 
 /// How far back the first look goes.
 const FIRST_STEP: i64 = 1024;
@@ -44,18 +44,23 @@ impl Probe {
         (at > 0).then_some(Self { at, back: FIRST_STEP, from_start: false })
     }
 
-    /// The next step, for the first record read, at `offset`.
-    pub(super) fn first(&mut self, offset: i64) -> Step {
+    /// The step for the first record read, at `offset` (nothing changes until the partition
+    /// is read again: [`Probe::looked_back`]).
+    pub(super) fn first(&self, offset: i64) -> Step {
         if offset <= self.at {
-            return Step::ReadOn;
+            Step::ReadOn
+        } else if self.from_start {
+            Step::NothingBefore
+        } else {
+            Step::Back((self.at - self.back).max(0))
         }
-        if self.from_start {
-            return Step::NothingBefore;
-        }
-        let from = (self.at - self.back).max(0);
-        self.from_start = from == 0;
+    }
+
+    /// The partition is read again from `from` (what [`Step::Back`] said, raised to the
+    /// partition's first offset `start` where that is later): the next look goes twice as far.
+    pub(super) fn looked_back(&mut self, from: i64, start: i64) {
+        self.from_start = from <= start;
         self.back = self.back.saturating_mul(2);
-        Step::Back(from)
     }
 }
 
@@ -66,7 +71,7 @@ mod tests {
     #[test]
     fn a_first_record_at_or_before_the_offset_ends_the_probe() {
         assert_eq!(Probe::at(0), None);
-        let mut probe = Probe::at(5_000).unwrap();
+        let probe = Probe::at(5_000).unwrap();
         assert_eq!(probe.first(5_000), Step::ReadOn);
         assert_eq!(probe.first(4_000), Step::ReadOn);
     }
@@ -74,13 +79,23 @@ mod tests {
     #[test]
     fn a_skipped_batch_is_looked_for_further_back_each_time_down_to_the_start() {
         let mut probe = Probe::at(5_000).unwrap();
-        assert_eq!(probe.first(5_300), Step::Back(3_976));
-        assert_eq!(probe.first(5_300), Step::Back(2_952));
-        assert_eq!(probe.first(5_300), Step::Back(904));
-        assert_eq!(probe.first(5_300), Step::Back(0));
+        for from in [3_976, 2_952, 904, 0] {
+            assert_eq!(probe.first(5_300), Step::Back(from));
+            assert_eq!(probe.first(5_300), Step::Back(from), "nothing changes until it is read again");
+            probe.looked_back(from, 0);
+        }
         assert_eq!(probe.first(5_300), Step::NothingBefore);
         let mut found = Probe::at(5_000).unwrap();
         assert_eq!(found.first(5_300), Step::Back(3_976));
+        found.looked_back(3_976, 0);
         assert_eq!(found.first(4_100), Step::ReadOn, "the batch holding 5000 starts at 4100");
+    }
+
+    #[test]
+    fn a_look_from_the_partitions_first_offset_is_the_last() {
+        let mut probe = Probe::at(5_000).unwrap();
+        // Offsets below 4500 are gone (retention): the look from there is the last one.
+        probe.looked_back(4_500, 4_500);
+        assert_eq!(probe.first(5_300), Step::NothingBefore);
     }
 }

@@ -321,6 +321,7 @@ impl KafkaSource {
                 started.all_paused = hold;
                 if !hold {
                     started.capped.clear();
+                    resumed(&mut started.probes, &mut self.next, &started.assigned);
                 }
             }
         }
@@ -348,15 +349,8 @@ impl KafkaSource {
             carry: Taken::default(),
         });
         let part = &mut cut.parts[at];
-        if let Some(probe) = &mut part.probe {
-            match probe.first(offset) {
-                Step::ReadOn | Step::NothingBefore => part.probe = None,
-                Step::Back(from) => {
-                    let _ =
-                        started.consumer.seek(&part.tp.topic, part.tp.partition, Offset::Offset(from), SEEK_TIMEOUT);
-                    return; // read again, from further back
-                }
-            }
+        if probed_back(&started.consumer, &part.tp, &mut part.probe, offset) {
+            return; // read again, from further back
         }
         if part.next.is_some_and(|next| offset < next) {
             return; // fetched again after a pause or a new assignment
@@ -470,7 +464,9 @@ impl KafkaSource {
             started.add(tp, part, cut.seq);
         }
         if !started.capped.is_empty() && !started.all_paused {
-            let _ = started.consumer.resume(&list(&started.capped));
+            if started.consumer.resume(&list(&started.capped)).is_ok() {
+                resumed(&mut started.probes, &mut self.next, &started.capped);
+            }
             started.capped.clear();
         }
     }
@@ -557,14 +553,11 @@ impl KafkaSource {
                     let tp = TopicPartition { topic: message.topic().to_string(), partition: message.partition() };
                     let Some((from, until)) = wanted.get(&tp).copied() else { continue };
                     let offset = message.offset();
-                    if let Some(probe) = probes.get_mut(&tp) {
-                        match probe.first(offset) {
-                            Step::ReadOn | Step::NothingBefore => drop(probes.remove(&tp)),
-                            Step::Back(back) => {
-                                let _ = consumer.seek(&tp.topic, tp.partition, Offset::Offset(back), SEEK_TIMEOUT);
-                                continue;
-                            }
-                        }
+                    let mut probe = probes.remove(&tp);
+                    let again = probed_back(&consumer, &tp, &mut probe, offset);
+                    probes.extend(probe.map(|probe| (tp.clone(), probe)));
+                    if again {
+                        continue;
                     }
                     if offset >= from && offset < until {
                         let part = taken.entry(tp.clone()).or_default();
@@ -664,6 +657,53 @@ fn positioned(
             probes.extend(Probe::at(at).map(|probe| (tp.clone(), probe)));
         }
         _ => drop(probes.remove(tp)),
+    }
+}
+
+/// A probe's step for the record at `offset` that `consumer` read of `tp` (`probe.rs`): true
+/// if the record is dropped and `tp` read again from further back (a failed seek is tried
+/// again at the next record); the probe is over (None) once a record is read on.
+fn probed_back<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tp: &TopicPartition,
+    probe: &mut Option<Probe>,
+    offset: i64,
+) -> bool {
+    let Some(looking) = probe.as_mut() else { return false };
+    let from = match looking.first(offset) {
+        Step::ReadOn | Step::NothingBefore => {
+            *probe = None;
+            return false;
+        }
+        Step::Back(from) => from,
+    };
+    // Not below the partition's first offset (retention): a seek there would reset it.
+    let start = consumer.fetch_watermarks(&tp.topic, tp.partition, SEEK_TIMEOUT).map_or(0, |(low, _)| low);
+    let from = from.max(start);
+    match consumer.seek(&tp.topic, tp.partition, Offset::Offset(from), SEEK_TIMEOUT) {
+        Ok(()) => looking.looked_back(from, start),
+        Err(err) => {
+            tracing::debug!(
+                "{}/{}: cannot seek back to {from} to find offset {offset}'s batch: {err}",
+                tp.topic,
+                tp.partition
+            )
+        }
+    }
+    true
+}
+
+/// Probes at their next offsets the partitions `resumed` (librdkafka reads a resumed partition
+/// from the record after the last one it gave: inside a batch, maybe).
+fn resumed<'a>(
+    probes: &mut BTreeMap<TopicPartition, Probe>,
+    next: &mut BTreeMap<TopicPartition, i64>,
+    resumed: impl IntoIterator<Item = &'a TopicPartition>,
+) {
+    for tp in resumed {
+        if let Some(at) = next.get(tp).copied() {
+            positioned(probes, next, tp, Offset::Offset(at));
+        }
     }
 }
 
