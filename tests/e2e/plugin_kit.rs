@@ -640,3 +640,37 @@ fn a_shadow_deploy_reports_the_share_that_differs_and_a_promoted_shadow_serves_f
     }
     assert_eq!(total, 1_200, "every a1 counted once, before, during and after the shadows");
 }
+
+/// A shadow deploy of a component beside a serving module compares as two modules do, and the
+/// component, promoted, serves.
+#[test]
+fn a_component_in_a_modules_shadow_reports_the_share_that_differs_and_serves_once_promoted() {
+    let lines: Vec<String> = (0..1_200).map(|_| "a1 B2 C3 D4".to_string()).collect();
+    let feed = lines.chunks(5).map(join_lines).collect();
+    let server = LineServer::start(Feed::Paced(feed, std::time::Duration::from_millis(50)));
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    work.add_plugin("uppercase-abi2", "upper");
+    work.write("pipeline.toml", &wordcount_pipeline(&server.address, "wordcount.wasm", "300ms", "100ms"));
+    let ui = format!("127.0.0.1:{}", crate::admin::free_port());
+    let running = work.spawn(&["pipeline.toml", "--ui", &ui, "--no-hot-swap"]);
+    running.wait_for("records out", std::time::Duration::from_secs(30));
+    let deploy = work.sluice(&["deploy", "wordcount", "upper.wasm", "--shadow", "--ui", &ui]);
+    assert!(deploy.status.success(), "{}", String::from_utf8_lossy(&deploy.stderr));
+    wait_until("three batches in the shadow", std::time::Duration::from_secs(30), || {
+        status(&ui)["plugins"][0]["shadow"]["batches"].as_u64().unwrap_or(0) >= 3
+    });
+    let shadow = status(&ui)["plugins"][0]["shadow"].clone();
+    assert_eq!(shadow["differing_share"].as_f64(), Some(0.25), "{shadow}");
+    assert_eq!(shadow["totals"]["shadow_errors"].as_u64(), Some(0), "{shadow}");
+    assert!(work.batches("out").values().flatten().all(|r| r[0] != "A1"), "a shadow's output is discarded");
+    let promote = work.sluice(&["promote", "wordcount", "--ui", &ui]);
+    assert!(promote.status.success(), "{}", String::from_utf8_lossy(&promote.stderr));
+    running.wait_for("plugin swapped", std::time::Duration::from_secs(30));
+    wait_until("the component's output", std::time::Duration::from_secs(30), || {
+        work.batches("out").values().flatten().any(|r| r[0] == "A1")
+    });
+    running.signal("TERM");
+    let (code, log) = running.finish(std::time::Duration::from_secs(60));
+    assert_eq!(code, 0, "{log}");
+}

@@ -148,6 +148,17 @@ fn a_plugin_built_for_another_abi_is_refused_by_check_and_by_hot_swap() {
 
 #[test]
 fn a_swapped_in_version_that_keeps_failing_is_rolled_back_automatically() {
+    rolled_back_automatically("faulty");
+}
+
+#[test]
+fn a_swapped_in_component_that_keeps_failing_is_rolled_back_automatically() {
+    rolled_back_automatically("faulty-abi2");
+}
+
+/// The healthy module serves, `faulty` (a module or a component) is swapped in and fails every
+/// batch, and is rolled back after `rollback_after` of them.
+fn rolled_back_automatically(faulty: &str) {
     // Every chunk holds a line the faulty plugin panics on; the healthy one just counts it.
     let chunks: Vec<Vec<u8>> =
         (0..14).map(|i| join_lines(&[format!("chunk{i} words panic! here"), "more words".to_string()])).collect();
@@ -159,7 +170,7 @@ fn a_swapped_in_version_that_keeps_failing_is_rolled_back_automatically() {
     work.write("pipeline.toml", &pipeline);
     let running = work.spawn(&["pipeline.toml", "--no-ui"]);
     running.wait_for("records out", Duration::from_secs(20));
-    std::fs::copy(plugin("faulty"), work.path(".wc.tmp")).unwrap();
+    std::fs::copy(plugin(faulty), work.path(".wc.tmp")).unwrap();
     std::fs::rename(work.path(".wc.tmp"), &file).unwrap();
     running.wait_for("plugin rolled back automatically", Duration::from_secs(30));
     // The file still holds the failing version; a version for another ABI is refused.

@@ -271,19 +271,17 @@ impl Instance {
         fill: impl FnOnce(&mut [u8]),
         output: &mut Vec<u8>,
     ) -> Result<(), CallError> {
-        self.input.clear();
-        self.input.resize(len, 0);
-        fill(&mut self.input);
+        // Grown, never shrunk or cleared: the bytes are written over (no memset per call).
+        if self.input.len() < len {
+            self.input.resize(len, 0);
+        }
+        fill(&mut self.input[..len]);
         self.store.data_mut().core.limit_memory(limits.memory);
         self.store.data().output.clear();
         self.store.set_epoch_deadline(ticks(limits));
         let functions = self.plugin.sluice_plugin_functions();
-        let result = functions.call_call(&mut self.store, function, &self.input);
+        let result = functions.call_call(&mut self.store, function, &self.input[..len]);
         match result.map_err(|err| failure(&mut self.store, err, limits))? {
-            Ok(bytes) if output.is_empty() => {
-                *output = bytes; // lifted into a Vec of its own already: no second copy
-                Ok(())
-            }
             Ok(bytes) => {
                 output.extend_from_slice(&bytes);
                 Ok(())
