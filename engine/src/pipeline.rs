@@ -65,8 +65,19 @@ impl Pipeline {
                 Err(err) => errors.push(ConfigError::new(format!("plugins.{name}"), err.to_string())),
             }
         }
+        // `[capabilities]` of a module do nothing: said, not refused (a swap to a component may come).
+        let needless: Vec<ConfigError> = versions
+            .iter()
+            .filter(|v| v.is_module() && file.config.capabilities.contains_key(&v.plugin))
+            .map(|v| {
+                let what =
+                    "is an ABI 1 module, which gets no WASI: these capabilities do nothing until a component serves";
+                ConfigError::new(format!("capabilities.{}", v.plugin), format!("`{}` {what}", v.plugin))
+            })
+            .collect();
         let mut pipeline = Self::assemble(file, versions, errors)?;
         pipeline.runtime = Some(runtime.clone());
+        pipeline.warnings.extend(needless);
         if checking {
             let mut errors = Vec::new();
             let letter = DeadLetter::type_desc();

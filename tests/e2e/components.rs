@@ -185,6 +185,16 @@ fn capabilities_give_a_component_the_clock_and_real_random_only_where_the_pipeli
         said.contains("clock = [\"time\"]") && said.contains("unknown variant `time`, expected `clocks` or `random`"),
         "{said}"
     );
+    // On an ABI 1 module they do nothing, which `check` says.
+    let module = work.add_plugin("clock", "module");
+    let text = pipeline("[capabilities]\nclock = [\"clocks\"]\nmodule = [\"clocks\"]")
+        .replace("[plugins]\n", "[plugins]\nmodule = \"module.wasm\"\n");
+    work.write("pipeline.toml", &text);
+    let check = work.sluice(&["check", "pipeline.toml"]);
+    let warned = String::from_utf8_lossy(&check.stderr).to_string();
+    assert!(check.status.success(), "{warned}");
+    assert!(warned.contains("capabilities.module: `module` is an ABI 1 module, which gets no WASI"), "{warned}");
+    assert!(module.is_file());
     let said = refused("[capabilities]\nclock = [\"clocks\"]\nother = [\"random\"]");
     assert!(said.contains("capabilities.other: no plugin `other` in [plugins]"), "{said}");
 

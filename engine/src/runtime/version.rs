@@ -122,6 +122,11 @@ impl PluginVersion {
         }
     }
 
+    /// Whether it is an ABI 1 module (no WASI, so no capabilities either).
+    pub(crate) fn is_module(&self) -> bool {
+        matches!(self.implementation, Implementation::Wasm { .. })
+    }
+
     /// The first 12 hex digits of the content hash, as shown in logs.
     pub(crate) fn short_hash(&self) -> &str {
         &self.hash[..self.hash.len().min(12)]
