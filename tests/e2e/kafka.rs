@@ -561,29 +561,35 @@ fn each_partitions_offset_and_lag_are_in_metrics_and_the_receiver_row() {
     assert_eq!(running.finish(Duration::from_secs(30)).0, 0);
 }
 
+/// A word count of `topic` (one partition, `records` records `w<i>` produced in batches of 100)
+/// with `source` added to its source's settings: every record from `first` on counted once.
+fn batched_records_count_once(topic: &str, records: u64, source: &str, first: u64) {
+    let broker = Broker::start();
+    let b = broker.address.clone();
+    client(&["create", &b, topic, "1"]);
+    let acked = client(&["batches", &b, topic, &records.to_string(), "100"]);
+    assert_eq!(acked.trim(), format!("acked {records}"));
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    let text = kafka_wordcount(&b, topic, false, "").replace(PROPERTIES, &format!("{PROPERTIES}\n{source}"));
+    work.write("pipeline.toml", &text);
+    let expected: BTreeMap<String, u64> = (first..records).map(|i| (format!("w{i}"), 1)).collect();
+    let running = work.spawn(&["pipeline.toml", "--no-ui"]);
+    wait_until("every record counted", Duration::from_secs(30), || work.ledger("out") == expected);
+    running.signal("TERM");
+    let (code, log) = running.finish(Duration::from_secs(30));
+    assert_eq!(code, 0, "log:\n{log}");
+    assert_eq!(work.ledger("out"), expected, "from offset {first} on, each record once");
+}
+
 /// A source that starts inside a record batch reads the rest of that batch: tansu answers a
 /// fetch from the middle of a batch with the batches after it (a Kafka broker would send the
 /// batch itself), so the source probes back for it (`sources/kafka/probe.rs`). The same start
 /// happens to a cluster member taking over a partition and to every replay of a logged range.
 #[test]
 fn a_source_starting_inside_a_record_batch_reads_the_rest_of_that_batch() {
-    let broker = Broker::start();
-    let b = broker.address.clone();
-    client(&["create", &b, "batched", "1"]);
     // Three batches of 100 records, w0..w299; the source starts at 150, the middle of the second.
-    assert_eq!(client(&["batches", &b, "batched", "300", "100"]).trim(), "acked 300");
-    let work = Workdir::new();
-    work.add_plugin("wordcount", "wordcount");
-    let text = kafka_wordcount(&b, "batched", false, "")
-        .replace(PROPERTIES, &format!("{PROPERTIES}\nstarting_offsets = {{ \"batched\" = {{ \"0\" = 150 }} }}"));
-    work.write("pipeline.toml", &text);
-    let expected: BTreeMap<String, u64> = (150..300).map(|i| (format!("w{i}"), 1)).collect();
-    let running = work.spawn(&["pipeline.toml", "--no-ui"]);
-    wait_until("w150..w299 counted", Duration::from_secs(30), || work.ledger("out") == expected);
-    running.signal("TERM");
-    let (code, log) = running.finish(Duration::from_secs(30));
-    assert_eq!(code, 0, "log:\n{log}");
-    assert_eq!(work.ledger("out"), expected, "from offset 150 on, each record once");
+    batched_records_count_once("batched", 300, "starting_offsets = { \"batched\" = { \"0\" = 150 } }", 150);
 }
 
 /// A partition paused at its share of a batch resumes inside a record batch (librdkafka reads
@@ -591,21 +597,6 @@ fn a_source_starting_inside_a_record_batch_reads_the_rest_of_that_batch() {
 /// too. Batches of 100 records, a share of 150 a batch.
 #[test]
 fn a_partition_resumed_inside_a_record_batch_after_its_share_reads_the_rest_of_it() {
-    let broker = Broker::start();
-    let b = broker.address.clone();
-    client(&["create", &b, "capped", "1"]);
-    assert_eq!(client(&["batches", &b, "capped", "600", "100"]).trim(), "acked 600");
-    let work = Workdir::new();
-    work.add_plugin("wordcount", "wordcount");
     // 500 records/s of a 300 ms batch: 150 a batch.
-    let text = kafka_wordcount(&b, "capped", false, "")
-        .replace(PROPERTIES, &format!("{PROPERTIES}\nmax_rate_per_partition = 500"));
-    work.write("pipeline.toml", &text);
-    let expected: BTreeMap<String, u64> = (0..600).map(|i| (format!("w{i}"), 1)).collect();
-    let running = work.spawn(&["pipeline.toml", "--no-ui"]);
-    wait_until("w0..w599 counted", Duration::from_secs(30), || work.ledger("out") == expected);
-    running.signal("TERM");
-    let (code, log) = running.finish(Duration::from_secs(30));
-    assert_eq!(code, 0, "log:\n{log}");
-    assert_eq!(work.ledger("out"), expected, "each record once across the pauses");
+    batched_records_count_once("capped", 600, "max_rate_per_partition = 500", 0);
 }

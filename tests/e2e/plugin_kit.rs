@@ -21,6 +21,20 @@ fn text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 
+/// `plugin build`'s output lists the template's five functions with their kinds and types.
+fn lists_the_template_functions(built: &str) {
+    let listed: Vec<String> = built.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    for function in [
+        "normalize map String -> String",
+        "split_words flat_map String -> (String, u64)",
+        "long_enough filter (String, u64) -> (String, u64)",
+        "sum reduce u64 -> u64",
+        "running_total update_state u64 -> Total",
+    ] {
+        assert!(listed.iter().any(|l| l == function), "`{function}` in:\n{built}");
+    }
+}
+
 #[test]
 fn a_plugin_made_by_plugin_new_builds_tests_and_passes_its_golden_files_outside_the_repo() {
     let home = tempfile::tempdir().unwrap();
@@ -37,16 +51,7 @@ fn a_plugin_made_by_plugin_new_builds_tests_and_passes_its_golden_files_outside_
     let built = text(&build);
     assert!(build.status.success(), "{built}");
     assert!(built.contains("target/wasm32-unknown-unknown/release/word_stats.wasm ("), "{built}");
-    let listed: Vec<String> = built.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
-    for function in [
-        "normalize map String -> String",
-        "split_words flat_map String -> (String, u64)",
-        "long_enough filter (String, u64) -> (String, u64)",
-        "sum reduce u64 -> u64",
-        "running_total update_state u64 -> Total",
-    ] {
-        assert!(listed.iter().any(|l| l == function), "`{function}` in:\n{built}");
-    }
+    lists_the_template_functions(&built);
 
     let test = ["test", "pipeline.toml", "--input", "lines=input.txt"];
     let golden = [&test[..], &["--expect", "expected"]].concat();
@@ -115,16 +120,7 @@ fn a_guest_plugin_builds_tests_and_passes_its_golden_files(
     let built = text(&build);
     assert!(build.status.success(), "{built}");
     assert!(built.contains("target/word_stats.wasm ("), "{built}");
-    let listed: Vec<String> = built.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
-    for function in [
-        "normalize map String -> String",
-        "split_words flat_map String -> (String, u64)",
-        "long_enough filter (String, u64) -> (String, u64)",
-        "sum reduce u64 -> u64",
-        "running_total update_state u64 -> Total",
-    ] {
-        assert!(listed.iter().any(|l| l == function), "`{function}` in:\n{built}");
-    }
+    lists_the_template_functions(&built);
     let golden = ["test", "pipeline.toml", "--input", "lines=input.txt", "--expect", "expected"];
     let passed = sluice(&golden);
     assert!(passed.status.success(), "the template's golden files, as the Rust plugin writes them:\n{}", text(&passed));

@@ -531,7 +531,7 @@ impl KafkaSource {
         for range in ranges.iter().filter(|r| r.until > r.from) {
             let _ = tpl.add_partition_offset(&range.topic, range.partition, Offset::Offset(range.from));
             let tp = TopicPartition { topic: range.topic.clone(), partition: range.partition };
-            positioned(&mut probes, &mut BTreeMap::new(), &tp, Offset::Offset(range.from));
+            probes.extend(Probe::at(range.from).map(|probe| (tp.clone(), probe)));
             wanted.insert(tp, (range.from, range.until));
         }
         if let Err(err) = consumer.assign(&tpl) {
