@@ -7,7 +7,7 @@
   const query = token ? "?token=" + encodeURIComponent(token) : "";
   const KEEP = 600; // batches on the charts
   const state = {
-    info: null, batches: [], waiting: new Map(), running: null, pluginEvents: [],
+    info: null, batches: [], waiting: new Map(), running: null, pluginEvents: [], audit: [],
     results: {}, stageTotals: {}, stageErrors: {}, versionErrors: {}, connected: false,
   };
   const charts = {};
@@ -206,6 +206,13 @@
       `<td class="hash">${esc(e.to)}</td><td>${esc(e.detail)}</td></tr>`).join("");
   }
 
+  function drawAudit() {
+    $("audit").tBodies[0].innerHTML = state.audit.slice().reverse().map((e) =>
+      `<tr class="${e.accepted ? "accepted" : "refused"}"><td>${time(e.at_ms)}</td><td>${esc(e.from)}</td><td>${esc(e.action)}</td>` +
+      `<td>${esc(e.target)}</td><td>${e.accepted ? "accepted" : "refused"} (${e.status})</td><td class="hash">${esc(e.hash)}</td>` +
+      `<td>${esc(e.detail)}</td></tr>`).join("");
+  }
+
   function drawResults() {
     const sinks = Object.values(state.results);
     if (sinks.length === 0) return;
@@ -252,7 +259,7 @@
   }
 
   function drawAll() {
-    drawSummary(); drawCharts(); drawBatches(); drawSources(); drawCluster(); drawStages(); drawPlugins(); drawResults();
+    drawSummary(); drawCharts(); drawBatches(); drawSources(); drawCluster(); drawStages(); drawPlugins(); drawAudit(); drawResults();
   }
 
   // ---- data ---------------------------------------------------------------------------
@@ -261,6 +268,7 @@
     state.waiting = new Map(Object.entries(h.waiting || {}).map(([t, n]) => [Number(t), n]));
     state.running = h.running;
     state.pluginEvents = h.plugins || [];
+    state.audit = h.audit || [];
     state.results = h.results || {};
     state.stageTotals = h.stage_totals || {};
     state.stageErrors = h.stage_errors || {};
@@ -311,6 +319,7 @@
       case "plugin": state.pluginEvents.push(e); drawPlugins(); refreshInfo(); break;
       case "receiver": refreshInfo(); break;
       case "results": state.results[e.sink] = e; drawResults(); break;
+      case "audit": state.audit.push(e); if (state.audit.length > 200) state.audit.shift(); drawAudit(); break;
       case "lagged": load(); break;
     }
   }

@@ -65,14 +65,13 @@ impl Pipeline {
                 Err(err) => errors.push(ConfigError::new(format!("plugins.{name}"), err.to_string())),
             }
         }
-        // `[capabilities]` of a module do nothing: said, not refused (a swap to a component may come).
+        // Capabilities a plugin does not import do nothing: said, not refused (a swap to a
+        // version that imports them may come).
         let needless: Vec<ConfigError> = versions
             .iter()
-            .filter(|v| v.is_module() && file.config.capabilities.contains_key(&v.plugin))
-            .map(|v| {
-                let what =
-                    "is an ABI 1 module, which gets no WASI: these capabilities do nothing until a component serves";
-                ConfigError::new(format!("capabilities.{}", v.plugin), format!("`{}` {what}", v.plugin))
+            .flat_map(|v| {
+                let asked = file.config.capabilities.get(&v.plugin).map_or(&[][..], Vec::as_slice);
+                asked.iter().filter(|c| !v.imports(c.interface())).map(|c| needless_capability(v, *c))
             })
             .collect();
         let mut pipeline = Self::assemble(file, versions, errors)?;
@@ -158,6 +157,23 @@ impl Pipeline {
 fn sink_types<'a>(graph: &'a Graph, letter: &'a TypeDesc) -> impl Iterator<Item = (&'a SinkConfig, &'a TypeDesc)> {
     let sinks = graph.sinks.iter().map(|node| (&node.config, &graph.streams[node.input].ty));
     sinks.chain(graph.dead_letters.iter().map(move |config| (config, letter)))
+}
+
+/// The warning for capability `capability` given to `version`, which does not import it.
+fn needless_capability(version: &crate::runtime::PluginVersion, capability: crate::config::Capability) -> ConfigError {
+    let why = if version.is_module() {
+        "is an ABI 1 module, which gets no WASI".to_string()
+    } else {
+        format!("imports no {}*", capability.interface())
+    };
+    ConfigError::new(
+        format!("capabilities.{}", version.plugin),
+        format!(
+            "`{}` {why}: `{}` does nothing until a version that imports it serves",
+            version.plugin,
+            capability.name()
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -25,6 +25,22 @@ pub fn get(address: &str, path: &str, token: Option<&str>) -> (u16, String) {
     (status, body)
 }
 
+/// A plain HTTP/1.1 POST of `body`, returning the status. Written whole before the answer is
+/// read (a server refusing it early may stop reading: write errors are ignored).
+fn post(address: &str, path: &str, token: Option<&str>, body: &[u8]) -> u16 {
+    let mut stream = TcpStream::connect(address).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body));
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no HTTP answer: {text:?}"))
+}
+
 /// A Prometheus text exposition, read by a real parser; every sample is a counter or a gauge.
 pub fn parse_prometheus(text: &str) -> prometheus_parse::Scrape {
     let scrape =
@@ -179,6 +195,90 @@ fn off_loopback_the_admin_api_needs_a_token_and_refuses_requests_without_it() {
     running.signal("TERM");
     let (code, log) = running.finish(Duration::from_secs(20));
     assert_eq!(code, 0, "log:\n{log}");
+}
+
+/// The token from a file (a mounted secret, off the command line) for the engine and the
+/// CLI; a body over `--max-upload-mib` answered 413; a name that is no plugin's (a path
+/// into the cache) 404; a token file without a token refused naming it; every control request
+/// audited.
+#[test]
+fn the_token_comes_from_a_file_oversized_uploads_and_unknown_names_are_refused_and_all_is_audited() {
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let text = wordcount_pipeline(&address, "wordcount.wasm", "300ms", "100ms");
+    work.write("pipeline.toml", &text.replacen("[pipeline]\n", "[pipeline]\ncheckpoint_dir = \"ckpt\"\n", 1));
+    work.write("empty-token", "\n");
+    let out = work.sluice(&["run", "pipeline.toml", "--admin-token-file", "empty-token"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("--admin-token-file empty-token: expected the token on its first line"), "{said}");
+
+    work.write("token", "s3cret\n");
+    let local = format!("127.0.0.1:{}", free_port());
+    let running =
+        work.spawn(&["pipeline.toml", "--ui", &local, "--admin-token-file", "token", "--max-upload-mib", "1"]);
+    running.wait_for("admin API at /api", Duration::from_secs(20));
+    assert_eq!(get(&local, "/api/status", None).0, 401);
+    assert_eq!(get(&local, "/api/status", Some("s3cret")).0, 200);
+    assert!(!running.log().contains("s3cret"), "the token is never logged");
+    let deploy = "/api/plugins/wordcount/deploy";
+    assert_eq!(post(&local, deploy, Some("s3cret"), &vec![0; 2 << 20]), 413, "over the limit");
+    assert_eq!(post(&local, deploy, Some("s3cret"), b"not wasm"), 422, "under it: read and validated");
+    assert_eq!(post(&local, "/api/plugins/..%2F..%2Fcache/deploy", Some("s3cret"), b"x"), 404);
+    assert_eq!(post(&local, "/api/sources/..%2Fetc/pause", Some("s3cret"), b""), 404);
+    assert_eq!(post(&local, "/api/sources/lines/pause", Some("wrong"), b""), 401);
+    // A token in the query is no token for a control route, and never kept in the trail.
+    assert_eq!(post(&local, "/api/sources/lines/resume?token=s3cret&to=x", None, b""), 401);
+    let out = work.sluice(&["pause", "lines", "--ui", &local, "--admin-token-file", "token"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = work.sluice(&["status", "--ui", &local, "--admin-token-file", "token"]);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(String::from_utf8_lossy(&status.stdout).contains("wordcount"));
+    // Every control request is in the audit trail, in order, with its address and outcome:
+    // in the checkpoint directory and in the dashboard's history alike.
+    let expected = [
+        ("deploy", "wordcount", 413),
+        ("deploy", "wordcount", 422),
+        ("deploy", "../../cache", 404),
+        ("pause", "../etc", 404),
+        ("pause", "lines", 401),
+        ("resume", "lines", 401),
+        ("pause", "lines", 200),
+    ];
+    let trail = |entries: Vec<serde_json::Value>| -> Vec<(String, String, u64)> {
+        for entry in &entries {
+            assert!(entry["from"].as_str().is_some_and(|f| f.starts_with("127.0.0.1:")), "{entry}");
+            assert_eq!(entry["accepted"], entry["status"] == 200, "{entry}");
+        }
+        entries
+            .iter()
+            .map(|e| {
+                (
+                    e["action"].as_str().unwrap().into(),
+                    e["target"].as_str().unwrap().into(),
+                    e["status"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let expected: Vec<(String, String, u64)> =
+        expected.iter().map(|(a, t, s)| (a.to_string(), t.to_string(), *s)).collect();
+    let file = std::fs::read_to_string(work.path("ckpt/audit.jsonl")).unwrap();
+    let lines = file.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(trail(lines), expected, "{file}");
+    let (code, body) = get(&local, "/api/dashboard", Some("s3cret"));
+    assert_eq!(code, 200);
+    let history: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let shown = history["history"]["audit"].as_array().cloned().unwrap_or_else(|| panic!("no audit in {body}"));
+    assert_eq!(trail(shown), expected);
+    assert!(file.contains("\"detail\":\"no plugin `../../cache` in this pipeline\""), "{file}");
+    assert!(!file.contains("s3cret") && file.contains("\"query\":\"to=x\""), "{file}");
+    running.signal("TERM");
+    let (code, log) = running.finish(Duration::from_secs(20));
+    assert_eq!(code, 0, "log:\n{log}");
+    assert!(!log.contains("s3cret"), "the token is never logged");
+    assert_eq!(log.matches("control action refused").count(), 6, "log:\n{log}");
 }
 
 #[test]

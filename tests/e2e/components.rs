@@ -185,15 +185,20 @@ fn capabilities_give_a_component_the_clock_and_real_random_only_where_the_pipeli
         said.contains("clock = [\"time\"]") && said.contains("unknown variant `time`, expected `clocks` or `random`"),
         "{said}"
     );
-    // On an ABI 1 module they do nothing, which `check` says.
+    // On an ABI 1 module, or a component that does not import them (a Python one, with WASI
+    // stubbed), they do nothing, which `check` says; not for the component that uses them.
     let module = work.add_plugin("clock", "module");
-    let text = pipeline("[capabilities]\nclock = [\"clocks\"]\nmodule = [\"clocks\"]")
-        .replace("[plugins]\n", "[plugins]\nmodule = \"module.wasm\"\n");
+    std::fs::copy(guest("wordcount-py"), work.path("py.wasm")).unwrap();
+    let text = pipeline("[capabilities]\nclock = [\"clocks\", \"random\"]\nmodule = [\"clocks\"]\npy = [\"random\"]")
+        .replace("[plugins]\n", "[plugins]\nmodule = \"module.wasm\"\npy = \"py.wasm\"\n");
     work.write("pipeline.toml", &text);
     let check = work.sluice(&["check", "pipeline.toml"]);
     let warned = String::from_utf8_lossy(&check.stderr).to_string();
     assert!(check.status.success(), "{warned}");
     assert!(warned.contains("capabilities.module: `module` is an ABI 1 module, which gets no WASI"), "{warned}");
+    assert!(warned.contains("capabilities.py: `py` imports no wasi:random/*"), "{warned}");
+    assert!(warned.contains("`random` does nothing until a version that imports it serves"), "{warned}");
+    assert!(!warned.contains("capabilities.clock"), "{warned}");
     assert!(module.is_file());
     let said = refused("[capabilities]\nclock = [\"clocks\"]\nother = [\"random\"]");
     assert!(said.contains("capabilities.other: no plugin `other` in [plugins]"), "{said}");

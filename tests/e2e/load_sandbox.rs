@@ -341,3 +341,45 @@ fn a_newer_version_supersedes_a_waiting_one_and_a_slow_refusal_holds_no_other_pl
     assert_eq!(installed.len(), 2, "{installed:#?}");
     assert_eq!(installed.iter().filter(|l| l.contains("plugin=wc ")).count(), 1, "{installed:#?}");
 }
+
+/// A compiled plugin in the cache changed after the engine wrote it (a planted artifact: wasmtime
+/// would run its machine code as found) is not loaded: its MAC fails, the plugin is compiled
+/// again and the file replaced. The key is its owner's only, outside the cache.
+#[test]
+fn a_tampered_compile_cache_file_is_refused_and_the_plugin_compiled_again() {
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    work.write("pipeline.toml", &wordcount_pipeline("127.0.0.1:9", "wordcount.wasm", "300ms", "100ms"));
+    let check = || {
+        let out = work.sluice(&["check", "pipeline.toml"]);
+        let said = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{said}");
+        said
+    };
+    let refused = "fails its MAC check (changed since this engine wrote it): not loaded; compiled again";
+    assert!(!check().contains(refused));
+    let cached: Vec<std::path::PathBuf> = std::fs::read_dir(work.path("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let sealed = std::fs::read(&cached[0]).unwrap();
+    // The artifact with one byte of its code changed, and the same with a tag made up for it.
+    let mut planted = sealed.clone();
+    let middle = planted.len() / 2;
+    planted[middle] ^= 0xff;
+    for file in [planted.clone(), [&[0u8; 32][..], &planted[32..]].concat()] {
+        std::fs::write(&cached[0], &file).unwrap();
+        let said = check();
+        assert!(said.contains(refused), "{said}");
+        assert_ne!(std::fs::read(&cached[0]).unwrap(), file, "replaced by a sealed compile");
+        assert!(!check().contains(refused), "the replacement loads");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(work.path("cache.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

@@ -8,10 +8,29 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// The zoo: a healthy word count beside a stage per misbehaviour of the `faulty` plugin (an ABI
-/// 1 module, or the same code as an ABI 2 component; `garbage` breaks ABI 1's framing by hand, so
-/// only the module has it).
-fn zoo_pipeline(servers: &[(&str, &LineServer)], garbage: bool) -> String {
+/// The `faulty` plugin a zoo runs: the same misbehaviours in each build.
+struct Faulty {
+    /// Its file under target/plugins.
+    plugin: &'static str,
+    /// With ABI 1's framing-breaking `garbage` stage (only the module has it).
+    garbage: bool,
+    /// The class of its `panic!`: a Rust trap, or a Python or JavaScript exception (the
+    /// guest's error, with its traceback).
+    raised: &'static str,
+    /// The `memory_limit`s of the `oom!` and `huge!` stages: above what the build needs to
+    /// start (an interpreter's heap), below what the trigger asks for.
+    memory: [&'static str; 2],
+}
+
+const RUST_MEMORY: [&str; 2] = ["64MiB", "32MiB"];
+const MODULE: Faulty = Faulty { plugin: "faulty", garbage: true, raised: "trap", memory: RUST_MEMORY };
+const COMPONENT: Faulty = Faulty { plugin: "faulty-abi2", garbage: false, raised: "trap", memory: RUST_MEMORY };
+const GUEST_MEMORY: [&str; 2] = ["160MiB", "128MiB"];
+const PYTHON: Faulty = Faulty { plugin: "faulty-py", garbage: false, raised: "guest_error", memory: GUEST_MEMORY };
+const JAVASCRIPT: Faulty = Faulty { plugin: "faulty-js", garbage: false, raised: "guest_error", memory: GUEST_MEMORY };
+
+/// The zoo: a healthy word count beside a stage per misbehaviour of the `faulty` plugin.
+fn zoo_pipeline(servers: &[(&str, &LineServer)], faulty: &Faulty) -> String {
     let mut text = String::from(
         "[pipeline]\nname = \"zoo\"\nbatch_interval = \"300ms\"\nblock_interval = \"100ms\"\n\n\
          [plugins]\nwordcount = \"wordcount.wasm\"\nfaulty = \"faulty.wasm\"\n\n",
@@ -24,6 +43,7 @@ fn zoo_pipeline(servers: &[(&str, &LineServer)], garbage: bool) -> String {
             "[[stages]]\nname = \"{name}\"\ninput = \"{input}\"\nop = \"{op}\"\nplugin = \"{plugin}\"\nfunction = \"{function}\"\n{extra}\n"
         )
     };
+    let [bomb_cap, huge_cap] = faulty.memory;
     text += &stage("words", "healthy", "flat_map", "wordcount", "split_words", "");
     text += &stage("counts", "words", "reduce_by_key", "wordcount", "sum", "");
     text += &stage("trapped", "panics", "flat_map", "faulty", "split_words", "on_error = \"skip\"");
@@ -41,10 +61,17 @@ fn zoo_pipeline(servers: &[(&str, &LineServer)], garbage: bool) -> String {
         "flat_map",
         "faulty",
         "split_words",
-        "memory_limit = \"64MiB\"\ndead_letter = \"dlq\"",
+        &format!("memory_limit = \"{bomb_cap}\"\ndead_letter = \"dlq\""),
     );
-    text += &stage("huge", "huges", "flat_map", "faulty", "huge", "memory_limit = \"32MiB\"\non_error = \"skip\"");
-    if garbage {
+    text += &stage(
+        "huge",
+        "huges",
+        "flat_map",
+        "faulty",
+        "huge",
+        &format!("memory_limit = \"{huge_cap}\"\non_error = \"skip\""),
+    );
+    if faulty.garbage {
         text += &stage(
             "garbled",
             "garbages",
@@ -56,7 +83,7 @@ fn zoo_pipeline(servers: &[(&str, &LineServer)], garbage: bool) -> String {
     }
     text += "[[sinks]]\nname = \"out\"\ninput = \"counts\"\ntype = \"file\"\npath = \"out\"\n\n";
     let stages = ["trapped", "looped", "bombed", "huge", "garbled"];
-    for stage in &stages[..if garbage { 5 } else { 4 }] {
+    for stage in &stages[..if faulty.garbage { 5 } else { 4 }] {
         text +=
             &format!("[[sinks]]\nname = \"{stage}_out\"\ninput = \"{stage}\"\ntype = \"file\"\npath = \"{stage}\"\n\n");
     }
@@ -66,20 +93,34 @@ fn zoo_pipeline(servers: &[(&str, &LineServer)], garbage: bool) -> String {
 
 #[test]
 fn a_zoo_of_hostile_plugins_is_contained_by_policy_while_the_healthy_stages_serve() {
-    zoo("faulty", true);
+    zoo(&MODULE);
 }
 
 #[test]
 fn a_zoo_of_hostile_components_is_contained_as_modules_are() {
-    let log = zoo("faulty-abi2", false);
+    let log = zoo(&COMPONENT);
     // The guest's own panic message, through the host's `panic` import (not scraped from its
     // stderr).
     assert!(log.contains("panicked: panicked at") && log.contains("asked to panic by line"), "log:\n{log}");
     assert!(!log.contains("the plugin printed"), "log:\n{log}");
 }
 
-/// Runs the zoo with `faulty` (`garbage`: with its framing-breaking stage); returns the log.
-fn zoo(faulty: &str, garbage: bool) -> String {
+/// Python and JavaScript guests in the zoo: an exception is that call's error, with the
+/// guest's message and stack; a loop meets the deadline; an interpreter refused memory by the
+/// cap (a `MemoryError`, an out-of-memory exception) is a memory limit, not its own error.
+#[test]
+fn a_zoo_of_hostile_python_and_javascript_components_is_contained_as_rust_ones_are() {
+    for (faulty, stack) in [(&PYTHON, "Traceback (most recent call last)"), (&JAVASCRIPT, "at ")] {
+        let log = zoo(faulty);
+        let line = log.lines().find(|l| l.contains("stage `trapped`")).unwrap_or_else(|| panic!("log:\n{log}"));
+        assert!(line.contains("asked to panic by line"), "{}: {line}", faulty.plugin);
+        let rest = &log[log.find("asked to panic by line").expect("found above")..];
+        assert!(rest.contains(stack), "{}: the guest's stack: log:\n{log}", faulty.plugin);
+    }
+}
+
+/// Runs the zoo with `faulty`; returns the log.
+fn zoo(faulty: &Faulty) -> String {
     let healthy = corpus(20_000, 8, 9);
     let hostile = |trigger: &str| LineServer::lines(&[format!("fine words {trigger} here")]);
     let mut servers = vec![
@@ -89,25 +130,25 @@ fn zoo(faulty: &str, garbage: bool) -> String {
         ("bombs", hostile("oom!")),
         ("huges", hostile("huge!")),
     ];
-    if garbage {
+    if faulty.garbage {
         servers.push(("garbages", hostile("anything")));
     }
     let work = Workdir::new();
     work.add_plugin("wordcount", "wordcount");
-    work.add_plugin(faulty, "faulty");
+    work.add_plugin(faulty.plugin, "faulty");
     let named: Vec<(&str, &LineServer)> = servers.iter().map(|(n, s)| (*n, s)).collect();
-    work.write("pipeline.toml", &zoo_pipeline(&named, garbage));
+    work.write("pipeline.toml", &zoo_pipeline(&named, faulty));
     let (code, log) = work.spawn(&["pipeline.toml", "--no-ui"]).finish(Duration::from_secs(90));
     assert_eq!(code, 0, "log:\n{log}");
     assert_eq!(work.ledger("out"), count_words(&healthy), "the healthy stages served every record; log:\n{log}");
     assert!(log.contains("failed_batches=0"), "every failure was absorbed by its policy; log:\n{log}");
     // skip: logged with the class, nothing written.
-    for (stage, class) in [("trapped", "trap"), ("huge", "memory_limit")] {
+    for (stage, class) in [("trapped", faulty.raised), ("huge", "memory_limit")] {
         let line = log
             .lines()
             .find(|l| l.contains(&format!("skipped the records after: stage `{stage}`")))
             .unwrap_or_else(|| panic!("no skip logged for {stage}; log:\n{log}"));
-        assert!(line.contains(&format!("): {class}:")), "{line}");
+        assert!(line.contains(&format!("): {class}:")), "{}: {line}", faulty.plugin);
         assert!(work.batches(stage).is_empty(), "{stage} wrote nothing");
     }
     // dead_letter: the record and the classified error reach the dead-letter sink.
@@ -118,10 +159,10 @@ fn zoo(faulty: &str, garbage: bool) -> String {
         ("bombed", "memory_limit", "fine words oom! here"),
         ("garbled", "bad_output", "fine words anything here"),
     ];
-    let lettered = &lettered[..if garbage { 3 } else { 2 }];
+    let lettered = &lettered[..if faulty.garbage { 3 } else { 2 }];
     for &(stage, class, record) in lettered {
         let letter = by_stage(stage).unwrap_or_else(|| panic!("no dead letter from {stage}: {letters:?}; log:\n{log}"));
-        assert_eq!(letter["class"], class, "{letter}");
+        assert_eq!(letter["class"], class, "{}: {letter}", faulty.plugin);
         assert_eq!(letter["record"], record, "{letter}");
         assert_eq!(letter["plugin"], "faulty", "{letter}");
         assert!(letter["batch"].as_u64().unwrap() > 0, "{letter}");

@@ -153,7 +153,11 @@ impl Workdir {
 
     fn command(&self) -> Command {
         let mut command = Command::new(SLUICE);
-        command.current_dir(self.dir.path()).env("SLUICE_CACHE_DIR", self.path("cache")).env("RUST_LOG", "info");
+        command
+            .current_dir(self.dir.path())
+            .env("SLUICE_CACHE_DIR", self.path("cache"))
+            .env("SLUICE_CACHE_KEY_FILE", self.path("cache.key"))
+            .env("RUST_LOG", "info");
         command.envs(self.env.lock().unwrap().iter().map(|(k, v)| (k, v)));
         command
     }

@@ -15,17 +15,23 @@
 //! | GET | `/assets/{file}` | the page's scripts and styles (open: static code, no token) |
 //!
 //! Bound to loopback it needs no token. Bound elsewhere it refuses to start without one
-//! (`--admin-token` or `SLUICE_ADMIN_TOKEN`); with a token set, every request but an asset's
+//! (`--admin-token`, `--admin-token-file`, or their variables `SLUICE_ADMIN_TOKEN[_FILE]`);
+//! with a token set, every request but an asset's
 //! must carry `Authorization: Bearer <token>` or gets 401. The page, `/api/dashboard` and
 //! `/api/events` also take `?token=<token>`, since a browser cannot give them headers. The check
 //! is one route layer per group (`require_token`, `require_token_or_query`), not a line in
-//! each handler.
+//! each handler. A body larger than `--max-upload-mib` (default: the largest plugin the
+//! runtime loads) is answered 413, nothing past the limit read.
 //!
 //! Files: this one routes, binds and authenticates; `api.rs` holds the JSON and Prometheus
-//! handlers, `page.rs` the dashboard page, its assets, data and event stream.
+//! handlers, `audit.rs` the trail of control actions, `page.rs` the dashboard page, its
+//! assets, data and event stream.
 
 mod api;
+mod audit;
 mod page;
+
+pub use audit::AuditFile;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,9 +49,6 @@ use crate::receiver::Receiver;
 use crate::runtime::deploy::Deployer;
 use crate::runtime::registry::PluginRegistry;
 
-/// Largest plugin an upload may carry: the largest plugin the runtime loads.
-pub const MAX_UPLOAD: usize = crate::runtime::MAX_PLUGIN_BYTES;
-
 /// What the handlers share.
 #[derive(Debug)]
 pub struct Admin {
@@ -61,6 +64,10 @@ pub struct Admin {
     pub receivers: Vec<Arc<Receiver>>,
     /// Required bearer token, if any.
     pub token: Option<String>,
+    /// Largest body a request may carry (a deploy's plugin), bytes; larger is answered 413.
+    pub max_upload: usize,
+    /// Where control actions are kept (with a checkpoint directory), besides log and events.
+    pub audit_file: Option<AuditFile>,
     /// `[pipeline] batch_interval`, ms (the page marks it on the processing-time chart).
     pub batch_interval_ms: u64,
     /// The stages that run.
@@ -121,7 +128,7 @@ impl StageRow {
 pub enum ServeError {
     /// Off loopback without a token.
     #[error(
-        "the admin API at {0} is not on loopback: give --admin-token (or SLUICE_ADMIN_TOKEN) so requests can be authenticated"
+        "the admin API at {0} is not on loopback: give --admin-token or --admin-token-file (or SLUICE_ADMIN_TOKEN[_FILE]) so requests can be authenticated"
     )]
     NeedsToken(SocketAddr),
     /// No port could be bound.
@@ -161,13 +168,17 @@ fn router(admin: Arc<Admin>) -> Router {
     let api = Router::new()
         .route("/metrics", get(api::metrics))
         .route("/api/status", get(api::status))
+        .route_layer(middleware::from_fn_with_state(admin.clone(), require_token));
+    // What changes the engine: behind the token, and every request audited (refused ones too).
+    let control = Router::new()
         .route("/api/plugins/{name}/deploy", post(api::deploy_plugin))
         .route("/api/plugins/{name}/rollback", post(api::rollback_plugin))
         .route("/api/plugins/{name}/promote", post(api::promote_plugin))
         .route("/api/plugins/{name}/abort-shadow", post(api::abort_shadow))
         .route("/api/sources/{name}/pause", post(api::pause_source))
         .route("/api/sources/{name}/resume", post(api::resume_source))
-        .route_layer(middleware::from_fn_with_state(admin.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(admin.clone(), require_token))
+        .route_layer(middleware::from_fn_with_state(admin.clone(), audit::audit));
     let browser = Router::new()
         .route("/", get(page::page))
         .route("/api/dashboard", get(page::dashboard))
@@ -177,13 +188,14 @@ fn router(admin: Arc<Admin>) -> Router {
         .route("/assets/{file}", get(page::asset))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz));
-    api.merge(browser).merge(open).layer(DefaultBodyLimit::max(MAX_UPLOAD)).with_state(admin)
+    let limit = DefaultBodyLimit::max(admin.max_upload);
+    api.merge(control).merge(browser).merge(open).layer(limit).with_state(admin)
 }
 
 /// Serves until the process exits.
 pub async fn serve(listener: std::net::TcpListener, admin: Arc<Admin>) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    axum::serve(listener, router(admin)).await
+    axum::serve(listener, router(admin).into_make_service_with_connect_info::<SocketAddr>()).await
 }
 
 /// Route layer: no token is set, or the request carries `Authorization: Bearer <token>`.

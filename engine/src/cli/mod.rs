@@ -76,10 +76,14 @@ enum Command {
         /// Do not print the one-line summary of every batch (warnings and errors still show).
         #[arg(long, short)]
         quiet: bool,
-        /// Token the admin API requires (`Authorization: Bearer <token>`); required when --ui is
-        /// not a loopback address.
-        #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: Option<String>,
+        /// The token the admin API requires (`Authorization: Bearer <token>`); required when
+        /// --ui is not a loopback address.
+        #[command(flatten)]
+        token: TokenArgs,
+        /// Largest plugin a deploy may upload, MiB (larger: 413).
+        #[arg(long, value_name = "MIB", default_value_t = (runtime::MAX_PLUGIN_BYTES >> 20) as u16,
+              value_parser = clap::value_parser!(u16).range(1..=(runtime::MAX_PLUGIN_BYTES >> 20) as i64))]
+        max_upload_mib: u16,
         /// In a cluster, this process's member name (overrides `cluster.member`; default
         /// `<host>-<pid>`); on Kubernetes, the pod's name.
         #[arg(long, env = "SLUICE_MEMBER", value_parser = member_name)]
@@ -254,8 +258,35 @@ struct RemoteArgs {
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_UI)]
     ui: String,
     /// The engine's admin token, if it has one.
+    #[command(flatten)]
+    token: TokenArgs,
+}
+
+/// An admin token, given as is or in a file (a mounted secret: not on the command line, where
+/// `ps` shows it).
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// The admin token.
     #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// A file holding the admin token (its first line).
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN_FILE", value_name = "FILE", conflicts_with = "admin_token")]
+    admin_token_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    /// The token, if one is given; why the file gives none.
+    fn token(&self) -> Result<Option<String>, String> {
+        let Some(path) = &self.admin_token_file else { return Ok(self.admin_token.clone()) };
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| format!("--admin-token-file {}: cannot read it: {err}", path.display()))?;
+        match text.lines().next().map(str::trim).filter(|t| !t.is_empty()) {
+            Some(token) => Ok(Some(token.to_string())),
+            None => {
+                Err(format!("--admin-token-file {}: expected the token on its first line, found none", path.display()))
+            }
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -272,7 +303,8 @@ struct PluginArgs {
     #[arg(long, value_name = "MIB", default_value_t = runtime::DEFAULT_MEMORY_LIMIT >> 20)]
     memory_limit_mib: usize,
     /// Where compiled plugins are cached by content hash (default: $SLUICE_CACHE_DIR, else
-    /// $XDG_CACHE_HOME/sluice, else ~/.cache/sluice).
+    /// $XDG_CACHE_HOME/sluice, else ~/.cache/sluice), each file checked against a MAC keyed by
+    /// $SLUICE_CACHE_KEY_FILE (else ~/.config/sluice/cache.key, made on first use).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
     /// Compile plugins on every start instead of caching them.
@@ -282,7 +314,18 @@ struct PluginArgs {
 
 impl PluginArgs {
     fn runtime(&self) -> Result<PluginRuntime, runtime::StartError> {
-        let cache = if self.no_cache { None } else { self.cache_dir.clone().or_else(default_cache_dir) };
+        let dir = if self.no_cache { None } else { self.cache_dir.clone().or_else(default_cache_dir) };
+        let key = runtime::default_key_file();
+        let cache = match (dir, key) {
+            (Some(dir), Some(key)) => match runtime::CompileCache::open(dir, &key) {
+                Ok(cache) => Some(cache),
+                Err(why) => {
+                    tracing::warn!("{why}: plugins are compiled on every start");
+                    None
+                }
+            },
+            _ => None,
+        };
         let limits = Limits { timeout: self.call_timeout, memory: self.memory_limit_mib.saturating_mul(1 << 20) };
         Ok(PluginRuntime::new(limits, cache)?.with_validate_timeout(self.validate_timeout))
     }
@@ -386,12 +429,32 @@ pub fn main() -> ExitCode {
         Command::Resume { source, remote } => {
             remote_call(&remote, &format!("/api/sources/{source}/resume"), Some(Vec::new()))
         }
-        Command::Run { pipeline, plugins, workers, no_hot_swap, ui, no_ui, admin_token, fresh, quiet: _, member } => {
+        Command::Run {
+            pipeline,
+            plugins,
+            workers,
+            no_hot_swap,
+            ui,
+            no_ui,
+            token,
+            max_upload_mib,
+            fresh,
+            quiet: _,
+            member,
+        } => {
+            let admin_token = match token.token() {
+                Ok(token) => token,
+                Err(why) => {
+                    eprintln!("error: {why}");
+                    return ExitCode::from(2);
+                }
+            };
             let mut options = RunOptions {
                 watch_plugins: !no_hot_swap,
                 fresh,
                 admin_addr: (!no_ui).then_some(ui),
                 admin_token,
+                max_upload: usize::from(max_upload_mib) << 20,
                 member,
                 ..RunOptions::default()
             };
@@ -534,7 +597,11 @@ fn remote_answer(remote: &RemoteArgs, path: &str, body: Option<Vec<u8>>) -> Resu
         Some(_) => agent.post(&url),
         None => agent.get(&url),
     };
-    let request = match &remote.admin_token {
+    let token = remote.token.token().map_err(|why| {
+        eprintln!("error: {why}");
+        ExitCode::from(2)
+    })?;
+    let request = match &token {
         Some(token) => request.set("Authorization", &format!("Bearer {token}")),
         None => request,
     };

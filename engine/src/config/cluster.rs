@@ -59,7 +59,8 @@ pub(super) fn validate(config: &PipelineConfig, cluster: &ClusterConfig) -> Vec<
         errors.push(ConfigError::new(
             format!("capabilities.{plugin}"),
             format!(
-                "a cluster with a keyed stage (`{stage}`) needs each task's output to be the same on                  every run, which clocks or real random numbers break: no [capabilities] here"
+                "a cluster with a keyed stage (`{stage}`) needs each task's output to be the same on \
+                 every run, which clocks or real random numbers break: no [capabilities] here"
             ),
         ));
     }

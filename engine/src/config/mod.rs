@@ -84,6 +84,24 @@ pub(crate) enum Capability {
     Random,
 }
 
+impl Capability {
+    /// Its name in `[capabilities]`.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Self::Clocks => "clocks",
+            Self::Random => "random",
+        }
+    }
+
+    /// The WASI interfaces it serves (a prefix of their import names).
+    pub(crate) const fn interface(self) -> &'static str {
+        match self {
+            Self::Clocks => "wasi:clocks/",
+            Self::Random => "wasi:random/",
+        }
+    }
+}
+
 /// `[pipeline]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,7 +5,7 @@
 //!
 //! Event types (`"type"` field): `batch_queued`, `batch_started`, `batch_completed`, `plugin`
 //! (deployed, swapped, rejected, rolled_back, auto_rolled_back), `receiver` (paused, resumed),
-//! `results` (a `dashboard` sink's latest output).
+//! `results` (a `dashboard` sink's latest output), `audit` (a control action, `admin/audit.rs`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -20,6 +20,8 @@ use crate::runtime::event::{PluginAction, PluginRecord};
 pub const KEEP_BATCHES: usize = 600;
 /// Plugin events kept for the swap history.
 pub const KEEP_PLUGIN_EVENTS: usize = 200;
+/// Control actions kept for the audit table.
+pub const KEEP_AUDIT: usize = 200;
 
 /// One stage's figures in one batch, as `graph::run_batch` measures them.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -80,6 +82,29 @@ pub struct PluginEvent {
     pub detail: String,
 }
 
+/// A control action on the admin API, as the audit trail keeps it.
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditEntry {
+    /// When it was answered, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The client's address.
+    pub from: Option<String>,
+    /// `deploy`, `rollback`, `promote`, `abort-shadow`, `pause`, `resume`.
+    pub action: String,
+    /// The plugin or source named.
+    pub target: String,
+    /// The request's query (`shadow=true`, `to=<hash>`).
+    pub query: Option<String>,
+    /// The HTTP status it was answered with.
+    pub status: u16,
+    /// Whether it was carried out (a 2xx answer).
+    pub accepted: bool,
+    /// The version it installed or went back to (short or full hash), if any.
+    pub hash: Option<String>,
+    /// Why it was refused, or what was done.
+    pub detail: Option<String>,
+}
+
 /// A `dashboard` sink's latest output.
 #[derive(Clone, Debug, Serialize)]
 pub struct Results {
@@ -132,6 +157,8 @@ pub enum Event {
     },
     /// A dashboard sink's new output.
     Results(Results),
+    /// A control action on the admin API.
+    Audit(AuditEntry),
 }
 
 /// The recent history and the broadcast of events.
@@ -154,6 +181,8 @@ pub struct History {
     pub plugins: VecDeque<PluginEvent>,
     /// Latest output of each dashboard sink.
     pub results: BTreeMap<String, Results>,
+    /// Control actions, oldest first.
+    pub audit: VecDeque<AuditEntry>,
     /// Per stage, over the run: records in, records out, calls, µs.
     pub stage_totals: BTreeMap<String, StageFigures>,
     /// Failed calls per stage and class.
@@ -182,6 +211,18 @@ impl Events {
     fn send(&self, event: Event) {
         // No subscriber is fine.
         let _ = self.tx.send(event);
+    }
+
+    /// A control action was answered (`admin/audit.rs` records it, the one caller).
+    pub fn audit(&self, entry: AuditEntry) {
+        {
+            let mut state = self.state.lock().expect("events lock");
+            state.audit.push_back(entry.clone());
+            if state.audit.len() > KEEP_AUDIT {
+                state.audit.pop_front();
+            }
+        }
+        self.send(Event::Audit(entry));
     }
 
     /// The clock queued a batch.

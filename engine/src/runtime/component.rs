@@ -286,7 +286,7 @@ impl Instance {
                 output.extend_from_slice(&bytes);
                 Ok(())
             }
-            Err(message) => Err(CallError::Guest { message }),
+            Err(message) => Err(self.store.data_mut().core.guest_error(message, limits)),
         }
     }
 }

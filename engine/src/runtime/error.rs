@@ -194,12 +194,18 @@ pub enum CallError {
         timeout: Duration,
     },
     /// The guest tried to grow its memory past the cap.
-    #[error("memory_limit: the guest tried to grow its memory to {desired} bytes, the cap is {limit} bytes")]
+    #[error(
+        "memory_limit: the guest tried to grow its memory to {desired} bytes, the cap is {limit} bytes{}",
+        guest.as_deref().map(|said| format!("; then it failed with: {said}")).unwrap_or_default()
+    )]
     MemoryLimit {
         /// Requested size.
         desired: usize,
         /// The cap.
         limit: usize,
+        /// What the guest reported after the refusal, if it caught it and returned an error
+        /// (a Python `MemoryError`, a JavaScript out-of-memory) rather than trapping.
+        guest: Option<String>,
     },
     /// The guest reported an error.
     #[error("guest_error: {message}")]

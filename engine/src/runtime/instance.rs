@@ -109,9 +109,21 @@ impl StoreState {
         super::plugin_metrics::record(series, kind, value, count);
     }
 
-    /// The cap of the call under way (a stage's own may differ from the instance's).
+    /// The cap of the call under way (a stage's own may differ from the instance's); a call
+    /// starts with no refused growth.
     pub(super) fn limit_memory(&mut self, bytes: usize) {
         self.memory_limit = bytes;
+        self.refused_growth = None;
+    }
+
+    /// The error of a call whose guest returned one: a memory-limit error if the cap refused
+    /// it memory during the call (a Python `MemoryError`, a JavaScript out-of-memory: the
+    /// guest reports what the cap did), its message kept; else the guest's own.
+    pub(super) fn guest_error(&mut self, message: String, limits: Limits) -> CallError {
+        match self.refused_growth.take() {
+            Some(desired) => CallError::MemoryLimit { desired, limit: limits.memory, guest: Some(message) },
+            None => CallError::Guest { message },
+        }
     }
 
     /// Whether the guest sent a panic message the call's error has not taken yet.
@@ -225,7 +237,7 @@ impl Instance {
         self.store.set_epoch_deadline(ticks(limits));
         let packed = describe.call(&mut self.store, ()).map_err(|err| classify(self.store.data_mut(), err, limits))?;
         let mut bytes = Vec::new();
-        self.read_output(packed, &mut bytes)?;
+        self.read_output(packed, limits, &mut bytes)?;
         postcard::from_bytes(&bytes)
             .map_err(|err| CallError::BadOutput { message: format!("the description does not decode: {err}") })
     }
@@ -262,17 +274,18 @@ impl Instance {
         })?);
         self.store.set_epoch_deadline(ticks(limits));
         let packed = call.call(&mut self.store, len).map_err(|err| classify(self.store.data_mut(), err, limits))?;
-        self.read_output(packed, output)
+        self.read_output(packed, limits, output)
     }
 
-    fn read_output(&mut self, packed: u64, output: &mut Vec<u8>) -> Result<(), CallError> {
+    fn read_output(&mut self, packed: u64, limits: Limits, output: &mut Vec<u8>) -> Result<(), CallError> {
         let (ptr, len, is_error) = abi::unpack(packed);
         let data = self.memory.data(&self.store);
         let bytes = data.get(ptr as usize..ptr as usize + len as usize).ok_or_else(|| CallError::BadOutput {
             message: format!("the output ({len} bytes at {ptr:#x}) lies outside the guest's memory"),
         })?;
         if is_error {
-            return Err(CallError::Guest { message: String::from_utf8_lossy(bytes).into_owned() });
+            let message = String::from_utf8_lossy(bytes).into_owned();
+            return Err(self.store.data_mut().guest_error(message, limits));
         }
         output.extend_from_slice(bytes);
         Ok(())
@@ -300,7 +313,7 @@ pub(super) fn ticks(limits: Limits) -> u64 {
 pub(super) fn classify(state: &mut StoreState, err: wasmtime::Error, limits: Limits) -> CallError {
     if let Some(desired) = state.refused_growth.take() {
         state.panic = None;
-        return CallError::MemoryLimit { desired, limit: limits.memory };
+        return CallError::MemoryLimit { desired, limit: limits.memory, guest: None };
     }
     if let Some(wasmtime::Trap::Interrupt) = err.downcast_ref::<wasmtime::Trap>() {
         return CallError::Deadline { timeout: limits.timeout };

@@ -304,7 +304,7 @@ fn load_call_error(
         CallError::Deadline { .. } => {
             format!("ran past the validate_timeout ({}) for loading a plugin", humantime::format_duration(budget))
         }
-        CallError::MemoryLimit { desired, limit } => {
+        CallError::MemoryLimit { desired, limit, .. } => {
             format!("needs {desired} bytes of memory, the cap is {limit} bytes")
         }
         CallError::Trap { message } => format!("trapped: {message}"),

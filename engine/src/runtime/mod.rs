@@ -11,6 +11,7 @@
 //!   every instance a memory cap enforced by a resource limiter. Defaults: `DEFAULT_TIMEOUT`,
 //!   `DEFAULT_MEMORY_LIMIT`.
 
+mod cache;
 mod component;
 pub(crate) mod deploy;
 pub(crate) mod error;
@@ -24,12 +25,15 @@ mod version;
 pub(crate) mod watch;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::io::{Read, Write};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_sdk::abi::{FunctionInfo, NativeFunction};
 
+pub(crate) use cache::default_key_file;
+pub use cache::{CacheKeyError, CompileCache};
 pub use error::{CallError, LoadClass, LoadError, ModulePart, StartError};
 pub(crate) use load::{DEFAULT_VALIDATE_TIMEOUT, MAX_PLUGIN_BYTES, content_hash};
 pub(crate) use version::Implementation;
@@ -67,7 +71,7 @@ pub struct PluginRuntime {
     limits: Limits,
     /// Budget for instantiating a plugin being loaded and asking it to describe itself.
     validate_timeout: Duration,
-    cache_dir: Option<PathBuf>,
+    cache: Option<CompileCache>,
     /// What each plugin's components may use beyond the default sandbox (the pipeline's
     /// `[capabilities]`), by plugin name.
     capabilities: Arc<BTreeMap<String, Capabilities>>,
@@ -90,14 +94,14 @@ impl std::fmt::Debug for PluginRuntime {
         f.debug_struct("PluginRuntime")
             .field("limits", &self.limits)
             .field("validate_timeout", &self.validate_timeout)
-            .field("cache_dir", &self.cache_dir)
+            .field("cache", &self.cache)
             .finish_non_exhaustive()
     }
 }
 
 impl PluginRuntime {
-    /// A runtime with the given limits; precompiled modules are cached in `cache_dir` if given.
-    pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Self, StartError> {
+    /// A runtime with the given limits; compiled plugins are kept in `cache` if given.
+    pub fn new(limits: Limits, cache: Option<CompileCache>) -> Result<Self, StartError> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
@@ -123,7 +127,7 @@ impl PluginRuntime {
             components: Arc::new(components),
             limits,
             validate_timeout: DEFAULT_VALIDATE_TIMEOUT,
-            cache_dir,
+            cache,
             capabilities: Arc::default(),
         })
     }
@@ -156,29 +160,37 @@ impl PluginRuntime {
     }
 
     /// Compiles `bytes` (a module or a component), or loads the artifact this engine cached for
-    /// the same hash.
+    /// the same hash, if its MAC is right (`cache.rs`).
     fn compile<T: Compiled>(&self, bytes: &[u8], hash: &str) -> wasmtime::Result<T> {
-        let Some(dir) = &self.cache_dir else {
+        let Some(cache) = &self.cache else {
             return T::compile(&self.engine, bytes);
         };
-        let cached = dir.join(format!("{hash}-{}.cwasm", engine_fingerprint(&self.engine)));
-        if cached.is_file() {
-            // SAFETY: the cache holds only artifacts this engine wrote (below), named by the
-            // content hash of their source and the wasmtime version; wasmtime also checks that
-            // the artifact matches this engine's configuration (and kind) and refuses it otherwise.
-            match unsafe { T::deserialize_file(&self.engine, &cached) } {
-                Ok(compiled) => return Ok(compiled),
-                Err(err) => {
-                    tracing::debug!(path = %cached.display(), %err, "ignoring cached artifact")
-                }
+        let dir = &cache.dir;
+        let name = format!("{hash}-{}.cwasm", engine_fingerprint(&self.engine));
+        let cached = dir.join(&name);
+        if let Some(file) = read_bounded(&cached, MAX_CACHED_BYTES) {
+            match cache.open_sealed(&name, &file) {
+                // SAFETY: the MAC proves this runtime's key sealed it under this name (`cache.rs`),
+                // and only this function seals, an artifact wasmtime serialized; named by the
+                // content hash of its source and the engine's fingerprint, and wasmtime also
+                // checks that it matches this engine's configuration (and kind) and refuses it
+                // otherwise.
+                Some(artifact) => match unsafe { T::deserialize(&self.engine, artifact) } {
+                    Ok(compiled) => return Ok(compiled),
+                    Err(err) => tracing::debug!(path = %cached.display(), %err, "ignoring cached artifact"),
+                },
+                None => tracing::warn!(
+                    path = %cached.display(),
+                    "a cached compiled plugin fails its MAC check (changed since this engine wrote it): not loaded; compiled again"
+                ),
             }
         }
         let compiled = T::compile(&self.engine, bytes)?;
         let written = compiled.serialize().and_then(|artifact| {
             std::fs::create_dir_all(dir)?;
-            let tmp = dir.join(format!(".{hash}.{}.tmp", std::process::id()));
-            std::fs::write(&tmp, artifact)?;
-            std::fs::rename(&tmp, &cached)?;
+            let mut tmp = tempfile::Builder::new().prefix(".compiling.").tempfile_in(dir)?;
+            tmp.write_all(&cache.seal(&name, &artifact))?;
+            tmp.persist(&cached)?;
             Ok(())
         });
         if let Err(err) = written {
@@ -188,16 +200,32 @@ impl PluginRuntime {
     }
 }
 
+/// Largest cached artifact read: compiled code is a few times its source's size, and a planted
+/// file must not make the engine read without bound.
+const MAX_CACHED_BYTES: u64 = 16 * MAX_PLUGIN_BYTES as u64;
+
+/// The content of `path` if it can be read and is no longer than `limit` bytes.
+fn read_bounded(path: &Path, limit: u64) -> Option<Vec<u8>> {
+    let file = std::fs::File::open(path).ok()?;
+    if file.metadata().ok()?.len() > limit {
+        tracing::warn!(path = %path.display(), "a cached compiled plugin is over {limit} bytes: not loaded; compiled again");
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(limit).read_to_end(&mut bytes).ok()?;
+    Some(bytes)
+}
+
 /// What the compile cache holds: a core module (ABI 1) or a component (ABI 2).
 trait Compiled: Sized {
     fn compile(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<Self>;
     /// # Safety
-    /// `path` holds an artifact `serialize` wrote for an engine of this configuration.
-    unsafe fn deserialize_file(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<Self>;
+    /// `artifact` is one `serialize` wrote for an engine of this configuration.
+    unsafe fn deserialize(engine: &wasmtime::Engine, artifact: &[u8]) -> wasmtime::Result<Self>;
     fn serialize(&self) -> wasmtime::Result<Vec<u8>>;
 }
 
-/// `Compiled` for a type with wasmtime's `new`, `deserialize_file` and `serialize` (a module and
+/// `Compiled` for a type with wasmtime's `new`, `deserialize` and `serialize` (a module and
 /// a component have the same three).
 macro_rules! compiled {
     ($($ty:ty),*) => {$(
@@ -206,9 +234,9 @@ macro_rules! compiled {
                 Self::new(engine, bytes)
             }
 
-            unsafe fn deserialize_file(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<Self> {
+            unsafe fn deserialize(engine: &wasmtime::Engine, artifact: &[u8]) -> wasmtime::Result<Self> {
                 // SAFETY: as the caller promises.
-                unsafe { Self::deserialize_file(engine, path) }
+                unsafe { Self::deserialize(engine, artifact) }
             }
 
             fn serialize(&self) -> wasmtime::Result<Vec<u8>> {

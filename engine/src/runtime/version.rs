@@ -127,6 +127,20 @@ impl PluginVersion {
         matches!(self.implementation, Implementation::Wasm { .. })
     }
 
+    /// Whether it imports an interface whose name starts with `prefix` (`wasi:clocks/`); a
+    /// module or a native version imports none.
+    pub(crate) fn imports(&self, prefix: &str) -> bool {
+        match &self.implementation {
+            Implementation::Component { engine, pre, .. } => pre
+                .instance_pre()
+                .component()
+                .component_type()
+                .imports(engine)
+                .any(|(name, _)| name.starts_with(prefix)),
+            Implementation::Wasm { .. } | Implementation::Native(_) => false,
+        }
+    }
+
     /// The first 12 hex digits of the content hash, as shown in logs.
     pub(crate) fn short_hash(&self) -> &str {
         &self.hash[..self.hash.len().min(12)]

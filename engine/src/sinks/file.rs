@@ -6,8 +6,8 @@
 //!
 //! Lineage: beside each batch file, `<path>/.lineage/<the batch file's stem>.json` names the
 //! plugin versions that computed it (`{"batch": ms, "task": ..., "versions": {"plugin":
-//! "short hash"}}`), written (atomically) before the batch file is renamed into place, so a
-//! batch file never lacks its lineage.
+//! "short hash"}}`), written and synced (temporary file, rename, directory) before the batch
+//! file is renamed into place, so a batch file never lacks its lineage, power loss included.
 //!
 //! `sluice check` makes sure the directory can be created and written
 //! ([`FileSinkConfig::check_writable`]); a run finds out at its first batch with output (then the
@@ -154,8 +154,12 @@ impl FileSink {
         let text = serde_json::json!({ "batch": batch.time_ms, "task": batch.task, "versions": versions }).to_string();
         std::fs::create_dir_all(&dir).map_err(io)?;
         let tmp = dir.join(format!(".{stem}.{}.tmp", writer_id()));
-        std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::rename(&tmp, &target).map_err(io)
+        let mut file = std::fs::File::create(&tmp).map_err(io)?;
+        file.write_all(text.as_bytes()).and_then(|()| file.sync_data()).map_err(io)?;
+        std::fs::rename(&tmp, &target).map_err(io)?;
+        // Synced before the batch file's rename: a batch file that survives a power loss has
+        // its lineage.
+        std::fs::File::open(&dir).and_then(|dir| dir.sync_all()).map_err(io)
     }
 }
 

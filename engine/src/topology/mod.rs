@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub admin_addr: Option<std::net::SocketAddr>,
     /// Bearer token the admin API requires (needed off loopback).
     pub admin_token: Option<String>,
+    /// Largest body a deploy may upload, bytes (larger: 413).
+    pub max_upload: usize,
     /// Set the checkpoint directory aside and start over instead of resuming.
     pub fresh: bool,
     /// In a cluster, this process's member name (`--member`), over `cluster.member`.
@@ -83,6 +85,7 @@ impl Default for RunOptions {
             watch_plugins: true,
             admin_addr: None,
             admin_token: None,
+            max_upload: crate::runtime::MAX_PLUGIN_BYTES,
             fresh: false,
             member: None,
         }
@@ -358,6 +361,12 @@ fn serve_admin(
         deployer,
         receivers: receivers.to_vec(),
         token: options.admin_token.clone(),
+        max_upload: options.max_upload,
+        audit_file: config
+            .pipeline
+            .checkpoint_dir
+            .as_deref()
+            .map(|dir| admin::AuditFile::in_dir(&pipeline.file.resolve(dir))),
         batch_interval_ms: crate::fields::millis(config.pipeline.batch_interval),
         stages: admin::StageRow::of(&pipeline.graph, config),
         cluster: config.cluster.as_ref().map(|c| admin::ClusterRow {
