@@ -16,6 +16,8 @@ scripts/setup-postgres.sh >/dev/null
 scripts/setup-kinesis.sh >/dev/null
 # The Flume tests' client: PyPI's thrift, Python code generated from Flume's IDL.
 scripts/setup-flume.sh >/dev/null
+# The fault tests' clock: libfaketime steps the engine's wall clock (Debian's faketime).
+scripts/setup-faketime.sh
 # The cluster tests' S3 checkpoint store: PyPI's moto[server] (and boto3).
 scripts/setup-s3.sh >/dev/null
 # Every plugin: Rust modules and components, and ABI 2 guests in other languages, Python

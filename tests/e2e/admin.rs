@@ -319,3 +319,148 @@ fn rollback_to_picks_any_earlier_version_by_hash_and_keeps_the_current_one() {
     let (code, log) = running.finish(Duration::from_secs(20));
     assert_eq!(code, 0, "log:\n{log}");
 }
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made by the openssl CLI into
+/// `work`: (`ca.pem`, `cert.pem`, `key.pem`).
+fn make_certificates(work: &Workdir) {
+    work.write("ext.cnf", "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n");
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let steps: [Vec<&str>; 3] = [
+        [&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test-ca"]]
+            .concat(),
+        [&["req"][..], &ec, &["-keyout", "key.pem", "-out", "server.csr", "-subj", "/CN=sluice"]].concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    ];
+    for args in steps {
+        let out = std::process::Command::new("openssl").args(&args).current_dir(work.path(".")).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// curl's answer to a GET over HTTPS trusting `ca.pem`: (status, body), or None if curl got none.
+fn curl(work: &Workdir, url: &str, token: &str) -> Option<(u16, String)> {
+    let out = std::process::Command::new("curl")
+        .args(["--silent", "--max-time", "5", "--cacert", "ca.pem", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .args(["--write-out", "\n%{http_code}", url])
+        .current_dir(work.path("."))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, code) = text.rsplit_once('\n')?;
+    (out.status.success()).then(|| (code.parse().unwrap(), body.to_string()))
+}
+
+/// `--tls-cert`/`--tls-key`: HTTPS only (curl and `sluice status --ca-cert` get answers, plain
+/// HTTP none); bad files refused naming the flag; a client that opens a connection and sends
+/// nothing (or half a request head) is dropped, and 256 of them do not lock the API out for
+/// longer than that.
+#[test]
+fn the_admin_api_serves_https_with_a_given_certificate_and_drops_clients_that_send_nothing() {
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    work.write("pipeline.toml", &wordcount_pipeline(&address, "wordcount.wasm", "300ms", "100ms"));
+    make_certificates(&work);
+    work.write("not-a-key.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+    let out = work.sluice(&["run", "pipeline.toml", "--tls-cert", "cert.pem", "--tls-key", "not-a-key.pem"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("--tls-key not-a-key.pem: expected a PEM private key"), "{said}");
+    let out = work.sluice(&["run", "pipeline.toml", "--tls-cert", "ca.pem", "--tls-key", "key.pem"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("do not make a server certificate"), "a key of another certificate: {said}");
+
+    let port = free_port();
+    let local = format!("127.0.0.1:{port}");
+    let running = work.spawn(&[
+        "pipeline.toml",
+        "--ui",
+        &local,
+        "--admin-token",
+        "s3cret",
+        "--tls-cert",
+        "cert.pem",
+        "--tls-key",
+        "key.pem",
+    ]);
+    running.wait_for(&format!("address=https://{local}"), Duration::from_secs(20));
+    let url = format!("https://{local}/api/status");
+    let (code, body) = curl(&work, &url, "s3cret").expect("curl over HTTPS");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("wordcount"), "{body}");
+    assert_eq!(curl(&work, &url, "wrong").map(|(code, _)| code), Some(401));
+    // Plain HTTP to an HTTPS port: no HTTP answer.
+    let mut plain = TcpStream::connect(&local).unwrap();
+    write!(plain, "GET /api/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n\r\n").unwrap();
+    plain.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!String::from_utf8_lossy(&answer).contains("HTTP/1.1 200"), "plain HTTP served");
+    let https = format!("https://{local}");
+    let status = work.sluice(&["status", "--ui", &https, "--ca-cert", "ca.pem", "--admin-token", "s3cret"]);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(String::from_utf8_lossy(&status.stdout).contains("wordcount"));
+    let status = work.sluice(&["status", "--ui", &https, "--admin-token", "s3cret"]);
+    assert_eq!(status.status.code(), Some(1), "the public roots do not trust a private CA");
+
+    // 256 connections that never start their handshake fill every slot: a 257th is closed at
+    // once. They are dropped after the handshake deadline (10 s), and the API answers again.
+    let started = Instant::now();
+    let idle: Vec<TcpStream> = (0..256).map(|_| TcpStream::connect(&local).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(curl(&work, &url, "s3cret"), None, "every connection slot is taken");
+    for mut stream in idle {
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut byte = [0u8; 1];
+        assert!(matches!(stream.read(&mut byte), Ok(0) | Err(_)), "the server closed it");
+    }
+    let dropped = started.elapsed();
+    assert!(dropped >= Duration::from_secs(9) && dropped < Duration::from_secs(20), "{dropped:?}");
+    assert_eq!(curl(&work, &url, "s3cret").map(|(code, _)| code), Some(200), "answers again");
+    running.signal("TERM");
+    let (code, log) = running.finish(Duration::from_secs(20));
+    assert_eq!(code, 0, "log:\n{log}");
+    assert!(log.contains("connections open: closed a new one"), "log:\n{log}");
+}
+
+/// A client that sends half a request head and stalls is dropped after the head deadline
+/// (10 s), not held for ever.
+#[test]
+fn a_request_head_that_never_ends_is_dropped_after_ten_seconds() {
+    let work = Workdir::new();
+    work.add_plugin("wordcount", "wordcount");
+    let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    work.write("pipeline.toml", &wordcount_pipeline(&address, "wordcount.wasm", "300ms", "100ms"));
+    let local = format!("127.0.0.1:{}", free_port());
+    let running = work.spawn(&["pipeline.toml", "--ui", &local]);
+    running.wait_for("admin API at /api", Duration::from_secs(20));
+    let started = Instant::now();
+    let mut stalled = TcpStream::connect(&local).unwrap();
+    write!(stalled, "GET /api/status HTTP/1.1\r\nHost: x\r\n").unwrap();
+    stalled.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut answer = Vec::new();
+    let _ = stalled.read_to_end(&mut answer);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(9) && took < Duration::from_secs(20), "dropped after {took:?}");
+    assert_eq!(get(&local, "/api/status", None).0, 200, "other clients are served meanwhile and after");
+    running.signal("TERM");
+    let (code, _) = running.finish(Duration::from_secs(20));
+    assert_eq!(code, 0);
+}

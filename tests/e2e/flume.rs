@@ -89,7 +89,8 @@ fn nothing_answered_ok_is_lost_across_20_kill_9s() {
             .unwrap();
     let mut rng = Lcg::seeded();
     let mut replayed = 0;
-    for _ in 0..20 {
+    let rounds = kills(20);
+    for _ in 0..rounds {
         let running = work.spawn(&["pipeline.toml", "--no-ui"]);
         std::thread::sleep(Duration::from_millis(600 + rng.below(900)));
         running.signal("KILL");
@@ -111,7 +112,7 @@ fn nothing_answered_ok_is_lost_across_20_kill_9s() {
     let distinct: BTreeSet<String> = lines.iter().cloned().collect();
     let lost: Vec<&String> = acked.difference(&distinct).take(10).collect();
     println!(
-        "Flume → file after 20 kill -9s ({said}), {replayed} batches replayed: {} acknowledged, {} written, \
+        "Flume → file after {rounds} kill -9s ({said}), {replayed} batches replayed: {} acknowledged, {} written, \
          {} distinct, {} lost, {} duplicated",
         acked.len(),
         lines.len(),

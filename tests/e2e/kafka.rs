@@ -169,7 +169,8 @@ fn kafka_to_file_is_exactly_once_and_kafka_to_kafka_at_least_once_across_kill_9s
     let producer = produce_in_background(&b, "lines", &input, 100, 200);
     let mut rng = Lcg::seeded();
     let mut replayed = 0;
-    for _ in 0..12 {
+    let rounds = kills(12);
+    for _ in 0..rounds {
         let running = work.spawn(&["pipeline.toml", "--no-ui"]);
         std::thread::sleep(Duration::from_millis(800 + rng.below(1_500)));
         running.signal("KILL");
@@ -186,7 +187,7 @@ fn kafka_to_file_is_exactly_once_and_kafka_to_kafka_at_least_once_across_kill_9s
     let (code, log) = running.finish(Duration::from_secs(30));
     assert_eq!(code, 0, "log:\n{log}");
     let got = work.ledger("out");
-    assert_eq!(got, expected, "Kafka → file after 12 kill -9s: exactly once");
+    assert_eq!(got, expected, "Kafka → file after {rounds} kill -9s: exactly once");
 
     // Kafka → Kafka on tansu (no transactions): every record at least once.
     let values = client(&["consume", &b, "counts", "read_uncommitted", "3"]);
@@ -194,7 +195,7 @@ fn kafka_to_file_is_exactly_once_and_kafka_to_kafka_at_least_once_across_kill_9s
     let lost: u64 = expected.iter().map(|(w, n)| n.saturating_sub(seen.get(w).copied().unwrap_or(0))).sum();
     let duplicated: u64 = seen.iter().map(|(w, n)| n.saturating_sub(expected.get(w).copied().unwrap_or(0))).sum();
     println!(
-        "Kafka → Kafka on tansu after 12 kill -9s, {replayed} batches replayed: {lost} lost, {duplicated} duplicated words"
+        "Kafka → Kafka on tansu after {rounds} kill -9s, {replayed} batches replayed: {lost} lost, {duplicated} duplicated words"
     );
     assert_eq!(lost, 0, "at least once: nothing lost");
 

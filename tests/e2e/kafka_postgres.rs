@@ -90,7 +90,8 @@ fn kafka_to_postgres_is_exactly_once_across_thirty_kill_9s() {
     let producer = produce_in_background(&b, "lines", &input, 100, 100);
     let mut rng = Lcg::seeded();
     let mut replayed = 0;
-    for _ in 0..30 {
+    let rounds = kills(30);
+    for _ in 0..rounds {
         let running = work.spawn(&["pipeline.toml", "--no-ui"]);
         // Killed a while after it runs (a start slowed by a loaded machine is not the window).
         running.wait_for("pipeline running", Duration::from_secs(30));
@@ -112,9 +113,9 @@ fn kafka_to_postgres_is_exactly_once_across_thirty_kill_9s() {
     running.signal("TERM");
     let (code, log) = running.finish(Duration::from_secs(30));
     assert_eq!(code, 0, "log:\n{log}");
-    assert_eq!(db.counts(totals), expected, "upserted running totals after 30 kill -9s");
+    assert_eq!(db.counts(totals), expected, "upserted running totals after {rounds} kill -9s");
     let summed = db.counts("SELECT key, sum(value)::bigint FROM batch_counts GROUP BY key");
     assert_eq!(summed, expected, "appended per-batch counts: no batch twice, none lost");
-    println!("Kafka → PostgreSQL, 30 kill -9s: {replayed} batches replayed, totals and appended counts exact");
+    println!("Kafka → PostgreSQL, {rounds} kill -9s: {replayed} batches replayed, totals and appended counts exact");
     assert!(replayed > 0, "the kills left no batch to replay: the test proves nothing");
 }

@@ -34,7 +34,8 @@ fn kafka_to_kafka_is_exactly_once_for_a_read_committed_consumer_across_kill_9s()
     let producer = produce_in_background(&b, "lines", &input, 100, 200);
     let mut rng = Lcg::seeded();
     let (mut replayed, mut skipped) = (0, 0);
-    for _ in 0..10 {
+    let rounds = kills(10);
+    for _ in 0..rounds {
         let running = work.spawn(&["pipeline.toml", "--no-ui"]);
         // Killed a while into its run, not during a start slowed by a loaded machine (which
         // leaves nothing logged to replay).
@@ -47,7 +48,7 @@ fn kafka_to_kafka_is_exactly_once_for_a_read_committed_consumer_across_kill_9s()
         skipped += log.matches("is already in the topic: not written again").count();
     }
     println!(
-        "mock cluster, 10 kill -9s: {replayed} batches replayed, {skipped} of them found in the topic and skipped"
+        "mock cluster, {rounds} kill -9s: {replayed} batches replayed, {skipped} of them found in the topic and skipped"
     );
     assert!(skipped > 0, "no replayed batch was already in the topic: the test proves nothing");
     assert_eq!(acked(producer), lines.len() as u64);
@@ -64,5 +65,5 @@ fn kafka_to_kafka_is_exactly_once_for_a_read_committed_consumer_across_kill_9s()
 
     let committed = client(&["consume", &b, "counts", "read_committed", "4"]);
     let seen: BTreeMap<String, u64> = count_values(&committed);
-    assert_eq!(seen, expected, "what a read_committed consumer sees after 10 kill -9s: every word exactly once");
+    assert_eq!(seen, expected, "what a read_committed consumer sees after {rounds} kill -9s: every word exactly once");
 }

@@ -178,7 +178,8 @@ fn kinesis_to_file_is_exactly_once_across_twenty_kill_9s_a_shard_split_and_a_mer
     let producer = produce_in_background(&k, "lines", &input, 100, 200);
     let mut rng = Lcg::seeded();
     let (mut replayed, mut logs) = (0, String::new());
-    for round in 0..20 {
+    let rounds = kills(20);
+    for round in 0..rounds {
         let running = work.spawn(&["pipeline.toml", "--no-ui"]);
         std::thread::sleep(Duration::from_millis(800 + rng.below(1_200)));
         match round {
@@ -201,8 +202,12 @@ fn kinesis_to_file_is_exactly_once_across_twenty_kill_9s_a_shard_split_and_a_mer
     let (code, log) = running.finish(Duration::from_secs(30));
     assert_eq!(code, 0, "log:\n{log}");
     logs.push_str(&log);
-    assert_eq!(work.ledger("out"), expected, "Kinesis → file after 20 kill -9s, a split and a merge: exactly once");
-    println!("Kinesis → file after 20 kill -9s: {replayed} batches replayed");
+    assert_eq!(
+        work.ledger("out"),
+        expected,
+        "Kinesis → file after {rounds} kill -9s, a split and a merge: exactly once"
+    );
+    println!("Kinesis → file after {rounds} kill -9s: {replayed} batches replayed");
     // The split's parent and the merge's parents were read to their end before their children.
     let shards = client(&["shards", &k, "lines"]);
     let closed: Vec<&str> =

@@ -8,6 +8,7 @@ mod components;
 mod connectors;
 mod dashboard;
 mod examples;
+mod faults;
 mod flume;
 mod hot_swap;
 mod kafka;

@@ -219,7 +219,8 @@ fn upserted_totals_and_appended_counts_are_exact_across_twelve_kill_9s() {
         replayed += log.lines().filter(|l| l.contains(" ms (replayed): ")).count();
         skipped += log.lines().filter(|l| l.contains("committed before (a replay)")).count();
     };
-    for _ in 0..12 {
+    let rounds = kills(12);
+    for _ in 0..rounds {
         let running = work.spawn(&["pipeline.toml", "--no-ui"]);
         std::thread::sleep(Duration::from_millis(200 + rng.below(1000)));
         running.signal("KILL");
@@ -229,7 +230,7 @@ fn upserted_totals_and_appended_counts_are_exact_across_twelve_kill_9s() {
     }
     feeder.join().unwrap();
     tally(&finish_until_exact(&work, &db, &expected));
-    assert_eq!(db.counts(TOTALS), expected, "upserted running totals after 12 kill -9s");
+    assert_eq!(db.counts(TOTALS), expected, "upserted running totals after {rounds} kill -9s");
     assert_eq!(db.counts(SUMMED), expected, "appended per-batch counts: no batch twice, none lost");
     assert!(skipped > 0, "some restart replayed a batch the sinks had committed");
     let batches = db.sql("SELECT count(*) FROM sluice_progress WHERE sink = 'pg_counts'");

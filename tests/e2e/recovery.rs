@@ -104,7 +104,8 @@ fn directory_to_file_sink_is_exactly_once_across_twenty_kill_9s() {
     });
     let mut rng = Lcg::seeded();
     let mut recoveries = Vec::new();
-    for kill in 0..20 {
+    let rounds = kills(20);
+    for kill in 0..rounds {
         let start = Instant::now();
         let running = work.spawn(&["pipeline.toml", "--no-ui"]);
         if kill > 0
@@ -131,7 +132,7 @@ fn directory_to_file_sink_is_exactly_once_across_twenty_kill_9s() {
     let got = work.ledger("out");
     let lost: u64 = expected.iter().map(|(w, n)| n.saturating_sub(got.get(w).copied().unwrap_or(0))).sum();
     let duplicated: u64 = got.iter().map(|(w, n)| n.saturating_sub(expected.get(w).copied().unwrap_or(0))).sum();
-    assert_eq!((lost, duplicated), (0, 0), "lost and duplicated words after 20 kill -9s");
+    assert_eq!((lost, duplicated), (0, 0), "lost and duplicated words after {rounds} kill -9s");
     // The running totals (state) survived every crash exactly too: the last batch holds them.
     let totals = work.batches("totals");
     let last: BTreeMap<String, u64> = totals
@@ -141,7 +142,7 @@ fn directory_to_file_sink_is_exactly_once_across_twenty_kill_9s() {
         .iter()
         .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_u64().unwrap()))
         .collect();
-    assert_eq!(last, expected, "update_state_by_key totals after 20 crashes");
+    assert_eq!(last, expected, "update_state_by_key totals after {rounds} crashes");
     recoveries.sort();
     println!(
         "recovery after kill -9 (start to first batch done): median {:?}, max {:?} over {} restarts",
@@ -214,7 +215,8 @@ fn socket_with_write_ahead_log_loses_nothing_across_kill_9s() {
         .replace("type = \"socket\"", "type = \"socket\"\nwal = true\nack = true");
     work.write("pipeline.toml", &pipeline);
     let mut rng = Lcg::seeded();
-    for _ in 0..10 {
+    let rounds = kills(10);
+    for _ in 0..rounds {
         let running = work.spawn(&["pipeline.toml", "--no-ui"]);
         std::thread::sleep(Duration::from_millis(300 + rng.below(1200)));
         running.signal("KILL");
@@ -229,7 +231,7 @@ fn socket_with_write_ahead_log_loses_nothing_across_kill_9s() {
     let lost: u64 = expected.iter().map(|(w, n)| n.saturating_sub(got.get(w).copied().unwrap_or(0))).sum();
     let duplicated: u64 = got.iter().map(|(w, n)| n.saturating_sub(expected.get(w).copied().unwrap_or(0))).sum();
     let total: u64 = expected.values().sum();
-    println!("socket + WAL after 10 kill -9s: {total} words, {lost} lost, {duplicated} duplicated");
+    println!("socket + WAL after {rounds} kill -9s: {total} words, {lost} lost, {duplicated} duplicated");
     assert_eq!(lost, 0, "no acknowledged record is lost ({duplicated} duplicated)");
 }
 

@@ -378,6 +378,14 @@ path = "out"
     )
 }
 
+/// How many `kill -9`s a crash test deals: `default`, or `$SLUICE_CRASH_KILLS`
+/// (`scripts/faults.sh` asks for 50 on every path).
+pub fn kills(default: usize) -> usize {
+    let kills = std::env::var("SLUICE_CRASH_KILLS").ok().and_then(|n| n.parse().ok()).unwrap_or(default);
+    println!("kill -9s: {kills} (SLUICE_CRASH_KILLS=N changes it)");
+    kills
+}
+
 /// A small deterministic generator for kill moments (seed printed, so a failure can be rerun).
 pub struct Lcg(u64);
 

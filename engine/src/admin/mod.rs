@@ -21,20 +21,26 @@
 //! `/api/events` also take `?token=<token>`, since a browser cannot give them headers. The check
 //! is one route layer per group (`require_token`, `require_token_or_query`), not a line in
 //! each handler. A body larger than `--max-upload-mib` (default: the largest plugin the
-//! runtime loads) is answered 413, nothing past the limit read.
+//! runtime loads) is answered 413, nothing past the limit read. A request not answered in
+//! time is answered 408: a control action (deploy, rollback, …) within [`CONTROL_TIMEOUT`], any
+//! other but the event stream within [`READ_TIMEOUT`]. With `--tls-cert` and `--tls-key` it
+//! serves HTTPS only.
 //!
-//! Files: this one routes, binds and authenticates; `api.rs` holds the JSON and Prometheus
-//! handlers, `audit.rs` the trail of control actions, `page.rs` the dashboard page, its
-//! assets, data and event stream.
+//! Files: this one routes, binds and authenticates; `listen.rs` takes connections (TLS,
+//! connection deadlines); `api.rs` holds the JSON and Prometheus handlers, `audit.rs` the
+//! trail of control actions, `page.rs` the dashboard page, its assets, data and event stream.
 
 mod api;
 mod audit;
+mod listen;
 mod page;
 
 pub use audit::AuditFile;
+pub use listen::{TlsError, TlsFiles};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
@@ -43,6 +49,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::metrics::Metrics;
 use crate::receiver::Receiver;
@@ -64,6 +71,8 @@ pub struct Admin {
     pub receivers: Vec<Arc<Receiver>>,
     /// Required bearer token, if any.
     pub token: Option<String>,
+    /// The certificate it serves HTTPS with (None: plain HTTP).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Largest body a request may carry (a deploy's plugin), bytes; larger is answered 413.
     pub max_upload: usize,
     /// Where control actions are kept (with a checkpoint directory), besides log and events.
@@ -162,14 +171,23 @@ pub fn bind(addr: SocketAddr, token: Option<&str>) -> Result<std::net::TcpListen
     Err(ServeError::Bind { addr, source: last.expect("tried at least once") })
 }
 
+/// How long a control action may take, its upload included: longer than a cluster member
+/// waits for every other member to validate a deploy (at most a minute).
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long any other request may take, the event stream's aside.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The routes: the API behind the bearer token, the page's routes behind the token or
 /// `?token=`, the assets open.
 fn router(admin: Arc<Admin>) -> Router {
+    let timeout = |limit| TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limit);
     let api = Router::new()
         .route("/metrics", get(api::metrics))
         .route("/api/status", get(api::status))
-        .route_layer(middleware::from_fn_with_state(admin.clone(), require_token));
-    // What changes the engine: behind the token, and every request audited (refused ones too).
+        .route_layer(middleware::from_fn_with_state(admin.clone(), require_token))
+        .route_layer(timeout(READ_TIMEOUT));
+    // What changes the engine: behind the token, and every request audited (refused and timed
+    // out ones too).
     let control = Router::new()
         .route("/api/plugins/{name}/deploy", post(api::deploy_plugin))
         .route("/api/plugins/{name}/rollback", post(api::rollback_plugin))
@@ -178,24 +196,30 @@ fn router(admin: Arc<Admin>) -> Router {
         .route("/api/sources/{name}/pause", post(api::pause_source))
         .route("/api/sources/{name}/resume", post(api::resume_source))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token))
+        .route_layer(timeout(CONTROL_TIMEOUT))
         .route_layer(middleware::from_fn_with_state(admin.clone(), audit::audit));
     let browser = Router::new()
         .route("/", get(page::page))
         .route("/api/dashboard", get(page::dashboard))
+        .route_layer(middleware::from_fn_with_state(admin.clone(), require_token_or_query))
+        .route_layer(timeout(READ_TIMEOUT));
+    // Open as long as the page is: no deadline.
+    let events = Router::new()
         .route("/api/events", get(page::events))
         .route_layer(middleware::from_fn_with_state(admin.clone(), require_token_or_query));
     let open = Router::new()
         .route("/assets/{file}", get(page::asset))
         .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz));
+        .route("/readyz", get(api::readyz))
+        .route_layer(timeout(READ_TIMEOUT));
     let limit = DefaultBodyLimit::max(admin.max_upload);
-    api.merge(control).merge(browser).merge(open).layer(limit).with_state(admin)
+    api.merge(control).merge(browser).merge(events).merge(open).layer(limit).with_state(admin)
 }
 
-/// Serves until the process exits.
+/// Serves until the process exits (HTTPS if the admin has a certificate).
 pub async fn serve(listener: std::net::TcpListener, admin: Arc<Admin>) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    axum::serve(listener, router(admin).into_make_service_with_connect_info::<SocketAddr>()).await
+    let tls = admin.tls.clone();
+    listen::serve(listener, router(admin), tls).await
 }
 
 /// Route layer: no token is set, or the request carries `Authorization: Bearer <token>`.

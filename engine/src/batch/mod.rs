@@ -5,6 +5,7 @@
 //! boundary. When every source has finished, it emits the batch holding their last records at the
 //! next boundary and stops; the [`scheduler`] then runs what is queued and returns.
 
+mod cadence;
 pub mod keyed;
 pub mod scheduler;
 mod shadow;
@@ -12,7 +13,7 @@ mod shadow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -85,11 +86,9 @@ pub fn generate(clock: Clock, batches: Sender<Batch>) {
     let mut seq = 0u64;
     let mut ending = false;
     // The batch the next cut joins: strictly increasing, after the last run's batches, whatever
-    // the wall clock does (a step back never reuses a batch time; a late pass never skips one:
-    // sources log what they cut under the batch it is then emitted in).
-    // Saturating: `after` comes from a checkpoint file, whatever it holds.
-    let first = next_multiple(now_ms(), batch_ms);
-    let mut boundary = first.max(next_multiple(clock.after, batch_ms));
+    // the wall clock does (`cadence.rs`; a late pass never skips one: sources log what they cut
+    // under the batch it is then emitted in).
+    let mut cadence = cadence::Cadence::new(now_ms(), Instant::now(), batch_ms, block_ms, clock.after);
     loop {
         let now = now_ms();
         let tick = next_multiple(now, block_ms);
@@ -102,7 +101,7 @@ pub fn generate(clock: Clock, batches: Sender<Batch>) {
             all_finished &= clock.sources.with(index, |source| source.finished(stopping));
         }
         ending |= all_finished;
-        let cut = Cut { seq, batch: boundary, closes_batch: tick >= boundary };
+        let cut = Cut { seq, batch: cadence.boundary(), closes_batch: cadence.closes(tick, Instant::now()) };
         for index in 0..clock.sources.len() {
             pending.extend(clock.sources.with(index, |source| source.cut(cut)));
         }
@@ -115,7 +114,7 @@ pub fn generate(clock: Clock, batches: Sender<Batch>) {
         }
         seq += 1;
         if cut.closes_batch {
-            boundary = next_multiple(tick, batch_ms);
+            cadence.advance(tick, Instant::now());
             let batch = Batch {
                 time_ms: cut.batch,
                 blocks: std::mem::take(&mut pending),

@@ -80,6 +80,13 @@ enum Command {
         /// --ui is not a loopback address.
         #[command(flatten)]
         token: TokenArgs,
+        /// Serve the admin API over HTTPS only, with this certificate (PEM, the chain after
+        /// it); needs --tls-key.
+        #[arg(long, env = "SLUICE_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC).
+        #[arg(long, env = "SLUICE_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// Largest plugin a deploy may upload, MiB (larger: 413).
         #[arg(long, value_name = "MIB", default_value_t = (runtime::MAX_PLUGIN_BYTES >> 20) as u16,
               value_parser = clap::value_parser!(u16).range(1..=(runtime::MAX_PLUGIN_BYTES >> 20) as i64))]
@@ -254,9 +261,14 @@ pub(crate) const DEFAULT_UI: &str = "127.0.0.1:4040";
 
 #[derive(Debug, clap::Args)]
 struct RemoteArgs {
-    /// The running engine's admin address (its `run --ui`).
+    /// The running engine's admin address (its `run --ui`): `HOST:PORT`, or
+    /// `https://HOST:PORT` when it serves HTTPS (`run --tls-cert`).
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_UI)]
     ui: String,
+    /// With an `https://` address: trust only this CA certificate (PEM), e.g. the engine's own
+    /// self-signed one; without it the public web's roots are trusted.
+    #[arg(long, env = "SLUICE_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// The engine's admin token, if it has one.
     #[command(flatten)]
     token: TokenArgs,
@@ -437,6 +449,8 @@ pub fn main() -> ExitCode {
             ui,
             no_ui,
             token,
+            tls_cert,
+            tls_key,
             max_upload_mib,
             fresh,
             quiet: _,
@@ -454,6 +468,7 @@ pub fn main() -> ExitCode {
                 fresh,
                 admin_addr: (!no_ui).then_some(ui),
                 admin_token,
+                admin_tls: tls_cert.zip(tls_key).map(|(cert, key)| crate::admin::TlsFiles { cert, key }),
                 max_upload: usize::from(max_upload_mib) << 20,
                 member,
                 ..RunOptions::default()
@@ -589,10 +604,42 @@ fn remote_call(remote: &RemoteArgs, path: &str, body: Option<Vec<u8>>) -> ExitCo
     }
 }
 
+/// A TLS client that trusts the CA certificates in `path` (PEM) and no other.
+fn client_tls(path: &Path) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let pem = std::fs::read(path).map_err(|err| format!("cannot read it: {err}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|err| format!("expected PEM certificates: {err}"))?;
+        roots.add(cert).map_err(|err| format!("not a CA certificate rustls can use: {err}"))?;
+    }
+    if roots.is_empty() {
+        return Err("expected PEM certificates (-----BEGIN CERTIFICATE-----), found none".into());
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| err.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
 /// The answer of the admin API to a call (see [`remote_call`]); a failure is reported here.
 fn remote_answer(remote: &RemoteArgs, path: &str, body: Option<Vec<u8>>) -> Result<String, ExitCode> {
-    let url = format!("http://{}{path}", remote.ui);
-    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(120)).build();
+    let url = match remote.ui.starts_with("http://") || remote.ui.starts_with("https://") {
+        true => format!("{}{path}", remote.ui.trim_end_matches('/')),
+        false => format!("http://{}{path}", remote.ui),
+    };
+    let mut agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(120));
+    if let Some(path) = &remote.ca_cert {
+        let config = client_tls(path).map_err(|why| {
+            eprintln!("error: --ca-cert {}: {why}", path.display());
+            ExitCode::from(2)
+        })?;
+        agent = agent.tls_config(config);
+    }
+    let agent = agent.build();
     let request = match &body {
         Some(_) => agent.post(&url),
         None => agent.get(&url),

@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub admin_addr: Option<std::net::SocketAddr>,
     /// Bearer token the admin API requires (needed off loopback).
     pub admin_token: Option<String>,
+    /// The admin API's certificate and key, to serve HTTPS (None: plain HTTP).
+    pub admin_tls: Option<admin::TlsFiles>,
     /// Largest body a deploy may upload, bytes (larger: 413).
     pub max_upload: usize,
     /// Set the checkpoint directory aside and start over instead of resuming.
@@ -63,6 +65,9 @@ pub enum RunError {
     /// The admin server cannot serve where asked.
     #[error(transparent)]
     Admin(#[from] admin::ServeError),
+    /// The admin server's certificate files cannot serve HTTPS.
+    #[error(transparent)]
+    AdminTls(#[from] admin::TlsError),
     /// A source cannot start.
     #[error(transparent)]
     Source(#[from] sources::StartError),
@@ -85,6 +90,7 @@ impl Default for RunOptions {
             watch_plugins: true,
             admin_addr: None,
             admin_token: None,
+            admin_tls: None,
             max_upload: crate::runtime::MAX_PLUGIN_BYTES,
             fresh: false,
             member: None,
@@ -352,8 +358,15 @@ fn serve_admin(
 ) -> Result<(), RunError> {
     let Swaps { deployer, agent } = swaps;
     let config = &pipeline.file.config;
+    let tls = options.admin_tls.as_ref().map(admin::TlsFiles::load).transpose()?;
     let listener = admin::bind(addr, options.admin_token.as_deref())?;
     let bound = listener.local_addr()?;
+    let url = format!("{}://{bound}", if tls.is_some() { "https" } else { "http" });
+    if tls.is_none() && !bound.ip().is_loopback() {
+        tracing::warn!(
+            "the admin API at {url} is plain HTTP off loopback: its token crosses the network in clear; give --tls-cert and --tls-key to serve HTTPS"
+        );
+    }
     let admin = Arc::new(admin::Admin {
         pipeline: config.pipeline.name.clone(),
         metrics: metrics.clone(),
@@ -361,6 +374,7 @@ fn serve_admin(
         deployer,
         receivers: receivers.to_vec(),
         token: options.admin_token.clone(),
+        tls,
         max_upload: options.max_upload,
         audit_file: config
             .pipeline
@@ -377,9 +391,9 @@ fn serve_admin(
         agent: agent.clone(),
     });
     if let Some(agent) = &agent {
-        agent.serving_admin_at(format!("http://{bound}"));
+        agent.serving_admin_at(url.clone());
     }
-    tracing::info!(address = %format!("http://{bound}"), "dashboard at /, metrics at /metrics, admin API at /api");
+    tracing::info!(address = %url, "dashboard at /, metrics at /metrics, admin API at /api");
     let _guard = io.enter();
     io.spawn(async move {
         if let Err(err) = admin::serve(listener, admin).await {
