@@ -206,33 +206,33 @@ pub fn load(root: &Path, after: u64) -> Result<Vec<PendingBatch>, BatchLogError>
                 batch.inputs.entry(source).or_default().record = Some(bytes);
             } else if name.ends_with(".block") {
                 let bytes = std::fs::read(&path).map_err(io(&path))?;
-                if bytes.len() < BLOCK_HEADER || &bytes[..4] != BLOCK_MAGIC {
-                    return Err(corrupted("not a write-ahead-log block"));
-                }
-                let mut parts = name.split('-');
-                let source = parts.next().and_then(|p| p.parse().ok()).ok_or_else(|| corrupted("bad name"))?;
-                let seq = parts.next().and_then(|p| p.parse().ok()).ok_or_else(|| corrupted("bad name"))?;
-                let records = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
-                let invalid = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
-                let data = bytes[BLOCK_HEADER..].to_vec();
-                let frames = sluice_sdk::abi::Frames::new(&data);
-                let counted = frames.count() as u64;
-                if counted != records {
-                    return Err(corrupted("its records do not match its header"));
-                }
-                batch.inputs.entry(source).or_default().blocks.push(Block {
-                    source,
-                    seq,
-                    records,
-                    invalid,
-                    data,
-                    task: None,
-                });
+                let block = decode_block(&name, &bytes).map_err(corrupted)?;
+                batch.inputs.entry(block.source).or_default().blocks.push(block);
             }
         }
         out.push(batch);
     }
     Ok(out)
+}
+
+/// The block logged as file `name` (`<source>-<cut>-<n>.block`) holding `bytes`, or what is
+/// wrong with it.
+pub(crate) fn decode_block(name: &str, bytes: &[u8]) -> Result<Block, &'static str> {
+    if bytes.len() < BLOCK_HEADER || &bytes[..4] != BLOCK_MAGIC {
+        return Err("not a write-ahead-log block");
+    }
+    let mut parts = name.split('-');
+    let source = parts.next().and_then(|p| p.parse().ok()).ok_or("bad name")?;
+    let seq = parts.next().and_then(|p| p.parse().ok()).ok_or("bad name")?;
+    let records = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let invalid = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+    let data = bytes[BLOCK_HEADER..].to_vec();
+    let frames = sluice_sdk::abi::Frames::new(&data);
+    let counted = frames.count() as u64;
+    if counted != records {
+        return Err("its records do not match its header");
+    }
+    Ok(Block { source, seq, records, invalid, data, task: None })
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@ mod cluster;
 pub mod codec;
 pub mod config;
 mod fields;
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod graph;
 mod harness;
 mod kafka;

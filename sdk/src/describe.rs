@@ -14,7 +14,14 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 /// The shape of one postcard-encoded value.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// Read with serde (a plugin's description, a checkpoint's stage types), an integer is 8, 16,
+/// 32, 64 or 128 bits wide, and a type nests at most
+/// [`abi2::MAX_DEPTH`](crate::abi2::MAX_DEPTH) levels and has at most
+/// [`abi2::MAX_EXPANDED_NODES`](crate::abi2::MAX_EXPANDED_NODES) nodes, as an ABI 2 node list:
+/// a longer description is refused, rather than exhausting the reader's stack (serde recurses
+/// once per level) or its memory.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum TypeDesc {
     /// `()`: no bytes.
     Unit,
@@ -69,6 +76,77 @@ pub enum Variant {
     Tuple(Vec<TypeDesc>),
     /// `A { x: T, ... }`: named fields, back to back.
     Struct(Vec<(String, TypeDesc)>),
+}
+
+/// [`TypeDesc`]'s derived reading, whose children are read through the bounded
+/// `Deserialize` below (the same wire format as a derive on `TypeDesc` itself).
+#[derive(Deserialize)]
+#[serde(remote = "TypeDesc", rename = "TypeDesc")]
+enum Shape {
+    Unit,
+    Bool,
+    Unsigned(#[serde(deserialize_with = "width")] u8),
+    Signed(#[serde(deserialize_with = "width")] u8),
+    F32,
+    F64,
+    Char,
+    String,
+    Bytes,
+    Option(Box<TypeDesc>),
+    Seq(Box<TypeDesc>),
+    Tuple(Vec<TypeDesc>),
+    Struct { name: String, fields: Vec<(String, TypeDesc)> },
+    Map(Box<TypeDesc>, Box<TypeDesc>),
+    Enum { name: String, variants: Vec<(String, Variant)> },
+}
+
+/// An integer's width, refused unless 8, 16, 32, 64 or 128 bits (as in an ABI 2 node list):
+/// the host's codec computes ranges from it.
+fn width<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u8, D::Error> {
+    match u8::deserialize(deserializer)? {
+        bits @ (8 | 16 | 32 | 64 | 128) => Ok(bits),
+        bits => Err(serde::de::Error::custom(alloc::format!(
+            "an integer of {bits} bits; the widths are 8, 16, 32, 64 and 128"
+        ))),
+    }
+}
+
+std::thread_local! {
+    /// The type being read on this thread: its level, and its nodes so far.
+    static READING: core::cell::Cell<(usize, usize)> = const { core::cell::Cell::new((0, 0)) };
+}
+
+/// One level of a type being read; leaving it (also by an error) goes back up.
+struct Level;
+
+impl Level {
+    /// Enters a node, or says why the type is refused.
+    fn enter() -> Result<Self, String> {
+        let (depth, nodes) = READING.get();
+        let nodes = if depth == 0 { 1 } else { nodes + 1 };
+        if depth >= crate::abi2::MAX_DEPTH {
+            return Err(alloc::format!("the type nests deeper than {} levels", crate::abi2::MAX_DEPTH));
+        }
+        if nodes > crate::abi2::MAX_EXPANDED_NODES {
+            return Err(alloc::format!("the type has more than {} nodes", crate::abi2::MAX_EXPANDED_NODES));
+        }
+        READING.set((depth + 1, nodes));
+        Ok(Level)
+    }
+}
+
+impl Drop for Level {
+    fn drop(&mut self) {
+        let (depth, nodes) = READING.get();
+        READING.set((depth - 1, nodes));
+    }
+}
+
+impl<'de> Deserialize<'de> for TypeDesc {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let _level = Level::enter().map_err(serde::de::Error::custom)?;
+        Shape::deserialize(deserializer)
+    }
 }
 
 impl TypeDesc {
@@ -212,3 +290,60 @@ describe_tuple!(A, B, C);
 describe_tuple!(A, B, C, D);
 describe_tuple!(A, B, C, D, E);
 describe_tuple!(A, B, C, D, E, F);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(levels: usize) -> alloc::vec::Vec<u8> {
+        // Postcard: `Option` is variant 9 of `TypeDesc`, `Unit` variant 0.
+        let mut bytes = alloc::vec![9u8; levels - 1];
+        bytes.push(0);
+        bytes
+    }
+
+    #[test]
+    fn a_type_reads_back_as_written_in_postcard_and_json() {
+        let ty = TypeDesc::Struct {
+            name: "Row".into(),
+            fields: alloc::vec![
+                ("key".into(), TypeDesc::Option(Box::new(TypeDesc::String))),
+                ("values".into(), TypeDesc::Map(Box::new(TypeDesc::Char), Box::new(TypeDesc::Unsigned(64)))),
+                (
+                    "shape".into(),
+                    TypeDesc::Enum {
+                        name: "Shape".into(),
+                        variants: alloc::vec![
+                            ("A".into(), Variant::Unit),
+                            ("B".into(), Variant::Newtype(TypeDesc::F32))
+                        ],
+                    },
+                ),
+            ],
+        };
+        assert_eq!(postcard::from_bytes::<TypeDesc>(&postcard::to_allocvec(&ty).unwrap()).unwrap(), ty);
+        assert_eq!(serde_json::from_str::<TypeDesc>(&serde_json::to_string(&ty).unwrap()).unwrap(), ty);
+    }
+
+    #[test]
+    fn a_type_deeper_or_larger_than_a_node_list_may_be_is_refused_not_a_stack_overflow() {
+        let max = crate::abi2::MAX_DEPTH;
+        assert!(postcard::from_bytes::<TypeDesc>(&nested(max)).is_ok());
+        let err = postcard::from_bytes::<TypeDesc>(&nested(max + 1)).unwrap_err();
+        assert!(matches!(err, postcard::Error::SerdeDeCustom), "{err:?}");
+        // A million levels in 1 MB: refused at level 129 (before: the reader's stack overflowed).
+        assert!(postcard::from_bytes::<TypeDesc>(&nested(1 << 20)).is_err());
+        // A tuple of more units than a node list may expand to (Tuple is variant 11).
+        let mut wide = alloc::vec![11u8, 0x80, 0x80, 0x04];
+        wide.resize(wide.len() + crate::abi2::MAX_EXPANDED_NODES, 0);
+        assert!(postcard::from_bytes::<TypeDesc>(&wide).is_err());
+        wide[1..4].copy_from_slice(&[0xff, 0xff, 0x03]);
+        wide.truncate(4 + crate::abi2::MAX_EXPANDED_NODES - 1);
+        assert!(postcard::from_bytes::<TypeDesc>(&wide).is_ok(), "the root and 65535 units");
+        // Integer widths are those of an ABI 2 node list (`Signed` is variant 3).
+        assert!(postcard::from_bytes::<TypeDesc>(&[3, 64]).is_ok());
+        assert!(postcard::from_bytes::<TypeDesc>(&[3, 0]).is_err(), "an i0 made the codec's range overflow");
+        // A refusal leaves nothing behind: the next type on this thread reads from level 0.
+        assert!(postcard::from_bytes::<TypeDesc>(&nested(max)).is_ok());
+    }
+}

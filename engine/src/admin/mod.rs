@@ -179,7 +179,7 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The routes: the API behind the bearer token, the page's routes behind the token or
 /// `?token=`, the assets open.
-fn router(admin: Arc<Admin>) -> Router {
+pub(crate) fn router(admin: Arc<Admin>) -> Router {
     let timeout = |limit| TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limit);
     let api = Router::new()
         .route("/metrics", get(api::metrics))

@@ -29,7 +29,8 @@ use crate::sources::{Position, SourcePosition};
 /// The checkpoint format this engine writes (it reads format 1 too).
 pub(crate) const FORMAT: u32 = 2;
 const MAGIC: &[u8; 8] = b"SLUICECK";
-const HEADER: usize = 8 + 4 + 8 + 32;
+/// Bytes before the payload: magic, format, length, checksum.
+pub(crate) const HEADER: usize = 8 + 4 + 8 + 32;
 /// Checkpoint files kept (the newest first); older ones are deleted after each write.
 pub(crate) const KEEP: usize = 2;
 
@@ -162,12 +163,17 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> CheckpointError + '_ {
 /// The bytes of a checkpoint file.
 pub fn encode(checkpoint: &Checkpoint) -> Vec<u8> {
     let payload = postcard::to_allocvec(checkpoint).expect("a checkpoint always encodes");
+    framed(FORMAT, &payload)
+}
+
+/// A checkpoint file's bytes around `payload`: magic, `format`, length, checksum, payload.
+pub(crate) fn framed(format: u32, payload: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(HEADER + payload.len());
     bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&FORMAT.to_le_bytes());
+    bytes.extend_from_slice(&format.to_le_bytes());
     bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&Sha256::digest(&payload));
-    bytes.extend_from_slice(&payload);
+    bytes.extend_from_slice(&Sha256::digest(payload));
+    bytes.extend_from_slice(payload);
     bytes
 }
 
@@ -357,13 +363,7 @@ mod tests {
             sources: vec![("files".into(), BTreeSet::from(["a.txt".to_string()])), ("lines".into(), BTreeSet::new())],
             stages: Vec::new(),
         };
-        let payload = postcard::to_allocvec(&old).unwrap();
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&1u32.to_le_bytes());
-        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&Sha256::digest(&payload));
-        bytes.extend_from_slice(&payload);
+        let bytes = framed(1, &postcard::to_allocvec(&old).unwrap());
         let loaded = decode(Path::new("checkpoint-1000.bin"), &bytes).unwrap();
         assert_eq!(loaded.sources[0], sample(0).sources[0]);
         assert_eq!(loaded.sources[1], SourcePosition { name: "lines".into(), position: Position::Nothing });

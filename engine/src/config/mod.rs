@@ -166,8 +166,14 @@ impl PipelineFile {
         let text = std::fs::read_to_string(path).map_err(|err| {
             ConfigErrors::one(path, ConfigError::new("", format!("cannot read the pipeline file: {err}")))
         })?;
-        let config: PipelineConfig = toml::from_str(&text)
-            .map_err(|err| ConfigErrors::one(path, ConfigError::new("", crate::fields::toml_error(&text, &err))))?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses `text`, the content of the pipeline file `path` (which names it in errors and
+    /// resolves its relative paths), as [`PipelineFile::load`] does.
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<Self, ConfigErrors> {
+        let config: PipelineConfig = toml::from_str(text)
+            .map_err(|err| ConfigErrors::one(path, ConfigError::new("", crate::fields::toml_error(text, &err))))?;
         Ok(Self { path: path.to_path_buf(), config })
     }
 

@@ -238,8 +238,7 @@ impl Instance {
         let packed = describe.call(&mut self.store, ()).map_err(|err| classify(self.store.data_mut(), err, limits))?;
         let mut bytes = Vec::new();
         self.read_output(packed, limits, &mut bytes)?;
-        postcard::from_bytes(&bytes)
-            .map_err(|err| CallError::BadOutput { message: format!("the description does not decode: {err}") })
+        description(&bytes)
     }
 
     /// Calls `sluice_call_<function>` over `len` input bytes that `fill` writes straight into
@@ -290,6 +289,13 @@ impl Instance {
         output.extend_from_slice(bytes);
         Ok(())
     }
+}
+
+/// A description a plugin returned (a [`FunctionInfo`](sluice_sdk::abi::FunctionInfo) or a
+/// parameters' `TypeDesc`), decoded.
+pub(crate) fn description<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CallError> {
+    postcard::from_bytes(bytes)
+        .map_err(|err| CallError::BadOutput { message: format!("the description does not decode: {err}") })
 }
 
 fn typed<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
