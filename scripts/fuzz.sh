@@ -53,8 +53,8 @@ status=0
 printf '%-14s %12s %8s %8s %8s %10s %s\n' target executions exec/s cov ft corpus crashes
 for target in "${targets[@]}"; do
   log=$logs/$target.log
-  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
-  speed=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)
+  speed=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)
   last=$(grep -E '^#[0-9]+.*cov: [0-9]+ ft: [0-9]+' "$log" | tail -1)
   cov=$(sed -n 's/.*cov: \([0-9]*\).*/\1/p' <<<"$last")
   ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
@@ -72,7 +72,7 @@ for target in "${targets[@]}"; do
     echo "--- $target: see fuzz/regressions/$target/; the end of its log:" >&2
     tail -30 "$log" >&2
   fi
-  printf '%-14s %12s %8s %8s %8s %10s %s\n' "$target" "$execs" "$speed" "${cov:-?}" "${ft:-?}" "$corpus" "$found"
+  printf '%-14s %12s %8s %8s %8s %10s %s\n' "$target" "${execs:-?}" "${speed:-?}" "${cov:-?}" "${ft:-?}" "$corpus" "$found"
 done
 rm -rf "$logs"
 exit $status

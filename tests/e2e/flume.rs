@@ -79,9 +79,11 @@ fn nothing_answered_ok_is_lost_across_20_kill_9s() {
         said.contains("path events (flume, wal) → out (file): at least once (OK answered once the events are in the write-ahead log)"),
         "{said}"
     );
-    let events = 40_000u64;
+    let rounds = kills(20);
+    // 2,000 events a kill, so the input spans them however many there are.
+    let events = 2_000 * rounds.max(20) as u64;
     let ledger = work.path("ledger.txt");
-    // About 100 events per call, as a Flume sink's default batch: the input spans the kills.
+    // About 100 events per call, as a Flume sink's default batch.
     let mut sender: Child =
         client_command(&["send", &address, "0", &events.to_string(), "100", ledger.to_str().unwrap()])
             .stdout(Stdio::piped())
@@ -89,7 +91,6 @@ fn nothing_answered_ok_is_lost_across_20_kill_9s() {
             .unwrap();
     let mut rng = Lcg::seeded();
     let mut replayed = 0;
-    let rounds = kills(20);
     for _ in 0..rounds {
         let running = work.spawn(&["pipeline.toml", "--no-ui"]);
         std::thread::sleep(Duration::from_millis(600 + rng.below(900)));
@@ -99,6 +100,9 @@ fn nothing_answered_ok_is_lost_across_20_kill_9s() {
         replayed += replayed_with_records(&log);
     }
     let running = work.spawn(&["pipeline.toml", "--no-ui"]);
+    // Up before it is stopped (with many kills the client may be done already, and a SIGTERM
+    // before the engine has started is the default one).
+    running.wait_for("pipeline running", Duration::from_secs(30));
     let status = sender.wait().unwrap();
     let mut said = String::new();
     sender.stdout.take().unwrap().read_to_string(&mut said).unwrap();

@@ -421,6 +421,68 @@ fn postgres_going_away_mid_stream_delays_batches_and_loses_none() {
     assert_eq!(db.counts(SUMMED), expected, "appended counts after the outages: each batch once");
 }
 
+/// A database that stops taking writes for a while (a lock another session holds on the table)
+/// is a slow consumer: with backpressure the socket stops reading while batches wait, memory
+/// stays bounded, and once the lock goes the scheduling delay comes back down.
+#[test]
+fn a_stalled_database_is_met_with_backpressure_and_the_delay_recovers_after_it() {
+    let db = Db::new("stall");
+    let work = Workdir::new();
+    let address = endless_server();
+    work.write(
+        "pipeline.toml",
+        &format!(
+            "[pipeline]\nname = \"stall\"\nbatch_interval = \"500ms\"\nblock_interval = \"100ms\"\nbackpressure = true\n\n\
+             [[sources]]\nname = \"lines\"\ntype = \"socket\"\naddress = \"{address}\"\nmax_rate = 200000\n\n\
+             [[stages]]\nname = \"n\"\ninput = \"lines\"\nop = \"count\"\n\n\
+             [[sinks]]\nname = \"pg\"\ninput = \"n\"\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"counts\"\ncreate_table = true\n",
+            db.url
+        ),
+    );
+    let running = work.spawn(&["pipeline.toml", "--no-ui"]);
+    wait_until("four batches in the table", Duration::from_secs(30), || {
+        db.sql("SELECT to_regclass('counts') IS NOT NULL") == "t\n"
+            && db.sql("SELECT count(*) >= 4 FROM counts") == "t\n"
+    });
+    let calm = running.scheduling_delays().len();
+    // 8 s in which every write to the table waits for the lock.
+    let mut lock = Command::new("psql")
+        .args([&db.url, "-Xq", "-c", "BEGIN; LOCK TABLE counts IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT;"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut max_rss = 0;
+    let stalled = Instant::now();
+    while lock.try_wait().unwrap().is_none() {
+        max_rss = max_rss.max(running.rss_mib());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stall = stalled.elapsed();
+    let during = running.scheduling_delays().len();
+    // After the stall: 10 s more of the same endless input.
+    std::thread::sleep(Duration::from_secs(10));
+    max_rss = max_rss.max(running.rss_mib());
+    let delays = running.scheduling_delays();
+    let log = running.log();
+    drop(running);
+    println!(
+        "stalled database: {stall:?}; batches before/during/after {calm}/{}/{}; delays {delays:?} ms; max RSS {max_rss} MiB",
+        during - calm,
+        delays.len() - during
+    );
+    let peak = delays[calm..].iter().max().copied().unwrap_or(0);
+    assert!(peak >= 4_000, "the batches waited for the lock (peak scheduling delay {peak} ms); log:\n{log}");
+    let tail = &delays[delays.len().saturating_sub(3)..];
+    assert!(
+        delays.len() >= during + 6 && tail.iter().all(|&d| d < 1_000),
+        "after the stall the delay came down below 1 s: {delays:?}; log:\n{log}"
+    );
+    assert!(max_rss < 400, "resident memory stayed below 400 MiB, was {max_rss} MiB");
+    // Every completed batch has its row: the stall delayed writes, it lost none.
+    let rows: usize = db.sql("SELECT count(*) FROM counts").trim().parse().unwrap();
+    assert!(rows >= delays.len(), "{rows} rows for {} completed batches", delays.len());
+}
+
 #[test]
 fn a_value_out_of_range_fails_the_batch_naming_the_key_and_the_database_message() {
     let db = Db::new("badrow");

@@ -204,7 +204,9 @@ impl AckingServer {
 
 #[test]
 fn socket_with_write_ahead_log_loses_nothing_across_kill_9s() {
-    let lines = corpus(120_000, 8, 42);
+    let rounds = kills(10);
+    // 12,000 lines a kill, so the input spans them however many there are.
+    let lines = corpus(12_000 * rounds.max(10), 8, 42);
     let expected = count_words(&lines);
     let server = AckingServer::start(lines.clone());
     let work = Workdir::new();
@@ -215,7 +217,6 @@ fn socket_with_write_ahead_log_loses_nothing_across_kill_9s() {
         .replace("type = \"socket\"", "type = \"socket\"\nwal = true\nack = true");
     work.write("pipeline.toml", &pipeline);
     let mut rng = Lcg::seeded();
-    let rounds = kills(10);
     for _ in 0..rounds {
         let running = work.spawn(&["pipeline.toml", "--no-ui"]);
         std::thread::sleep(Duration::from_millis(300 + rng.below(1200)));

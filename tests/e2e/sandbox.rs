@@ -2,8 +2,6 @@
 //! stages keep serving; a swapped-in version that keeps failing is rolled back automatically; a
 //! plugin slower than its input is met with backpressure that bounds memory and delay.
 
-use std::io::Write;
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -230,20 +228,6 @@ fn rolled_back_automatically(faulty: &str) {
     assert_eq!(failed, 2, "exactly the threshold of batches failed; log:\n{log}");
 }
 
-/// A server that writes the same short line as fast as the client reads, until it closes.
-fn endless_server() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let chunk = "a few words on a line\n".repeat(4096);
-            while conn.write_all(chunk.as_bytes()).is_ok() {}
-        }
-    });
-    address
-}
-
 /// Runs the slow pipeline for `seconds`; returns each batch's scheduling delay (ms) and the
 /// largest resident memory seen (MiB).
 fn run_slow(backpressure: bool, max_rate: Option<u64>, seconds: u64) -> (Vec<u64>, u64, String) {
@@ -267,20 +251,10 @@ fn run_slow(backpressure: bool, max_rate: Option<u64>, seconds: u64) -> (Vec<u64
     let start = Instant::now();
     let mut max_rss = 0;
     while start.elapsed() < Duration::from_secs(seconds) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", running.child.id())).unwrap_or_default();
-        let rss_kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-            .unwrap_or(0);
-        max_rss = max_rss.max(rss_kib / 1024);
+        max_rss = max_rss.max(running.rss_mib());
         std::thread::sleep(Duration::from_millis(200));
     }
-    let log = running.log();
-    drop(running);
-    let delays =
-        log.lines().filter_map(|l| l.split("scheduling delay ").nth(1)?.split(' ').next()?.parse().ok()).collect();
-    (delays, max_rss, log)
+    (running.scheduling_delays(), max_rss, running.log())
 }
 
 #[test]

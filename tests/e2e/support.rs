@@ -128,6 +128,20 @@ impl LineServer {
     }
 }
 
+/// A server that writes the same short line as fast as the client reads, until it closes.
+pub fn endless_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let chunk = "a few words on a line\n".repeat(4096);
+            while conn.write_all(chunk.as_bytes()).is_ok() {}
+        }
+    });
+    address
+}
+
 pub fn join_lines(lines: &[String]) -> Vec<u8> {
     let mut bytes = lines.join("\n").into_bytes();
     bytes.push(b'\n');
@@ -300,6 +314,25 @@ pub struct Running {
 impl Running {
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The process's resident memory, MiB (0 once it has exited).
+    pub fn rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or(0);
+        kib / 1024
+    }
+
+    /// Each completed batch's scheduling delay (ms), from the log.
+    pub fn scheduling_delays(&self) -> Vec<u64> {
+        self.log()
+            .lines()
+            .filter_map(|l| l.split("scheduling delay ").nth(1)?.split(' ').next()?.parse().ok())
+            .collect()
     }
 
     /// Waits until the log contains `needle`, or panics with the log after `timeout`.

@@ -728,14 +728,15 @@ fn run(path: &Path, plugins: &PluginArgs, options: &RunOptions) -> ExitCode {
 /// repeated SIGTERMs do not (supervisors such as `timeout` signal the child and then its whole
 /// process group, so one stop request can arrive twice).
 fn handle_signals(stop: watch::Sender<bool>) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
     let signals = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Registered before this returns: a SIGTERM from then on is a stop, never the default exit.
+    let (mut term, mut int) = {
+        let _runtime = signals.enter();
+        (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?)
+    };
     std::thread::Builder::new().name("sluice-signals".into()).spawn(move || {
         signals.block_on(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-                tracing::error!("cannot listen for SIGTERM/SIGINT");
-                return;
-            };
             tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
             tracing::info!("stopping: receivers stop, received batches finish, then exit (Ctrl-C again to exit now)");
             let _ = stop.send(true);

@@ -262,26 +262,38 @@ impl Instance {
         infos.into_iter().map(described).collect()
     }
 
-    /// Runs `function` over `len` input bytes that `fill` writes, appending its output.
+    /// Runs `function` over `direct`, or else over `len` input bytes that `fill` writes into
+    /// a host buffer, appending its output.
     pub(crate) fn call(
         &mut self,
         function: &str,
         limits: Limits,
-        len: usize,
-        fill: impl FnOnce(&mut [u8]),
+        (len, fill, direct): (usize, impl FnOnce(&mut [u8]), Option<&[u8]>),
         output: &mut Vec<u8>,
     ) -> Result<(), CallError> {
-        // Grown, never shrunk or cleared: the bytes are written over (no memset per call).
-        if self.input.len() < len {
-            self.input.resize(len, 0);
-        }
-        fill(&mut self.input[..len]);
+        let input = match direct {
+            // Lowered straight from the caller's bytes: one copy, into the guest.
+            Some(bytes) => bytes,
+            None => {
+                // Grown, never shrunk or cleared: the bytes are written over (no memset per call).
+                if self.input.len() < len {
+                    self.input.resize(len, 0);
+                }
+                fill(&mut self.input[..len]);
+                &self.input[..len]
+            }
+        };
         self.store.data_mut().core.limit_memory(limits.memory);
         self.store.data().output.clear();
         self.store.set_epoch_deadline(ticks(limits));
         let functions = self.plugin.sluice_plugin_functions();
-        let result = functions.call_call(&mut self.store, function, &self.input[..len]);
+        let result = functions.call_call(&mut self.store, function, input);
         match result.map_err(|err| failure(&mut self.store, err, limits))? {
+            // The lifted list is the output when there is nothing to append to: no second copy.
+            Ok(bytes) if output.is_empty() => {
+                *output = bytes;
+                Ok(())
+            }
             Ok(bytes) => {
                 output.extend_from_slice(&bytes);
                 Ok(())

@@ -352,17 +352,18 @@ impl Live {
         }
     }
 
+    /// `direct`, when given, is the whole input (`fill` would copy it): a component lowers it
+    /// as is, a module has `fill` write it into its memory.
     fn call(
         &mut self,
         function: &str,
         limits: Limits,
-        len: usize,
-        fill: impl FnOnce(&mut [u8]),
+        (len, fill, direct): (usize, impl FnOnce(&mut [u8]), Option<&[u8]>),
         output: &mut Vec<u8>,
     ) -> Result<(), CallError> {
         match self {
             Self::Module(instance) => instance.call(function, limits, len, fill, output),
-            Self::Component(instance) => instance.call(function, limits, len, fill, output),
+            Self::Component(instance) => instance.call(function, limits, (len, fill, direct), output),
         }
     }
 
@@ -382,7 +383,12 @@ thread_local! {
 /// Runs `function` of `version` over one partition on the current worker thread, reusing this
 /// thread's instance of that version (and creating it the first time).
 pub fn call(version: &PluginVersion, function: &str, input: &[u8], output: &mut Vec<u8>) -> Result<(), CallError> {
-    call_filling(version, function, input.len(), |buf| buf.copy_from_slice(input), output)
+    let fill = |buf: &mut [u8]| buf.copy_from_slice(input);
+    if version.call_params.contains_key(function) {
+        return call_filling(version, function, input.len(), fill, output);
+    }
+    // Without parameters to put first, a component can take `input` as it is.
+    call_on_worker(version, function, (input.len(), fill, Some(input)), output)
 }
 
 /// As [`call`], with the `len` input bytes written by `fill` directly into an ABI 1 guest's
@@ -406,14 +412,33 @@ pub(crate) fn call_filling(
         }
         fill(&mut buf[head..]);
     };
+    call_on_worker(version, function, (len, fill, None), output)
+}
+
+/// Runs the call on this worker's instance of `version`: `input` is the length, a function
+/// writing that many bytes, and, when there is one, the same bytes as a slice.
+fn call_on_worker(
+    version: &PluginVersion,
+    function: &str,
+    (len, fill, direct): (usize, impl FnOnce(&mut [u8]), Option<&[u8]>),
+    output: &mut Vec<u8>,
+) -> Result<(), CallError> {
     let limits = match &version.implementation {
         Implementation::Native(functions) => {
             let native = functions
                 .get(function)
                 .ok_or_else(|| CallError::BadOutput { message: format!("no native function `{function}`") })?;
-            let mut input = vec![0; len];
-            fill(&mut input);
-            return (native.call)(&input, output).map_err(|message| CallError::Guest { message });
+            let written;
+            let input = match direct {
+                Some(bytes) => bytes,
+                None => {
+                    let mut buf = vec![0; len];
+                    fill(&mut buf);
+                    written = buf;
+                    &written
+                }
+            };
+            return (native.call)(input, output).map_err(|message| CallError::Guest { message });
         }
         Implementation::Wasm { limits, .. } | Implementation::Component { limits, .. } => *limits,
     };
@@ -433,7 +458,7 @@ pub(crate) fn call_filling(
         };
         let live = &mut kept[at].1;
         live.state().label(version);
-        let result = live.call(function, limits, len, fill, output);
+        let result = live.call(function, limits, (len, fill, direct), output);
         if result.is_err() {
             // A trapped instance may hold broken state (a component cannot be entered again):
             // the next call starts fresh.
