@@ -33,7 +33,7 @@ use wasmtime_wasi_io::bytes::Bytes;
 use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::streams::{OutputStream, StreamResult};
 
-use super::instance::{StoreState, classify, ticks};
+use super::instance::{Input, StoreState, classify, ticks};
 use super::{CallError, Capabilities, Limits};
 
 mod bindings {
@@ -262,19 +262,19 @@ impl Instance {
         infos.into_iter().map(described).collect()
     }
 
-    /// Runs `function` over `direct`, or else over `len` input bytes that `fill` writes into
-    /// a host buffer, appending its output.
+    /// Runs `function` over `input` (bytes to be written go into a host buffer first),
+    /// appending its output.
     pub(crate) fn call(
         &mut self,
         function: &str,
         limits: Limits,
-        (len, fill, direct): (usize, impl FnOnce(&mut [u8]), Option<&[u8]>),
+        input: Input<'_, impl FnOnce(&mut [u8])>,
         output: &mut Vec<u8>,
     ) -> Result<(), CallError> {
-        let input = match direct {
+        let input = match input {
             // Lowered straight from the caller's bytes: one copy, into the guest.
-            Some(bytes) => bytes,
-            None => {
+            Input::Bytes(bytes) => bytes,
+            Input::Filled(len, fill) => {
                 // Grown, never shrunk or cleared: the bytes are written over (no memset per call).
                 if self.input.len() < len {
                     self.input.resize(len, 0);

@@ -352,18 +352,17 @@ impl Live {
         }
     }
 
-    /// `direct`, when given, is the whole input (`fill` would copy it): a component lowers it
-    /// as is, a module has `fill` write it into its memory.
+    /// A module has `input` written into its memory; a component lowers a slice as it is.
     fn call(
         &mut self,
         function: &str,
         limits: Limits,
-        (len, fill, direct): (usize, impl FnOnce(&mut [u8]), Option<&[u8]>),
+        input: Input<'_, impl FnOnce(&mut [u8])>,
         output: &mut Vec<u8>,
     ) -> Result<(), CallError> {
         match self {
-            Self::Module(instance) => instance.call(function, limits, len, fill, output),
-            Self::Component(instance) => instance.call(function, limits, (len, fill, direct), output),
+            Self::Module(instance) => instance.call(function, limits, input.len(), |buf| input.write(buf), output),
+            Self::Component(instance) => instance.call(function, limits, input, output),
         }
     }
 
@@ -371,6 +370,29 @@ impl Live {
         match self {
             Self::Module(instance) => instance.store.data_mut(),
             Self::Component(instance) => instance.state(),
+        }
+    }
+}
+
+/// A call's input: bytes already in one slice, or `len` bytes a function writes.
+pub(crate) enum Input<'a, F> {
+    Bytes(&'a [u8]),
+    Filled(usize, F),
+}
+
+impl<F: FnOnce(&mut [u8])> Input<'_, F> {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::Bytes(bytes) => bytes.len(),
+            Self::Filled(len, _) => *len,
+        }
+    }
+
+    /// Writes the input into `buf`, which is `len()` bytes long.
+    pub(crate) fn write(self, buf: &mut [u8]) {
+        match self {
+            Self::Bytes(bytes) => buf.copy_from_slice(bytes),
+            Self::Filled(_, fill) => fill(buf),
         }
     }
 }
@@ -383,12 +405,11 @@ thread_local! {
 /// Runs `function` of `version` over one partition on the current worker thread, reusing this
 /// thread's instance of that version (and creating it the first time).
 pub fn call(version: &PluginVersion, function: &str, input: &[u8], output: &mut Vec<u8>) -> Result<(), CallError> {
-    let fill = |buf: &mut [u8]| buf.copy_from_slice(input);
     if version.call_params.contains_key(function) {
-        return call_filling(version, function, input.len(), fill, output);
+        return call_filling(version, function, input.len(), |buf| buf.copy_from_slice(input), output);
     }
     // Without parameters to put first, a component can take `input` as it is.
-    call_on_worker(version, function, (input.len(), fill, Some(input)), output)
+    call_on_worker(version, function, Input::<fn(&mut [u8])>::Bytes(input), output)
 }
 
 /// As [`call`], with the `len` input bytes written by `fill` directly into an ABI 1 guest's
@@ -412,15 +433,14 @@ pub(crate) fn call_filling(
         }
         fill(&mut buf[head..]);
     };
-    call_on_worker(version, function, (len, fill, None), output)
+    call_on_worker(version, function, Input::Filled(len, fill), output)
 }
 
-/// Runs the call on this worker's instance of `version`: `input` is the length, a function
-/// writing that many bytes, and, when there is one, the same bytes as a slice.
+/// Runs the call on this worker's instance of `version`.
 fn call_on_worker(
     version: &PluginVersion,
     function: &str,
-    (len, fill, direct): (usize, impl FnOnce(&mut [u8]), Option<&[u8]>),
+    input: Input<'_, impl FnOnce(&mut [u8])>,
     output: &mut Vec<u8>,
 ) -> Result<(), CallError> {
     let limits = match &version.implementation {
@@ -429,9 +449,9 @@ fn call_on_worker(
                 .get(function)
                 .ok_or_else(|| CallError::BadOutput { message: format!("no native function `{function}`") })?;
             let written;
-            let input = match direct {
-                Some(bytes) => bytes,
-                None => {
+            let input = match input {
+                Input::Bytes(bytes) => bytes,
+                Input::Filled(len, fill) => {
                     let mut buf = vec![0; len];
                     fill(&mut buf);
                     written = buf;
@@ -458,7 +478,7 @@ fn call_on_worker(
         };
         let live = &mut kept[at].1;
         live.state().label(version);
-        let result = live.call(function, limits, (len, fill, direct), output);
+        let result = live.call(function, limits, input, output);
         if result.is_err() {
             // A trapped instance may hold broken state (a component cannot be entered again):
             // the next call starts fresh.
